@@ -1,0 +1,3 @@
+from rltransfer.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,192 @@
+"""Algorithms by name, their hyperparameter presets (data), and how models are built.
+
+Presets come from RL-Baselines3-Zoo's tuned values (``presets/hyperparams.toml``), keyed by
+env id with a per-algorithm default; ``--hparams key=value`` overrides them.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import sys
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3 import A2C, DQN, PPO, SAC, TD3
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
+from stable_baselines3.common.utils import LinearSchedule
+
+from .errors import AlgorithmError, ConfigError, HyperparameterError, did_you_mean
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+# Keys of a preset that are not constructor arguments of the SB3 class.
+STUDY_KEYS = ("policy", "n_envs", "n_timesteps", "noise_type", "noise_std")
+
+_ACTIVATIONS = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "elu": torch.nn.ELU,
+                "leaky_relu": torch.nn.LeakyReLU, "silu": torch.nn.SiLU, "gelu": torch.nn.GELU}
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """An SB3 algorithm and the action spaces it can act in."""
+
+    name: str
+    cls: type[BaseAlgorithm]
+    action_spaces: tuple[type[spaces.Space], ...]
+
+    @property
+    def space_names(self) -> str:
+        return " or ".join(s.__name__ for s in self.action_spaces)
+
+
+ALGORITHMS: dict[str, Algorithm] = {
+    "ppo": Algorithm("ppo", PPO, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete,
+                                  spaces.MultiBinary)),
+    "a2c": Algorithm("a2c", A2C, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete,
+                                  spaces.MultiBinary)),
+    "dqn": Algorithm("dqn", DQN, (spaces.Discrete,)),
+    "sac": Algorithm("sac", SAC, (spaces.Box,)),
+    "td3": Algorithm("td3", TD3, (spaces.Box,)),
+}
+
+
+def get_algorithm(name: str) -> Algorithm:
+    """The algorithm called `name` (case-insensitive); AlgorithmError if there is none."""
+    algo = ALGORITHMS.get(name.lower())
+    if algo is None:
+        raise AlgorithmError(
+            f"unknown algorithm {name!r}: choose from {', '.join(ALGORITHMS)}."
+            + did_you_mean(name.lower(), ALGORITHMS)
+        )
+    return algo
+
+
+def check_action_space(algo: Algorithm, action_space: spaces.Space, env_label: str) -> None:
+    """Raise AlgorithmError when `algo` cannot act in `action_space`."""
+    if not isinstance(action_space, algo.action_spaces):
+        fits = [a.name for a in ALGORITHMS.values() if isinstance(action_space, a.action_spaces)]
+        raise AlgorithmError(
+            f"{algo.name} needs {algo.space_names} actions, but {env_label} has "
+            f"{type(action_space).__name__} actions: use --algo {' or '.join(fits)}"
+        )
+
+
+@functools.cache
+def load_presets() -> dict[str, dict[str, dict[str, Any]]]:
+    """The preset file: {algo: {env id or 'default': {key: value}}}."""
+    text = resources.files("rltransfer").joinpath("presets/hyperparams.toml").read_text()
+    return tomllib.loads(text)
+
+
+def preset(algo: str, env_ids: list[str]) -> dict[str, Any]:
+    """The first preset found among `env_ids` (most specific first), else the default."""
+    table = load_presets().get(algo, {})
+    for env_id in env_ids:
+        if env_id in table:
+            return {**table.get("default", {}), **table[env_id]}
+    return dict(table.get("default", {}))
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Parse ``key=value`` strings; values are TOML literals (numbers, true, [64, 64], {...})
+    and anything else is taken as a string."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise HyperparameterError(
+                f"cannot read --hparams {item!r}: write key=value, e.g. learning_rate=3e-4"
+            )
+        try:
+            overrides[key] = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            overrides[key] = raw.strip()
+    return overrides
+
+
+def constructor_keys(algo: Algorithm) -> list[str]:
+    """Keyword arguments the SB3 class accepts (besides policy and env)."""
+    params = inspect.signature(algo.cls.__init__).parameters
+    return [p for p in params if p not in ("self", "policy", "env", "_init_setup_model")]
+
+
+def validate_hparams(algo: Algorithm, hparams: dict[str, Any]) -> None:
+    """Raise HyperparameterError for keys the algorithm does not take."""
+    valid = set(constructor_keys(algo)) | set(STUDY_KEYS)
+    for key in hparams:
+        if key not in valid:
+            raise HyperparameterError(
+                f"{algo.name} has no hyperparameter {key!r}.{did_you_mean(key, valid)} "
+                f"Valid: {', '.join(sorted(valid))}"
+            )
+
+
+def _schedule(value: Any) -> Any:
+    # RL-Zoo writes linear schedules as "lin_<initial>", decaying to 0 over training.
+    if isinstance(value, str) and value.startswith("lin_"):
+        try:
+            return LinearSchedule(float(value[4:]), 0.0, 1.0)
+        except ValueError:
+            raise HyperparameterError(
+                f"cannot read schedule {value!r}: write lin_<number>, e.g. lin_1e-3"
+            ) from None
+    return value
+
+
+def _policy_kwargs(raw: dict[str, Any]) -> dict[str, Any]:
+    kwargs = dict(raw)
+    activation = kwargs.get("activation_fn")
+    if isinstance(activation, str):
+        if activation not in _ACTIVATIONS:
+            raise HyperparameterError(
+                f"unknown activation_fn {activation!r}: choose from {', '.join(_ACTIVATIONS)}"
+            )
+        kwargs["activation_fn"] = _ACTIVATIONS[activation]
+    return kwargs
+
+
+def _action_noise(kind: str, std: float, action_space: spaces.Space) -> Any:
+    size = int(np.prod(action_space.shape))
+    mean, sigma = np.zeros(size), std * np.ones(size)
+    if kind == "normal":
+        return NormalActionNoise(mean, sigma)
+    if kind == "ornstein-uhlenbeck":
+        return OrnsteinUhlenbeckActionNoise(mean, sigma)
+    raise HyperparameterError(
+        f"unknown noise_type {kind!r}: choose normal or ornstein-uhlenbeck"
+    )
+
+
+def model_kwargs(hparams: dict[str, Any], action_space: spaces.Space) -> dict[str, Any]:
+    """Turn data-form hyperparameters into SB3 constructor arguments."""
+    kwargs = {k: _schedule(v) for k, v in hparams.items() if k not in STUDY_KEYS}
+    if "policy_kwargs" in kwargs:
+        kwargs["policy_kwargs"] = _policy_kwargs(kwargs["policy_kwargs"])
+    if isinstance(kwargs.get("train_freq"), list):
+        kwargs["train_freq"] = tuple(kwargs["train_freq"])
+    if "noise_type" in hparams:
+        kwargs["action_noise"] = _action_noise(
+            hparams["noise_type"], float(hparams.get("noise_std", 0.1)), action_space
+        )
+    return kwargs
+
+
+def resolve_device(device: str, policy: str) -> str:
+    """`auto` means CPU for MLP policies (as SB3 advises) and CUDA for CNN ones if present."""
+    if device == "auto":
+        return "cuda" if policy.startswith("Cnn") and torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"--device {device}: no CUDA device is available here; use --device cpu or auto"
+        )
+    return device

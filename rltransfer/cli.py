@@ -1,0 +1,232 @@
+"""Command line: ``python -m rltransfer run|report|envs``.
+
+The only module that reads sys.argv. User mistakes print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from rich.console import Console
+from rich.table import Table
+
+from . import envs as catalog
+from .algos import ALGORITHMS, parse_overrides
+from .errors import ConfigError, RLTransferError, did_you_mean
+from .specs import CONDITIONS, StudySpec
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (and exit status 2), not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        raise SystemExit(2)
+
+
+RUN_EPILOG = """\
+examples:
+  python -m rltransfer run CartPole-v1 CartPole-v1:length=1.0
+  python -m rltransfer run CartPole-v1 rltransfer/CartPole-LongPole-v0 \\
+      --conditions scratch,finetune,freeze-features --seeds 10 --timesteps 50000
+  python -m rltransfer run Pendulum-v1 Pendulum-v1:m=1.5 --algo sac
+  python -m rltransfer run --config study.toml --seeds 3     # the CLI overrides the file
+
+Then: tensorboard --logdir runs/<study>   (tag eval/mean_reward, x = target env steps)
+"""
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="rltransfer", description=(
+        "Policy transfer studies: train (or load) a policy on a SOURCE environment, use it to "
+        "initialize training on a related TARGET, and compare against training from scratch "
+        "with the same budget, seeds and evaluation protocol."))
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser(
+        "run", help="run a transfer study", epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run a transfer study from SOURCE to TARGET. Environments are Gymnasium "
+                    "ids, optionally with family parameters: CartPole-v1:length=1.0,force_mag=5 "
+                    "('python -m rltransfer envs' lists them).")
+    S = argparse.SUPPRESS  # unset options fall back to --config, then to the defaults
+    run.add_argument("source", nargs="?", default=S, metavar="SOURCE",
+                     help="source environment, e.g. CartPole-v1")
+    run.add_argument("target", nargs="?", default=S, metavar="TARGET",
+                     help="target environment, e.g. CartPole-v1:length=1.0")
+    run.add_argument("--algo", default=S, metavar="NAME",
+                     help=f"algorithm: {', '.join(ALGORITHMS)} (default: ppo)")
+    run.add_argument("--conditions", default=S, metavar="LIST",
+                     help="comma-separated conditions to compare: "
+                          f"{', '.join(CONDITIONS)} (default: scratch,finetune)")
+    run.add_argument("--seeds", type=int, default=S, metavar="N",
+                     help="number of seeds per condition (default: 5)")
+    run.add_argument("--seed", type=int, default=S, metavar="K",
+                     help="first seed; seeds are K..K+N-1, the source uses K (default: 0)")
+    run.add_argument("--timesteps", type=int, default=S, metavar="N",
+                     help="target training budget per run, in env steps "
+                          "(default: the preset's n_timesteps for the target)")
+    run.add_argument("--source-timesteps", type=int, default=S, metavar="N",
+                     help="source training budget (default: the preset's n_timesteps)")
+    run.add_argument("--eval-freq", type=int, default=S, metavar="N",
+                     help="evaluate every N target env steps (default: timesteps/20)")
+    run.add_argument("--eval-episodes", type=int, default=S, metavar="N",
+                     help="episodes per evaluation, deterministic policy (default: 10)")
+    run.add_argument("--threshold", type=float, default=S, metavar="R",
+                     help="return that counts as solved (default: the target's "
+                          "reward_threshold, else the source policy's final score)")
+    run.add_argument("--n-envs", type=int, default=S, metavar="N",
+                     help="parallel envs per run (default: the preset's n_envs)")
+    run.add_argument("--hparams", nargs="+", action="extend", default=S, metavar="KEY=VALUE",
+                     help="override preset hyperparameters for source and target, e.g. "
+                          "learning_rate=3e-4 'policy_kwargs={net_arch=[64,64]}'")
+    run.add_argument("--device", default=S, metavar="DEV",
+                     help="auto (CPU for MLP policies, CUDA for CNN ones when present), cpu, "
+                          "cuda or cuda:N (default: auto)")
+    run.add_argument("--source-model", default=S, metavar="PATH.zip",
+                     help="use this Stable-Baselines3 checkpoint as the source instead of "
+                          "training one; only its weights are read (no pickled code runs)")
+    run.add_argument("--retrain-source", action="store_true", default=S,
+                     help="train the source again even if a cached policy exists")
+    run.add_argument("--name", default=S, metavar="NAME",
+                     help="study folder name (default: SOURCE--TARGET--ALGO-<time>)")
+    run.add_argument("--out", default=S, metavar="DIR",
+                     help="folder for studies and the source cache (default: runs)")
+    run.add_argument("--config", metavar="FILE.toml",
+                     help="read any of these options from a TOML file (keys as the option "
+                          "names, e.g. source, target, timesteps, source_timesteps, hparams = "
+                          "{learning_rate = 3e-4}); options given here override it")
+
+    report = sub.add_parser("report", help="recompute a study's table and summary files",
+                            description="Recompute summary.json, summary.csv, report.md and "
+                                        "the table from a study folder's files alone.")
+    report.add_argument("study", metavar="STUDY_DIR", help="a study folder, e.g. runs/<study>")
+
+    env_list = sub.add_parser("envs", help="list environment families and their parameters",
+                              description="List environment families, their parameters "
+                                          "(default, range, unit) and named variants.")
+    env_list.add_argument("family", nargs="?", metavar="FAMILY",
+                          help="show one family in detail, e.g. CartPole")
+    return parser
+
+
+def _read_config(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path} does not exist: give the path of a TOML file") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"--config {path} is not valid TOML: {err}") from None
+    return {key.replace("-", "_"): value for key, value in data.items()}
+
+
+def study_spec(args: argparse.Namespace) -> StudySpec:
+    """Merge defaults < config file < command line into a StudySpec."""
+    values = _read_config(args.config) if args.config else {}
+    cli = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    if "hparams" in cli:
+        cli["hparams"] = {**values.get("hparams", {}), **parse_overrides(cli["hparams"])}
+    values.update(cli)
+    if "source" not in values or "target" not in values:
+        raise ConfigError("give SOURCE and TARGET environments (or set them in --config)")
+    if isinstance(values.get("hparams"), list):
+        values["hparams"] = parse_overrides(values["hparams"])
+    return StudySpec.from_dict(values)
+
+
+def _cmd_run(args: argparse.Namespace, argv: list[str], console: Console) -> int:
+    from .report import summarize_study, terminal_table
+    from .runner import run_study
+
+    spec = study_spec(args)
+    command = "python -m rltransfer " + shlex.join(argv)
+    study_dir = run_study(spec, command=command, console=console)
+    _print_summary(summarize_study(study_dir), study_dir, console, terminal_table)
+    return 0
+
+
+def _print_summary(result: dict, study_dir: Path, console: Console, table_fn) -> None:
+    console.print(table_fn(result))
+    console.print(f"threshold {result['threshold']:g} ({result['threshold_from']}), "
+                  f"random policy {result['random_return']:.4g}; scores normalized 0=random, "
+                  f"1=threshold", highlight=False)
+    for condition, runs in result["runs"].items():
+        if runs["left_out"]:
+            console.print(f"[yellow]{condition}: left out unfinished runs "
+                          f"{', '.join(runs['left_out'])}[/yellow]")
+    console.print(f"report: {study_dir / 'report.md'}, {study_dir / 'summary.json'}, "
+                  f"{study_dir / 'summary.csv'}", highlight=False)
+    console.print(f"curves: tensorboard --logdir {study_dir}", highlight=False)
+
+
+def _cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from .report import summarize_study, terminal_table
+
+    study_dir = Path(args.study)
+    _print_summary(summarize_study(study_dir), study_dir, console, terminal_table)
+    return 0
+
+
+def _cmd_envs(args: argparse.Namespace, console: Console) -> int:
+    families = catalog.families()
+    if args.family is None:
+        table = Table(title="environment families (python -m rltransfer envs FAMILY for details)",
+                      title_justify="left")
+        for column in ("family", "Gymnasium ids", "parameters", "named variants"):
+            table.add_column(column, overflow="fold")
+        for family in families.values():
+            table.add_row(family.name, ", ".join(family.env_ids),
+                          ", ".join(family.parameter_names),
+                          ", ".join(family.variants))
+        console.print(table)
+        console.print("Named variants are registered as rltransfer/<family>-<variant>-v0, e.g. "
+                      "rltransfer/CartPole-LongPole-v0. Any registered Gymnasium id also works, "
+                      "without parameters.", highlight=False)
+        return 0
+    family = catalog.get_family(args.family)
+    if family is None:
+        raise ConfigError(f"unknown family {args.family!r}: choose from {', '.join(families)}."
+                          + did_you_mean(args.family, families))
+    table = Table(title=f"{family.name} ({', '.join(family.env_ids)}): {family.doc}",
+                  title_justify="left")
+    for column in ("parameter", "default", "range", "unit", "description"):
+        table.add_column(column)
+    for p in family.parameters:
+        table.add_row(p.name, f"{p.default:g}", f"[{p.low:g}, {p.high:g}]", p.unit, p.doc)
+    console.print(table)
+    for variant, params in family.variants.items():
+        values = ",".join(f"{k}={v:g}" for k, v in params.items())
+        console.print(f"  {family.variant_id(variant)}  =  {family.base_id}:{values}",
+                      highlight=False)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``rltransfer`` and ``python -m rltransfer``; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _build_parser().parse_args(argv)
+    console = Console()
+    if not console.is_terminal:  # logs and pipes: do not fold the table at 80 columns
+        console = Console(width=160)
+    try:
+        if args.command == "run":
+            return _cmd_run(args, argv, console)
+        if args.command == "report":
+            return _cmd_report(args, console)
+        return _cmd_envs(args, console)
+    except RLTransferError as err:
+        sys.stderr.write(f"rltransfer: error: {err}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("rltransfer: interrupted; finished runs and their files are kept\n")
+        return 130

@@ -1,0 +1,314 @@
+"""Run a study: resolve the spec, get the source policy (cache, training or a checkpoint),
+train every condition x seed on the target, then summarize.
+
+Everything the user can get wrong is checked before the study folder is created, so a bad
+input never leaves a half-written study behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from . import algos
+from .env_factory import make_env, resolve, reward_threshold
+from .errors import ConfigError, OutputError
+from .io_utils import atomic_write_json, read_json
+from .progress import StudyProgress
+from .specs import AgentSpec, EnvSpec, RunSpec, StudySpec
+from .training import EVAL_SEED_OFFSET, build_model, read_evaluations, train_run
+from .transfer import apply_transfer, check_algorithm, load_checkpoint
+
+CACHE_DIR = ".cache/sources"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A resolved study: every default filled in, the agents for source and target."""
+
+    spec: StudySpec
+    source_agent: AgentSpec
+    target_agent: AgentSpec
+
+    @property
+    def study_dir(self) -> Path:
+        assert self.spec.name is not None
+        return Path(self.spec.out) / self.spec.name
+
+    def source_run(self) -> RunSpec:
+        spec = self.spec
+        assert spec.source_timesteps is not None
+        return RunSpec(spec.source, self.source_agent, "scratch", spec.seed,
+                       spec.source_timesteps, max(spec.source_timesteps // 20, 1),
+                       spec.eval_episodes)
+
+    def target_runs(self) -> list[RunSpec]:
+        spec = self.spec
+        assert spec.timesteps is not None and spec.eval_freq is not None
+        return [RunSpec(spec.target, self.target_agent, condition, seed, spec.timesteps,
+                        spec.eval_freq, spec.eval_episodes)
+                for condition in spec.conditions for seed in spec.seed_list]
+
+
+def _agent(spec: StudySpec, env: EnvSpec, algo: algos.Algorithm) -> tuple[AgentSpec, int]:
+    family, base_id, _ = resolve(env)
+    ids = [env.id, base_id] + (list(family.env_ids) if family else [])
+    hparams = {**algos.preset(algo.name, ids), **spec.hparams}
+    algos.validate_hparams(algo, hparams)
+    probe = make_env(env)
+    try:
+        algos.check_action_space(algo, probe.action_space, str(env))
+        kwargs = algos.model_kwargs(hparams, probe.action_space)  # reads schedules, noise
+        del kwargs
+    finally:
+        probe.close()
+    n_envs = spec.n_envs or int(hparams.get("n_envs", 1))
+    budget = int(hparams.get("n_timesteps", 100_000))
+    return AgentSpec(algo.name, hparams, n_envs, spec.device), budget
+
+
+def plan(spec: StudySpec) -> Plan:
+    """Validate `spec` against the environments and algorithms and fill in every default."""
+    spec.validate()
+    algo = algos.get_algorithm(spec.algo)
+    source_agent, source_budget = _agent(spec, spec.source, algo)
+    target_agent, target_budget = _agent(spec, spec.target, algo)
+    algos.resolve_device(spec.device, str(target_agent.hparams.get("policy", "MlpPolicy")))
+    timesteps = spec.timesteps or target_budget
+    name = spec.name or "{}--{}--{}-{}".format(
+        spec.source.slug, spec.target.slug, algo.name, time.strftime("%Y%m%d-%H%M%S"))
+    resolved = dataclasses.replace(
+        spec, algo=algo.name, timesteps=timesteps,
+        source_timesteps=spec.source_timesteps or source_budget,
+        eval_freq=spec.eval_freq or max(timesteps // 20, 1),
+        n_envs=target_agent.n_envs, name=name,
+    )
+    return Plan(resolved, source_agent, target_agent)
+
+
+def random_return(env: EnvSpec, episodes: int, seed: int) -> float:
+    """Mean return of the uniformly random policy on `env` (the 0 of the normalized score)."""
+    instance = make_env(env)
+    instance.action_space.seed(seed)
+    totals = []
+    try:
+        for episode in range(episodes):
+            instance.reset(seed=seed + episode)
+            total, done = 0.0, False
+            while not done:
+                _, reward, terminated, truncated, _ = instance.step(instance.action_space.sample())
+                total += float(reward)
+                done = terminated or truncated
+            totals.append(total)
+    finally:
+        instance.close()
+    return float(np.mean(totals))
+
+
+def check_writable(out: Path) -> None:
+    """Raise OutputError unless files can be created in `out`."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise OutputError(
+            f"cannot write to --out {out}: {err.strerror or err}; choose a folder you can write"
+        ) from None
+
+
+def versions() -> dict[str, str]:
+    names = ["rltransfer", "gymnasium", "stable-baselines3", "torch", "numpy", "scipy"]
+    found = {"python": platform.python_version()}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+@dataclass
+class Source:
+    """The source policy's weights and where they came from."""
+
+    state_dict: dict[str, torch.Tensor]
+    label: str
+    record: dict[str, Any]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_external(plan_: Plan) -> Source | None:
+    """Load --source-model and make sure it transfers, before anything is written."""
+    if plan_.spec.source_model is None or not plan_.spec.transfers:
+        return None
+    path = Path(plan_.spec.source_model)
+    checkpoint = load_checkpoint(path)
+    check_algorithm(checkpoint, plan_.spec.algo)
+    # A dry run of the mapping on a throwaway target model: an incompatible checkpoint fails
+    # here, with a clear message, not after the study folder exists.
+    target = DummyVecEnv([lambda: make_env(plan_.spec.target)])
+    try:
+        model = build_model(plan_.target_runs()[0], target)
+        apply_transfer(model, checkpoint.state_dict, "finetune", str(path))
+    finally:
+        target.close()
+    # Its score on the source env: the default threshold for targets that register none.
+    source_env = DummyVecEnv([lambda: make_env(plan_.spec.source)])
+    try:
+        model = build_model(plan_.source_run(), source_env)
+        apply_transfer(model, checkpoint.state_dict, "finetune", str(path))
+        source_env.seed(plan_.spec.seed + EVAL_SEED_OFFSET)
+        score, _ = evaluate_policy(model, source_env, n_eval_episodes=plan_.spec.eval_episodes)
+    finally:
+        source_env.close()
+    record = {"kind": "external", "path": str(path.resolve()), "sha256": _sha256(path),
+              "algo_in_checkpoint": checkpoint.algo, "trained_steps": 0,
+              "final_return": float(score)}
+    return Source(checkpoint.state_dict, str(path), record)
+
+
+def _cached_source(plan_: Plan, progress: StudyProgress) -> Source:
+    run = plan_.source_run()
+    key = run.cache_key
+    cache = Path(plan_.spec.out) / CACHE_DIR / key
+    reused = (cache / "model.zip").is_file() and not plan_.spec.retrain_source
+    if reused:
+        progress.console.print(f"source: reusing cached policy {key} (0 training steps)")
+        trained = 0
+    else:
+        tmp = cache.with_name(f"{key}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        progress.start_run(f"source {run.env} seed {run.seed}", run.timesteps)
+        result = train_run(run, tmp, progress=progress)
+        progress.finish_run(f", final return {result.final_return:.1f}")
+        atomic_write_json(tmp / "spec.json", run.to_dict())
+        if cache.exists():  # --retrain-source: swap in the new policy
+            old = cache.with_name(f"{key}.old-{os.getpid()}")
+            cache.rename(old)
+            shutil.rmtree(old)
+        tmp.rename(cache)
+        trained = result.timesteps
+    checkpoint = load_checkpoint(cache / "model.zip")
+    _, returns = read_evaluations(cache / "evaluations.csv")
+    record = {"kind": "cache", "cache": str(cache.resolve()), "key": key, "reused": reused,
+              "trained_steps": trained, "final_return": float(returns[-1]),
+              "run": run.to_dict()}
+    return Source(checkpoint.state_dict, f"cache:{key}", record)
+
+
+def run_study(spec: StudySpec, *, command: str = "", console: Console | None = None) -> Path:
+    """Run a whole study and return its folder."""
+    console = console or Console()
+    plan_ = plan(spec)
+    check_writable(Path(plan_.spec.out))
+    study_dir = plan_.study_dir
+    if (study_dir / "study.json").exists():
+        raise OutputError(f"{study_dir} already holds a study: choose another --name")
+    external = _check_external(plan_)
+    eval_seed = plan_.spec.seed + EVAL_SEED_OFFSET
+    random_score = random_return(plan_.spec.target, max(plan_.spec.eval_episodes, 10), eval_seed)
+    known = _threshold(plan_, random_score, external)  # None: wait for the source's score
+
+    created = not study_dir.exists()
+    study_dir.mkdir(parents=True, exist_ok=True)
+    record: dict[str, Any] = {
+        "spec": plan_.spec.to_dict(), "command": command, "versions": versions(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ended": None,
+        "source_agent": plan_.source_agent.to_dict(),
+        "target_agent": plan_.target_agent.to_dict(),
+        "target_random_return": random_score,
+    }
+    atomic_write_json(study_dir / "study.json", record)
+    runs = plan_.target_runs()
+    train_source = external is None and (plan_.spec.transfers or known is None)
+    total = sum(r.timesteps for r in runs) + (plan_.source_run().timesteps if train_source else 0)
+    console.print(f"study {study_dir}: {len(runs)} target runs "
+                  f"({', '.join(plan_.spec.conditions)} x {plan_.spec.seeds} seeds)")
+    with StudyProgress(console, total, len(runs) + int(train_source)) as progress:
+        source = external
+        if train_source:
+            source = _cached_source(plan_, progress)
+            shutil.copytree(source.record["cache"], study_dir / "source", dirs_exist_ok=True)
+        if source is not None:
+            atomic_write_json(study_dir / "source" / "source.json", source.record)
+            record["source"] = source.record
+        try:
+            known = known or _threshold(plan_, random_score, source, required=True)
+        except ConfigError:
+            if created:  # nothing trained on the target yet: leave no half study behind
+                shutil.rmtree(study_dir)
+            raise
+        assert known is not None
+        record["threshold"], record["threshold_from"] = known
+        atomic_write_json(study_dir / "study.json", record)
+        for run in runs:
+            run_dir = study_dir / run.condition / f"seed_{run.seed}"
+            progress.start_run(f"{run.condition} seed {run.seed}", run.timesteps)
+            result = train_run(run, run_dir, progress=progress,
+                               source_state=source.state_dict if source else None,
+                               source_label=source.label if source else "")
+            note = f", final return {result.final_return:.1f}"
+            if result.transfer is not None:
+                note += f"; {result.transfer.summary()}"
+            progress.finish_run(note)
+    record["ended"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    atomic_write_json(study_dir / "study.json", record)
+    return study_dir
+
+
+def _threshold(plan_: Plan, random_score: float, source: Source | None,
+               required: bool = False) -> tuple[float, str] | None:
+    """(threshold, where it came from): --threshold, else the target's reward_threshold,
+    else the source policy's final score; None while that score is not known yet."""
+    given = plan_.spec.threshold
+    if given is not None:
+        threshold, origin = float(given), "--threshold"
+    elif (registered := reward_threshold(plan_.spec.target)) is not None:
+        threshold, origin = float(registered), "target reward_threshold"
+    elif source is not None and "final_return" in source.record:
+        threshold, origin = float(source.record["final_return"]), "source final score"
+    elif not required:
+        return None
+    else:
+        raise ConfigError(
+            f"{plan_.spec.target} registers no reward_threshold and there is no source score: "
+            f"pass --threshold"
+        )
+    if threshold <= random_score:
+        raise ConfigError(
+            f"threshold {threshold:g} ({origin}) is not above the random policy's return "
+            f"{random_score:.4g} on {plan_.spec.target}: pass a higher --threshold"
+        )
+    return threshold, origin
+
+
+def load_study(study_dir: Path) -> dict[str, Any]:
+    """study.json of a study folder, with a clear error when it is not one."""
+    path = study_dir / "study.json"
+    if not path.is_file():
+        raise OutputError(f"{study_dir} is not a study folder (no study.json): give runs/<study>")
+    return read_json(path)
+

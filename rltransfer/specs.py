@@ -1,0 +1,237 @@
+"""Specs: frozen, JSON-round-trippable descriptions of environments, agents, runs and studies.
+
+A spec's `stable_hash` names its cache entry, so the same source policy is trained once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError, ParameterError, did_you_mean
+
+CONDITIONS = ("scratch", "finetune", "freeze-features", "reinit-head")
+"""Transfer conditions (DESIGN.md): how a target run is initialized from the source."""
+
+_PARAM_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(\S+)\s*$")
+
+
+def stable_hash(data: Any) -> str:
+    """A short hash of JSON-able `data` that does not depend on key order."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """An environment: a Gymnasium id plus family parameter values.
+
+    On the command line: ``CartPole-v1:length=1.0,force_mag=5``.
+    """
+
+    id: str
+    params: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> EnvSpec:
+        """Parse ``ID[:name=value,...]``."""
+        text = text.strip()
+        env_id, _, rest = text.partition(":")
+        if not env_id:
+            raise ParameterError(f"empty environment in {text!r}: write ID or ID:name=value")
+        params: dict[str, float] = {}
+        for item in filter(None, (s.strip() for s in rest.split(","))) if rest else ():
+            match = _PARAM_RE.match(item)
+            if not match:
+                raise ParameterError(
+                    f"cannot read {item!r} in {text!r}: parameters are name=value, "
+                    f"e.g. CartPole-v1:length=1.0,force_mag=5"
+                )
+            name, raw = match.groups()
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ParameterError(
+                    f"{name}={raw!r} in {text!r} is not a number: give a value like {name}=1.0"
+                ) from None
+            if name in params:
+                raise ParameterError(f"{name} is given twice in {text!r}: give it once")
+            params[name] = value
+        if rest and not params:
+            raise ParameterError(
+                f"no parameters after ':' in {text!r}: write {env_id}:name=value or just {env_id}"
+            )
+        return cls(env_id, params)
+
+    def __str__(self) -> str:
+        if not self.params:
+            return self.id
+        return self.id + ":" + ",".join(f"{k}={v:g}" for k, v in sorted(self.params.items()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "params": dict(sorted(self.params.items()))}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EnvSpec:
+        return cls(str(data["id"]), {k: float(v) for k, v in dict(data.get("params", {})).items()})
+
+    @property
+    def slug(self) -> str:
+        """A file-name-safe form of the spec."""
+        return re.sub(r"[^A-Za-z0-9.-]+", "_", str(self)).strip("_")
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """An algorithm with its resolved hyperparameters (preset merged with overrides)."""
+
+    algo: str
+    hparams: Mapping[str, Any]
+    n_envs: int
+    device: str = "auto"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"algo": self.algo, "hparams": dict(self.hparams), "n_envs": self.n_envs,
+                "device": self.device}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AgentSpec:
+        return cls(data["algo"], dict(data["hparams"]), int(data["n_envs"]),
+                   data.get("device", "auto"))
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run: an agent on an env from an initialization, for a budget and seed."""
+
+    env: EnvSpec
+    agent: AgentSpec
+    condition: str
+    seed: int
+    timesteps: int
+    eval_freq: int
+    eval_episodes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"env": self.env.to_dict(), "agent": self.agent.to_dict(),
+                "condition": self.condition, "seed": self.seed, "timesteps": self.timesteps,
+                "eval_freq": self.eval_freq, "eval_episodes": self.eval_episodes}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunSpec:
+        return cls(EnvSpec.from_dict(data["env"]), AgentSpec.from_dict(data["agent"]),
+                   data["condition"], int(data["seed"]), int(data["timesteps"]),
+                   int(data["eval_freq"]), int(data["eval_episodes"]))
+
+    @property
+    def cache_key(self) -> str:
+        """Names the cache entry of a source policy; the device does not change the result."""
+        data = self.to_dict()
+        data["agent"].pop("device")
+        return stable_hash(data)
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A whole study: a source, a target, the conditions compared, and the protocol.
+
+    `None` means "resolve from the preset / target" (see `runner.resolve`); a resolved spec
+    has every field set and is what `study.json` records.
+    """
+
+    source: EnvSpec
+    target: EnvSpec
+    algo: str = "ppo"
+    hparams: Mapping[str, Any] = field(default_factory=dict)
+    conditions: tuple[str, ...] = ("scratch", "finetune")
+    seeds: int = 5
+    seed: int = 0
+    timesteps: int | None = None
+    source_timesteps: int | None = None
+    eval_freq: int | None = None
+    eval_episodes: int = 10
+    threshold: float | None = None
+    n_envs: int | None = None
+    device: str = "auto"
+    name: str | None = None
+    out: str = "runs"
+    source_model: str | None = None
+    retrain_source: bool = False
+
+    def validate(self) -> None:
+        """Check the values that need no environment or library; raise ConfigError."""
+        for condition in self.conditions:
+            if condition not in CONDITIONS:
+                raise ConfigError(
+                    f"unknown condition {condition!r}: choose from {', '.join(CONDITIONS)}."
+                    + did_you_mean(condition, CONDITIONS)
+                )
+        if not self.conditions:
+            raise ConfigError("--conditions is empty: give at least one, e.g. scratch,finetune")
+        if len(set(self.conditions)) != len(self.conditions):
+            raise ConfigError(f"--conditions lists a condition twice: {','.join(self.conditions)}")
+        for option, value in (("--seeds", self.seeds), ("--timesteps", self.timesteps),
+                              ("--source-timesteps", self.source_timesteps),
+                              ("--eval-freq", self.eval_freq),
+                              ("--eval-episodes", self.eval_episodes),
+                              ("--n-envs", self.n_envs)):
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                raise ConfigError(f"{option} must be a positive integer, got {value!r}")
+        if self.seed < 0:
+            raise ConfigError(f"--seed must be 0 or more, got {self.seed}")
+        if self.threshold is not None and not math.isfinite(self.threshold):
+            raise ConfigError(f"--threshold must be a finite number, got {self.threshold}")
+        if self.device != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
+            raise ConfigError(f"--device {self.device!r} is not one of auto, cpu, cuda, cuda:N")
+        if self.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
+            raise ConfigError(
+                f"--name {self.name!r} must be a folder name: letters, digits, '.', '_', '-'"
+            )
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.seed, self.seed + self.seeds))
+
+    @property
+    def transfers(self) -> bool:
+        """Whether any condition needs the source policy."""
+        return any(c != "scratch" for c in self.conditions)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["source"] = self.source.to_dict()
+        data["target"] = self.target.to_dict()
+        data["conditions"] = list(self.conditions)
+        data["hparams"] = dict(self.hparams)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StudySpec:
+        """Build from a dict (study.json, a config file); unknown keys are an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in data:
+            if key not in known:
+                raise ConfigError(
+                    f"unknown study option {key!r}." + did_you_mean(key, known)
+                    + f" Valid options: {', '.join(sorted(known))}"
+                )
+        values = dict(data)
+        for key in ("source", "target"):
+            if key in values:
+                value = values[key]
+                values[key] = (EnvSpec.parse(value) if isinstance(value, str)
+                               else EnvSpec.from_dict(value))
+        if "conditions" in values:
+            conditions = values["conditions"]
+            if isinstance(conditions, str):
+                conditions = [c.strip() for c in conditions.split(",") if c.strip()]
+            values["conditions"] = tuple(conditions)
+        if "source" not in values or "target" not in values:
+            raise ConfigError("a study needs a source and a target environment")
+        return cls(**values)

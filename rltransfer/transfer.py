@@ -1,0 +1,254 @@
+"""Transfer: read source weights safely, map them onto a target policy, freeze what must stay.
+
+Source weights are read from ``policy.pth`` inside an SB3 ``.zip`` with
+``torch.load(weights_only=True)``: no pickled code from a checkpoint is ever executed. The
+target architecture is always rebuilt from rltransfer's own spec; only tensors move.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import types
+import zipfile
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+from .errors import CheckpointError, TransferError
+
+# Keys in an SB3 checkpoint's "data" JSON that only one algorithm writes.
+_ALGO_SIGNATURES = (
+    ("td3", "policy_delay"),
+    ("sac", "target_entropy"),
+    ("dqn", "exploration_final_eps"),
+    ("ppo", "clip_range"),
+    ("a2c", "n_steps"),  # A2C has n_steps but not clip_range (checked after ppo)
+)
+_HEAD_MODULES = {"action_net", "value_net", "mu", "log_std"}
+_HEAD_SEQUENTIALS = re.compile(r"^(q_net|qf\d+|mu)$")
+
+
+@dataclass
+class SourceCheckpoint:
+    """Weights read from an SB3 checkpoint, plus what its metadata tells without unpickling."""
+
+    path: str
+    state_dict: dict[str, torch.Tensor]
+    algo: str | None
+    metadata: dict[str, Any]
+
+
+def load_checkpoint(path: str | Path) -> SourceCheckpoint:
+    """Read an SB3 `.zip` checkpoint's policy weights without executing any pickled code."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"source model {path} does not exist: give the path of an SB3 .zip")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            if "policy.pth" not in names:
+                raise CheckpointError(
+                    f"{path} is not a Stable-Baselines3 checkpoint (no policy.pth inside): "
+                    f"give a .zip written by model.save()"
+                )
+            weights = archive.read("policy.pth")
+            data_text = archive.read("data").decode("utf-8") if "data" in names else "{}"
+    except zipfile.BadZipFile:
+        raise CheckpointError(
+            f"{path} is not a zip archive (corrupt or not an SB3 checkpoint): "
+            f"give a .zip written by model.save()"
+        ) from None
+    try:
+        state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
+    except Exception as err:  # weights_only refuses anything that is not plain tensors
+        reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path}: policy.pth is not a plain weights file, so it was not loaded "
+            f"(it may contain code; rltransfer only reads weights): {reason}"
+        ) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: policy.pth does not hold a state dict of tensors")
+    try:
+        metadata = json.loads(data_text)
+    except json.JSONDecodeError:
+        metadata = {}
+    return SourceCheckpoint(str(path), state, _detect_algo(metadata), metadata)
+
+
+def _detect_algo(metadata: dict[str, Any]) -> str | None:
+    for algo, key in _ALGO_SIGNATURES:
+        if key in metadata:
+            return algo
+    return None
+
+
+def check_algorithm(checkpoint: SourceCheckpoint, algo: str) -> None:
+    """Raise CheckpointError when the checkpoint was written by another algorithm."""
+    if checkpoint.algo is not None and checkpoint.algo != algo:
+        raise CheckpointError(
+            f"{checkpoint.path} is a {checkpoint.algo} checkpoint but the study uses {algo}: "
+            f"pass --algo {checkpoint.algo} or a {algo} checkpoint"
+        )
+
+
+def head_parameters(policy: torch.nn.Module) -> set[str]:
+    """Names of the parameters of the output heads (actions, values, Q-values, log std).
+
+    Everything else (MLP extractors, hidden layers of Q-networks and actors) is a feature layer.
+    """
+    heads: set[str] = set()
+    for name, module in policy.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf in _HEAD_MODULES and isinstance(module, torch.nn.Linear):
+            heads.update(f"{name}.{p}" for p, _ in module.named_parameters())
+        elif _HEAD_SEQUENTIALS.match(leaf) and isinstance(module, torch.nn.Sequential):
+            linears = [(i, m) for i, m in module.named_children()
+                       if isinstance(m, torch.nn.Linear)]
+            if linears:
+                index, last = linears[-1]
+                heads.update(f"{name}.{index}.{p}" for p, _ in last.named_parameters())
+    heads.update(n for n, _ in policy.named_parameters() if n.rsplit(".", 1)[-1] == "log_std")
+    return heads
+
+
+@dataclass
+class TensorRecord:
+    """What happened to one target tensor."""
+
+    name: str
+    shape: list[int]
+    status: str  # "copied" or "reinitialized"
+    reason: str  # why re-initialized: missing / shape mismatch / fresh head; "" when copied
+    frozen: bool
+    role: str  # "features" or "head"
+
+
+@dataclass
+class TransferReport:
+    """The outcome of mapping source weights onto a target policy (written as transfer.json)."""
+
+    condition: str
+    source: str
+    tensors: list[TensorRecord]
+
+    @property
+    def copied(self) -> int:
+        return sum(t.status == "copied" for t in self.tensors)
+
+    def summary(self) -> str:
+        """One line: 'copied 6/8 tensors, 2 re-initialized: action_net.* shape (2,64)→(3,64)'."""
+        line = f"copied {self.copied}/{len(self.tensors)} tensors"
+        fresh = [t for t in self.tensors if t.status != "copied"]
+        if fresh:
+            groups = Counter((t.name.rsplit(".", 1)[0] + ".*", t.reason) for t in fresh)
+            parts = [f"{group} {reason}" for (group, reason) in groups]
+            line += f", {len(fresh)} re-initialized: " + "; ".join(parts)
+        frozen = sum(t.frozen for t in self.tensors)
+        if frozen:
+            line += f"; {frozen} frozen"
+        return line
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"condition": self.condition, "source": self.source,
+                "copied": self.copied, "total": len(self.tensors), "summary": self.summary(),
+                "tensors": [asdict(t) for t in self.tensors]}
+
+
+def _shape(shape: torch.Size) -> str:
+    return "(" + ",".join(str(d) for d in shape) + ")"
+
+
+def apply_transfer(model: BaseAlgorithm, source_state: dict[str, torch.Tensor],
+                   condition: str, source_label: str = "") -> TransferReport:
+    """Initialize `model`'s policy from `source_state` according to `condition`.
+
+    finetune: copy every tensor whose name and shape match; train all.
+    freeze-features: copy likewise; feature layers frozen (no grad, out of the optimizer,
+    eval mode), heads trained. reinit-head: copy feature layers only; heads stay fresh.
+    Must be called after model construction: SB3's `_build()` re-initializes weights.
+    """
+    policy = model.policy
+    target_state = policy.state_dict()
+    heads = head_parameters(policy)
+    records: list[TensorRecord] = []
+    new_state: dict[str, torch.Tensor] = {}
+    for name, tensor in target_state.items():
+        role = "head" if name in heads else "features"
+        source = source_state.get(name)
+        if condition == "reinit-head" and role == "head":
+            status, reason = "reinitialized", "fresh head (reinit-head)"
+        elif source is None:
+            status, reason = "reinitialized", "missing in source"
+        elif source.shape != tensor.shape:
+            status = "reinitialized"
+            reason = f"shape {_shape(source.shape)}→{_shape(tensor.shape)}"
+        else:
+            status, reason = "copied", ""
+            new_state[name] = source.to(tensor.device, tensor.dtype)
+        records.append(TensorRecord(name, list(tensor.shape), status, reason, False, role))
+    learnable = {n for n, _ in policy.named_parameters()}
+    if not any(r.status == "copied" and r.name in learnable for r in records):
+        overlap = sorted(set(source_state) & set(target_state))
+        why = ("no tensor names match: the source is a different policy architecture"
+               if not overlap else "every tensor with a matching name differs in shape")
+        raise TransferError(
+            f"nothing transfers from {source_label or 'the source'} to the target: {why}. "
+            f"Use the same --algo and network (--hparams policy_kwargs=...) for source and target"
+        )
+    policy.load_state_dict(new_state, strict=False)
+    if condition == "freeze-features":
+        frozen = {r.name for r in records if r.role == "features" and r.name in learnable}
+        freeze(model, frozen)
+        for record in records:
+            record.frozen = record.name in frozen
+    return TransferReport(condition, source_label, records)
+
+
+def freeze(model: BaseAlgorithm, names: set[str]) -> None:
+    """Freeze the named policy parameters: no gradient, out of every optimizer, eval mode.
+
+    Modules whose parameters are all frozen are pinned to eval mode, so SB3's
+    ``policy.set_training_mode(True)`` cannot switch them back (matters for BatchNorm/Dropout).
+    """
+    policy = model.policy
+    frozen_params = []
+    for name, param in policy.named_parameters():
+        if name in names:
+            param.requires_grad_(False)
+            frozen_params.append(param)
+    frozen_ids = {id(p) for p in frozen_params}
+    for optimizer in _optimizers(policy):
+        for group in optimizer.param_groups:
+            kept = [p for p in group["params"] if id(p) not in frozen_ids]
+            for p in group["params"]:
+                if id(p) in frozen_ids:
+                    optimizer.state.pop(p, None)
+            group["params"] = kept
+    for _, module in policy.named_modules():
+        params = list(module.parameters(recurse=True))
+        if params and all(id(p) in frozen_ids for p in params):
+            _pin_eval(module)
+
+
+def _optimizers(policy: torch.nn.Module) -> list[torch.optim.Optimizer]:
+    found = []
+    for module in policy.modules():
+        optimizer = getattr(module, "optimizer", None)
+        if isinstance(optimizer, torch.optim.Optimizer) and optimizer not in found:
+            found.append(optimizer)
+    return found
+
+
+def _pin_eval(module: torch.nn.Module) -> None:
+    module.eval()
+
+    def train(self: torch.nn.Module, mode: bool = True) -> torch.nn.Module:
+        return self  # stays in eval mode: its parameters are frozen
+
+    module.train = types.MethodType(train, module)  # type: ignore[method-assign]

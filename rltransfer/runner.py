@@ -23,10 +23,9 @@ import numpy as np
 import torch
 from rich.console import Console
 from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.vec_env import DummyVecEnv
 
 from . import algos
-from .env_factory import make_env, resolve, reward_threshold
+from .env_factory import make_env, make_vec, resolve, reward_threshold
 from .errors import ConfigError, OutputError
 from .io_utils import atomic_write_json, read_json
 from .progress import StudyProgress
@@ -169,14 +168,14 @@ def _check_external(plan_: Plan) -> Source | None:
     check_algorithm(checkpoint, plan_.spec.algo)
     # A dry run of the mapping on a throwaway target model: an incompatible checkpoint fails
     # here, with a clear message, not after the study folder exists.
-    target = DummyVecEnv([lambda: make_env(plan_.spec.target)])
+    target = make_vec(plan_.spec.target, 1, plan_.spec.seed)
     try:
         model = build_model(plan_.target_runs()[0], target)
         apply_transfer(model, checkpoint.state_dict, "finetune", str(path))
     finally:
         target.close()
     # Its score on the source env: the default threshold for targets that register none.
-    source_env = DummyVecEnv([lambda: make_env(plan_.spec.source)])
+    source_env = make_vec(plan_.spec.source, 1, plan_.spec.seed + EVAL_SEED_OFFSET)
     try:
         model = build_model(plan_.source_run(), source_env)
         apply_transfer(model, checkpoint.state_dict, "finetune", str(path))

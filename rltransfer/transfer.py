@@ -193,10 +193,13 @@ def apply_transfer(model: BaseAlgorithm, source_state: dict[str, torch.Tensor],
             new_state[name] = source.to(tensor.device, tensor.dtype)
         records.append(TensorRecord(name, list(tensor.shape), status, reason, False, role))
     learnable = {n for n, _ in policy.named_parameters()}
-    if not any(r.status == "copied" and r.name in learnable for r in records):
+    # Transfer is about feature layers: a stray matching bias (e.g. the 1-unit value head)
+    # from a differently sized network is not a transfer.
+    features = [r for r in records if r.name in learnable and r.role == "features"]
+    if not any(r.status == "copied" for r in features or records):
         overlap = sorted(set(source_state) & set(target_state))
         why = ("no tensor names match: the source is a different policy architecture"
-               if not overlap else "every tensor with a matching name differs in shape")
+               if not overlap else "no feature layer matches in shape (the networks differ)")
         raise TransferError(
             f"nothing transfers from {source_label or 'the source'} to the target: {why}. "
             f"Use the same --algo and network (--hparams policy_kwargs=...) for source and target"

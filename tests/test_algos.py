@@ -1,0 +1,81 @@
+"""Algorithm registry, presets as data, overrides, action-space fit."""
+
+from __future__ import annotations
+
+import re
+
+import gymnasium as gym
+import pytest
+import torch
+from stable_baselines3.common.noise import NormalActionNoise
+from stable_baselines3.common.utils import LinearSchedule
+
+from rltransfer import algos
+from rltransfer.errors import AlgorithmError, HyperparameterError
+
+
+def test_ppo_cartpole_preset_is_rl_zoos():
+    hp = algos.preset("ppo", ["CartPole-v1"])
+    assert {k: hp[k] for k in ("n_envs", "n_steps", "batch_size", "gae_lambda", "gamma",
+                               "n_epochs", "ent_coef", "learning_rate", "clip_range",
+                               "n_timesteps")} == {
+        "n_envs": 8, "n_steps": 32, "batch_size": 256, "gae_lambda": 0.8, "gamma": 0.98,
+        "n_epochs": 20, "ent_coef": 0.0, "learning_rate": "lin_0.001", "clip_range": "lin_0.2",
+        "n_timesteps": 100_000}
+
+
+def test_preset_falls_back_to_default():
+    assert algos.preset("ppo", ["LunarLander-v3"]) == algos.load_presets()["ppo"]["default"]
+
+
+@pytest.mark.parametrize("algo", list(algos.ALGORITHMS))
+def test_every_preset_key_is_accepted_by_the_algorithm(algo):
+    for table in algos.load_presets()[algo].values():
+        algos.validate_hparams(algos.ALGORITHMS[algo], table)
+
+
+def test_model_kwargs_converts_data_forms():
+    space = gym.spaces.Box(-1, 1, (2,))
+    kwargs = algos.model_kwargs({"learning_rate": "lin_0.001", "n_envs": 8,
+                                 "policy_kwargs": {"activation_fn": "relu", "net_arch": [8]},
+                                 "train_freq": [1, "episode"], "noise_type": "normal",
+                                 "noise_std": 0.2}, space)
+    assert isinstance(kwargs["learning_rate"], LinearSchedule)
+    assert kwargs["learning_rate"](1.0) == pytest.approx(1e-3)
+    assert kwargs["learning_rate"](0.5) == pytest.approx(5e-4)
+    assert kwargs["policy_kwargs"]["activation_fn"] is torch.nn.ReLU
+    assert kwargs["train_freq"] == (1, "episode")
+    assert isinstance(kwargs["action_noise"], NormalActionNoise)
+    assert "n_envs" not in kwargs and "noise_type" not in kwargs
+
+
+def test_parse_overrides_reads_toml_literals():
+    assert algos.parse_overrides(["learning_rate=3e-4", "policy_kwargs={net_arch=[64, 64]}",
+                                  "clip_range=lin_0.1", "normalize_advantage=false"]) == {
+        "learning_rate": 3e-4, "policy_kwargs": {"net_arch": [64, 64]},
+        "clip_range": "lin_0.1", "normalize_advantage": False}
+
+
+def test_bad_overrides():
+    with pytest.raises(HyperparameterError, match=re.escape("cannot read --hparams 'lr'")):
+        algos.parse_overrides(["lr"])
+    with pytest.raises(HyperparameterError, match=re.escape(
+            "ppo has no hyperparameter 'learning_rat'. Did you mean 'learning_rate'")):
+        algos.validate_hparams(algos.ALGORITHMS["ppo"], {"learning_rat": 1e-3})
+
+
+def test_unknown_algorithm_suggests():
+    with pytest.raises(AlgorithmError, match=re.escape(
+            "unknown algorithm 'ppo2': choose from ppo, a2c, dqn, sac, td3. Did you mean 'ppo'")):
+        algos.get_algorithm("ppo2")
+
+
+def test_algorithm_must_fit_the_action_space():
+    with pytest.raises(AlgorithmError, match=re.escape(
+            "dqn needs Discrete actions, but Pendulum-v1 has Box actions: use --algo ppo or "
+            "a2c or sac or td3")):
+        algos.check_action_space(algos.ALGORITHMS["dqn"], gym.make("Pendulum-v1").action_space,
+                                 "Pendulum-v1")
+    with pytest.raises(AlgorithmError, match="sac needs Box actions"):
+        algos.check_action_space(algos.ALGORITHMS["sac"], gym.make("CartPole-v1").action_space,
+                                 "CartPole-v1")

@@ -1,0 +1,206 @@
+"""The command line end to end (tiny budgets), and every bad input: one line, exit 2."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+from stable_baselines3 import DQN
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from rltransfer.cli import main
+from rltransfer.env_factory import make_vec
+from rltransfer.io_utils import read_json
+from rltransfer.specs import EnvSpec
+from rltransfer.training import save_model
+
+TINY_CLI = ["--hparams", "n_steps=64", "batch_size=64", "n_epochs=2", "--n-envs", "2",
+            "--eval-episodes", "2"]
+BUDGET = ["--timesteps", "256", "--source-timesteps", "256", "--eval-freq", "128"]
+CONDITIONS = ["scratch", "finetune", "freeze-features", "reinit-head"]
+
+
+def _run(tmp_path: Path, name: str, *extra: str) -> int:
+    return main(["run", "CartPole-v1", "CartPole-v1:length=1.0", "--seeds", "2",
+                 "--out", str(tmp_path), "--name", name, *BUDGET, *TINY_CLI, *extra])
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    assert _run(out, "s1", "--conditions", ",".join(CONDITIONS)) == 0
+    return out / "s1"
+
+
+def test_study_writes_the_design_run_folder(study):
+    record = read_json(study / "study.json")
+    assert record["spec"]["conditions"] == CONDITIONS
+    assert record["spec"]["timesteps"] == 256 and record["ended"]
+    assert record["threshold"] == 475.0 and record["threshold_from"] == "target reward_threshold"
+    assert {"torch", "stable-baselines3", "gymnasium"} <= set(record["versions"])
+    assert record["command"].startswith("python -m rltransfer run CartPole-v1")
+    for name in ("model.zip", "evaluations.csv", "source.json", "status.json"):
+        assert (study / "source" / name).is_file(), name
+    for condition in CONDITIONS:
+        for seed in (0, 1):
+            run = study / condition / f"seed_{seed}"
+            assert {"evaluations.csv", "model.zip", "status.json"} <= {p.name for p in
+                                                                       run.iterdir()}
+            assert (run / "transfer.json").exists() == (condition != "scratch")
+            events = EventAccumulator(str(run))
+            events.Reload()
+            assert [s.step for s in events.Scalars("eval/mean_reward")] == [0, 128, 256]
+    assert {"summary.json", "summary.csv", "report.md"} <= {p.name for p in study.iterdir()}
+
+
+def test_summary_has_every_condition_and_metric(study):
+    summary = read_json(study / "summary.json")
+    conditions = summary["metrics"]["conditions"]
+    assert list(conditions) == CONDITIONS
+    assert {"initial", "asymptote", "auc", "iqm", "time_to_threshold"} <= set(
+        conditions["scratch"])
+    for condition in CONDITIONS[1:]:
+        assert {"jumpstart", "time_to_threshold", "speedup", "transfer_ratio", "asymptote",
+                "prob_improvement"} <= set(conditions[condition])
+    assert summary["runs"]["finetune"] == {"finished": 2, "left_out": []}
+
+
+def test_frozen_study_run_kept_features_of_the_source(study):
+    transfer = read_json(study / "freeze-features" / "seed_0" / "transfer.json")
+    assert transfer["copied"] == transfer["total"] == 12
+    assert sum(t["frozen"] for t in transfer["tensors"]) == 8
+
+
+def test_report_recomputes_the_summary_from_files(study, capsys):
+    before = (study / "summary.json").read_text()
+    (study / "summary.json").unlink()
+    assert main(["report", str(study)]) == 0
+    assert (study / "summary.json").read_text() == before
+    out = capsys.readouterr().out
+    assert "jumpstart" in out and str(study / "report.md") in out
+
+
+def test_second_study_reuses_the_cached_source(study, capsys):
+    out_dir = study.parent
+    assert _run(out_dir, "s2", "--conditions", "finetune", "--seeds", "1") == 0
+    source = read_json(out_dir / "s2" / "source" / "source.json")
+    first = read_json(study / "source" / "source.json")
+    assert source["reused"] is True and source["trained_steps"] == 0
+    assert source["key"] == first["key"] and first["trained_steps"] == 256
+    assert "reusing cached policy" in capsys.readouterr().out
+    assert _run(out_dir, "s3", "--conditions", "finetune", "--seeds", "1",
+                "--retrain-source") == 0
+    retrained = read_json(out_dir / "s3" / "source" / "source.json")
+    assert retrained["reused"] is False and retrained["trained_steps"] == 256
+
+
+def test_external_source_model_and_config_file(study, tmp_path):
+    config = tmp_path / "study.toml"
+    config.write_text('source = "CartPole-v1"\ntarget = "CartPole-v1:masspole=0.5"\n'
+                      'conditions = "finetune"\nseeds = 3\nhparams = { n_epochs = 1 }\n')
+    code = main(["run", "--config", str(config), "--seeds", "1", "--out", str(tmp_path),
+                 "--name", "ext", "--source-model", str(study / "source" / "model.zip"),
+                 *BUDGET, "--n-envs", "2", "--hparams", "n_steps=64", "batch_size=64"])
+    assert code == 0
+    record = read_json(tmp_path / "ext" / "study.json")
+    assert record["spec"]["seeds"] == 1  # the command line overrides the file
+    assert record["spec"]["target"] == {"id": "CartPole-v1", "params": {"masspole": 0.5}}
+    assert record["target_agent"]["hparams"]["n_epochs"] == 1
+    assert record["target_agent"]["hparams"]["n_steps"] == 64
+    assert record["source"]["kind"] == "external" and record["source"]["trained_steps"] == 0
+    assert not (tmp_path / ".cache").exists()  # no source was trained
+
+
+def test_envs_lists_families(capsys):
+    assert main(["envs"]) == 0
+    out = capsys.readouterr().out
+    for family in ("CartPole", "Acrobot", "Pendulum", "MountainCar", "MountainCarContinuous"):
+        assert family in out
+    assert main(["envs", "cartpole"]) == 0
+    out = capsys.readouterr().out
+    assert "force_mag" in out and "[0.5, 100]" in out and "rltransfer/CartPole-LongPole-v0" in out
+
+
+# --- bad input: one line, exit status 2, nothing in the output folder touched -------------
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def bad_inputs(tmp_path):
+    (tmp_path / "corrupt.zip").write_bytes(b"garbage")
+    with zipfile.ZipFile(tmp_path / "plain.zip", "w") as archive:
+        archive.writestr("weights.npy", b"")
+    save_model(DQN("MlpPolicy", make_vec(EnvSpec("CartPole-v1"), 1, 0), device="cpu"),
+               tmp_path / "dqn.zip")
+    (tmp_path / "afile").write_text("")
+    out = tmp_path / "runs"
+    (out / "existing").mkdir(parents=True)
+    (out / "existing" / "study.json").write_text(json.dumps({"spec": {}}))
+    return tmp_path, out
+
+
+BAD = [
+    (["CartPol-v1", "CartPole-v1"], "unknown environment 'CartPol-v1'. Did you mean "
+                                    "'CartPole-v1'"),
+    (["CartPole-v1", "CartPole-v1:lenght=1"], "CartPole has no parameter 'lenght'. Did you "
+                                              "mean 'length'? Valid parameters: gravity,"),
+    (["CartPole-v1", "CartPole-v1:length=100"], "length=100 is outside its valid range"),
+    (["Pendulum-v1", "Pendulum-v1:m=1.5", "--algo", "dqn"], "dqn needs Discrete actions, but "
+                                                            "Pendulum-v1 has Box actions"),
+    (["CartPole-v1", "CartPole-v1", "--algo", "ppo2"], "unknown algorithm 'ppo2'"),
+    (["CartPole-v1", "CartPole-v1", "--source-model", "{d}/missing.zip"], "missing.zip does "
+                                                                          "not exist"),
+    (["CartPole-v1", "CartPole-v1", "--source-model", "{d}/corrupt.zip"], "is not a zip archive"),
+    (["CartPole-v1", "CartPole-v1", "--source-model", "{d}/plain.zip"], "is not a "
+                                                                        "Stable-Baselines3 "
+                                                                        "checkpoint"),
+    (["CartPole-v1", "CartPole-v1", "--source-model", "{d}/dqn.zip"], "is a dqn checkpoint but "
+                                                                      "the study uses ppo"),
+    (["CartPole-v1", "CartPole-v1", "--timesteps", "0"], "--timesteps must be a positive "
+                                                         "integer, got 0"),
+    (["CartPole-v1", "CartPole-v1", "--source-timesteps", "-5"], "--source-timesteps must be "
+                                                                 "a positive integer, got -5"),
+    (["CartPole-v1", "CartPole-v1", "--seeds", "abc"], "argument --seeds: invalid int value"),
+    (["CartPole-v1", "CartPole-v1", "--out", "{d}/afile/runs"], "cannot write to --out"),
+    (["CartPole-v1", "CartPole-v1", "--name", "existing"], "already holds a study: choose "
+                                                           "another --name"),
+    (["CartPole-v1", "CartPole-v1", "--hparams", "learning_rat=1"], "ppo has no "
+                                                                    "hyperparameter "
+                                                                    "'learning_rat'"),
+    (["CartPole-v1", "CartPole-v1", "--conditions", "scratch,finetunee"], "unknown condition "
+                                                                          "'finetunee'"),
+    (["CartPole-v1", "CartPole-v1", "--config", "{d}/none.toml"], "--config {d}/none.toml "
+                                                                  "does not exist"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD, ids=[m[:30] for _, m in BAD])
+def test_bad_input_is_one_line_exit_2_and_loses_nothing(bad_inputs, capsys, args, message):
+    folder, out = bad_inputs
+    before = _snapshot(out)
+    args = [a.replace("{d}", str(folder)) for a in args]
+    if "--out" not in args:
+        args += ["--out", str(out)]
+    with pytest.raises(SystemExit) if "abc" in args else _no_exit():
+        code = main(["run", *BUDGET, *args])
+        assert code == 2
+    err = capsys.readouterr().err
+    assert message.replace("{d}", str(folder)) in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in out.iterdir()) == ["existing"]
+
+
+class _no_exit:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

@@ -1,0 +1,92 @@
+"""EnvSpec parsing, validation errors, JSON round trips, stable hashes."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from rltransfer.env_factory import resolve
+from rltransfer.errors import ConfigError, ParameterError, UnknownEnvError
+from rltransfer.specs import AgentSpec, EnvSpec, RunSpec, StudySpec, stable_hash
+
+
+def test_parse_variant():
+    spec = EnvSpec.parse("CartPole-v1:length=1.0,force_mag=5")
+    assert spec == EnvSpec("CartPole-v1", {"length": 1.0, "force_mag": 5.0})
+    assert str(spec) == "CartPole-v1:force_mag=5,length=1"
+    assert EnvSpec.parse(str(spec)) == spec
+
+
+@pytest.mark.parametrize("text,message", [
+    ("CartPole-v1:length", "cannot read 'length' in 'CartPole-v1:length': parameters are "
+                           "name=value"),
+    ("CartPole-v1:length=abc", "length='abc' in 'CartPole-v1:length=abc' is not a number"),
+    ("CartPole-v1:length=1,length=2", "length is given twice"),
+])
+def test_parse_errors(text, message):
+    with pytest.raises(ParameterError, match=re.escape(message)):
+        EnvSpec.parse(text)
+
+
+def test_unknown_env_suggests_a_close_id():
+    with pytest.raises(UnknownEnvError, match=re.escape(
+            "unknown environment 'CartPol-v1'. Did you mean 'CartPole-v1'")):
+        resolve(EnvSpec.parse("CartPol-v1"))
+
+
+def test_unknown_parameter_lists_the_valid_ones():
+    with pytest.raises(ParameterError, match=re.escape(
+            "CartPole has no parameter 'lenght'. Did you mean 'length'? Valid parameters: "
+            "gravity, masscart, masspole, length, force_mag, tau")):
+        resolve(EnvSpec.parse("CartPole-v1:lenght=1"))
+
+
+def test_value_out_of_range():
+    with pytest.raises(ParameterError, match=re.escape(
+            "length=100 is outside its valid range [0.05, 10] m")):
+        resolve(EnvSpec.parse("CartPole-v1:length=100"))
+
+
+def test_parameters_on_an_env_outside_the_catalog():
+    with pytest.raises(ParameterError, match="has no parameters in rltransfer's catalog"):
+        resolve(EnvSpec.parse("LunarLander-v3:gravity=-5"))
+
+
+def test_run_spec_round_trip_and_stable_hash():
+    agent = AgentSpec("ppo", {"n_steps": 32, "learning_rate": "lin_0.001"}, 8)
+    run = RunSpec(EnvSpec.parse("CartPole-v1:length=1"), agent, "scratch", 0, 1000, 100, 5)
+    again = RunSpec.from_dict(json.loads(json.dumps(run.to_dict())))
+    assert again == run
+    assert again.cache_key == run.cache_key
+    reordered = AgentSpec("ppo", {"learning_rate": "lin_0.001", "n_steps": 32}, 8, "cuda")
+    assert RunSpec(run.env, reordered, "scratch", 0, 1000, 100, 5).cache_key == run.cache_key
+    assert RunSpec(run.env, agent, "scratch", 1, 1000, 100, 5).cache_key != run.cache_key
+    assert stable_hash({"a": 1, "b": 2}) == stable_hash({"b": 2, "a": 1})
+
+
+def test_study_spec_round_trip():
+    spec = StudySpec(EnvSpec("CartPole-v1"), EnvSpec.parse("CartPole-v1:length=1"),
+                     conditions=("scratch", "freeze-features"), hparams={"n_epochs": 4})
+    assert StudySpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"conditions": ("scratch", "finetunee")}, "unknown condition 'finetunee'"),
+    ({"seeds": 0}, "--seeds must be a positive integer, got 0"),
+    ({"timesteps": -5}, "--timesteps must be a positive integer, got -5"),
+    ({"source_timesteps": 0}, "--source-timesteps must be a positive integer, got 0"),
+    ({"device": "gpu"}, "--device 'gpu' is not one of auto, cpu, cuda, cuda:N"),
+    ({"name": "../x"}, "--name '../x' must be a folder name"),
+])
+def test_study_spec_validation(changes, message):
+    spec = StudySpec(EnvSpec("CartPole-v1"), EnvSpec("CartPole-v1"), **changes)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        spec.validate()
+
+
+def test_unknown_config_key_suggests():
+    with pytest.raises(ConfigError, match=re.escape("unknown study option 'timestep'. Did you "
+                                                    "mean 'timesteps'")):
+        StudySpec.from_dict({"source": "CartPole-v1", "target": "CartPole-v1", "timestep": 5})

@@ -1,0 +1,55 @@
+"""One run's files: evaluations.csv from step 0, TensorBoard tags, status, transfer.json."""
+
+from __future__ import annotations
+
+import csv
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from rltransfer.io_utils import read_json
+from rltransfer.specs import EnvSpec, RunSpec
+from rltransfer.training import EVAL_COLUMNS, train_run
+from rltransfer.transfer import load_checkpoint
+
+
+def test_scratch_run_writes_its_files(tmp_path, tiny_agent):
+    run = RunSpec(EnvSpec("CartPole-v1"), tiny_agent, "scratch", 3, 512, 128, 2)
+    result = train_run(run, tmp_path / "run")
+    with open(tmp_path / "run" / "evaluations.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert tuple(rows[0]) == EVAL_COLUMNS
+    assert [int(r["timesteps"]) for r in rows] == [0, 128, 256, 384, 512]
+    assert all(int(r["n_episodes"]) == 2 for r in rows)
+    status = read_json(tmp_path / "run" / "status.json")
+    assert status["state"] == "done" and status["timesteps"] == result.timesteps == 512
+    assert not (tmp_path / "run" / "transfer.json").exists()
+    events = EventAccumulator(str(tmp_path / "run"))
+    events.Reload()
+    assert "eval/mean_reward" in events.Tags()["scalars"]
+    assert "train/value_loss" in events.Tags()["scalars"]  # SB3's own scalars too
+    scalars = events.Scalars("eval/mean_reward")
+    assert [s.step for s in scalars] == [0, 128, 256, 384, 512]
+    assert [s.value for s in scalars] == [float(r["mean_return"]) for r in rows]
+
+
+def test_runs_with_the_same_seed_give_the_same_curve(tmp_path, tiny_agent):
+    run = RunSpec(EnvSpec("CartPole-v1"), tiny_agent, "scratch", 0, 256, 128, 2)
+    train_run(run, tmp_path / "a")
+    train_run(run, tmp_path / "b")
+    assert (tmp_path / "a" / "evaluations.csv").read_text().split("wall")[0] == \
+        (tmp_path / "b" / "evaluations.csv").read_text().split("wall")[0]
+    read = [[r.split(",")[:2] for r in (tmp_path / d / "evaluations.csv").read_text().splitlines()]
+            for d in "ab"]
+    assert read[0] == read[1]
+
+
+def test_transferred_run_writes_transfer_json(tmp_path, tiny_agent):
+    source = RunSpec(EnvSpec("CartPole-v1"), tiny_agent, "scratch", 0, 256, 128, 2)
+    train_run(source, tmp_path / "source")
+    weights = load_checkpoint(tmp_path / "source" / "model.zip").state_dict
+    target = RunSpec(EnvSpec.parse("Acrobot-v1"), tiny_agent, "freeze-features", 0, 256, 128, 2)
+    result = train_run(target, tmp_path / "target", source_state=weights, source_label="src")
+    data = read_json(tmp_path / "target" / "transfer.json")
+    assert data["condition"] == "freeze-features" and data["source"] == "src"
+    assert data["summary"] == result.transfer.summary()
+    assert any(t["frozen"] for t in data["tensors"])

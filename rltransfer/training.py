@@ -28,7 +28,7 @@ from .env_factory import make_vec
 from .io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .progress import StudyProgress
 from .specs import RunSpec
-from .transfer import TransferReport, apply_transfer
+from .transfer import SyncFrozenTargets, TransferReport, apply_transfer
 
 EVAL_COLUMNS = ("timesteps", "mean_return", "std_return", "n_episodes", "wall_time")
 EVAL_SEED_OFFSET = 100_000  # evaluation envs never share seeds with training envs
@@ -192,6 +192,8 @@ def _train(run: RunSpec, run_dir: Path, source_state: dict[str, torch.Tensor] | 
                                         run_dir / "evaluations.csv",
                                         eval_seed=run.seed + EVAL_SEED_OFFSET)
         callbacks: list[BaseCallback] = [evaluation]
+        if report is not None and report.frozen_targets:
+            callbacks.insert(0, SyncFrozenTargets(report.frozen_targets))
         if progress is not None:
             callbacks.append(ProgressCallback(progress))
         start = time.perf_counter()

@@ -13,12 +13,13 @@ import re
 import types
 import zipfile
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
 
 from .errors import CheckpointError, TransferError
 
@@ -136,6 +137,8 @@ class TransferReport:
     condition: str
     source: str
     tensors: list[TensorRecord]
+    # (online, target-network copy) of frozen layers, kept equal by SyncFrozenTargets
+    frozen_targets: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
 
     @property
     def copied(self) -> int:
@@ -205,12 +208,56 @@ def apply_transfer(model: BaseAlgorithm, source_state: dict[str, torch.Tensor],
             f"Use the same --algo and network (--hparams policy_kwargs=...) for source and target"
         )
     policy.load_state_dict(new_state, strict=False)
+    report = TransferReport(condition, source_label, records)
     if condition == "freeze-features":
         frozen = {r.name for r in records if r.role == "features" and r.name in learnable}
         freeze(model, frozen)
         for record in records:
             record.frozen = record.name in frozen
-    return TransferReport(condition, source_label, records)
+        report.frozen_targets = target_copies(policy, frozen)
+        _sync(report.frozen_targets)
+    return report
+
+
+def target_copies(policy: torch.nn.Module,
+                  names: set[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(online, target) parameter pairs for frozen layers of target networks
+    (q_net_target, critic_target, actor_target)."""
+    params = dict(policy.named_parameters())
+    pairs = []
+    for name in sorted(names):
+        head, sep, tail = name.partition("_target.")
+        online = f"{head}.{tail}"
+        if sep and online in params:
+            pairs.append((params[online], params[name]))
+    return pairs
+
+
+@torch.no_grad()
+def _sync(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    for online, target in pairs:
+        target.copy_(online)
+
+
+class SyncFrozenTargets(BaseCallback):
+    """Keeps frozen layers of target networks equal to the frozen online layers.
+
+    SAC/TD3 move target networks towards the online ones by Polyak averaging after each
+    gradient step; for a frozen layer that would only add rounding drift (and pull a lagging
+    source target towards the online copy), so the copy is restored after every env step,
+    i.e. before the next gradient step uses it.
+    """
+
+    def __init__(self, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        super().__init__()
+        self.pairs = pairs
+
+    def _on_step(self) -> bool:
+        _sync(self.pairs)
+        return True
+
+    def _on_training_end(self) -> None:
+        _sync(self.pairs)
 
 
 def freeze(model: BaseAlgorithm, names: set[str]) -> None:

@@ -17,7 +17,7 @@ install: $(STAMP)
 # A real study on a pair the source policy does not solve zero-shot (~13 of 500 on length 1.0).
 demo: $(STAMP)
 	$(PY) -m rltransfer run CartPole-v1 CartPole-v1:length=1.0 \
-	    --conditions scratch,finetune,reinit-head --seeds 3 --timesteps 30000 --eval-freq 1500
+	    --conditions scratch,finetune,reinit-head --seeds 5 --timesteps 30000 --eval-freq 1500
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -32,6 +32,7 @@ from .transfer import SyncFrozenTargets, TransferReport, apply_transfer
 
 EVAL_COLUMNS = ("timesteps", "mean_return", "std_return", "n_episodes", "wall_time")
 EVAL_SEED_OFFSET = 100_000  # evaluation envs never share seeds with training envs
+MAX_EVAL_ENVS = 32
 
 
 def read_evaluations(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -179,7 +180,10 @@ def train_run(run: RunSpec, run_dir: Path, *,
 def _train(run: RunSpec, run_dir: Path, source_state: dict[str, torch.Tensor] | None,
            source_label: str, progress: StudyProgress | None) -> RunResult:
     env = make_vec(run.env, run.agent.n_envs, seed=run.seed)
-    eval_env = make_vec(run.env, 1, seed=run.seed + EVAL_SEED_OFFSET)
+    # One env per evaluation episode (SB3's evaluate_policy spreads episodes over them), so
+    # the policy runs batched: evaluation would otherwise cost more than training.
+    eval_env = make_vec(run.env, min(run.eval_episodes, MAX_EVAL_ENVS),
+                        seed=run.seed + EVAL_SEED_OFFSET)
     try:
         model = build_model(run, env, tensorboard_dir=run_dir)
         report = None

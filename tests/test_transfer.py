@@ -157,6 +157,10 @@ def test_loader_reads_weights_of_a_real_checkpoint(tmp_path):
         assert torch.equal(checkpoint.state_dict[name], tensor)
 
 
+# torch warns about the planted pickle's protocol before refusing it: expected here.
+pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+
+
 def test_loader_never_executes_a_pickle_planted_in_a_checkpoint(tmp_path):
     marker = tmp_path / "pwned"
     buffer = io.BytesIO()

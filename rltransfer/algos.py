@@ -120,14 +120,36 @@ def constructor_keys(algo: Algorithm) -> list[str]:
     return [p for p in params if p not in ("self", "policy", "env", "_init_setup_model")]
 
 
+# Constructor arguments rltransfer sets itself, and the option that sets them.
+RESERVED = {"seed": "--seed", "device": "--device", "verbose": None, "tensorboard_log": None}
+
+
 def validate_hparams(algo: Algorithm, hparams: dict[str, Any]) -> None:
-    """Raise HyperparameterError for keys the algorithm does not take."""
-    valid = set(constructor_keys(algo)) | set(STUDY_KEYS)
-    for key in hparams:
+    """Raise HyperparameterError for keys the algorithm does not take and for values of the
+    study keys that cannot work (the SB3 constructor checks the rest; see runner.probe)."""
+    keys = constructor_keys(algo)
+    valid = (set(keys) | set(STUDY_KEYS)) - set(RESERVED)
+    if "action_noise" not in keys:
+        valid -= {"noise_type", "noise_std"}
+    for key, value in hparams.items():
+        if key in RESERVED:
+            option = RESERVED[key]
+            raise HyperparameterError(
+                f"--hparams {key} is set by rltransfer"
+                + (f": use {option} instead" if option else ": remove it")
+            )
         if key not in valid:
             raise HyperparameterError(
                 f"{algo.name} has no hyperparameter {key!r}.{did_you_mean(key, valid)} "
                 f"Valid: {', '.join(sorted(valid))}"
+            )
+        if key in ("n_envs", "n_timesteps") and (
+                isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise HyperparameterError(f"--hparams {key} must be a positive integer, got {value!r}")
+        if key == "policy_kwargs" and not isinstance(value, dict):
+            raise HyperparameterError(
+                "--hparams policy_kwargs must be a table, e.g. "
+                f"'policy_kwargs={{net_arch=[64,64]}}', got {value!r}"
             )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -218,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     if not console.is_terminal:  # logs and pipes: do not fold the table at 80 columns
         console = Console(width=160)
+    previous = signal.signal(signal.SIGTERM, _terminate)  # schedulers stop jobs with SIGTERM
     try:
         if args.command == "run":
             return _cmd_run(args, argv, console)
@@ -230,3 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("rltransfer: interrupted; finished runs and their files are kept\n")
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # so the running run is marked interrupted, as for Ctrl-C

@@ -7,7 +7,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from . import envs as catalog
-from .errors import ParameterError, UnknownEnvError, did_you_mean
+from .errors import MissingDependencyError, ParameterError, UnknownEnvError, did_you_mean
 from .specs import EnvSpec
 
 
@@ -52,7 +52,11 @@ def resolve(spec: EnvSpec) -> tuple[catalog.Family | None, str, dict[str, float]
 def make_env(spec: EnvSpec, render_mode: str | None = None) -> gym.Env:
     """A single environment for `spec`, with its parameters applied."""
     family, base_id, params = resolve(spec)
-    env = gym.make(base_id, render_mode=render_mode)
+    try:
+        env = gym.make(base_id, render_mode=render_mode)
+    except gym.error.DependencyNotInstalled as err:
+        raise MissingDependencyError(f"{spec.id} needs a package that is not installed: "
+                                     f"{str(err).strip().splitlines()[0]}") from None
     if family is not None and params:
         env = catalog.ParamWrapper(env, family=family.name, params=params)
     return env

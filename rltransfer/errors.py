@@ -18,6 +18,10 @@ class UnknownEnvError(RLTransferError):
     """The environment id is not registered with Gymnasium."""
 
 
+class MissingDependencyError(RLTransferError):
+    """The environment needs a package that is not installed."""
+
+
 class ParameterError(RLTransferError):
     """An environment parameter is unknown or its value is invalid."""
 

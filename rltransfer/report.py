@@ -68,7 +68,7 @@ def summarize_study(study_dir: Path) -> dict[str, Any]:
     finished = {c: v for c, v in curves.items() if v}
     if not finished:
         raise OutputError(f"{study_dir} has no finished runs yet: nothing to report")
-    budget = max(int(steps[-1]) for runs in finished.values() for steps, _ in runs)
+    budget = int(spec["timesteps"])  # runs may overshoot it by part of a rollout
     normalization = {"random_return": study["target_random_return"],
                      "threshold": study["threshold"], "budget": budget}
     summary = metrics.summarize(finished, reference="scratch" if "scratch" in finished else None,
@@ -139,7 +139,7 @@ def summary_csv(result: dict[str, Any]) -> str:
     """One row per condition x metric: point estimate, interval bounds, and the shown text."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["condition", "metric", "point", "low", "high", "display"])
+    writer.writerow(["condition", "metric", "point", "low", "high", "flags", "display"])
     formatters = {key: formatter for key, _, formatter in _COLUMNS}
     for name, data in result["metrics"]["conditions"].items():
         for key, value in data.items():
@@ -147,8 +147,19 @@ def summary_csv(result: dict[str, Any]) -> str:
                 continue
             display = formatters.get(key, metrics.format_estimate)(value)
             writer.writerow([name, key, _csv(value.get("point")), _csv(value.get("low")),
-                             _csv(value.get("high")), display])
+                             _csv(value.get("high")), _flags(value), display])
     return buffer.getvalue()
+
+
+def _flags(value: dict[str, Any]) -> str:
+    """What an empty or plain number in the CSV means: censored values, lower bounds."""
+    flags = [f"{part} censored (>{value['censored_at']})"
+             for part in ("point", "low", "high") if value.get(f"{part}_censored")]
+    if value.get("lower_bound"):
+        flags.append("point is a lower bound")
+    if value.get("high_lower_bound"):
+        flags.append("high is a lower bound")
+    return "; ".join(flags)
 
 
 def _csv(value: float | None) -> str:

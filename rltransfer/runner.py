@@ -19,18 +19,20 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from rich.console import Console
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from . import algos
 from .env_factory import make_env, make_vec, resolve, reward_threshold
-from .errors import ConfigError, OutputError
+from .errors import CheckpointError, ConfigError, HyperparameterError, OutputError
 from .io_utils import atomic_write_json, read_json
 from .progress import StudyProgress
-from .specs import AgentSpec, EnvSpec, RunSpec, StudySpec
-from .training import EVAL_SEED_OFFSET, build_model, read_evaluations, train_run
+from .specs import AgentSpec, EnvSpec, RunSpec, StudySpec, stable_hash
+from .training import EVAL_SEED_OFFSET, MAX_EVAL_ENVS, build_model, read_evaluations, train_run
 from .transfer import apply_transfer, check_algorithm, load_checkpoint
 
 CACHE_DIR = ".cache/sources"
@@ -67,17 +69,19 @@ class Plan:
 def _agent(spec: StudySpec, env: EnvSpec, algo: algos.Algorithm) -> tuple[AgentSpec, int]:
     family, base_id, _ = resolve(env)
     ids = [env.id, base_id] + (list(family.env_ids) if family else [])
-    hparams = {**algos.preset(algo.name, ids), **spec.hparams}
+    preset = algos.preset(algo.name, ids)
+    hparams = {**preset, **spec.hparams}
+    if isinstance(preset.get("policy_kwargs"), dict) and isinstance(
+            spec.hparams.get("policy_kwargs"), dict):  # override the tuned table key by key
+        hparams["policy_kwargs"] = {**preset["policy_kwargs"], **spec.hparams["policy_kwargs"]}
     algos.validate_hparams(algo, hparams)
     probe = make_env(env)
     try:
         algos.check_action_space(algo, probe.action_space, str(env))
-        kwargs = algos.model_kwargs(hparams, probe.action_space)  # reads schedules, noise
-        del kwargs
     finally:
         probe.close()
-    n_envs = spec.n_envs or int(hparams.get("n_envs", 1))
-    budget = int(hparams.get("n_timesteps", 100_000))
+    n_envs = spec.n_envs or hparams.get("n_envs", 1)
+    budget = hparams.get("n_timesteps", 100_000)
     return AgentSpec(algo.name, hparams, n_envs, spec.device), budget
 
 
@@ -159,28 +163,51 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _probe_model(run: RunSpec) -> BaseAlgorithm:
+    """Build `run`'s model once, so a hyperparameter value SB3 rejects is a user error here,
+    before the study folder exists, not a traceback mid-study."""
+    env = make_vec(run.env, run.agent.n_envs, run.seed)
+    try:
+        return build_model(run, env)
+    except _MODEL_ERRORS as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise HyperparameterError(
+            f"cannot build {run.agent.algo} for {run.env} with these hyperparameters "
+            f"({type(err).__name__}: {reason}): fix --hparams"
+        ) from None
+    finally:
+        env.close()
+
+
+_MODEL_ERRORS = (TypeError, ValueError, AssertionError, KeyError, NotImplementedError,
+                 IndexError, gym.error.Error)
+
+
 def _check_external(plan_: Plan) -> Source | None:
-    """Load --source-model and make sure it transfers, before anything is written."""
-    if plan_.spec.source_model is None or not plan_.spec.transfers:
+    """Load --source-model and make sure it fits the source and transfers to the target,
+    before anything is written."""
+    if plan_.spec.source_model is None:
         return None
     path = Path(plan_.spec.source_model)
     checkpoint = load_checkpoint(path)
     check_algorithm(checkpoint, plan_.spec.algo)
-    # A dry run of the mapping on a throwaway target model: an incompatible checkpoint fails
-    # here, with a clear message, not after the study folder exists.
-    target = make_vec(plan_.spec.target, 1, plan_.spec.seed)
-    try:
-        model = build_model(plan_.target_runs()[0], target)
-        apply_transfer(model, checkpoint.state_dict, "finetune", str(path))
-    finally:
-        target.close()
+    source_model = _probe_model(plan_.source_run())
+    fit = apply_transfer(source_model, checkpoint.state_dict, "finetune", str(path))
+    if fit.copied != len(fit.tensors):
+        raise CheckpointError(
+            f"{path} does not fit {plan_.spec.source} with this study's network ({fit.summary()})"
+            f": give a checkpoint trained on SOURCE or set --hparams policy_kwargs to its network"
+        )
+    if plan_.spec.transfers:
+        apply_transfer(_probe_model(plan_.target_runs()[0]), checkpoint.state_dict, "finetune",
+                       str(path))
     # Its score on the source env: the default threshold for targets that register none.
-    source_env = make_vec(plan_.spec.source, 1, plan_.spec.seed + EVAL_SEED_OFFSET)
+    source_env = make_vec(plan_.spec.source, min(plan_.spec.eval_episodes, MAX_EVAL_ENVS),
+                          plan_.spec.seed + EVAL_SEED_OFFSET)
     try:
-        model = build_model(plan_.source_run(), source_env)
-        apply_transfer(model, checkpoint.state_dict, "finetune", str(path))
         source_env.seed(plan_.spec.seed + EVAL_SEED_OFFSET)
-        score, _ = evaluate_policy(model, source_env, n_eval_episodes=plan_.spec.eval_episodes)
+        score, _ = evaluate_policy(source_model, source_env,
+                                   n_eval_episodes=plan_.spec.eval_episodes)
     finally:
         source_env.close()
     record = {"kind": "external", "path": str(path.resolve()), "sha256": _sha256(path),
@@ -189,27 +216,51 @@ def _check_external(plan_: Plan) -> Source | None:
     return Source(checkpoint.state_dict, str(path), record)
 
 
+def _probe(plan_: Plan, train_source: bool) -> None:
+    """Build every model the study will train; dry-run the transfer from a fresh source."""
+    target = _probe_model(plan_.target_runs()[0])
+    if train_source:
+        source = _probe_model(plan_.source_run())
+        if plan_.spec.transfers:
+            apply_transfer(target, source.policy.state_dict(), "finetune",
+                           f"the {plan_.spec.source} policy")
+
+
+def source_key(run: RunSpec) -> str:
+    """Cache key of a source policy: its run spec plus the versions that shape the result."""
+    pinned = {k: v for k, v in versions().items()
+              if k in ("rltransfer", "stable-baselines3", "torch", "gymnasium")}
+    return stable_hash({"run": run.cache_key, "versions": pinned})
+
+
 def _cached_source(plan_: Plan, progress: StudyProgress) -> Source:
     run = plan_.source_run()
-    key = run.cache_key
+    key = source_key(run)
     cache = Path(plan_.spec.out) / CACHE_DIR / key
     reused = (cache / "model.zip").is_file() and not plan_.spec.retrain_source
+    trained = 0
     if reused:
         progress.console.print(f"source: reusing cached policy {key} (0 training steps)")
-        trained = 0
     else:
         tmp = cache.with_name(f"{key}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         progress.start_run(f"source {run.env} seed {run.seed}", run.timesteps)
-        result = train_run(run, tmp, progress=progress)
+        try:
+            result = train_run(run, tmp, progress=progress)
+            atomic_write_json(tmp / "spec.json", run.to_dict())
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # never leave half a cache entry
+            raise
         progress.finish_run(f", final return {result.final_return:.1f}")
-        atomic_write_json(tmp / "spec.json", run.to_dict())
-        if cache.exists():  # --retrain-source: swap in the new policy
-            old = cache.with_name(f"{key}.old-{os.getpid()}")
-            cache.rename(old)
-            shutil.rmtree(old)
-        tmp.rename(cache)
         trained = result.timesteps
+        if cache.exists() and not plan_.spec.retrain_source:
+            shutil.rmtree(tmp)  # another study cached the same source meanwhile: use it
+        else:
+            if cache.exists():  # --retrain-source: swap in the new policy
+                old = cache.with_name(f"{key}.old-{os.getpid()}")
+                cache.rename(old)
+                shutil.rmtree(old)
+            tmp.rename(cache)
     checkpoint = load_checkpoint(cache / "model.zip")
     _, returns = read_evaluations(cache / "evaluations.csv")
     record = {"kind": "cache", "cache": str(cache.resolve()), "key": key, "reused": reused,
@@ -224,14 +275,15 @@ def run_study(spec: StudySpec, *, command: str = "", console: Console | None = N
     plan_ = plan(spec)
     check_writable(Path(plan_.spec.out))
     study_dir = plan_.study_dir
-    if (study_dir / "study.json").exists():
-        raise OutputError(f"{study_dir} already holds a study: choose another --name")
+    if study_dir.exists() and any(study_dir.iterdir()):
+        raise OutputError(f"{study_dir} already exists and is not empty: choose another --name")
     external = _check_external(plan_)
     eval_seed = plan_.spec.seed + EVAL_SEED_OFFSET
     random_score = random_return(plan_.spec.target, max(plan_.spec.eval_episodes, 10), eval_seed)
     known = _threshold(plan_, random_score, external)  # None: wait for the source's score
+    train_source = external is None and (plan_.spec.transfers or known is None)
+    _probe(plan_, train_source)
 
-    created = not study_dir.exists()
     study_dir.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {
         "spec": plan_.spec.to_dict(), "command": command, "versions": versions(),
@@ -240,39 +292,40 @@ def run_study(spec: StudySpec, *, command: str = "", console: Console | None = N
         "target_agent": plan_.target_agent.to_dict(),
         "target_random_return": random_score,
     }
-    atomic_write_json(study_dir / "study.json", record)
     runs = plan_.target_runs()
-    train_source = external is None and (plan_.spec.transfers or known is None)
     total = sum(r.timesteps for r in runs) + (plan_.source_run().timesteps if train_source else 0)
-    console.print(f"study {study_dir}: {len(runs)} target runs "
-                  f"({', '.join(plan_.spec.conditions)} x {plan_.spec.seeds} seeds)")
-    with StudyProgress(console, total, len(runs) + int(train_source)) as progress:
-        source = external
-        if train_source:
-            source = _cached_source(plan_, progress)
-            shutil.copytree(source.record["cache"], study_dir / "source", dirs_exist_ok=True)
-        if source is not None:
-            atomic_write_json(study_dir / "source" / "source.json", source.record)
-            record["source"] = source.record
-        try:
-            known = known or _threshold(plan_, random_score, source, required=True)
-        except ConfigError:
-            if created:  # nothing trained on the target yet: leave no half study behind
-                shutil.rmtree(study_dir)
-            raise
-        assert known is not None
-        record["threshold"], record["threshold_from"] = known
+    target_started = False
+    try:
         atomic_write_json(study_dir / "study.json", record)
-        for run in runs:
-            run_dir = study_dir / run.condition / f"seed_{run.seed}"
-            progress.start_run(f"{run.condition} seed {run.seed}", run.timesteps)
-            result = train_run(run, run_dir, progress=progress,
-                               source_state=source.state_dict if source else None,
-                               source_label=source.label if source else "")
-            note = f", final return {result.final_return:.1f}"
-            if result.transfer is not None:
-                note += f"; {result.transfer.summary()}"
-            progress.finish_run(note)
+        console.print(f"study {study_dir}: {len(runs)} target runs "
+                      f"({', '.join(plan_.spec.conditions)} x {plan_.spec.seeds} seeds)")
+        with StudyProgress(console, total, len(runs) + int(train_source)) as progress:
+            source = external
+            if train_source:
+                source = _cached_source(plan_, progress)
+                shutil.copytree(source.record["cache"], study_dir / "source")
+            if source is not None:
+                atomic_write_json(study_dir / "source" / "source.json", source.record)
+                record["source"] = source.record
+            known = known or _threshold(plan_, random_score, source, required=True)
+            assert known is not None
+            record["threshold"], record["threshold_from"] = known
+            atomic_write_json(study_dir / "study.json", record)
+            for run in runs:
+                target_started = True
+                run_dir = study_dir / run.condition / f"seed_{run.seed}"
+                progress.start_run(f"{run.condition} seed {run.seed}", run.timesteps)
+                result = train_run(run, run_dir, progress=progress,
+                                   source_state=source.state_dict if source else None,
+                                   source_label=source.label if source else "")
+                note = f", final return {result.final_return:.1f}"
+                if result.transfer is not None:
+                    note += f"; {result.transfer.summary()}"
+                progress.finish_run(note)
+    except BaseException:
+        if not target_started:  # nothing of the study's own yet: leave no half study behind
+            shutil.rmtree(study_dir, ignore_errors=True)
+        raise
     record["ended"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     atomic_write_json(study_dir / "study.json", record)
     return study_dir

@@ -19,6 +19,8 @@ from .errors import ConfigError, ParameterError, did_you_mean
 CONDITIONS = ("scratch", "finetune", "freeze-features", "reinit-head")
 """Transfer conditions (DESIGN.md): how a target run is initialized from the source."""
 
+MAX_SEED = 2**31 - 1_000_000  # room for the evaluation seed offset below 2**32
+
 _PARAM_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(\S+)\s*$")
 
 
@@ -166,6 +168,7 @@ class StudySpec:
 
     def validate(self) -> None:
         """Check the values that need no environment or library; raise ConfigError."""
+        self._check_types()
         for condition in self.conditions:
             if condition not in CONDITIONS:
                 raise ConfigError(
@@ -185,6 +188,8 @@ class StudySpec:
                 raise ConfigError(f"{option} must be a positive integer, got {value!r}")
         if self.seed < 0:
             raise ConfigError(f"--seed must be 0 or more, got {self.seed}")
+        if self.seed + self.seeds > MAX_SEED:
+            raise ConfigError(f"--seed {self.seed} is too large: seeds must stay below {MAX_SEED}")
         if self.threshold is not None and not math.isfinite(self.threshold):
             raise ConfigError(f"--threshold must be a finite number, got {self.threshold}")
         if self.device != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
@@ -193,6 +198,20 @@ class StudySpec:
             raise ConfigError(
                 f"--name {self.name!r} must be a folder name: letters, digits, '.', '_', '-'"
             )
+
+    def _check_types(self) -> None:
+        for name, kinds in _FIELD_TYPES.items():
+            value = getattr(self, name)
+            if value is None and name in _OPTIONAL:
+                continue
+            if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+                wanted = " or ".join(_TYPE_NAMES[k] for k in kinds)
+                raise ConfigError(f"{name} must be {wanted}, got {value!r}")
+        for item in self.conditions:
+            if not isinstance(item, str):
+                raise ConfigError(f"conditions must be names, got {item!r}")
+        if not isinstance(self.hparams, Mapping):
+            raise ConfigError(f"hparams must be a table of key = value, got {self.hparams!r}")
 
     @property
     def seed_list(self) -> list[int]:
@@ -225,8 +244,14 @@ class StudySpec:
         for key in ("source", "target"):
             if key in values:
                 value = values[key]
-                values[key] = (EnvSpec.parse(value) if isinstance(value, str)
-                               else EnvSpec.from_dict(value))
+                try:
+                    values[key] = (EnvSpec.parse(value) if isinstance(value, str)
+                                   else EnvSpec.from_dict(value))
+                except (KeyError, TypeError, ValueError, AttributeError):
+                    raise ConfigError(
+                        f"{key} must be an environment like 'CartPole-v1:length=1.0', "
+                        f"got {value!r}"
+                    ) from None
         if "conditions" in values:
             conditions = values["conditions"]
             if isinstance(conditions, str):
@@ -234,4 +259,17 @@ class StudySpec:
             values["conditions"] = tuple(conditions)
         if "source" not in values or "target" not in values:
             raise ConfigError("a study needs a source and a target environment")
-        return cls(**values)
+        spec = cls(**values)
+        spec._check_types()
+        return spec
+
+
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "algo": (str,), "seeds": (int,), "seed": (int,), "timesteps": (int,),
+    "source_timesteps": (int,), "eval_freq": (int,), "eval_episodes": (int,),
+    "threshold": (int, float), "n_envs": (int,), "device": (str,), "name": (str,),
+    "out": (str,), "source_model": (str,), "retrain_source": (bool,),
+}
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+_OPTIONAL = {"timesteps", "source_timesteps", "eval_freq", "threshold", "n_envs", "name",
+             "source_model"}

@@ -45,11 +45,13 @@ def read_evaluations(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 class EvaluationCallback(BaseCallback):
-    """Evaluates the deterministic policy at step 0 (before any update), every `eval_freq`
-    env steps and at the end; logs `eval/mean_reward` against env steps and writes the CSV.
+    """Evaluates the deterministic policy at step 0 (before any update), then once
+    `eval_freq` env steps have passed, and at the end (after the last update); logs
+    `eval/mean_reward` against env steps and writes the CSV.
 
-    The eval env is re-seeded before every evaluation, so every evaluation of every run of a
-    study starts from the same episodes: only the policy differs.
+    Evaluations happen at the start of a rollout, where the policy has just been updated, so
+    each row measures the latest policy. The eval env is re-seeded before every evaluation,
+    so every evaluation of every run of a study starts from the same episodes.
     """
 
     def __init__(self, eval_env: VecEnv, eval_freq: int, n_episodes: int, csv_path: Path,
@@ -65,13 +67,15 @@ class EvaluationCallback(BaseCallback):
         self._start = time.perf_counter()
         self._evaluate()
 
-    def _on_step(self) -> bool:
+    def _on_rollout_start(self) -> None:
         if self.num_timesteps >= self._next:
             self._evaluate()
+
+    def _on_step(self) -> bool:
         return True
 
     def _on_training_end(self) -> None:
-        if not self.rows or self.rows[-1]["timesteps"] < self.num_timesteps:
+        if self.rows[-1]["timesteps"] < self.num_timesteps:
             self._evaluate()
 
     def _evaluate(self) -> None:

@@ -59,10 +59,10 @@ def load_checkpoint(path: str | Path) -> SourceCheckpoint:
                     f"give a .zip written by model.save()"
                 )
             weights = archive.read("policy.pth")
-            data_text = archive.read("data").decode("utf-8") if "data" in names else "{}"
-    except zipfile.BadZipFile:
+            data_bytes = archive.read("data") if "data" in names else b"{}"
+    except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, EOFError):
         raise CheckpointError(
-            f"{path} is not a zip archive (corrupt or not an SB3 checkpoint): "
+            f"{path} is not a readable zip archive (corrupt or not an SB3 checkpoint): "
             f"give a .zip written by model.save()"
         ) from None
     try:
@@ -76,8 +76,10 @@ def load_checkpoint(path: str | Path) -> SourceCheckpoint:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: policy.pth does not hold a state dict of tensors")
     try:
-        metadata = json.loads(data_text)
-    except json.JSONDecodeError:
+        metadata = json.loads(data_bytes.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        metadata = {}
+    if not isinstance(metadata, dict):
         metadata = {}
     return SourceCheckpoint(str(path), state, _detect_algo(metadata), metadata)
 
@@ -180,7 +182,6 @@ def apply_transfer(model: BaseAlgorithm, source_state: dict[str, torch.Tensor],
     target_state = policy.state_dict()
     heads = head_parameters(policy)
     records: list[TensorRecord] = []
-    new_state: dict[str, torch.Tensor] = {}
     for name, tensor in target_state.items():
         role = "head" if name in heads else "features"
         source = source_state.get(name)
@@ -193,8 +194,11 @@ def apply_transfer(model: BaseAlgorithm, source_state: dict[str, torch.Tensor],
             reason = f"shape {_shape(source.shape)}→{_shape(tensor.shape)}"
         else:
             status, reason = "copied", ""
-            new_state[name] = source.to(tensor.device, tensor.dtype)
         records.append(TensorRecord(name, list(tensor.shape), status, reason, False, role))
+    _whole_layers(records)
+    new_state = {r.name: source_state[r.name].to(target_state[r.name].device,
+                                                  target_state[r.name].dtype)
+                 for r in records if r.status == "copied"}
     learnable = {n for n, _ in policy.named_parameters()}
     # Transfer is about feature layers: a stray matching bias (e.g. the 1-unit value head)
     # from a differently sized network is not a transfer.
@@ -210,13 +214,31 @@ def apply_transfer(model: BaseAlgorithm, source_state: dict[str, torch.Tensor],
     policy.load_state_dict(new_state, strict=False)
     report = TransferReport(condition, source_label, records)
     if condition == "freeze-features":
-        frozen = {r.name for r in records if r.role == "features" and r.name in learnable}
+        # Only copied layers are frozen: a layer that could not be copied (e.g. the input
+        # layer when observation sizes differ) stays trainable instead of frozen at random.
+        frozen = {r.name for r in records
+                  if r.role == "features" and r.status == "copied" and r.name in learnable}
         freeze(model, frozen)
         for record in records:
             record.frozen = record.name in frozen
         report.frozen_targets = target_copies(policy, frozen)
         _sync(report.frozen_targets)
     return report
+
+
+def _whole_layers(records: list[TensorRecord]) -> None:
+    """A layer moves as a whole: if its weight cannot be copied, its bias is not copied
+    either (a source bias on a fresh random weight would be neither source nor fresh)."""
+    by_layer: dict[str, list[TensorRecord]] = {}
+    for record in records:
+        by_layer.setdefault(record.name.rsplit(".", 1)[0], []).append(record)
+    for layer in by_layer.values():
+        fresh = next((r for r in layer if r.status != "copied"), None)
+        if fresh is None:
+            continue
+        for record in layer:
+            if record.status == "copied":
+                record.status, record.reason = "reinitialized", f"layer {fresh.reason}"
 
 
 def target_copies(policy: torch.nn.Module,

@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from stable_baselines3 import DQN
+from stable_baselines3 import DQN, PPO
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from rltransfer.cli import main
@@ -139,6 +139,11 @@ def bad_inputs(tmp_path):
         archive.writestr("weights.npy", b"")
     save_model(DQN("MlpPolicy", make_vec(EnvSpec("CartPole-v1"), 1, 0), device="cpu"),
                tmp_path / "dqn.zip")
+    save_model(PPO("MlpPolicy", make_vec(EnvSpec("CartPole-v1"), 1, 0), device="cpu"),
+               tmp_path / "ppo.zip")
+    (tmp_path / "types.toml").write_text('source = "CartPole-v1"\ntarget = "CartPole-v1"\n'
+                                         "seeds = true\n")
+    (tmp_path / "source.toml").write_text('source = 5\ntarget = "CartPole-v1"\n')
     (tmp_path / "afile").write_text("")
     out = tmp_path / "runs"
     (out / "existing").mkdir(parents=True)
@@ -157,7 +162,7 @@ BAD = [
     (["CartPole-v1", "CartPole-v1", "--algo", "ppo2"], "unknown algorithm 'ppo2'"),
     (["CartPole-v1", "CartPole-v1", "--source-model", "{d}/missing.zip"], "missing.zip does "
                                                                           "not exist"),
-    (["CartPole-v1", "CartPole-v1", "--source-model", "{d}/corrupt.zip"], "is not a zip archive"),
+    (["CartPole-v1", "CartPole-v1", "--source-model", "{d}/corrupt.zip"], "is not a readable zip"),
     (["CartPole-v1", "CartPole-v1", "--source-model", "{d}/plain.zip"], "is not a "
                                                                         "Stable-Baselines3 "
                                                                         "checkpoint"),
@@ -169,8 +174,29 @@ BAD = [
                                                                  "a positive integer, got -5"),
     (["CartPole-v1", "CartPole-v1", "--seeds", "abc"], "argument --seeds: invalid int value"),
     (["CartPole-v1", "CartPole-v1", "--out", "{d}/afile/runs"], "cannot write to --out"),
-    (["CartPole-v1", "CartPole-v1", "--name", "existing"], "already holds a study: choose "
-                                                           "another --name"),
+    (["CartPole-v1", "CartPole-v1", "--name", "existing"], "already exists and is not empty: "
+                                                           "choose another --name"),
+    (["CartPole-v1", "CartPole-v1", "--hparams", "n_steps=abc"], "cannot build ppo for "
+                                                                 "CartPole-v1 with these "
+                                                                 "hyperparameters"),
+    (["CartPole-v1", "CartPole-v1", "--hparams", "batch_size=0"], "cannot build ppo"),
+    (["CartPole-v1", "CartPole-v1", "--hparams", "policy=CnnPolicy"], "cannot build ppo"),
+    (["CartPole-v1", "CartPole-v1", "--hparams", "seed=3"], "--hparams seed is set by "
+                                                            "rltransfer: use --seed instead"),
+    (["CartPole-v1", "CartPole-v1", "--hparams", "noise_type=normal"], "ppo has no "
+                                                                       "hyperparameter "
+                                                                       "'noise_type'"),
+    (["CartPole-v1", "CartPole-v1", "--hparams", "policy_kwargs=5"], "policy_kwargs must be a "
+                                                                     "table"),
+    (["CartPole-v1", "CartPole-v1", "--hparams", "n_envs=abc"], "--hparams n_envs must be a "
+                                                                "positive integer"),
+    (["Blackjack-v1", "Blackjack-v1"], "cannot build ppo for Blackjack-v1"),
+    (["CartPole-v1", "CartPole-v1", "--seed", "4294967296"], "--seed 4294967296 is too large"),
+    (["Pendulum-v1", "MountainCarContinuous-v0", "--algo", "sac"], "nothing transfers from the "
+                                                                   "Pendulum-v1 policy to the "
+                                                                   "target"),
+    (["Acrobot-v1", "CartPole-v1", "--source-model", "{d}/ppo.zip"], "ppo.zip does not fit "
+                                                                     "Acrobot-v1"),
     (["CartPole-v1", "CartPole-v1", "--hparams", "learning_rat=1"], "ppo has no "
                                                                     "hyperparameter "
                                                                     "'learning_rat'"),
@@ -178,6 +204,8 @@ BAD = [
                                                                           "'finetunee'"),
     (["CartPole-v1", "CartPole-v1", "--config", "{d}/none.toml"], "--config {d}/none.toml "
                                                                   "does not exist"),
+    (["--config", "{d}/types.toml"], "seeds must be an integer, got True"),
+    (["--config", "{d}/source.toml"], "source must be an environment like"),
 ]
 
 

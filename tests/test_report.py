@@ -71,6 +71,9 @@ def test_summary_numbers_are_computed_from_the_curves(tmp_path):
     jumpstart = next(r for r in rows if r["condition"] == "finetune" and r["metric"] ==
                      "jumpstart")
     assert float(jumpstart["point"]) == 0.5
+    ttt = next(r for r in rows if r["condition"] == "scratch" and r["metric"] ==
+               "time_to_threshold")
+    assert ttt["point"] == "" and "point censored (>400)" in ttt["flags"]
 
 
 def test_unfinished_runs_are_left_out_and_named(tmp_path):

@@ -53,3 +53,19 @@ def test_transferred_run_writes_transfer_json(tmp_path, tiny_agent):
     assert data["condition"] == "freeze-features" and data["source"] == "src"
     assert data["summary"] == result.transfer.summary()
     assert any(t["frozen"] for t in data["tensors"])
+
+
+def test_last_evaluation_scores_the_saved_model(tmp_path, tiny_agent):
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    from rltransfer.env_factory import make_vec
+    from rltransfer.training import EVAL_SEED_OFFSET
+
+    run = RunSpec(EnvSpec("CartPole-v1"), tiny_agent, "scratch", 0, 256, 128, 4)
+    result = train_run(run, tmp_path / "run")
+    model = PPO.load(tmp_path / "run" / "model.zip", device="cpu")  # our own file
+    env = make_vec(run.env, 4, seed=run.seed + EVAL_SEED_OFFSET)
+    env.seed(run.seed + EVAL_SEED_OFFSET)
+    score, _ = evaluate_policy(model, env, n_eval_episodes=4, deterministic=True)
+    assert score == result.final_return

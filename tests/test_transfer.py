@@ -54,13 +54,17 @@ def test_different_obs_and_action_sizes_transfer_what_fits():
     assert status["mlp_extractor.policy_net.0.weight"] == ("reinitialized", "shape (64,4)→(64,6)")
     assert status["action_net.weight"] == ("reinitialized", "shape (2,64)→(3,64)")
     assert status["action_net.bias"] == ("reinitialized", "shape (2)→(3)")
+    assert status["mlp_extractor.policy_net.0.bias"] == ("reinitialized",
+                                                         "layer shape (64,4)→(64,6)")
     assert status["mlp_extractor.policy_net.2.weight"] == ("copied", "")
     after = target.policy.state_dict()
     assert torch.equal(after["mlp_extractor.policy_net.2.weight"],
                        source.policy.state_dict()["mlp_extractor.policy_net.2.weight"])
     assert torch.equal(after["action_net.weight"], fresh["action_net.weight"])
-    assert report.copied == 8
-    assert report.summary().startswith("copied 8/12 tensors, 4 re-initialized: ")
+    assert torch.equal(after["mlp_extractor.policy_net.0.bias"],
+                       fresh["mlp_extractor.policy_net.0.bias"])
+    assert report.copied == 6
+    assert report.summary().startswith("copied 6/12 tensors, 6 re-initialized: ")
     assert "action_net.* shape (2,64)→(3,64)" in report.summary()
 
 
@@ -185,8 +189,8 @@ def test_loader_refuses_a_plain_pickle(tmp_path):
 
 @pytest.mark.parametrize("make,message", [
     (None, "does not exist: give the path of an SB3 .zip"),
-    (lambda p: p.write_bytes(b"not a zip"), "is not a zip archive (corrupt or not an SB3 "
-                                             "checkpoint)"),
+    (lambda p: p.write_bytes(b"not a zip"), "is not a readable zip archive (corrupt or not "
+                                             "an SB3 checkpoint)"),
     (lambda p: _zip(p, **{"data": b"{}"}), "is not a Stable-Baselines3 checkpoint (no "
                                             "policy.pth inside)"),
 ])
@@ -206,6 +210,27 @@ def test_checkpoint_of_another_algorithm(tmp_path):
     with pytest.raises(CheckpointError, match=re.escape(
             "is a dqn checkpoint but the study uses ppo: pass --algo dqn or a ppo checkpoint")):
         check_algorithm(checkpoint, "ppo")
+
+
+def test_freeze_features_leaves_layers_that_could_not_be_copied_trainable():
+    target = _ppo("Acrobot-v1", seed=2)
+    report = apply_transfer(target, _state(_ppo("CartPole-v1", seed=1)), "freeze-features")
+    records = {t.name: t for t in report.tensors}
+    first = records["mlp_extractor.policy_net.0.weight"]
+    assert first.status == "reinitialized" and not first.frozen
+    assert target.policy.mlp_extractor.policy_net[0].weight.requires_grad
+    assert records["mlp_extractor.policy_net.2.weight"].frozen
+    assert not target.policy.mlp_extractor.policy_net[2].weight.requires_grad
+
+
+def test_loader_tolerates_odd_metadata(tmp_path):
+    buffer = io.BytesIO()
+    torch.save({"w": torch.ones(2)}, buffer)
+    _zip(tmp_path / "a.zip", **{"policy.pth": buffer.getvalue(), "data": b"\xff\xfe"})
+    _zip(tmp_path / "b.zip", **{"policy.pth": buffer.getvalue(), "data": b"5"})
+    for name in ("a.zip", "b.zip"):
+        checkpoint = load_checkpoint(tmp_path / name)
+        assert checkpoint.algo is None and torch.equal(checkpoint.state_dict["w"], torch.ones(2))
 
 
 def test_transfer_report_is_json():

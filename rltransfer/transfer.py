@@ -12,7 +12,6 @@ import json
 import re
 import types
 import zipfile
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,8 +150,12 @@ class TransferReport:
         line = f"copied {self.copied}/{len(self.tensors)} tensors"
         fresh = [t for t in self.tensors if t.status != "copied"]
         if fresh:
-            groups = Counter((t.name.rsplit(".", 1)[0] + ".*", t.reason) for t in fresh)
-            parts = [f"{group} {reason}" for (group, reason) in groups]
+            reasons: dict[str, str] = {}  # layer -> its own reason (not the "layer ..." echo)
+            for t in fresh:
+                layer = t.name.rsplit(".", 1)[0] + ".*"
+                if layer not in reasons or reasons[layer].startswith("layer "):
+                    reasons[layer] = t.reason
+            parts = [f"{layer} {reason}" for layer, reason in reasons.items()]
             line += f", {len(fresh)} re-initialized: " + "; ".join(parts)
         frozen = sum(t.frozen for t in self.tensors)
         if frozen:

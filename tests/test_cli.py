@@ -232,3 +232,23 @@ class _no_exit:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_module_entry_point_in_a_subprocess(tmp_path):
+    import subprocess
+    import sys
+
+    bad = subprocess.run([sys.executable, "-m", "rltransfer", "run", "CartPol-v1", "CartPole-v1",
+                          "--out", str(tmp_path)], capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("rltransfer: error: unknown environment 'CartPol-v1'")
+    assert len(bad.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+    helped = subprocess.run([sys.executable, "-m", "rltransfer", "run", "--help"],
+                            capture_output=True, text=True)
+    assert helped.returncode == 0
+    for option in ("--algo", "--conditions", "--seeds", "--timesteps", "--source-timesteps",
+                   "--eval-freq", "--eval-episodes", "--threshold", "--n-envs", "--device",
+                   "--name", "--out", "--config", "--source-model", "--retrain-source",
+                   "--hparams"):
+        assert option in helped.stdout

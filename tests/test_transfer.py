@@ -65,7 +65,10 @@ def test_different_obs_and_action_sizes_transfer_what_fits():
                        fresh["mlp_extractor.policy_net.0.bias"])
     assert report.copied == 6
     assert report.summary().startswith("copied 6/12 tensors, 6 re-initialized: ")
-    assert "action_net.* shape (2,64)→(3,64)" in report.summary()
+    assert report.summary() == (
+        "copied 6/12 tensors, 6 re-initialized: mlp_extractor.policy_net.0.* shape "
+        "(64,4)→(64,6); mlp_extractor.value_net.0.* shape (64,4)→(64,6); action_net.* shape "
+        "(2,64)→(3,64)")
 
 
 def test_different_architecture_is_a_clear_error():

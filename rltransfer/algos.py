@@ -29,7 +29,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 # Keys of a preset that are not constructor arguments of the SB3 class.
-STUDY_KEYS = ("policy", "n_envs", "n_timesteps", "noise_type", "noise_std")
+STUDY_KEYS = ("policy", "n_envs", "n_timesteps", "noise_type", "noise_std", "frame_stack")
 
 _ACTIVATIONS = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "elu": torch.nn.ELU,
                 "leaky_relu": torch.nn.LeakyReLU, "silu": torch.nn.SiLU, "gelu": torch.nn.GELU}
@@ -165,8 +165,23 @@ def _schedule(value: Any) -> Any:
     return value
 
 
+def _optimizers() -> dict[str, type[torch.optim.Optimizer]]:
+    from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
+
+    return {"RMSpropTFLike": RMSpropTFLike, "adam": torch.optim.Adam,
+            "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}
+
+
 def _policy_kwargs(raw: dict[str, Any]) -> dict[str, Any]:
     kwargs = dict(raw)
+    optimizer = kwargs.get("optimizer_class")
+    if isinstance(optimizer, str):
+        known = _optimizers()
+        if optimizer not in known:
+            raise HyperparameterError(
+                f"unknown optimizer_class {optimizer!r}: choose from {', '.join(known)}"
+            )
+        kwargs["optimizer_class"] = known[optimizer]
     activation = kwargs.get("activation_fn")
     if isinstance(activation, str):
         if activation not in _ACTIVATIONS:
@@ -189,11 +204,26 @@ def _action_noise(kind: str, std: float, action_space: spaces.Space) -> Any:
     )
 
 
+def encoder_config(hparams: dict[str, Any]) -> dict[str, Any] | None:
+    """The image encoder of a pixel policy, as data (policy_kwargs.features_extractor)."""
+    policy_kwargs = hparams.get("policy_kwargs") or {}
+    return policy_kwargs.get("features_extractor")
+
+
 def model_kwargs(hparams: dict[str, Any], action_space: spaces.Space) -> dict[str, Any]:
     """Turn data-form hyperparameters into SB3 constructor arguments."""
     kwargs = {k: _schedule(v) for k, v in hparams.items() if k not in STUDY_KEYS}
     if "policy_kwargs" in kwargs:
         kwargs["policy_kwargs"] = _policy_kwargs(kwargs["policy_kwargs"])
+        encoder = kwargs["policy_kwargs"].pop("features_extractor", None)
+        if encoder is not None:
+            from .encoders import PixelEncoder  # torchvision is only needed for pixel policies
+
+            kwargs["policy_kwargs"].update(
+                features_extractor_class=PixelEncoder,
+                features_extractor_kwargs={k: v for k, v in encoder.items() if k != "lr_scale"},
+                normalize_images=False,  # the encoder scales (and normalizes) images itself
+            )
     if isinstance(kwargs.get("train_freq"), list):
         kwargs["train_freq"] = tuple(kwargs["train_freq"])
     if "noise_type" in hparams:

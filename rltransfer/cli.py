@@ -41,6 +41,9 @@ examples:
       --conditions scratch,finetune,freeze-features --seeds 10 --timesteps 50000
   python -m rltransfer run Pendulum-v1 Pendulum-v1:m=1.5 --algo sac
   python -m rltransfer run --config study.toml --seeds 3     # the CLI overrides the file
+  python -m rltransfer run CartPole-v1 CartPole-v1:length=1.0 --pixels --augment random-shift
+  python -m rltransfer run ALE/Pong-v5 ALE/Pong-v5:mode=1 \
+      --conditions scratch,finetune,pretrained-encoder --encoder resnet18
 
 Then: tensorboard --logdir runs/<study>   (tag eval/mean_reward, x = target env steps)
 """
@@ -102,6 +105,40 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="study folder name (default: SOURCE--TARGET--ALGO-<time>)")
     run.add_argument("--out", default=S, metavar="DIR",
                      help="folder for studies and the source cache (default: runs)")
+    pixels = run.add_argument_group(
+        "pixel observations and image encoders",
+        "Native pixel envs (CarRacing, ALE, MiniGrid, rltransfer's own) observe images without "
+        "--pixels; every image policy uses SB3's NatureCNN unless the condition is "
+        "pretrained-encoder.")
+    pixels.add_argument("--pixels", action="store_true", default=S,
+                        help="observe rendered rgb_array frames instead of the env's state "
+                             "(works on any env that renders, e.g. CartPole-v1:length=1.0)")
+    pixels.add_argument("--image-size", type=int, default=S, metavar="N",
+                        help="resize rendered frames to N x N (default: 84)")
+    pixels.add_argument("--grayscale", action="store_true", default=S,
+                        help="convert rendered frames to grayscale")
+    pixels.add_argument("--frame-stack", type=int, default=S, metavar="N",
+                        help="stack the last N observations (default: the preset's, else 4 "
+                             "for image observations, 1 otherwise)")
+    pixels.add_argument("--encoder", default=S, metavar="NAME",
+                        help="image encoder of the pretrained-encoder condition: nature-cnn or "
+                             "any torchvision classification model, e.g. resnet18, resnet50, "
+                             "mobilenet_v3_small, efficientnet_b0, vgg16 (default: resnet18)")
+    pixels.add_argument("--encoder-weights", default=S, metavar="imagenet|none|PATH",
+                        help="imagenet (torchvision's weights; must be in torch hub's cache "
+                             "offline), none (random init) or a state-dict file read with "
+                             "weights_only=True (default: imagenet)")
+    frozen = pixels.add_mutually_exclusive_group()
+    frozen.add_argument("--freeze-encoder", dest="freeze_encoder", action="store_true",
+                        default=S, help="keep the pretrained encoder fixed (the default): no "
+                                        "gradient, BatchNorm statistics frozen")
+    frozen.add_argument("--finetune-encoder", dest="freeze_encoder", action="store_false",
+                        default=S, help="train the pretrained encoder too, at a lower rate")
+    pixels.add_argument("--encoder-lr-scale", type=float, default=S, metavar="X",
+                        help="learning-rate factor of a fine-tuned encoder (default: 0.1)")
+    pixels.add_argument("--augment", default=S, metavar="random-shift",
+                        help="DrQ's pad-4 random shift of image observations during updates, "
+                             "for every condition, scratch included (default: none)")
     run.add_argument("--config", metavar="FILE.toml",
                      help="read any of these options from a TOML file (keys as the option "
                           "names, e.g. source, target, timesteps, source_timesteps, hparams = "

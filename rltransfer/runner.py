@@ -30,6 +30,7 @@ from . import algos
 from .env_factory import make_env, make_vec, resolve, reward_threshold
 from .errors import CheckpointError, ConfigError, HyperparameterError, OutputError
 from .io_utils import atomic_write_json, read_json
+from .pixels import is_image_observation
 from .progress import StudyProgress
 from .specs import AgentSpec, EnvSpec, RunSpec, StudySpec, stable_hash
 from .training import EVAL_SEED_OFFSET, MAX_EVAL_ENVS, build_model, read_evaluations, train_run
@@ -45,6 +46,7 @@ class Plan:
     spec: StudySpec
     source_agent: AgentSpec
     target_agent: AgentSpec
+    encoder_agent: AgentSpec | None = None  # the target agent of the pretrained-encoder condition
 
     @property
     def study_dir(self) -> Path:
@@ -58,50 +60,98 @@ class Plan:
                        spec.source_timesteps, max(spec.source_timesteps // 20, 1),
                        spec.eval_episodes)
 
+    def agent_for(self, condition: str) -> AgentSpec:
+        if condition == "pretrained-encoder":
+            assert self.encoder_agent is not None
+            return self.encoder_agent
+        return self.target_agent
+
+    def policy_run(self) -> RunSpec:
+        """A target run that uses the policy's own network (the one source weights go into)."""
+        run = self.target_runs()[0]
+        return dataclasses.replace(run, agent=self.target_agent, condition="scratch")
+
     def target_runs(self) -> list[RunSpec]:
         spec = self.spec
         assert spec.timesteps is not None and spec.eval_freq is not None
-        return [RunSpec(spec.target, self.target_agent, condition, seed, spec.timesteps,
+        return [RunSpec(spec.target, self.agent_for(condition), condition, seed, spec.timesteps,
                         spec.eval_freq, spec.eval_episodes)
                 for condition in spec.conditions for seed in spec.seed_list]
 
 
-def _agent(spec: StudySpec, env: EnvSpec, algo: algos.Algorithm) -> tuple[AgentSpec, int]:
+def _preset(spec: StudySpec, env: EnvSpec, algo: algos.Algorithm) -> dict[str, Any]:
     family, base_id, _ = resolve(env)
     ids = [env.id, base_id] + (list(family.env_ids) if family else [])
+    if base_id.startswith("ALE/"):
+        ids.append("atari")  # RL-Zoo keys its Atari hyperparameters by "atari"
     preset = algos.preset(algo.name, ids)
     hparams = {**preset, **spec.hparams}
     if isinstance(preset.get("policy_kwargs"), dict) and isinstance(
             spec.hparams.get("policy_kwargs"), dict):  # override the tuned table key by key
         hparams["policy_kwargs"] = {**preset["policy_kwargs"], **spec.hparams["policy_kwargs"]}
     algos.validate_hparams(algo, hparams)
+    return hparams
+
+
+def _observe(spec: StudySpec, env: EnvSpec, hparams: dict[str, Any],
+             algo: algos.Algorithm) -> tuple[EnvSpec, bool]:
+    """`env` with the study's observation options, and whether it observes images."""
+    env = dataclasses.replace(env, pixels=spec.pixels, image_size=spec.image_size,
+                              grayscale=spec.grayscale)
     probe = make_env(env)
     try:
         algos.check_action_space(algo, probe.action_space, str(env))
+        image = is_image_observation(probe.observation_space)
     finally:
         probe.close()
-    n_envs = spec.n_envs or hparams.get("n_envs", 1)
-    budget = hparams.get("n_timesteps", 100_000)
-    return AgentSpec(algo.name, hparams, n_envs, spec.device), budget
+    default_stack = int(hparams.get("frame_stack", 4 if image else 1))
+    return dataclasses.replace(env, frame_stack=spec.frame_stack or default_stack), image
+
+
+def _agent(spec: StudySpec, hparams: dict[str, Any], env: EnvSpec, image: bool,
+           algo: algos.Algorithm, encoder: dict[str, Any] | None = None) -> AgentSpec:
+    hparams = dict(hparams)
+    if image:
+        if hparams.get("policy", "MlpPolicy") == "MlpPolicy":
+            hparams["policy"] = "CnnPolicy"
+        encoder = encoder or {"encoder": "nature-cnn"}
+        hparams["policy_kwargs"] = {
+            **(hparams.get("policy_kwargs") or {}),
+            "features_extractor": {**encoder, "frame_stack": env.frame_stack,
+                                   "augment": spec.augment},
+        }
+    return AgentSpec(algo.name, hparams, spec.n_envs or hparams.get("n_envs", 1), spec.device)
 
 
 def plan(spec: StudySpec) -> Plan:
     """Validate `spec` against the environments and algorithms and fill in every default."""
     spec.validate()
     algo = algos.get_algorithm(spec.algo)
-    source_agent, source_budget = _agent(spec, spec.source, algo)
-    target_agent, target_budget = _agent(spec, spec.target, algo)
+    source_hparams = _preset(spec, spec.source, algo)
+    target_hparams = _preset(spec, spec.target, algo)
+    source, source_image = _observe(spec, spec.source, source_hparams, algo)
+    target, target_image = _observe(spec, spec.target, target_hparams, algo)
+    source_agent = _agent(spec, source_hparams, source, source_image, algo)
+    target_agent = _agent(spec, target_hparams, target, target_image, algo)
+    encoder_agent = None
+    if "pretrained-encoder" in spec.conditions:
+        if not target_image:
+            raise ConfigError(f"the pretrained-encoder condition needs image observations, but "
+                              f"{spec.target} observes vectors: add --pixels")
+        encoder_agent = _agent(spec, target_hparams, target, True, algo, {
+            "encoder": spec.encoder, "weights": spec.encoder_weights,
+            "freeze": spec.freeze_encoder, "lr_scale": spec.encoder_lr_scale})
     algos.resolve_device(spec.device, str(target_agent.hparams.get("policy", "MlpPolicy")))
-    timesteps = spec.timesteps or target_budget
+    timesteps = spec.timesteps or target_hparams.get("n_timesteps", 100_000)
     name = spec.name or "{}--{}--{}-{}".format(
         spec.source.slug, spec.target.slug, algo.name, time.strftime("%Y%m%d-%H%M%S"))
     resolved = dataclasses.replace(
-        spec, algo=algo.name, timesteps=timesteps,
-        source_timesteps=spec.source_timesteps or source_budget,
+        spec, algo=algo.name, source=source, target=target, timesteps=timesteps,
+        source_timesteps=spec.source_timesteps or source_hparams.get("n_timesteps", 100_000),
         eval_freq=spec.eval_freq or max(timesteps // 20, 1),
-        n_envs=target_agent.n_envs, name=name,
+        n_envs=target_agent.n_envs, name=name, frame_stack=target.frame_stack,
     )
-    return Plan(resolved, source_agent, target_agent)
+    return Plan(resolved, source_agent, target_agent, encoder_agent)
 
 
 def random_return(env: EnvSpec, episodes: int, seed: int) -> float:
@@ -199,7 +249,7 @@ def _check_external(plan_: Plan) -> Source | None:
             f": give a checkpoint trained on SOURCE or set --hparams policy_kwargs to its network"
         )
     if plan_.spec.transfers:
-        apply_transfer(_probe_model(plan_.target_runs()[0]), checkpoint.state_dict, "finetune",
+        apply_transfer(_probe_model(plan_.policy_run()), checkpoint.state_dict, "finetune",
                        str(path))
     # Its score on the source env: the default threshold for targets that register none.
     source_env = make_vec(plan_.spec.source, min(plan_.spec.eval_episodes, MAX_EVAL_ENVS),
@@ -218,7 +268,10 @@ def _check_external(plan_: Plan) -> Source | None:
 
 def _probe(plan_: Plan, train_source: bool) -> None:
     """Build every model the study will train; dry-run the transfer from a fresh source."""
-    target = _probe_model(plan_.target_runs()[0])
+    runs = plan_.target_runs()
+    target = _probe_model(plan_.policy_run())
+    if plan_.encoder_agent is not None:  # the image encoder, its weights file
+        _probe_model(next(r for r in runs if r.condition == "pretrained-encoder"))
     if train_source:
         source = _probe_model(plan_.source_run())
         if plan_.spec.transfers:

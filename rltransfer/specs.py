@@ -16,8 +16,13 @@ from typing import Any
 
 from .errors import ConfigError, ParameterError, did_you_mean
 
-CONDITIONS = ("scratch", "finetune", "freeze-features", "reinit-head")
-"""Transfer conditions (DESIGN.md): how a target run is initialized from the source."""
+CONDITIONS = ("scratch", "finetune", "freeze-features", "reinit-head", "pretrained-encoder")
+"""Transfer conditions (DESIGN.md): how a target run is initialized."""
+
+SOURCE_CONDITIONS = ("finetune", "freeze-features", "reinit-head")
+"""Conditions that start from the source policy's weights."""
+
+AUGMENTATIONS = ("random-shift",)
 
 MAX_SEED = 2**31 - 1_000_000  # room for the evaluation seed offset below 2**32
 
@@ -39,6 +44,10 @@ class EnvSpec:
 
     id: str
     params: Mapping[str, float] = field(default_factory=dict)
+    pixels: bool = False  # observe rendered rgb_array frames instead of the env's state
+    image_size: int = 84  # rendered frames are resized to image_size x image_size
+    grayscale: bool = False
+    frame_stack: int = 1  # consecutive observations stacked along channels
 
     @classmethod
     def parse(cls, text: str) -> EnvSpec:
@@ -72,21 +81,42 @@ class EnvSpec:
         return cls(env_id, params)
 
     def __str__(self) -> str:
-        if not self.params:
-            return self.id
-        return self.id + ":" + ",".join(f"{k}={v:g}" for k, v in sorted(self.params.items()))
+        text = self.id
+        if self.params:
+            text += ":" + ",".join(f"{k}={v:g}" for k, v in sorted(self.params.items()))
+        return text + self.observation_label
+
+    @property
+    def observation_label(self) -> str:
+        """' [pixels 84px gray x4]'-style suffix; '' for the env's own observations."""
+        parts = []
+        if self.pixels:
+            parts.append(f"pixels {self.image_size}px" + (" gray" if self.grayscale else ""))
+        if self.frame_stack > 1:
+            parts.append(f"x{self.frame_stack}")
+        return f" [{' '.join(parts)}]" if parts else ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "params": dict(sorted(self.params.items()))}
+        data: dict[str, Any] = {"id": self.id, "params": dict(sorted(self.params.items()))}
+        for name in _OBSERVATION_FIELDS:  # only when set, so state-based hashes stay as they were
+            if getattr(self, name) != _ENV_DEFAULTS[name]:
+                data[name] = getattr(self, name)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EnvSpec:
-        return cls(str(data["id"]), {k: float(v) for k, v in dict(data.get("params", {})).items()})
+        extra = {name: data[name] for name in _OBSERVATION_FIELDS if name in data}
+        return cls(str(data["id"]), {k: float(v) for k, v in dict(data.get("params", {})).items()},
+                   **extra)
 
     @property
     def slug(self) -> str:
         """A file-name-safe form of the spec."""
         return re.sub(r"[^A-Za-z0-9.-]+", "_", str(self)).strip("_")
+
+
+_OBSERVATION_FIELDS = ("pixels", "image_size", "grayscale", "frame_stack")
+_ENV_DEFAULTS = {"pixels": False, "image_size": 84, "grayscale": False, "frame_stack": 1}
 
 
 @dataclass(frozen=True)
@@ -165,10 +195,24 @@ class StudySpec:
     out: str = "runs"
     source_model: str | None = None
     retrain_source: bool = False
+    pixels: bool = False
+    image_size: int = 84
+    grayscale: bool = False
+    frame_stack: int | None = None  # None: the preset's, else 4 for image observations, else 1
+    encoder: str = "resnet18"  # image encoder of the pretrained-encoder condition
+    encoder_weights: str = "imagenet"  # imagenet, none, or a state-dict file
+    freeze_encoder: bool = True
+    encoder_lr_scale: float = 0.1  # learning-rate factor of a fine-tuned encoder
+    augment: str | None = None  # random-shift (DrQ), for every condition
 
     def validate(self) -> None:
         """Check the values that need no environment or library; raise ConfigError."""
         self._check_types()
+        self._check_conditions()
+        self._check_numbers()
+        self._check_pixels()
+
+    def _check_conditions(self) -> None:
         for condition in self.conditions:
             if condition not in CONDITIONS:
                 raise ConfigError(
@@ -179,6 +223,8 @@ class StudySpec:
             raise ConfigError("--conditions is empty: give at least one, e.g. scratch,finetune")
         if len(set(self.conditions)) != len(self.conditions):
             raise ConfigError(f"--conditions lists a condition twice: {','.join(self.conditions)}")
+
+    def _check_numbers(self) -> None:
         for option, value in (("--seeds", self.seeds), ("--timesteps", self.timesteps),
                               ("--source-timesteps", self.source_timesteps),
                               ("--eval-freq", self.eval_freq),
@@ -198,6 +244,19 @@ class StudySpec:
             raise ConfigError(
                 f"--name {self.name!r} must be a folder name: letters, digits, '.', '_', '-'"
             )
+
+    def _check_pixels(self) -> None:
+        if self.augment is not None and self.augment not in AUGMENTATIONS:
+            raise ConfigError(
+                f"--augment {self.augment!r} is not one of {', '.join(AUGMENTATIONS)}")
+        if not 36 <= self.image_size <= 1024:
+            raise ConfigError(f"--image-size must be between 36 (the smallest input NatureCNN "
+                              f"takes) and 1024, got {self.image_size}")
+        if self.frame_stack is not None and not 1 <= self.frame_stack <= 64:
+            raise ConfigError(f"--frame-stack must be between 1 and 64, got {self.frame_stack}")
+        if not (math.isfinite(self.encoder_lr_scale) and self.encoder_lr_scale > 0):
+            raise ConfigError(f"--encoder-lr-scale must be a positive number, "
+                              f"got {self.encoder_lr_scale}")
 
     def _check_types(self) -> None:
         for name, kinds in _FIELD_TYPES.items():
@@ -220,7 +279,7 @@ class StudySpec:
     @property
     def transfers(self) -> bool:
         """Whether any condition needs the source policy."""
-        return any(c != "scratch" for c in self.conditions)
+        return any(c in SOURCE_CONDITIONS for c in self.conditions)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -268,8 +327,11 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "algo": (str,), "seeds": (int,), "seed": (int,), "timesteps": (int,),
     "source_timesteps": (int,), "eval_freq": (int,), "eval_episodes": (int,),
     "threshold": (int, float), "n_envs": (int,), "device": (str,), "name": (str,),
-    "out": (str,), "source_model": (str,), "retrain_source": (bool,),
+    "out": (str,), "source_model": (str,), "retrain_source": (bool,), "pixels": (bool,),
+    "image_size": (int,), "grayscale": (bool,), "frame_stack": (int,), "encoder": (str,),
+    "encoder_weights": (str,), "freeze_encoder": (bool,), "encoder_lr_scale": (int, float),
+    "augment": (str,),
 }
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 _OPTIONAL = {"timesteps", "source_timesteps", "eval_freq", "threshold", "n_envs", "name",
-             "source_model"}
+             "source_model", "frame_stack", "augment"}

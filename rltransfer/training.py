@@ -27,7 +27,7 @@ from . import algos
 from .env_factory import make_vec
 from .io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .progress import StudyProgress
-from .specs import RunSpec
+from .specs import SOURCE_CONDITIONS, RunSpec
 from .transfer import SyncFrozenTargets, TransferReport, apply_transfer
 
 EVAL_COLUMNS = ("timesteps", "mean_return", "std_return", "n_episodes", "wall_time")
@@ -128,6 +128,11 @@ def build_model(run: RunSpec, env: VecEnv, tensorboard_dir: Path | None = None) 
     device = algos.resolve_device(run.agent.device, policy)
     kwargs = algos.model_kwargs(dict(run.agent.hparams), env.action_space)
     model = algo.cls(policy, env, seed=run.seed, device=device, verbose=0, **kwargs)
+    encoder = algos.encoder_config(dict(run.agent.hparams))
+    if encoder and not encoder.get("freeze") and encoder.get("lr_scale", 1.0) != 1.0:
+        from .encoders import scale_encoder_lr
+
+        scale_encoder_lr(model, float(encoder["lr_scale"]))
     if tensorboard_dir is not None:
         model.set_logger(configure(str(tensorboard_dir), ["tensorboard"]))
     return model
@@ -191,11 +196,20 @@ def _train(run: RunSpec, run_dir: Path, source_state: dict[str, torch.Tensor] | 
     try:
         model = build_model(run, env, tensorboard_dir=run_dir)
         report = None
-        if run.condition != "scratch":
+        encoder = algos.encoder_config(dict(run.agent.hparams))
+        if run.condition in SOURCE_CONDITIONS:
             if source_state is None:
                 raise ValueError(f"condition {run.condition} needs source weights")
             report = apply_transfer(model, source_state, run.condition, source_label)
-            atomic_write_json(run_dir / "transfer.json", report.to_dict())
+            record = report.to_dict()
+        else:
+            record = {"condition": run.condition, "source": None}
+        if encoder is not None:
+            from .encoders import describe
+
+            record["encoder"] = describe(encoder)
+        if report is not None or run.condition == "pretrained-encoder":
+            atomic_write_json(run_dir / "transfer.json", record)
         evaluation = EvaluationCallback(eval_env, run.eval_freq, run.eval_episodes,
                                         run_dir / "evaluations.csv",
                                         eval_seed=run.seed + EVAL_SEED_OFFSET)

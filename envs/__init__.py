@@ -1,11 +1,20 @@
 """The environment catalog: families of related tasks and the parameters that vary.
 
 Importing this package registers every family's named variants as Gymnasium ids
-(e.g. ``rltransfer/CartPole-LongPole-v0``).
+(e.g. ``rltransfer/CartPole-LongPole-v0``, ``rltransfer/PixelCatch-BlueBall-v0``). Families
+whose env needs an optional package (Box2D, ale-py, minigrid) are listed without it; the
+package is imported only when one of their envs is made.
 """
 
-from . import classic_control  # noqa: F401  (registers the classic-control families)
+# Import order is the order `python -m rltransfer envs` lists the families in.
+# isort: off
+from . import classic_control, pixel_catch  # noqa: F401  (they register their families)
+from . import car_racing, doorkey, atari  # noqa: F401
+# isort: on
 from .family import (
+    ATTRIBUTE,
+    ENV_ID,
+    MAKE_KWARG,
     Family,
     Parameter,
     ParamWrapper,
@@ -16,6 +25,9 @@ from .family import (
 )
 
 __all__ = [
+    "ATTRIBUTE",
+    "ENV_ID",
+    "MAKE_KWARG",
     "Family",
     "Parameter",
     "ParamWrapper",

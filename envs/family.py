@@ -1,22 +1,47 @@
-"""Environment families: a base Gymnasium env plus named physical parameters.
+"""Environment families: a base Gymnasium env plus named physical and visual parameters.
 
 A *family* knows which parameters of an environment can be varied, their defaults, valid
 ranges and units, and how to apply them so that the dynamics really change (derived
 quantities included). A *variant* is a family plus parameter values.
+
+A parameter reaches the env in one of three ways (`Parameter.via`):
+
+* ``"attribute"``: set on the unwrapped env after ``gym.make`` (CartPole's ``length``);
+* ``"make"``: a ``gym.make`` keyword argument (CarRacing's ``domain_randomize``, ALE's ``mode``);
+* ``"id"``: picks the registered id through the family's ``id_template`` (MiniGrid's sizes).
+
+Families whose env lives in an optional package (``requires``) import it only when such an
+env is made, so the catalog imports and lists them without the package.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import math
 from collections.abc import Callable, Mapping
+from copy import deepcopy
 from dataclasses import dataclass, field
+from typing import Any
 
 import gymnasium as gym
+from gymnasium.envs.registration import EnvSpec, WrapperSpec, load_env_creator
+
+from rltransfer.errors import MissingDependencyError, ParameterError
+
+ATTRIBUTE = "attribute"
+MAKE_KWARG = "make"
+ENV_ID = "id"
+_VIA = (ATTRIBUTE, MAKE_KWARG, ENV_ID)
 
 
 @dataclass(frozen=True)
 class Parameter:
-    """One physical parameter of a family."""
+    """One physical or visual parameter of a family.
+
+    Values travel as floats (``ID:name=value`` on the command line); `convert` turns them
+    into `value_type` (``int``, ``bool`` or ``float``) before they reach the env.
+    """
 
     name: str
     default: float
@@ -24,16 +49,38 @@ class Parameter:
     high: float
     unit: str
     doc: str
-    attr: str = ""  # attribute on the unwrapped env; defaults to `name`
+    attr: str = ""  # attribute on the unwrapped env; defaults to `name` (via "attribute")
+    via: str = ATTRIBUTE  # how the value reaches the env: "attribute", "make" or "id"
+    value_type: type = float  # float, int or bool (bool values are given as 0 or 1)
+    choices: tuple[float, ...] = ()  # the only valid values, when not every value in range is
+
+    def __post_init__(self) -> None:
+        assert self.via in _VIA, f"{self.name}: via must be one of {_VIA}"
+        assert self.value_type in (float, int, bool), f"{self.name}: value_type {self.value_type}"
 
     @property
     def attribute(self) -> str:
         return self.attr or self.name
 
+    def convert(self, value: float) -> float | int | bool:
+        """`value` as the env expects it (`value_type`)."""
+        if self.value_type is bool:
+            return bool(round(value))
+        if self.value_type is int:
+            return int(round(value))
+        return float(value)
+
     def check(self, value: float) -> str | None:
         """Return why `value` is invalid, or None when it is fine."""
         if not math.isfinite(value):
             return f"{self.name}={value} is not a finite number"
+        if self.value_type is bool and value not in (0, 1):
+            return f"{self.name}={value:g} is a switch: give 0 (off) or 1 (on)"
+        if self.value_type is int and value != round(value):
+            return f"{self.name}={value:g} must be a whole number"
+        if self.choices and value not in self.choices:
+            valid = ", ".join(f"{c:g}" for c in self.choices)
+            return f"{self.name}={value:g} is not one of the valid values ({valid})"
         if not self.low <= value <= self.high:
             unit = f" {self.unit}" if self.unit and self.unit != "-" else ""
             return (f"{self.name}={value:g} is outside its valid range "
@@ -42,6 +89,8 @@ class Parameter:
 
 
 ApplyFn = Callable[[gym.Env, Mapping[str, float]], None]
+WrapFn = Callable[[gym.Env], gym.Env]
+DiagnoseFn = Callable[[str, Mapping[str, Any]], str | None]
 
 
 @dataclass(frozen=True)
@@ -50,11 +99,19 @@ class Family:
 
     name: str
     env_ids: tuple[str, ...]  # Gymnasium ids this family covers; the first is canonical
-    entry_point: str  # the env class, as Gymnasium's registry names it
+    # Other ids registered with this env class belong to the family too ('' for none).
+    entry_point: str
     parameters: tuple[Parameter, ...]
     derive: ApplyFn | None = None  # recompute derived quantities after the attributes are set
     variants: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     doc: str = ""
+    wrap: WrapFn | None = None  # the family's standard preprocessing (e.g. AtariWrapper)
+    make_kwargs: Mapping[str, Any] = field(default_factory=dict)  # fixed gym.make kwargs
+    id_template: str = ""  # e.g. "MiniGrid-DoorKey-{size}x{size}-v0", for "id" parameters
+    requires: str = ""  # module the env needs; importing it registers its ids
+    extra: str = ""  # the rltransfer extra that installs `requires`
+    # Called when gym.make rejects the kwargs: a one-line reason (e.g. the valid ALE modes).
+    diagnose: DiagnoseFn | None = None
 
     @property
     def base_id(self) -> str:
@@ -71,14 +128,72 @@ class Family:
         """The Gymnasium id under which a named variant is registered."""
         return f"rltransfer/{self.name}-{variant}-v0"
 
+    def load(self) -> None:
+        """Import the package the env needs (which registers its ids), or say how to install it."""
+        if not self.requires:
+            return
+        try:
+            importlib.import_module(self.requires)
+        except ImportError:
+            hint = f"pip install 'rltransfer[{self.extra}]'" if self.extra else "install it"
+            raise MissingDependencyError(
+                f"{self.name} environments need the {self.requires} package: {hint}"
+            ) from None
+
+    def _split(self, params: Mapping[str, float]) -> dict[str, dict[str, Any]]:
+        """Converted values of `params` grouped by how they reach the env."""
+        groups: dict[str, dict[str, Any]] = {via: {} for via in _VIA}
+        for name, value in params.items():
+            parameter = self.parameter(name)
+            if parameter is None:
+                raise KeyError(f"{self.name} has no parameter {name!r}")
+            groups[parameter.via][name] = parameter.convert(value)
+        return groups
+
+    def env_id(self, base_id: str, params: Mapping[str, float]) -> str:
+        """The registered id to make: `base_id`, unless an "id" parameter picks another."""
+        chosen = self._split(params)[ENV_ID]
+        if not chosen:
+            return base_id
+        values = {p.name: p.convert(p.default) for p in self.parameters if p.via == ENV_ID}
+        values.update(chosen)
+        return self.id_template.format(**values)
+
+    def make(self, base_id: str, params: Mapping[str, float], render_mode: str | None = None,
+             inner: WrapFn | None = None) -> gym.Env:
+        """``gym.make`` the env for `params`: "make" values as kwargs, then the attribute values
+        and the family's preprocessing through `ParamWrapper` (so ``gym.make(env.spec)``
+        rebuilds it). `params` must already be checked (`Parameter.check`).
+
+        `inner` wraps the env *under* the preprocessing: SB3's ``Monitor`` there records whole
+        games with raw scores for Atari (as ``make_atari_env`` does), not clipped lives.
+        """
+        self.load()
+        groups = self._split(params)
+        env_id = self.env_id(base_id, params)
+        kwargs = {**self.make_kwargs, **groups[MAKE_KWARG]}
+        try:
+            env = gym.make(env_id, render_mode=render_mode, **kwargs)
+        except (RuntimeError, ValueError):  # ALE: RuntimeError('Invalid game mode requested')
+            problem = self.diagnose(env_id, kwargs) if self.diagnose else None
+            if problem:
+                raise ParameterError(problem) from None
+            raise
+        if groups[ATTRIBUTE] or self.wrap is not None or inner is not None:
+            env = ParamWrapper(env, family=self.name, params=groups[ATTRIBUTE], inner=inner)
+        return env
+
     def apply(self, env: gym.Env, params: Mapping[str, float]) -> None:
-        """Set `params` on the unwrapped env and recompute what depends on them."""
+        """Set attribute `params` on the unwrapped env and recompute what depends on them."""
         unwrapped = env.unwrapped
         for name, value in params.items():
             parameter = self.parameter(name)
             if parameter is None:
                 raise KeyError(f"{self.name} has no parameter {name!r}")
-            setattr(unwrapped, parameter.attribute, float(value))
+            if parameter.via != ATTRIBUTE:
+                raise KeyError(f"{self.name}.{name} is a {parameter.via!r} parameter: "
+                               f"make the env with it (Family.make), it cannot be set after")
+            setattr(unwrapped, parameter.attribute, parameter.convert(value))
         if self.derive is not None:
             self.derive(unwrapped, params)
 
@@ -87,27 +202,54 @@ _FAMILIES: dict[str, Family] = {}
 
 
 def add_family(family: Family) -> Family:
-    """Add a family to the catalog and register its named variants with Gymnasium."""
+    """Add a family to the catalog and register its named variants with Gymnasium.
+
+    A variant is registered as its base env (the one its "id" parameters pick) with its
+    "make" values among the kwargs and a `ParamWrapper` that applies the attribute values and
+    the family's preprocessing. Variants of families with an optional package are built by
+    `registered_env`, which imports the package only when such a variant is made.
+    """
     _FAMILIES[family.name] = family
-    base = gym.spec(family.base_id)
     for variant, params in family.variants.items():
         variant_id = family.variant_id(variant)
         if variant_id in gym.registry:
             continue
+        groups = family._split(params)
+        base_id = family.env_id(family.base_id, params)
+        kwargs = {**family.make_kwargs, **groups[MAKE_KWARG]}
+        base = gym.registry.get(base_id)
+        if family.requires:
+            entry_point = "rltransfer.envs.family:registered_env"
+            kwargs = {"family": family.name, "base_id": base_id, **kwargs}
+        else:
+            assert base is not None, f"{family.name}: {base_id} is not registered"
+            entry_point, kwargs = base.entry_point, {**base.kwargs, **kwargs}
+        wrappers = ()
+        if groups[ATTRIBUTE] or family.wrap is not None:
+            wrappers = (WrapperSpec(name="ParamWrapper",
+                                    entry_point="rltransfer.envs.family:ParamWrapper",
+                                    kwargs={"family": family.name,
+                                            "params": groups[ATTRIBUTE]}),)
         gym.register(
             id=variant_id,
-            entry_point=base.entry_point,
-            max_episode_steps=base.max_episode_steps,
-            reward_threshold=base.reward_threshold,
-            additional_wrappers=(
-                gym.envs.registration.WrapperSpec(
-                    name="ParamWrapper",
-                    entry_point="rltransfer.envs.family:ParamWrapper",
-                    kwargs={"family": family.name, "params": dict(params)},
-                ),
-            ),
+            entry_point=entry_point,
+            kwargs=kwargs,
+            max_episode_steps=base.max_episode_steps if base else None,
+            reward_threshold=base.reward_threshold if base else None,
+            additional_wrappers=wrappers,
         )
     return family
+
+
+def registered_env(family: str, base_id: str, **kwargs: Any) -> gym.Env:
+    """Entry point of variants whose base env is registered by an optional package: import it,
+    then build the base env (unwrapped) from its registration with `kwargs` on top."""
+    found = get_family(family)
+    if found is None:
+        raise KeyError(f"unknown environment family {family!r}")
+    found.load()
+    base = gym.spec(base_id)
+    return load_env_creator(base.entry_point)(**{**base.kwargs, **kwargs})
 
 
 def families() -> dict[str, Family]:
@@ -121,38 +263,78 @@ def get_family(name: str) -> Family | None:
     return lowered.get(name.lower())
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: sys.modules[module] is None
+        return False
+
+
+def _entry_point(env_id: str) -> str | None:
+    """The entry point Gymnasium registers for `env_id`, importing optional packages on a miss
+    (they register their ids on import: ALE/..., MiniGrid-...)."""
+    if env_id not in gym.registry:
+        for family in _FAMILIES.values():
+            if family.requires and _installed(family.requires):
+                family.load()
+    spec = gym.registry.get(env_id)
+    if spec is None:
+        return None
+    entry_point = spec.entry_point
+    return entry_point if isinstance(entry_point, str) else None
+
+
 def family_of(env_id: str) -> tuple[Family, str, dict[str, float]] | None:
     """Resolve an env id to (family, base id, variant parameters), or None if no family fits.
 
-    Named variants resolve to their family's base id and their parameter values; any other
-    registered id whose env class belongs to a family resolves to that family with no values.
+    Named variants resolve to their family's base id and their parameter values; ids a family
+    lists resolve to it; any other registered id whose env class belongs to a family resolves
+    to that family. Both come with no values. A family whose package is missing raises
+    MissingDependencyError with the install command.
     """
     for family in _FAMILIES.values():
         for variant, params in family.variants.items():
             if env_id == family.variant_id(variant):
+                family.load()
                 return family, family.base_id, dict(params)
-    try:
-        entry_point = gym.spec(env_id).entry_point
-    except gym.error.Error:
-        return None
     for family in _FAMILIES.values():
-        if env_id in family.env_ids or entry_point == family.entry_point:
+        if env_id in family.env_ids:
+            family.load()
+            return family, env_id, {}
+    entry_point = _entry_point(env_id)
+    for family in _FAMILIES.values():
+        if entry_point is not None and entry_point == family.entry_point:
+            family.load()
             return family, env_id, {}
     return None
 
 
 class ParamWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
-    """Applies a family's parameter values to the wrapped env.
+    """Applies a family's attribute values and its preprocessing (`Family.wrap`) to an env.
 
-    It records its constructor arguments, so ``gym.make(env.spec)`` rebuilds the variant.
+    It records its constructor arguments, so ``gym.make(env.spec)`` rebuilds the variant; the
+    preprocessing wrappers it adds are rebuilt by it, so they are left out of the spec.
     """
 
-    def __init__(self, env: gym.Env, family: str, params: Mapping[str, float]):
+    def __init__(self, env: gym.Env, family: str, params: Mapping[str, float],
+                 inner: WrapFn | None = None):
+        # `inner` (e.g. a Monitor, see Family.make) is not recorded: a rebuilt env has none.
         gym.utils.RecordConstructorArgs.__init__(self, family=family, params=dict(params))
-        gym.Wrapper.__init__(self, env)
         found = get_family(family)
         if found is None:
             raise KeyError(f"unknown environment family {family!r}")
+        found.apply(env, params)
+        self._given = env
+        wrapped = inner(env) if inner is not None else env
+        gym.Wrapper.__init__(self, found.wrap(wrapped) if found.wrap is not None else wrapped)
         self.family = found
         self.params = dict(params)
-        found.apply(env, self.params)
+
+    @property
+    def spec(self) -> EnvSpec | None:
+        """The given env's spec plus this wrapper (not the preprocessing wrappers inside)."""
+        if self._cached_spec is None and self._given.spec is not None:
+            spec = deepcopy(self._given.spec)
+            spec.additional_wrappers += (self.wrapper_spec(**self._saved_kwargs),)
+            self._cached_spec = spec
+        return self._cached_spec

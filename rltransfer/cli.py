@@ -197,14 +197,14 @@ def _print_summary(result: dict, study_dir: Path, console: Console, table_fn) ->
     console.print(table_fn(result))
     console.print(f"threshold {result['threshold']:g} ({result['threshold_from']}), "
                   f"random policy {result['random_return']:.4g}; scores normalized 0=random, "
-                  f"1=threshold", highlight=False)
+                  f"1=threshold", highlight=False, markup=False)
     for condition, runs in result["runs"].items():
         if runs["left_out"]:
-            console.print(f"[yellow]{condition}: left out unfinished runs "
-                          f"{', '.join(runs['left_out'])}[/yellow]")
+            console.print(f"{condition}: left out unfinished runs "
+                          f"{', '.join(runs['left_out'])}", style="yellow", markup=False)
     console.print(f"report: {study_dir / 'report.md'}, {study_dir / 'summary.json'}, "
-                  f"{study_dir / 'summary.csv'}", highlight=False)
-    console.print(f"curves: tensorboard --logdir {study_dir}", highlight=False)
+                  f"{study_dir / 'summary.csv'}", highlight=False, markup=False)
+    console.print(f"curves: tensorboard --logdir {study_dir}", highlight=False, markup=False)
 
 
 def _cmd_report(args: argparse.Namespace, console: Console) -> int:

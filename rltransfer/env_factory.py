@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import gymnasium as gym
-from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from . import envs as catalog
 from .errors import MissingDependencyError, ParameterError, UnknownEnvError, did_you_mean
+from .pixels import add_pixel_observations, stack_frames
 from .specs import EnvSpec
 
 
@@ -49,24 +52,50 @@ def resolve(spec: EnvSpec) -> tuple[catalog.Family | None, str, dict[str, float]
     return family, base_id, params
 
 
-def make_env(spec: EnvSpec, render_mode: str | None = None) -> gym.Env:
-    """A single environment for `spec`, with its parameters applied."""
+def make_env(spec: EnvSpec, render_mode: str | None = None, monitor: bool = False) -> gym.Env:
+    """A single environment for `spec`: its parameters and its family's preprocessing applied
+    (`Family.make`: constructor kwargs, attributes, e.g. AtariWrapper for ALE), observing its
+    rendered frames when `spec.pixels` (frame stacking is left to the vectorized env).
+
+    `monitor` adds SB3's Monitor *under* the family's preprocessing, so episode returns are
+    whole games with raw rewards (Atari's AtariWrapper ends episodes at a lost life and
+    clips rewards above it), as SB3's make_atari_env does."""
     family, base_id, params = resolve(spec)
+    if spec.pixels:
+        if render_mode not in (None, "rgb_array"):
+            raise ParameterError(f"{spec} observes rgb_array frames, so it cannot be made with "
+                                 f"render_mode={render_mode!r}")
+        render_mode = "rgb_array"
     try:
-        env = gym.make(base_id, render_mode=render_mode)
+        if family is None:
+            env = gym.make(base_id, render_mode=render_mode)
+            env = Monitor(env) if monitor else env
+        else:
+            env = family.make(base_id, params, render_mode=render_mode,
+                              inner=Monitor if monitor else None)
     except gym.error.DependencyNotInstalled as err:
         raise MissingDependencyError(f"{spec.id} needs a package that is not installed: "
                                      f"{str(err).strip().splitlines()[0]}") from None
-    if family is not None and params:
-        env = catalog.ParamWrapper(env, family=family.name, params=params)
+    if spec.pixels:
+        env = add_pixel_observations(env, spec.image_size, spec.grayscale)
     return env
 
 
 def make_vec(spec: EnvSpec, n_envs: int, seed: int) -> VecEnv:
-    """`n_envs` copies of `spec` in one process, each wrapped in SB3's Monitor, seeded."""
+    """`n_envs` copies of `spec` in one process, monitored, seeded (copy i with seed + i, as
+    SB3's make_vec_env does), with `spec.frame_stack` observations stacked."""
     resolve(spec)  # fail here, with a clear message, not inside a worker
-    return make_vec_env(lambda: make_env(spec), n_envs=n_envs, seed=seed,
-                        vec_env_cls=DummyVecEnv)
+
+    def factory(rank: int) -> Callable[[], gym.Env]:
+        def build() -> gym.Env:
+            env = make_env(spec, monitor=True)
+            env.action_space.seed(seed + rank)
+            return env
+        return build
+
+    venv = DummyVecEnv([factory(rank) for rank in range(n_envs)])
+    venv.seed(seed)
+    return stack_frames(venv, spec.frame_stack)
 
 
 def reward_threshold(spec: EnvSpec) -> float | None:

@@ -50,6 +50,10 @@ class OutputError(RLTransferError):
     """The output folder cannot be written, or would overwrite a study."""
 
 
+class EncoderError(RLTransferError):
+    """An unknown or unusable pixel encoder, its weights, or its image input."""
+
+
 def did_you_mean(word: str, choices: Iterable[str], n: int = 3) -> str:
     """A ' Did you mean ...?' suffix for `word`, or '' when nothing is close."""
     close = difflib.get_close_matches(word, list(choices), n=n, cutoff=0.6)

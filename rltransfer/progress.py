@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -57,7 +58,7 @@ class StudyProgress:
 
     def start_run(self, label: str, total: int) -> None:
         self._run_label, self._run_start, self._run_steps = label, time.perf_counter(), 0
-        self._run = self._progress.add_task(f"  {label}", total=total, rate="")
+        self._run = self._progress.add_task(f"  {escape(label)}", total=total, rate="")
 
     def advance(self, steps: int) -> None:
         self._run_steps += steps
@@ -81,5 +82,5 @@ class StudyProgress:
         self._progress.console.print(
             f"[{self.runs_done}/{self.total_runs}] {self._run_label}: {self._run_steps:,} steps "
             f"in {elapsed:.1f}s ({self.steps_per_second:,.0f} steps/s){note}",
-            highlight=False,
+            highlight=False, markup=False,
         )

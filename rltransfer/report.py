@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from . import metrics
@@ -126,12 +127,12 @@ def headers() -> list[str]:
 
 def terminal_table(result: dict[str, Any]) -> Table:
     """The comparison table, for the terminal."""
-    table = Table(title=f"{result['source']} → {result['target']} ({result['algo']}), "
-                        f"95% bootstrap CIs over seeds", title_justify="left")
+    table = Table(title=escape(f"{result['source']} → {result['target']} ({result['algo']}), "
+                               f"95% bootstrap CIs over seeds"), title_justify="left")
     for title in headers():
         table.add_column(title, overflow="fold")
     for row in _rows(result):
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))
     return table
 
 

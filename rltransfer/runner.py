@@ -293,7 +293,8 @@ def _cached_source(plan_: Plan, progress: StudyProgress) -> Source:
     reused = (cache / "model.zip").is_file() and not plan_.spec.retrain_source
     trained = 0
     if reused:
-        progress.console.print(f"source: reusing cached policy {key} (0 training steps)")
+        progress.console.print(f"source: reusing cached policy {key} (0 training steps)",
+                               markup=False)
     else:
         tmp = cache.with_name(f"{key}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -351,7 +352,8 @@ def run_study(spec: StudySpec, *, command: str = "", console: Console | None = N
     try:
         atomic_write_json(study_dir / "study.json", record)
         console.print(f"study {study_dir}: {len(runs)} target runs "
-                      f"({', '.join(plan_.spec.conditions)} x {plan_.spec.seeds} seeds)")
+                      f"({', '.join(plan_.spec.conditions)} x {plan_.spec.seeds} seeds)",
+                      markup=False)
         with StudyProgress(console, total, len(runs) + int(train_source)) as progress:
             source = external
             if train_source:

@@ -207,7 +207,10 @@ def _train(run: RunSpec, run_dir: Path, source_state: dict[str, torch.Tensor] | 
         if encoder is not None:
             from .encoders import describe
 
-            record["encoder"] = describe(encoder)
+            record["encoder"] = describe({k: v for k, v in encoder.items() if k != "lr_scale"},
+                                         model.observation_space)
+            if not encoder.get("freeze") and "lr_scale" in encoder:
+                record["encoder"]["lr_scale"] = encoder["lr_scale"]
         if report is not None or run.condition == "pretrained-encoder":
             atomic_write_json(run_dir / "transfer.json", record)
         evaluation = EvaluationCallback(eval_env, run.eval_freq, run.eval_episodes,

@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo demo-pixels test lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m rltransfer run CartPole-v1 CartPole-v1:length=1.0 \
 	    --conditions scratch,finetune,reinit-head --seeds 5 --timesteps 30000 --eval-freq 1500
+
+# Pixel transfer on CPU: PixelCatch with a red ball -> a blue ball (a visual change).
+demo-pixels: $(STAMP)
+	$(PY) -m rltransfer run rltransfer/PixelCatch-v0 rltransfer/PixelCatch-BlueBall-v0 \
+	    --conditions scratch,finetune,freeze-features --seeds 3 --timesteps 10000 --eval-freq 1000
 
 test: $(STAMP)
 	$(PY) -m pytest

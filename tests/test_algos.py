@@ -11,7 +11,7 @@ from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.utils import LinearSchedule
 
 from rltransfer import algos
-from rltransfer.errors import AlgorithmError, HyperparameterError
+from rltransfer.errors import AlgorithmError, ConfigError, HyperparameterError
 
 
 def test_ppo_cartpole_preset_is_rl_zoos():
@@ -79,3 +79,14 @@ def test_algorithm_must_fit_the_action_space():
     with pytest.raises(AlgorithmError, match="sac needs Box actions"):
         algos.check_action_space(algos.ALGORITHMS["sac"], gym.make("CartPole-v1").action_space,
                                  "CartPole-v1")
+
+
+def test_auto_device_puts_cnn_policies_on_cuda_when_present(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert algos.resolve_device("auto", "CnnPolicy") == "cuda"
+    assert algos.resolve_device("auto", "MlpPolicy") == "cpu"  # SB3: MLPs are faster on CPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert algos.resolve_device("auto", "CnnPolicy") == "cpu"
+    with pytest.raises(ConfigError, match=re.escape(
+            "--device cuda: no CUDA device is available here; use --device cpu or auto")):
+        algos.resolve_device("cuda", "CnnPolicy")

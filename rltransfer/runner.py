@@ -154,18 +154,27 @@ def plan(spec: StudySpec) -> Plan:
     return Plan(resolved, source_agent, target_agent, encoder_agent)
 
 
+RANDOM_EPISODES = 100  # the random policy's return anchors every normalized score
+RANDOM_STEP_CAP = 50_000  # but long-episode games (Atari) should not take minutes
+
+
 def random_return(env: EnvSpec, episodes: int, seed: int) -> float:
-    """Mean return of the uniformly random policy on `env` (the 0 of the normalized score)."""
+    """Mean return of the uniformly random policy on `env` (the 0 of the normalized score),
+    over `episodes` episodes, or fewer (at least 10) once RANDOM_STEP_CAP steps are spent."""
     instance = make_env(env)
     instance.action_space.seed(seed)
-    totals = []
+    totals: list[float] = []
+    steps = 0
     try:
         for episode in range(episodes):
+            if len(totals) >= 10 and steps >= RANDOM_STEP_CAP:
+                break
             instance.reset(seed=seed + episode)
             total, done = 0.0, False
             while not done:
                 _, reward, terminated, truncated, _ = instance.step(instance.action_space.sample())
                 total += float(reward)
+                steps += 1
                 done = terminated or truncated
             totals.append(total)
     finally:
@@ -333,7 +342,8 @@ def run_study(spec: StudySpec, *, command: str = "", console: Console | None = N
         raise OutputError(f"{study_dir} already exists and is not empty: choose another --name")
     external = _check_external(plan_)
     eval_seed = plan_.spec.seed + EVAL_SEED_OFFSET
-    random_score = random_return(plan_.spec.target, max(plan_.spec.eval_episodes, 10), eval_seed)
+    random_score = random_return(plan_.spec.target, max(plan_.spec.eval_episodes, RANDOM_EPISODES),
+                                 eval_seed)
     known = _threshold(plan_, random_score, external)  # None: wait for the source's score
     train_source = external is None and (plan_.spec.transfers or known is None)
     _probe(plan_, train_source)

@@ -91,6 +91,7 @@ def test_pixels_on_a_classic_control_target(tmp_path):
 ])
 def test_pixel_input_errors(tmp_path, monkeypatch, capsys, args, message):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty hub cache
+    monkeypatch.setattr("rltransfer.encoders._reachable", lambda url, timeout=3.0: False)
     out = tmp_path / "runs"
     assert main(["run", *args, "--out", str(out), *TINY]) == 2
     err = capsys.readouterr().err

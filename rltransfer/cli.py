@@ -149,6 +149,15 @@ def _build_parser() -> argparse.ArgumentParser:
                                         "the table from a study folder's files alone.")
     report.add_argument("study", metavar="STUDY_DIR", help="a study folder, e.g. runs/<study>")
 
+    board = sub.add_parser("tensorboard", help="start TensorBoard on a study (loopback only)",
+                           description="Start TensorBoard on 127.0.0.1 for a study folder (or "
+                                       "the whole runs folder), print its URL, and serve until "
+                                       "Ctrl-C. Charts: eval/mean_reward per run; CUSTOM "
+                                       "SCALARS: every condition's mean with its 95%% band.")
+    board.add_argument("study", nargs="?", default="runs", metavar="STUDY_DIR",
+                       help="a study folder, e.g. runs/<study> (default: runs)")
+    board.add_argument("--port", type=int, default=6006, help="port to serve on (default: 6006)")
+
     env_list = sub.add_parser("envs", help="list environment families and their parameters",
                               description="List environment families, their parameters "
                                           "(default, range, unit) and named variants.")
@@ -215,6 +224,21 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _cmd_tensorboard(args: argparse.Namespace, console: Console) -> int:
+    import time
+
+    from .board import start_tensorboard
+
+    _, url = start_tensorboard(Path(args.study), args.port)
+    console.print(f"TensorBoard for {args.study}: {url}  (Ctrl-C to stop)", markup=False,
+                  highlight=False)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+
+
 def _cmd_envs(args: argparse.Namespace, console: Console) -> int:
     families = catalog.families()
     if args.family is None:
@@ -262,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_run(args, argv, console)
         if args.command == "report":
             return _cmd_report(args, console)
+        if args.command == "tensorboard":
+            return _cmd_tensorboard(args, console)
         return _cmd_envs(args, console)
     except RLTransferError as err:
         sys.stderr.write(f"rltransfer: error: {err}\n")

@@ -72,6 +72,13 @@ class StudyProgress:
         elapsed = time.perf_counter() - self._run_start
         return self._run_steps / elapsed if elapsed > 0 else 0.0
 
+    def reused_run(self, label: str, steps: int, note: str) -> None:
+        """A run copied from the cache: counts as done, its steps as covered."""
+        self.runs_done += 1
+        self._progress.update(self._study, advance=steps, description=self._study_label())
+        self._progress.console.print(f"[{self.runs_done}/{self.total_runs}] {label}: {note}",
+                                     highlight=False, markup=False)
+
     def finish_run(self, note: str = "") -> None:
         self.runs_done += 1
         if self._run is not None:

@@ -37,6 +37,7 @@ from .training import EVAL_SEED_OFFSET, MAX_EVAL_ENVS, build_model, read_evaluat
 from .transfer import apply_transfer, check_algorithm, load_checkpoint
 
 CACHE_DIR = ".cache/sources"
+RUN_CACHE_DIR = ".cache/scratch"  # finished scratch runs, reused by studies with the same target
 
 
 @dataclass(frozen=True)
@@ -295,6 +296,35 @@ def source_key(run: RunSpec) -> str:
     return stable_hash({"run": run.cache_key, "versions": pinned})
 
 
+def _scratch_cache(plan_: Plan, run: RunSpec) -> Path:
+    return Path(plan_.spec.out) / RUN_CACHE_DIR / source_key(run)
+
+
+def _reuse_scratch(plan_: Plan, run: RunSpec, run_dir: Path, progress: StudyProgress) -> bool:
+    """Copy a finished identical scratch run instead of training it again."""
+    cache = _scratch_cache(plan_, run)
+    status = cache / "status.json"
+    if not status.is_file() or read_json(status).get("state") != "done":
+        return False
+    shutil.copytree(cache, run_dir)
+    progress.reused_run(f"scratch seed {run.seed}", run.timesteps,
+                        f"reused cached run {cache.name} (0 training steps)")
+    return True
+
+
+def _store_scratch(plan_: Plan, run: RunSpec, run_dir: Path) -> None:
+    cache = _scratch_cache(plan_, run)
+    if cache.exists():
+        return
+    tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(run_dir, tmp)
+    try:
+        tmp.rename(cache)
+    except OSError:  # another study stored the same run meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _cached_source(plan_: Plan, progress: StudyProgress) -> Source:
     run = plan_.source_run()
     key = source_key(run)
@@ -379,6 +409,8 @@ def run_study(spec: StudySpec, *, command: str = "", console: Console | None = N
             for run in runs:
                 target_started = True
                 run_dir = study_dir / run.condition / f"seed_{run.seed}"
+                if run.condition == "scratch" and _reuse_scratch(plan_, run, run_dir, progress):
+                    continue
                 progress.start_run(f"{run.condition} seed {run.seed}", run.timesteps)
                 result = train_run(run, run_dir, progress=progress,
                                    source_state=source.state_dict if source else None,
@@ -387,6 +419,8 @@ def run_study(spec: StudySpec, *, command: str = "", console: Console | None = N
                 if result.transfer is not None:
                     note += f"; {result.transfer.summary()}"
                 progress.finish_run(note)
+                if run.condition == "scratch":
+                    _store_scratch(plan_, run, run_dir)
     except BaseException:
         if not target_started:  # nothing of the study's own yet: leave no half study behind
             shutil.rmtree(study_dir, ignore_errors=True)

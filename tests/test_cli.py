@@ -252,3 +252,30 @@ def test_module_entry_point_in_a_subprocess(tmp_path):
                    "--name", "--out", "--config", "--source-model", "--retrain-source",
                    "--hparams"):
         assert option in helped.stdout
+
+
+def test_studies_sharing_a_target_reuse_its_scratch_runs(tmp_path, capsys, monkeypatch):
+    import rltransfer.runner as runner
+
+    trained: list[str] = []
+    real = runner.train_run
+
+    def counting(run, run_dir, **kwargs):
+        trained.append(f"{run_dir.parent.name}/{run_dir.name}")
+        return real(run, run_dir, **kwargs)
+
+    monkeypatch.setattr(runner, "train_run", counting)
+    for source, name in (("CartPole-v1", "a"), ("rltransfer/CartPole-HeavyPole-v0", "b")):
+        assert main(["run", source, "CartPole-v1:length=1.0", "--seeds", "2",
+                     "--conditions", "scratch,finetune", "--out", str(tmp_path), "--name", name,
+                     *BUDGET, *TINY_CLI]) == 0
+    assert sorted(t for t in trained if t.startswith("scratch/")) == ["scratch/seed_0",
+                                                                       "scratch/seed_1"]
+    assert sum(t.startswith("finetune/") for t in trained) == 4
+    assert "reused cached run" in capsys.readouterr().out
+    for seed in (0, 1):
+        first = (tmp_path / "a" / "scratch" / f"seed_{seed}" / "evaluations.csv").read_text()
+        again = (tmp_path / "b" / "scratch" / f"seed_{seed}" / "evaluations.csv").read_text()
+        assert first == again
+        assert read_json(tmp_path / "b" / "scratch" / f"seed_{seed}" / "status.json")[
+            "state"] == "done"

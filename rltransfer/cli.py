@@ -49,24 +49,9 @@ Then: tensorboard --logdir runs/<study>   (tag eval/mean_reward, x = target env 
 """
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="rltransfer", description=(
-        "Policy transfer studies: train (or load) a policy on a SOURCE environment, use it to "
-        "initialize training on a related TARGET, and compare against training from scratch "
-        "with the same budget, seeds and evaluation protocol."))
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    run = sub.add_parser(
-        "run", help="run a transfer study", epilog=RUN_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Run a transfer study from SOURCE to TARGET. Environments are Gymnasium "
-                    "ids, optionally with family parameters: CartPole-v1:length=1.0,force_mag=5 "
-                    "('python -m rltransfer envs' lists them).")
+def _add_study_options(run: argparse.ArgumentParser) -> None:
+    """The options of a study, shared by `run` and `matrix`."""
     S = argparse.SUPPRESS  # unset options fall back to --config, then to the defaults
-    run.add_argument("source", nargs="?", default=S, metavar="SOURCE",
-                     help="source environment, e.g. CartPole-v1")
-    run.add_argument("target", nargs="?", default=S, metavar="TARGET",
-                     help="target environment, e.g. CartPole-v1:length=1.0")
     run.add_argument("--algo", default=S, metavar="NAME",
                      help=f"algorithm: {', '.join(ALGORITHMS)} (default: ppo)")
     run.add_argument("--conditions", default=S, metavar="LIST",
@@ -144,6 +129,54 @@ def _build_parser() -> argparse.ArgumentParser:
                           "names, e.g. source, target, timesteps, source_timesteps, hparams = "
                           "{learning_rate = 3e-4}); options given here override it")
 
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="rltransfer", description=(
+        "Policy transfer studies: train (or load) a policy on a SOURCE environment, use it to "
+        "initialize training on a related TARGET, and compare against training from scratch "
+        "with the same budget, seeds and evaluation protocol."))
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser(
+        "run", help="run a transfer study", epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run a transfer study from SOURCE to TARGET. Environments are Gymnasium "
+                    "ids, optionally with family parameters: CartPole-v1:length=1.0,force_mag=5 "
+                    "('python -m rltransfer envs' lists them).")
+    S = argparse.SUPPRESS  # unset options fall back to --config, then to the defaults
+    run.add_argument("source", nargs="?", default=S, metavar="SOURCE",
+                     help="source environment, e.g. CartPole-v1")
+    run.add_argument("target", nargs="?", default=S, metavar="TARGET",
+                     help="target environment, e.g. CartPole-v1:length=1.0")
+    _add_study_options(run)
+
+    matrix = sub.add_parser(
+        "matrix", help="a transfer matrix: every source x target study",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run every SOURCE x TARGET study (each source trained once, each target's "
+                    "scratch runs trained once and reused) into runs/<name>/, then write "
+                    "matrix.md and matrix.json with transfer ratio and jumpstart per pair.",
+        epilog="example:\n  python -m rltransfer matrix --sources CartPole-v1:length=0.25,"
+               "CartPole-v1:length=0.5 \\\n      --targets CartPole-v1:length=1.0,"
+               "CartPole-v1:length=2.0 --seeds 5\n\nEnvironments are separated by ';' "
+               "or by ',' before an env id (parameters keep their own commas).")
+    matrix.add_argument("--sources", required=True, metavar="ENVS",
+                        help="source environments, e.g. CartPole-v1:length=0.25;"
+                             "CartPole-v1:length=0.5")
+    matrix.add_argument("--targets", required=True, metavar="ENVS",
+                        help="target environments, same syntax")
+    _add_study_options(matrix)
+
+    compare = sub.add_parser("compare", help="several studies in one table",
+                             description="Put the conditions of several finished studies in "
+                                         "one table (and compare.md/compare.json beside the "
+                                         "first study's folder, or in --out).")
+    compare.add_argument("studies", nargs="+", metavar="STUDY_DIR",
+                         help="study folders, e.g. runs/a runs/b")
+    compare.add_argument("--out", metavar="DIR", help="where to write compare.md and "
+                                                      "compare.json (default: the current "
+                                                      "folder)")
+
     report = sub.add_parser("report", help="recompute a study's table and summary files",
                             description="Recompute summary.json, summary.csv, report.md and "
                                         "the table from a study folder's files alone.")
@@ -180,7 +213,8 @@ def _read_config(path: str) -> dict[str, Any]:
 def study_spec(args: argparse.Namespace) -> StudySpec:
     """Merge defaults < config file < command line into a StudySpec."""
     values = _read_config(args.config) if args.config else {}
-    cli = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    cli = {k: v for k, v in vars(args).items()
+           if k not in ("command", "config", "sources", "targets")}
     if "hparams" in cli:
         cli["hparams"] = {**values.get("hparams", {}), **parse_overrides(cli["hparams"])}
     values.update(cli)
@@ -221,6 +255,36 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
 
     study_dir = Path(args.study)
     _print_summary(summarize_study(study_dir), study_dir, console, terminal_table)
+    return 0
+
+
+def _cmd_matrix(args: argparse.Namespace, argv: list[str], console: Console) -> int:
+    from .matrix import parse_env_list, run_matrix, summarize_matrix
+
+    sources, targets = parse_env_list(args.sources), parse_env_list(args.targets)
+    args.source, args.target = str(sources[0]), str(targets[0])  # validated per pair below
+    base = study_spec(args)
+    folder = run_matrix(base, sources, targets, console=console,
+                        command="python -m rltransfer " + shlex.join(argv))
+    summarize_matrix(folder)
+    console.print((folder / "matrix.md").read_text(), markup=False, highlight=False)
+    console.print(f"matrix: {folder / 'matrix.md'}, {folder / 'matrix.json'}", markup=False,
+                  highlight=False)
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    from .io_utils import atomic_write_json, atomic_write_text
+    from .matrix import compare_markdown, compare_studies, compare_table
+
+    result = compare_studies([Path(s) for s in args.studies])
+    out = Path(args.out or ".")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "compare.json", result)
+    atomic_write_text(out / "compare.md", compare_markdown(result))
+    console.print(compare_table(result))
+    console.print(f"compare: {out / 'compare.md'}, {out / 'compare.json'}", markup=False,
+                  highlight=False)
     return 0
 
 
@@ -286,6 +350,10 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_run(args, argv, console)
         if args.command == "report":
             return _cmd_report(args, console)
+        if args.command == "matrix":
+            return _cmd_matrix(args, argv, console)
+        if args.command == "compare":
+            return _cmd_compare(args, console)
         if args.command == "tensorboard":
             return _cmd_tensorboard(args, console)
         return _cmd_envs(args, console)

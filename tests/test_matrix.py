@@ -1,0 +1,68 @@
+"""The transfer matrix (sources and scratch baselines trained once) and compare."""
+
+from __future__ import annotations
+
+import pytest
+
+import rltransfer.runner as runner
+from rltransfer.cli import main
+from rltransfer.io_utils import read_json
+from rltransfer.matrix import parse_env_list
+
+TINY = ["--seeds", "2", "--timesteps", "256", "--source-timesteps", "256", "--eval-freq", "128",
+        "--eval-episodes", "2", "--n-envs", "2",
+        "--hparams", "n_steps=64", "batch_size=64", "n_epochs=1"]
+
+
+def test_env_lists_keep_parameter_commas():
+    envs = parse_env_list("CartPole-v1:length=0.25,force_mag=5,CartPole-v1;Acrobot-v1")
+    assert [str(e) for e in envs] == ["CartPole-v1:force_mag=5,length=0.25", "CartPole-v1",
+                                      "Acrobot-v1"]
+
+
+def test_matrix_trains_sources_and_scratch_once(tmp_path, monkeypatch, capsys):
+    trained: list[str] = []
+    real = runner.train_run
+
+    def counting(run, run_dir, **kwargs):
+        trained.append(f"{run.condition}:{run.env}:{run_dir.parent.name}")
+        return real(run, run_dir, **kwargs)
+
+    monkeypatch.setattr(runner, "train_run", counting)
+    code = main(["matrix", "--sources", "CartPole-v1:length=0.25,CartPole-v1",
+                 "--targets", "CartPole-v1:length=1.0;CartPole-v1:length=2.0",
+                 "--out", str(tmp_path), "--name", "m", *TINY])
+    assert code == 0
+    sources = [t for t in trained if t.endswith(":sources")]
+    scratch = [t for t in trained if t.endswith(":scratch")]
+    finetune = [t for t in trained if t.startswith("finetune:")]
+    assert len(sources) == 2  # one per source, not one per pair
+    assert len(scratch) == 2 * 2  # one per target and seed, not per pair
+    assert len(finetune) == 2 * 2 * 2
+    result = read_json(tmp_path / "m" / "matrix.json")
+    cells = result["cells"]["finetune"]
+    assert set(cells) == {"CartPole-v1:length=0.25", "CartPole-v1"}
+    assert set(cells["CartPole-v1"]) == {"CartPole-v1:length=1", "CartPole-v1:length=2"}
+    assert "jumpstart" in cells["CartPole-v1"]["CartPole-v1:length=1"]
+    markdown = (tmp_path / "m" / "matrix.md").read_text()
+    assert "## finetune: transfer ratio" in markdown and "`CartPole-v1:length=2`" in markdown
+
+    # compare two of the matrix's studies in one table
+    studies = sorted(p for p in (tmp_path / "m").iterdir() if (p / "study.json").is_file())
+    assert main(["compare", str(studies[0]), str(studies[1]), "--out", str(tmp_path)]) == 0
+    compared = read_json(tmp_path / "compare.json")
+    assert len(compared["rows"]) == 4  # 2 studies x (scratch, finetune)
+    assert (tmp_path / "compare.md").read_text().count("| finetune |") == 2
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--conditions", "finetune"], "a transfer matrix compares against scratch"),
+    (["--sources", "CartPol-v1"], "unknown environment 'CartPol-v1'"),
+])
+def test_matrix_input_errors(tmp_path, capsys, args, message):
+    base = ["matrix", "--sources", "CartPole-v1", "--targets", "CartPole-v1:length=1",
+            "--out", str(tmp_path), *TINY]
+    assert main(base + args) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []

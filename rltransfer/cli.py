@@ -245,7 +245,8 @@ def _print_summary(result: dict, study_dir: Path, console: Console, table_fn) ->
         if runs["left_out"]:
             console.print(f"{condition}: left out unfinished runs "
                           f"{', '.join(runs['left_out'])}", style="yellow", markup=False)
-    console.print(f"report: {study_dir / 'report.md'}, {study_dir / 'summary.json'}, "
+    console.print(f"report: {study_dir / 'report.html'}, {study_dir / 'report.md'}, "
+                  f"{study_dir / 'curves.png'}, {study_dir / 'summary.json'}, "
                   f"{study_dir / 'summary.csv'}", highlight=False, markup=False)
     console.print(f"curves: tensorboard --logdir {study_dir}", highlight=False, markup=False)
 

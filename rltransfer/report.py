@@ -1,24 +1,42 @@
-"""Study report: read a study folder, compute the metrics, write summary.json, summary.csv
-and report.md, and render the terminal table.
+"""Study report: read a study folder, compute the metrics and a verdict per condition, and
+write summary.json, summary.csv, the figures (curves.png/.svg, metrics.png), report.md and a
+self-contained report.html; render the terminal table.
 
-Reads only files, so it works on a finished, interrupted or copied study alike.
+Reads only files, so it works on a finished, interrupted or copied study alike. This is the
+only module that imports a plotting library: matplotlib, through `matplotlib.figure.Figure`
+(no pyplot state; PNG/SVG canvases are non-interactive), imported lazily so that
+`aggregate_curves` and `transfer_verdict` work without it.
 """
 
 from __future__ import annotations
 
+import base64
 import csv
+import html
 import io
+import json
 import math
+import textwrap
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+import numpy as np
+from numpy.typing import ArrayLike
 from rich.markup import escape
 from rich.table import Table
+from scipy import stats
 
 from . import metrics
-from .errors import OutputError
-from .io_utils import atomic_write_json, atomic_write_text, read_json
+from .errors import OutputError, RLTransferError
+from .io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from .training import read_evaluations
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 # (summary key, column title, formatter) of the comparison table.
 _COLUMNS = (
@@ -30,9 +48,33 @@ _COLUMNS = (
     ("prob_improvement", "P(improve)", metrics.format_estimate),
 )
 
+POSITIVE, NEGATIVE, INCONCLUSIVE = "positive transfer", "negative transfer", "inconclusive"
+REFERENCE = "reference"
+
+VERDICT_RULE = (
+    "Each condition is judged against scratch from the 95% intervals. The transfer ratio "
+    "(area under the learning curve) decides first: positive transfer when its interval lies "
+    "entirely above 0, negative transfer when entirely below 0. When it contains 0 (or is "
+    "unavailable) the secondary evidence decides: a jumpstart interval entirely above 0, or a "
+    "time-to-threshold speedup whose lower end is above 1 (a valid bound even when scratch "
+    "never reached the threshold), counts for positive; a jumpstart interval entirely below 0, "
+    "or a speedup interval entirely below 1, counts for negative. Evidence in one direction "
+    "only gives that verdict; none, or both directions, is inconclusive."
+)
+
+FIGURE_DPI = 150
+CURVES_SIZE = (12.0, 4.5)  # inches
+_SCRATCH_COLOR = "#3c3c3c"
+_KNOWN_COLORS = {"finetune": "#1f77b4", "freeze-features": "#ff7f0e",
+                 "reinit-head": "#2ca02c", "pretrained-encoder": "#9467bd"}
+_OTHER_COLORS = ("#8c564b", "#e377c2", "#17becf", "#bcbd22", "#d62728", "#7f7f7f")
+
 
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
+
+
+# --------------------------------------------------------------------------- reading
 
 
 def collect_runs(study_dir: Path, conditions: list[str]) -> tuple[dict, dict, dict]:
@@ -56,24 +98,64 @@ def collect_runs(study_dir: Path, conditions: list[str]) -> tuple[dict, dict, di
 
 
 def summarize_study(study_dir: Path) -> dict[str, Any]:
-    """Compute the study's metrics from its files and write summary.json/csv and report.md."""
+    """Compute the study's metrics and verdicts from its files; write summary.json/csv,
+    curves.png/.svg, metrics.png, report.md and report.html. Returns summary.json's content."""
+    study_dir = Path(study_dir)
     study_path = study_dir / "study.json"
     if not study_path.is_file():
         raise OutputError(f"{study_dir} is not a study folder (no study.json): give runs/<study>")
     study = read_json(study_path)
     if "threshold" not in study:
         raise OutputError(f"{study_dir} stopped before its first target run: nothing to report")
-    spec = study["spec"]
-    conditions = list(spec["conditions"])
-    curves, folders, left_out = collect_runs(study_dir, conditions)
+    curves, folders, left_out = collect_runs(study_dir, list(study["spec"]["conditions"]))
     finished = {c: v for c, v in curves.items() if v}
     if not finished:
         raise OutputError(f"{study_dir} has no finished runs yet: nothing to report")
+    result = _result(study_dir.name, study, finished, folders, left_out)
+    atomic_write_json(study_dir / "summary.json", result)
+    atomic_write_text(study_dir / "summary.csv", summary_csv(result))
+    images = write_figures(study_dir, result, finished)
+    atomic_write_text(study_dir / "report.md", report_markdown(result, study))
+    atomic_write_text(study_dir / "report.html", report_html(result, study, images))
+    write_tensorboard(study_dir, result, study, finished)
+    return result
+
+
+def write_tensorboard(study_dir: Path, result: dict[str, Any], study: dict[str, Any],
+                      finished: dict[str, list]) -> None:
+    """The aggregate TensorBoard runs: across-seed mean and 95% band per condition, raw and
+    normalized, the study's hyperparameters and the summary table (rltransfer.board)."""
+    from .board import write_aggregates
+
+    random_return, threshold = result["random_return"], result["threshold"]
+    raw = {condition: aggregate_curves(runs) for condition, runs in finished.items()}
+    normalized = {condition: AggregateCurve(curve.steps, *(
+        metrics.normalize(values, random_return, threshold)
+        for values in (curve.mean, curve.low, curve.high))) for condition, curve in raw.items()}
+    spec = study["spec"]
+    hparams = {"source": result["source"], "target": result["target"], "algo": result["algo"],
+               "seeds": spec["seeds"], "timesteps": spec["timesteps"],
+               "source_timesteps": spec["source_timesteps"], "threshold": threshold}
+    points = {condition: {key: data[key]["point"] for key in ("jumpstart", "transfer_ratio",
+                                                               "asymptote", "auc")
+                          if isinstance(data.get(key), dict)
+                          and data[key].get("point") is not None}
+              for condition, data in result["metrics"]["conditions"].items()}
+    table = "\n".join(["| " + " | ".join(headers()) + " |", "|" + "---|" * len(headers())]
+                      + ["| " + " | ".join(row) + " |" for row in _rows(result)])
+    write_aggregates(study_dir, raw, normalized, hparams, points, table)
+
+
+def _result(name: str, study: dict[str, Any], finished: dict[str, list], folders: dict,
+            left_out: dict) -> dict[str, Any]:
+    spec = study["spec"]
     budget = int(spec["timesteps"])  # runs may overshoot it by part of a rollout
     normalization = {"random_return": study["target_random_return"],
                      "threshold": study["threshold"], "budget": budget}
     summary = metrics.summarize(finished, reference="scratch" if "scratch" in finished else None,
                                 **normalization)
+    for condition, entry in summary["conditions"].items():
+        entry["verdict"] = _condition_verdict(condition, entry, summary["reference"])
     per_run = {
         condition: {
             folder: {k: _finite(v) for k, v in
@@ -82,18 +164,15 @@ def summarize_study(study_dir: Path) -> dict[str, Any]:
         }
         for condition, runs in finished.items()
     }
-    result = {
-        "study": study_dir.name, "source": _env_label(spec["source"]),
+    return {
+        "study": name, "source": _env_label(spec["source"]),
         "target": _env_label(spec["target"]), "algo": spec["algo"],
         "threshold": study["threshold"], "threshold_from": study.get("threshold_from"),
         "random_return": study["target_random_return"], "budget": budget,
-        "runs": {c: {"finished": len(folders[c]), "left_out": left_out[c]} for c in conditions},
-        "metrics": summary, "per_run": per_run,
+        "runs": {c: {"finished": len(folders[c]), "left_out": left_out[c]}
+                 for c in spec["conditions"]},
+        "metrics": summary, "verdict_rule": VERDICT_RULE, "per_run": per_run,
     }
-    atomic_write_json(study_dir / "summary.json", result)
-    atomic_write_text(study_dir / "summary.csv", summary_csv(result))
-    atomic_write_text(study_dir / "report.md", report_markdown(result, study))
-    return result
 
 
 def _env_label(env: dict[str, Any]) -> str:
@@ -101,6 +180,369 @@ def _env_label(env: dict[str, Any]) -> str:
     if not params:
         return env["id"]
     return env["id"] + ":" + ",".join(f"{k}={v:g}" for k, v in sorted(params.items()))
+
+
+# --------------------------------------------------------------------------- curves
+
+
+class AggregateCurve(NamedTuple):
+    """Across-seed mean of evaluation curves and a 95% bootstrap interval at each step."""
+
+    steps: np.ndarray
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
+def aggregate_curves(
+    curves: Sequence[tuple[ArrayLike, ArrayLike]],
+    *,
+    confidence_level: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> AggregateCurve:
+    """Mean over runs of ``[(timesteps, returns), ...]`` with a per-step bootstrap interval.
+
+    Runs of a study share their evaluation steps, and then those are the grid. If steps
+    differ (e.g. rollout boundaries), the grid is the union of all steps inside the range
+    every run covers, and each run is linearly interpolated onto it (never extrapolated).
+    ``low``/``high`` are the 95% percentile-bootstrap interval of the mean over runs at each
+    step (``scipy.stats.bootstrap``, fixed ``seed``), NaN with fewer than 2 runs. Works on
+    any values (raw returns or normalized scores); needs no plotting library.
+    """
+    steps, values = _on_common_grid(curves)
+    mean = values.mean(axis=0)
+    if values.shape[0] < 2:
+        nan = np.full_like(mean, np.nan)
+        return AggregateCurve(steps, mean, nan, nan.copy())
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")  # degenerate (constant) steps are fixed below
+        ci = stats.bootstrap((values,), np.mean, axis=0, vectorized=True,
+                             n_resamples=n_resamples, confidence_level=confidence_level,
+                             method="percentile", rng=np.random.default_rng(seed))
+    constant = np.ptp(values, axis=0) == 0
+    low = np.where(constant, mean, np.asarray(ci.confidence_interval.low, dtype=float))
+    high = np.where(constant, mean, np.asarray(ci.confidence_interval.high, dtype=float))
+    return AggregateCurve(steps, mean, low, high)
+
+
+def _on_common_grid(curves: Sequence[tuple[ArrayLike, ArrayLike]]) -> tuple[np.ndarray, ...]:
+    """(grid, values of shape runs x steps): see `aggregate_curves`."""
+    pairs = [(np.asarray(t, dtype=float), np.asarray(r, dtype=float)) for t, r in curves]
+    if not pairs:
+        raise metrics.MetricsError("aggregate_curves needs at least one curve.")
+    for t, r in pairs:
+        if t.ndim != 1 or t.shape != r.shape or t.size == 0 or np.any(np.diff(t) <= 0):
+            raise metrics.MetricsError(
+                "Each curve needs 1-D, strictly increasing timesteps and returns of the same "
+                f"non-zero length; got shapes {t.shape} and {r.shape}.")
+    first = pairs[0][0]
+    if all(np.array_equal(t, first) for t, _ in pairs):
+        return first, np.stack([r for _, r in pairs])
+    start, end = max(t[0] for t, _ in pairs), min(t[-1] for t, _ in pairs)
+    if start > end:
+        raise metrics.MetricsError(f"The curves share no range of steps ({start} > {end}).")
+    grid = np.unique(np.concatenate([t for t, _ in pairs]))
+    grid = grid[(grid >= start) & (grid <= end)]
+    return grid, np.stack([np.interp(grid, t, r) for t, r in pairs])
+
+
+# --------------------------------------------------------------------------- verdict
+
+
+def transfer_verdict(comparison: Mapping[str, Any]) -> dict[str, str]:
+    """``{"label", "reason"}`` for one condition versus the reference, from its summary entry
+    (``transfer_ratio``, ``jumpstart``, ``speedup`` as in `metrics.summarize`).
+
+    The rule (`VERDICT_RULE`): the transfer ratio's interval decides when it excludes 0
+    (``low > 0`` positive, ``high < 0`` negative). Otherwise secondary evidence decides:
+    ``jumpstart.low > 0`` or ``speedup.low > 1`` (a conservative bound, also when it is a lower
+    bound) count for positive; ``jumpstart.high < 0`` or ``speedup.high < 1`` (when ``high``
+    is not itself only a lower bound) count for negative. One direction only gives that
+    label; none or both give "inconclusive". The reason quotes the intervals.
+    """
+    area = _side(comparison.get("transfer_ratio"), 0.0)
+    jump = _side(comparison.get("jumpstart"), 0.0)
+    speed = _speedup_side(comparison.get("speedup"))
+    reasons = [_area_sentence(comparison.get("transfer_ratio"), area)]
+    reasons += _secondary_sentences(comparison, jump, speed)
+    if area:
+        label = POSITIVE if area > 0 else NEGATIVE
+    else:
+        sides = {s for s in (jump, speed) if s}
+        label = {frozenset({1}): POSITIVE, frozenset({-1}): NEGATIVE}.get(frozenset(sides),
+                                                                          INCONCLUSIVE)
+        if not sides:
+            reasons.append("Neither the jumpstart nor the time to threshold differs clearly "
+                           "from scratch.")
+        elif len(sides) == 2:
+            reasons.append("The secondary evidence points both ways.")
+    return {"label": label, "reason": " ".join(reasons)}
+
+
+def _condition_verdict(name: str, entry: Mapping[str, Any], reference: str | None) -> dict:
+    if reference is None:
+        return {"label": INCONCLUSIVE,
+                "reason": "No finished scratch runs: there is nothing to compare against."}
+    if name == reference:
+        return {"label": REFERENCE,
+                "reason": "The baseline the other conditions are compared against."}
+    return transfer_verdict(entry)
+
+
+def _side(est: Mapping[str, Any] | None, reference: float) -> int:
+    """+1 when the interval lies entirely above `reference`, -1 below, else 0."""
+    if not est or est.get("low") is None or est.get("high") is None:
+        return 0
+    return 1 if est["low"] > reference else -1 if est["high"] < reference else 0
+
+
+def _speedup_side(sp: Mapping[str, Any] | None) -> int:
+    if not sp:
+        return 0
+    if sp.get("low") is not None and sp["low"] > 1:
+        return 1
+    if sp.get("high") is not None and sp["high"] < 1 and not sp.get("high_lower_bound"):
+        return -1
+    return 0
+
+
+def _area_sentence(ratio: Mapping[str, Any] | None, side: int) -> str:
+    if not ratio or ratio.get("point") is None:
+        note = (ratio or {}).get("note") or "not computed"
+        return f"Transfer ratio undefined ({note})."
+    text = f"Transfer ratio {metrics.format_estimate(ratio)}"
+    if side > 0:
+        return f"{text}: the area under its learning curve is larger than scratch's."
+    if side < 0:
+        return f"{text}: the area under its learning curve is smaller than scratch's."
+    if ratio.get("low") is None:
+        return f"{text} has no interval ({ratio.get('note') or 'fewer than 2 runs'})."
+    return f"{text}: the interval contains 0."
+
+
+def _secondary_sentences(comparison: Mapping[str, Any], jump: int, speed: int) -> list[str]:
+    out = []
+    if jump:
+        text = metrics.format_estimate(comparison["jumpstart"])
+        out.append(f"Jumpstart {text}: it starts {'better' if jump > 0 else 'worse'} than "
+                   "scratch.")
+    if speed:
+        text = metrics.format_speedup(comparison["speedup"])
+        out.append(f"Time-to-threshold speedup {text}: it reaches the threshold "
+                   f"{'faster' if speed > 0 else 'more slowly'} than scratch.")
+    return out
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def condition_colors(conditions: Sequence[str]) -> dict[str, str]:
+    """A colour per condition, the same in every figure: scratch dark grey, the built-in
+    conditions fixed colours, any other the next free one."""
+    free = iter(_OTHER_COLORS)
+    colors = {}
+    for name in conditions:
+        if name == "scratch":
+            colors[name] = _SCRATCH_COLOR
+        else:
+            colors[name] = _KNOWN_COLORS.get(name) or next(free, "#7f7f7f")
+    return colors
+
+
+def format_steps(value: float, _position: Any = None) -> str:
+    """Tick label for env steps: 0, 500, 1.5k, 10k, 2M."""
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:g}{suffix}"
+    return f"{value:g}"
+
+
+def write_figures(study_dir: Path, result: dict[str, Any],
+                  curves: Mapping[str, list]) -> dict[str, bytes]:
+    """Write curves.png, curves.svg and metrics.png; return the PNG bytes by file name."""
+    import matplotlib
+
+    with matplotlib.rc_context(_RC):
+        curves_fig = curves_figure(result, curves)
+        metrics_fig = metrics_figure(result)
+        images = {"curves.png": _render(curves_fig, "png"),
+                  "metrics.png": _render(metrics_fig, "png")}
+        svg = _render(curves_fig, "svg")
+    for name, data in images.items():
+        atomic_write_bytes(study_dir / name, data)
+    atomic_write_bytes(study_dir / "curves.svg", svg)
+    return images
+
+
+_RC = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 10,
+       "xtick.labelsize": 10, "ytick.labelsize": 10, "figure.titlesize": 13,
+       "axes.spines.top": False, "axes.spines.right": False, "svg.hashsalt": "rltransfer"}
+
+
+def _render(fig: Figure, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    metadata = {"Date": None} if fmt == "svg" else None
+    fig.savefig(buffer, format=fmt, dpi=FIGURE_DPI, metadata=metadata)
+    return buffer.getvalue()
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=FIGURE_DPI, layout="constrained")
+    FigureCanvasAgg(fig)  # non-interactive; savefig still picks the SVG backend for .svg
+    return fig
+
+
+def curves_figure(result: dict[str, Any], curves: Mapping[str, list]) -> Figure:
+    """Normalized (left) and raw (right) evaluation return vs target env steps: the mean over
+    seeds per condition with a shaded 95% bootstrap band, threshold and random policy lines."""
+    from matplotlib.ticker import FuncFormatter
+
+    norm = result["metrics"]["normalization"]
+    colors = condition_colors(list(curves))
+    fig = _new_figure(*CURVES_SIZE)
+    ax_score, ax_raw = fig.subplots(1, 2)
+    for name, runs in curves.items():
+        scores = [(t, metrics.normalize(r, norm["random_return"], norm["threshold"]))
+                  for t, r in runs]
+        label = f"{name} (n={len(runs)})"
+        _plot_band(ax_score, aggregate_curves(scores), colors[name], label)
+        _plot_band(ax_raw, aggregate_curves(runs), colors[name], label)
+    _reference_lines(ax_score, 1.0, 0.0, norm)
+    _reference_lines(ax_raw, norm["threshold"], norm["random_return"], norm)
+    ax_score.set(title="normalized score", ylabel="normalized return\n(0 = random, "
+                 "1 = threshold)")
+    ax_raw.set(title="raw return", ylabel="mean evaluation return")
+    for ax in (ax_score, ax_raw):
+        ax.set_xlabel("target env steps")
+        ax.xaxis.set_major_formatter(FuncFormatter(format_steps))
+        ax.set_xlim(left=0)
+        ax.grid(alpha=0.25)
+    fig.suptitle(f"{result['source']} → {result['target']} ({result['algo']}): mean over "
+                 "seeds, shaded 95% bootstrap CI")
+    _legend_below(fig, *ax_score.get_legend_handles_labels())
+    return fig
+
+
+def _legend_below(fig: Figure, handles: list, labels: list[str]) -> None:
+    """One legend under the panels, in as few rows as fit the figure's width."""
+    renderer = fig.canvas.get_renderer()
+    for ncols in range(len(labels), 0, -1):
+        legend = fig.legend(handles, labels, loc="outside lower center", ncols=ncols,
+                            frameon=False)
+        if ncols == 1 or legend.get_window_extent(renderer).width <= 0.98 * fig.bbox.width:
+            return
+        legend.remove()
+
+
+def _plot_band(ax: Axes, curve: AggregateCurve, color: str, label: str) -> None:
+    ax.fill_between(curve.steps, curve.low, curve.high, color=color, alpha=0.18, lw=0)
+    ax.plot(curve.steps, curve.mean, color=color, lw=2, label=label)
+
+
+def _reference_lines(ax: Axes, threshold: float, random: float, norm: Mapping) -> None:
+    ax.axhline(threshold, color="black", ls="--", lw=1.2,
+               label=f"threshold: {norm['threshold']:g} (normalized 1)")
+    ax.axhline(random, color="black", ls=":", lw=1.2,
+               label=f"random policy: {norm['random_return']:.4g} (normalized 0)")
+
+
+@dataclass(frozen=True)
+class _Panel:
+    key: str
+    title: str
+    line: float  # vertical reference line
+    line_label: str
+
+
+_PANELS = (
+    _Panel("jumpstart", "jumpstart\n(initial score − scratch's)", 0.0, "no change"),
+    _Panel("speedup", "speedup to threshold\n(scratch's time / its time)", 1.0, "as fast"),
+    _Panel("transfer_ratio", "transfer ratio\n(relative area gain)", 0.0, "no change"),
+    _Panel("asymptote", "asymptote\n(mean of last 3 evaluations)", 1.0, "threshold"),
+)
+
+_METRICS_CAPTION = (
+    "● point estimate (hollow: no interval, < 2 runs)     ▬ 95% bootstrap CI over seeds\n"
+    "▶ point is a lower bound (scratch never reached the threshold)     → interval open to the "
+    "right (its upper end is only a lower bound)"
+)
+
+
+def metrics_figure(result: dict[str, Any]) -> Figure:
+    """Interval estimates in the style of rliable: a panel per metric, a row per condition,
+    the point estimate and its 95% CI; lower bounds and censored values drawn as such."""
+    summary = result["metrics"]
+    names = list(summary["conditions"])
+    colors = condition_colors(names)
+    rows = {name: len(names) - 1 - i for i, name in enumerate(names)}
+    fig = _new_figure(12.0, 1.9 + 0.55 * len(names))
+    axes = fig.subplots(1, len(_PANELS), sharey=True)
+    for ax, panel in zip(axes, _PANELS, strict=True):
+        _metric_panel(ax, panel, summary, rows, colors)
+    labels = [textwrap.fill(name, 16, break_on_hyphens=True) for name in rows]
+    axes[0].set_yticks(list(rows.values()), labels=labels)
+    for tick, name in zip(axes[0].get_yticklabels(), rows, strict=True):
+        tick.set_color(colors[name])
+        tick.set_fontweight("bold")
+    axes[0].set_ylim(-0.6, len(names) - 0.4)
+    fig.suptitle(f"{result['source']} → {result['target']}: transfer metrics vs "
+                 f"{summary['reference'] or 'no reference'}")
+    fig.supxlabel(_METRICS_CAPTION, fontsize=9, color="#444444")
+    return fig
+
+
+def _metric_panel(ax: Axes, panel: _Panel, summary: Mapping, rows: Mapping[str, int],
+                  colors: Mapping[str, str]) -> None:
+    drawn: list[float] = [panel.line]
+    open_right = False
+    for name, y in rows.items():
+        est = summary["conditions"][name].get(panel.key)
+        if est is None:
+            _row_text(ax, y, "reference" if name == summary["reference"] else "no reference")
+            continue
+        drawn += _draw_interval(ax, y, est, colors[name])
+        open_right |= bool(est.get("high_lower_bound") or est.get("lower_bound"))
+    ax.axvline(panel.line, color="#888888", ls="--", lw=1, zorder=0)
+    ax.text(panel.line, 1.0, f" {panel.line_label}", transform=ax.get_xaxis_transform(),
+            ha="left", va="top", fontsize=8, color="#666666")
+    ax.set_title(panel.title, fontsize=11)
+    ax.tick_params(axis="y", length=0)
+    ax.grid(axis="x", alpha=0.25)
+    low, high = min(drawn), max(drawn)
+    pad = 0.1 * (high - low or 1.0)
+    ax.set_xlim(low - pad, high + pad * (3 if open_right else 1))
+
+
+def _draw_interval(ax: Axes, y: float, est: Mapping[str, Any], color: str) -> list[float]:
+    """Draw one estimate on row `y`; return the numbers drawn (for the axis limits)."""
+    point, low, high = est.get("point"), est.get("low"), est.get("high")
+    if point is None:  # undefined or censored: say so, draw nothing that reads as a value
+        _row_text(ax, y, (est.get("note") or "n/a").split(":")[0], color="#b22222")
+        return []
+    has_ci = low is not None and high is not None
+    if has_ci:
+        ax.plot([low, high], [y, y], color=color, lw=8, alpha=0.35, solid_capstyle="butt")
+    if est.get("high_lower_bound") and high is not None:
+        ax.annotate("", xy=(1.0, y), xycoords=ax.get_yaxis_transform(), xytext=(high, y),
+                    textcoords="data", arrowprops={"arrowstyle": "-|>", "color": color, "lw": 1.5,
+                                "linestyle": (0, (4, 2))})
+    marker = ">" if est.get("lower_bound") else "o"
+    ax.plot([point], [y], marker=marker, ms=9, ls="none", color=color,
+            mfc=color if has_ci else "white", mew=1.8, zorder=3)
+    return [v for v in (point, low, high) if v is not None]
+
+
+def _row_text(ax: Axes, y: float, text: str, color: str = "#666666") -> None:
+    ax.text(0.5, y, textwrap.fill(text, 22), transform=ax.get_yaxis_transform(), ha="center",
+            va="center", fontsize=10, style="italic", color=color,
+            bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
+
+
+# --------------------------------------------------------------------------- tables
 
 
 def _cells(name: str, data: dict[str, Any], reference: str | None) -> list[str]:
@@ -117,12 +559,17 @@ def _rows(result: dict[str, Any]) -> list[list[str]]:
     summary = result["metrics"]
     rows = []
     for name, data in summary["conditions"].items():
-        rows.append([name, str(data["n_runs"])] + _cells(name, data, summary.get("reference")))
+        verdict = data.get("verdict", {}).get("label", "—")
+        rows.append([name, str(data["n_runs"])] + _cells(name, data, summary.get("reference"))
+                    + [f"({verdict})" if verdict == REFERENCE else verdict])
     return rows
 
 
 def headers() -> list[str]:
-    return ["condition", "runs"] + [title for _, title, _ in _COLUMNS]
+    return ["condition", "runs"] + [title for _, title, _ in _COLUMNS] + ["verdict"]
+
+
+_TERMINAL_STYLES = {POSITIVE: "bold green", NEGATIVE: "bold red", INCONCLUSIVE: "dim"}
 
 
 def terminal_table(result: dict[str, Any]) -> Table:
@@ -132,7 +579,11 @@ def terminal_table(result: dict[str, Any]) -> Table:
     for title in headers():
         table.add_column(title, overflow="fold")
     for row in _rows(result):
-        table.add_row(*(escape(cell) for cell in row))
+        cells = [escape(cell) for cell in row]
+        style = _TERMINAL_STYLES.get(row[-1])
+        if style:
+            cells[-1] = f"[{style}]{cells[-1]}[/]"
+        table.add_row(*cells)
     return table
 
 
@@ -144,7 +595,7 @@ def summary_csv(result: dict[str, Any]) -> str:
     formatters = {key: formatter for key, _, formatter in _COLUMNS}
     for name, data in result["metrics"]["conditions"].items():
         for key, value in data.items():
-            if not isinstance(value, dict):
+            if not isinstance(value, dict) or key == "verdict":
                 continue
             display = formatters.get(key, metrics.format_estimate)(value)
             writer.writerow([name, key, _csv(value.get("point")), _csv(value.get("low")),
@@ -167,34 +618,299 @@ def _csv(value: float | None) -> str:
     return "" if value is None else repr(value)
 
 
-def report_markdown(result: dict[str, Any], study: dict[str, Any]) -> str:
-    """report.md: what was compared, the table with intervals, and how to reproduce it."""
+# --------------------------------------------------------------------------- description
+
+
+def env_differences(source: Mapping[str, Any], target: Mapping[str, Any]) -> list[str]:
+    """What differs between two env specs (study.json's ``spec.source``/``spec.target``), one
+    markdown line each (names in backticks). Named variants and family defaults are resolved
+    through the env catalog when it knows the ids; otherwise the specs are compared as written."""
+    src_family, src_base, src_params = _resolve_env(source)
+    tgt_family, tgt_base, tgt_params = _resolve_env(target)
+    lines = []
+    if src_base != tgt_base:
+        lines.append(f"environment `{src_base}` → `{tgt_base}`")
+    same_family = src_family is not None and src_family is tgt_family
+    parameters = {p.name: p for p in tgt_family.parameters} if same_family else {}
+    if same_family:  # fill in defaults so that "unset" reads as its value
+        defaults = {name: p.default for name, p in parameters.items()}
+        src_params, tgt_params = {**defaults, **src_params}, {**defaults, **tgt_params}
+    for name in sorted(set(src_params) | set(tgt_params)):
+        before, after = src_params.get(name), tgt_params.get(name)
+        if before != after:
+            parameter = parameters.get(name)
+            unit = f" {parameter.unit}" if parameter and parameter.unit not in ("", "-") else ""
+            doc = f" ({parameter.doc})" if parameter else ""
+            lines.append(f"`{name}`: {_value(before)} → {_value(after)}{unit}{doc}")
+    for key in sorted((set(source) | set(target)) - {"id", "params"}):
+        if source.get(key) != target.get(key):
+            lines.append(f"`{key}`: {_value(source.get(key))} → {_value(target.get(key))}")
+    return lines
+
+
+def _resolve_env(env: Mapping[str, Any]) -> tuple[Any, str, dict[str, Any]]:
+    """(family or None, base id, variant + explicit parameters) of an env spec."""
+    explicit = dict(env.get("params") or {})
+    try:
+        from . import envs as catalog
+
+        found = catalog.family_of(env["id"])
+    except (RLTransferError, ImportError):  # e.g. a family's optional package is missing
+        found = None
+    if found is None:
+        return None, env["id"], explicit
+    family, base_id, params = found
+    return family, base_id, {**params, **explicit}
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _hparams_text(hparams: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={json.dumps(v) if isinstance(v, dict | list) else v}"
+                     for k, v in hparams.items())
+
+
+def _description(result: dict[str, Any], study: dict[str, Any]) -> list[tuple[str, str]]:
+    """(term, text) pairs of what was compared; text marks code with backticks."""
     spec = study["spec"]
-    lines = [
-        f"# Transfer study `{result['study']}`",
-        "",
-        f"- **source**: `{result['source']}` → **target**: `{result['target']}`",
-        f"- **algorithm**: {result['algo']}, {spec['seeds']} seeds per condition "
-        f"(seeds {spec['seed']}–{spec['seed'] + spec['seeds'] - 1}), "
-        f"target budget {spec['timesteps']:,} steps, source budget {spec['source_timesteps']:,}",
-        f"- **threshold**: {result['threshold']:g} ({result['threshold_from']}); "
-        f"random policy's return on the target: {result['random_return']:.4g}. Scores are "
-        f"normalized: 0 = random, 1 = threshold.",
-        f"- **hyperparameters** (target): `{study['target_agent']['hparams']}`",
-        "",
-        "| " + " | ".join(headers()) + " |",
-        "|" + "---|" * len(headers()),
+    differences = env_differences(spec["source"], spec["target"])
+    conditions = ", ".join(f"{c} (reference)" if c == result["metrics"]["reference"] else c
+                           for c in spec["conditions"])
+    items = [
+        ("source → target", f"`{result['source']}` → `{result['target']}`"),
+        ("what differs", "; ".join(differences) or "nothing: the same environment"),
+        ("algorithm", f"{result['algo']}; conditions: {conditions}"),
+        ("seeds", f"{spec['seeds']} per condition (seeds {spec['seed']}–"
+                  f"{spec['seed'] + spec['seeds'] - 1})"),
+        ("budgets", _budgets_text(spec)),
+        ("normalization", f"threshold {result['threshold']:g} ({result['threshold_from']}), "
+                          f"random policy's return on the target {result['random_return']:.4g}; "
+                          "scores are normalized: 0 = random, 1 = threshold"),
+        ("hyperparameters (target)", f"`{_hparams_text(study['target_agent']['hparams'])}`"),
     ]
+    source_hparams = (study.get("source_agent") or {}).get("hparams")
+    if source_hparams and source_hparams != study["target_agent"]["hparams"]:
+        items.append(("hyperparameters (source)", f"`{_hparams_text(source_hparams)}`"))
+    if study.get("source"):
+        items.append(("source policy", _source_text(study["source"])))
+    if study.get("versions"):
+        items.append(("versions", ", ".join(f"{k} {v}" for k, v in study["versions"].items())))
+    if study.get("started"):
+        items.append(("ran", f"{study['started']} – {study.get('ended') or 'unfinished'}"))
+    return items
+
+
+def _budgets_text(spec: Mapping[str, Any]) -> str:
+    text = (f"target {spec['timesteps']:,} env steps per run, source "
+            f"{spec['source_timesteps']:,}")
+    if spec.get("eval_freq"):
+        text += (f"; evaluation every {spec['eval_freq']:,} steps "
+                 f"({spec.get('eval_episodes', '?')} episodes)")
+    if spec.get("n_envs"):
+        text += f"; {spec['n_envs']} parallel envs"
+    return text
+
+
+def _source_text(source: Mapping[str, Any]) -> str:
+    text = str(source.get("kind", "?"))
+    if source.get("reused"):
+        text += " (reused)"
+    if source.get("final_return") is not None:
+        text += f", final return on the source {source['final_return']:.4g}"
+    return text
+
+
+_TABLE_NOTE = (
+    "Intervals are 95% percentile-bootstrap confidence intervals over seeds. Jumpstart, "
+    "asymptote and transfer ratio are on normalized scores; time to threshold is the median "
+    "over seeds, and a run that never reaches the threshold is censored (reported as not "
+    "reached, never as a number)."
+)
+
+
+def _left_out(result: dict[str, Any]) -> dict[str, list[str]]:
+    return {c: v["left_out"] for c, v in result["runs"].items() if v["left_out"]}
+
+
+_NO_VERDICTS = "No condition besides scratch: nothing to judge."
+
+
+def _verdicts(result: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
+    """(condition, verdict) of every condition compared with the reference."""
+    return [(name, data["verdict"]) for name, data in result["metrics"]["conditions"].items()
+            if data.get("verdict", {}).get("label") != REFERENCE]
+
+
+def _tensorboard_command(result: dict[str, Any], study: dict[str, Any]) -> str:
+    return f"tensorboard --logdir {Path(study['spec']['out']) / result['study']}"
+
+
+# --------------------------------------------------------------------------- report.md
+
+
+def report_markdown(result: dict[str, Any], study: dict[str, Any]) -> str:
+    """report.md: what was compared, verdicts, the table with intervals, the figures, and how
+    to reproduce it."""
+    lines = [f"# Transfer study `{result['study']}`", "", "## What was compared", ""]
+    lines += [f"- **{term}**: {text}" for term, text in _description(result, study)]
+    lines += ["", "## Verdict", ""]
+    lines += [f"- **{name}: {verdict['label']}**. {verdict['reason']}"
+              for name, verdict in _verdicts(result)] or [_NO_VERDICTS]
+    lines += ["", f"How verdicts are decided: {VERDICT_RULE}", "", "## Metrics", "",
+              "| " + " | ".join(headers()) + " |", "|" + "---|" * len(headers())]
     lines += ["| " + " | ".join(row) + " |" for row in _rows(result)]
-    lines += ["", "Intervals are 95% percentile-bootstrap confidence intervals over seeds. "
-              "Jumpstart, asymptote and transfer ratio are on normalized scores; time to "
-              "threshold is the median over seeds, and a run that never reaches the threshold "
-              "is censored (reported as not reached, never as a number)."]
-    left_out = {c: v["left_out"] for c, v in result["runs"].items() if v["left_out"]}
-    if left_out:
-        lines += ["", f"Runs left out (not finished): {left_out}"]
+    lines += ["", _TABLE_NOTE]
+    if _left_out(result):
+        lines += ["", f"Runs left out (not finished): {_left_out(result)}"]
+    lines += ["", "## Figures", "",
+              "![Learning curves: mean over seeds with 95% bootstrap bands](curves.png)", "",
+              "(also as [curves.svg](curves.svg))", "",
+              "![Transfer metrics with 95% bootstrap intervals](metrics.png)", ""]
+    lines += ["## Reproduce", ""]
     if study.get("command"):
-        lines += ["", "Reproduce:", "", "```", study["command"], "```"]
-    lines += ["", "Learning curves: `tensorboard --logdir " + str(Path(spec["out"]) /
-              result["study"]) + "` (tag `eval/mean_reward`)."]
+        lines += ["```", study["command"], "```", ""]
+    lines += [f"Learning curves in TensorBoard: `{_tensorboard_command(result, study)}` "
+              "(tag `eval/mean_reward`)."]
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- report.html
+
+_CSS = """
+body { font-family: -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
+       color: #1f2328; background: #f6f8fa; margin: 0; line-height: 1.5; }
+main { max-width: 1240px; margin: 0 auto; padding: 24px 32px 48px; background: #fff; }
+header { border-bottom: 3px solid #1f77b4; margin-bottom: 16px; }
+h1 { font-size: 26px; margin: 0 0 4px; }
+.subtitle { color: #57606a; margin: 0 0 12px; font-size: 15px; word-break: break-all; }
+h2 { font-size: 20px; margin: 28px 0 10px; border-bottom: 1px solid #d0d7de; }
+dl { display: grid; grid-template-columns: max-content 1fr; gap: 4px 18px; margin: 0; }
+dt { font-weight: 600; color: #57606a; }
+dd { margin: 0; overflow-wrap: anywhere; }
+code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
+       font-size: 13px; background: #f0f2f4; padding: 1px 4px; border-radius: 4px; }
+pre { background: #161b22; color: #e6edf3; padding: 12px 16px; border-radius: 6px;
+      overflow-x: auto; white-space: pre-wrap; word-break: break-all; }
+pre code { background: none; color: inherit; padding: 0; }
+table { border-collapse: collapse; width: 100%; font-size: 13px; }
+th, td { border: 1px solid #d0d7de; padding: 6px 8px; text-align: left; vertical-align: top; }
+th { background: #f6f8fa; }
+td.num { font-variant-numeric: tabular-nums; }
+td.name, .ci, .badge { white-space: nowrap; }
+.verdict { border-left: 6px solid; border-radius: 6px; padding: 8px 14px; margin: 10px 0; }
+.verdict p { margin: 4px 0 0; }
+.positive { border-color: #1a7f37; background: #dafbe1; }
+.negative { border-color: #cf222e; background: #ffebe9; }
+.inconclusive { border-color: #8c959f; background: #f0f2f4; }
+.badge { display: inline-block; padding: 1px 10px; border-radius: 12px; color: #fff;
+         font-weight: 600; font-size: 13px; }
+.badge.positive { background: #1a7f37; } .badge.negative { background: #cf222e; }
+.badge.inconclusive { background: #6e7781; } .badge.reference { background: #afb8c1; }
+.note { color: #57606a; font-size: 13px; }
+figure { margin: 12px 0 24px; } figure img { width: 100%; height: auto; }
+figcaption { color: #57606a; font-size: 13px; }
+"""
+
+_VERDICT_CLASSES = {POSITIVE: "positive", NEGATIVE: "negative", INCONCLUSIVE: "inconclusive",
+                    REFERENCE: "reference"}
+
+
+def report_html(result: dict[str, Any], study: dict[str, Any],
+                images: Mapping[str, bytes]) -> str:
+    """report.html: report.md's content as one self-contained page (inline CSS, the figures
+    as base64 PNG data URIs, no external resources)."""
+    title = f"Transfer study {result['study']}"
+    body = [
+        f"<header><h1>Transfer study</h1><p class=\"subtitle\">{_esc(result['source'])} → "
+        f"{_esc(result['target'])} · {_esc(result['algo'])} · {_esc(result['study'])}</p>"
+        "</header>",
+        _html_description(result, study), _html_verdicts(result), _html_table(result),
+        _html_figures(images), _html_reproduce(result, study),
+    ]
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{_esc(title)}</title><style>{_CSS}</style></head>\n<body><main>\n"
+            + "\n".join(body) + "\n</main></body></html>\n")
+
+
+def _esc(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _inline(text: str) -> str:
+    """Escape `text`, turning markdown `code` spans into <code> elements."""
+    parts = text.split("`")
+    return "".join(f"<code>{_esc(p)}</code>" if i % 2 else _esc(p) for i, p in enumerate(parts))
+
+
+def _html_description(result: dict[str, Any], study: dict[str, Any]) -> str:
+    items = "".join(f"<dt>{_esc(term)}</dt><dd>{_inline(text)}</dd>"
+                    for term, text in _description(result, study))
+    return f"<section><h2>What was compared</h2><dl>{items}</dl></section>"
+
+
+def _html_verdicts(result: dict[str, Any]) -> str:
+    cards = []
+    for name, verdict in _verdicts(result):
+        css = _VERDICT_CLASSES.get(verdict["label"], "inconclusive")
+        cards.append(f"<div class=\"verdict {css}\"><strong>{_esc(name)}</strong> "
+                     f"<span class=\"badge {css}\">{_esc(verdict['label'])}</span>"
+                     f"<p>{_esc(verdict['reason'])}</p></div>")
+    return ("<section><h2>Verdict</h2>" + ("".join(cards) or f"<p>{_NO_VERDICTS}</p>")
+            + f"<p class=\"note\">How verdicts are decided: {_esc(VERDICT_RULE)}</p></section>")
+
+
+def _html_table(result: dict[str, Any]) -> str:
+    head = "".join(f"<th>{_esc(h)}</th>" for h in headers())
+    rows = []
+    for row in _rows(result):
+        cells = [f"<td class=\"name\"><strong>{_esc(row[0])}</strong></td>"]
+        cells += [f"<td class=\"num\">{_interval_cell(cell)}</td>" for cell in row[1:-1]]
+        css = _VERDICT_CLASSES.get(row[-1].strip("()"), "inconclusive")
+        cells.append(f"<td><span class=\"badge {css}\">{_esc(row[-1].strip('()'))}</span></td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    left_out = _left_out(result)
+    extra = (f"<p class=\"note\">Runs left out (not finished): {_esc(left_out)}</p>"
+             if left_out else "")
+    return (f"<section><h2>Metrics</h2><table><thead><tr>{head}</tr></thead><tbody>"
+            + "".join(rows) + f"</tbody></table><p class=\"note\">{_esc(_TABLE_NOTE)}"
+            f"</p>{extra}</section>")
+
+
+def _interval_cell(text: str) -> str:
+    """Escaped cell text that may wrap before an interval but never inside one."""
+    return _esc(text).replace("[", "<span class=\"ci\">[").replace("]", "]</span>")
+
+
+_FIGURE_CAPTIONS = {
+    "curves.png": "Learning curves on the target: mean over seeds per condition, shaded 95% "
+                  "bootstrap CI of the mean; left normalized (0 = random, 1 = threshold), "
+                  "right raw returns.",
+    "metrics.png": "Transfer metrics versus scratch: point estimates and 95% bootstrap CIs "
+                   "over seeds; lower bounds and censored values are marked as such.",
+}
+
+
+def _html_figures(images: Mapping[str, bytes]) -> str:
+    figures = []
+    for name, caption in _FIGURE_CAPTIONS.items():
+        if name not in images:
+            continue
+        data = base64.b64encode(images[name]).decode("ascii")
+        figures.append(f"<figure><img src=\"data:image/png;base64,{data}\" alt=\"{_esc(caption)}"
+                       f"\"><figcaption>{_esc(caption)}</figcaption></figure>")
+    return "<section><h2>Figures</h2>" + "".join(figures) + "</section>"
+
+
+def _html_reproduce(result: dict[str, Any], study: dict[str, Any]) -> str:
+    command = (f"<pre><code>{_esc(study['command'])}</code></pre>" if study.get("command")
+               else "<p class=\"note\">The command line was not recorded.</p>")
+    return (f"<section><h2>Reproduce</h2>{command}<p>Learning curves in TensorBoard: "
+            f"<code>{_esc(_tensorboard_command(result, study))}</code> (tag "
+            "<code>eval/mean_reward</code>).</p></section>")

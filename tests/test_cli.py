@@ -279,3 +279,20 @@ def test_studies_sharing_a_target_reuse_its_scratch_runs(tmp_path, capsys, monke
         assert first == again
         assert read_json(tmp_path / "b" / "scratch" / f"seed_{seed}" / "status.json")[
             "state"] == "done"
+
+
+def test_report_writes_aggregate_tensorboard_runs(study):
+    import numpy as np
+
+    from rltransfer.training import read_evaluations
+
+    for condition in CONDITIONS:
+        returns = [read_evaluations(study / condition / f"seed_{s}" / "evaluations.csv")[1]
+                   for s in (0, 1)]
+        events = EventAccumulator(str(study / "_aggregate" / condition))
+        events.Reload()
+        mean = [s.value for s in events.Scalars("aggregate/return/mean")]
+        assert mean == pytest.approx(list(np.mean(returns, axis=0)), rel=1e-6)
+        assert [s.step for s in events.Scalars("aggregate/return/mean")] == [0, 128, 256]
+    for name in ("curves.png", "curves.svg", "metrics.png", "report.html"):
+        assert (study / name).is_file()

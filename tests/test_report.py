@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
+import numpy as np
 import pytest
+from rich.console import Console
 
 from rltransfer import metrics
 from rltransfer.errors import OutputError
 from rltransfer.io_utils import atomic_write_json
-from rltransfer.report import summarize_study
+from rltransfer.report import (
+    INCONCLUSIVE,
+    NEGATIVE,
+    POSITIVE,
+    aggregate_curves,
+    env_differences,
+    summarize_study,
+    terminal_table,
+    transfer_verdict,
+)
 
 STEPS = [0, 100, 200, 300, 400]
 
@@ -74,6 +86,129 @@ def test_summary_numbers_are_computed_from_the_curves(tmp_path):
     ttt = next(r for r in rows if r["condition"] == "scratch" and r["metric"] ==
                "time_to_threshold")
     assert ttt["point"] == "" and "point censored (>400)" in ttt["flags"]
+    assert not any(r["metric"] == "verdict" for r in rows)
+
+
+def test_report_has_verdicts_figures_and_the_comparison(tmp_path):
+    study = _study(tmp_path, {"scratch": [[0, 20, 40, 60, 80]] * 3,
+                              "finetune": [[50, 100, 100, 100, 100]] * 3})
+    result = summarize_study(study)
+    conditions = result["metrics"]["conditions"]
+    assert conditions["finetune"]["verdict"]["label"] == POSITIVE
+    assert conditions["scratch"]["verdict"]["label"] == "reference"
+    assert json.loads((study / "summary.json").read_text())["metrics"]["conditions"][
+        "finetune"]["verdict"] == conditions["finetune"]["verdict"]
+    markdown = (study / "report.md").read_text()
+    finetune_row = next(line for line in markdown.splitlines() if line.startswith("| finetune"))
+    assert finetune_row.endswith("| positive transfer |")
+    assert "- **finetune: positive transfer**. Transfer ratio 1.34 [1.34, 1.34]" in markdown
+    assert "How verdicts are decided: " in markdown
+    assert "`length`: 0.5 → 1 m (half the pole's length)" in markdown
+    assert "![Learning curves: mean over seeds with 95% bootstrap bands](curves.png)" in markdown
+    assert "](metrics.png)" in markdown
+    assert "`policy=MlpPolicy" not in markdown and "`n_steps=32`" in markdown
+    console = Console(record=True, width=250)
+    console.print(terminal_table(result))
+    text = console.export_text()
+    assert "verdict" in text and "positive transfer" in text and "(reference)" in text
+
+
+SCRATCH = [[0, 20, 40, 60, 80], [0, 30, 50, 70, 90], [0, 10, 30, 50, 70]]
+
+
+@pytest.mark.parametrize(("runs", "label"), [
+    ([[50, 100, 100, 100, 100], [40, 90, 100, 100, 100], [60, 100, 100, 100, 100]], POSITIVE),
+    ([[0, 0, 10, 10, 20], [0, 5, 5, 10, 10], [0, 0, 0, 5, 10]], NEGATIVE),
+    ([[0, 40, 50, 60, 70], [0, 10, 20, 40, 60], [0, 20, 40, 70, 100]], INCONCLUSIVE),
+], ids=["clear-win", "clear-loss", "overlap"])
+def test_verdict_of_hand_made_studies(tmp_path, runs, label):
+    result = summarize_study(_study(tmp_path, {"scratch": SCRATCH, "transfer": runs}))
+    entry = result["metrics"]["conditions"]["transfer"]
+    assert entry["verdict"]["label"] == label
+    ratio = entry["transfer_ratio"]
+    assert (ratio["low"] > 0) == (label == POSITIVE)
+    assert (ratio["high"] < 0) == (label == NEGATIVE)
+    assert metrics.format_estimate(ratio) in entry["verdict"]["reason"]
+
+
+def _est(point, low, high, **extra):
+    return {"point": point, "low": low, "high": high, **extra}
+
+
+UNCLEAR = _est(0.1, -0.2, 0.4)
+
+
+@pytest.mark.parametrize(("comparison", "label", "says"), [
+    ({"transfer_ratio": _est(0.5, 0.1, 0.9)}, POSITIVE, "larger than scratch's"),
+    ({"transfer_ratio": _est(-0.5, -0.9, -0.1)}, NEGATIVE, "smaller than scratch's"),
+    ({"transfer_ratio": UNCLEAR}, INCONCLUSIVE, "the interval contains 0"),
+    # the area decides even when the jumpstart points the other way; the reason says so
+    ({"transfer_ratio": _est(0.5, 0.1, 0.9), "jumpstart": _est(-0.2, -0.3, -0.1)}, POSITIVE,
+     "starts worse than scratch"),
+    ({"transfer_ratio": _est(-0.5, -0.9, -0.1), "jumpstart": _est(0.2, 0.1, 0.3)}, NEGATIVE,
+     "starts better than scratch"),
+    # an unclear area: the secondary evidence decides
+    ({"transfer_ratio": UNCLEAR, "jumpstart": _est(0.2, 0.1, 0.3)}, POSITIVE, "starts better"),
+    ({"transfer_ratio": UNCLEAR, "jumpstart": _est(-0.2, -0.3, -0.1)}, NEGATIVE, "starts worse"),
+    ({"transfer_ratio": UNCLEAR, "speedup": _est(3.0, 1.5, 4.0, lower_bound=True,
+                                                 high_lower_bound=True)},
+     POSITIVE, "reaches the threshold faster"),
+    ({"transfer_ratio": UNCLEAR, "speedup": _est(0.5, 0.3, 0.8)}, NEGATIVE, "more slowly"),
+    # a speedup whose upper end is only a lower bound is no evidence of slowness
+    ({"transfer_ratio": UNCLEAR, "speedup": _est(0.5, 0.3, 0.8, high_lower_bound=True)},
+     INCONCLUSIVE, "Neither"),
+    ({"transfer_ratio": UNCLEAR, "jumpstart": _est(0.2, 0.1, 0.3),
+      "speedup": _est(0.5, 0.3, 0.8)}, INCONCLUSIVE, "points both ways"),
+    ({"transfer_ratio": _est(None, None, None, note="undefined: reference mean AUC is 0")},
+     INCONCLUSIVE, "Transfer ratio undefined (undefined: reference mean AUC is 0)"),
+    ({"transfer_ratio": _est(0.5, None, None), "jumpstart": _est(0.2, None, None)},
+     INCONCLUSIVE, "has no interval"),
+])
+def test_transfer_verdict_rule(comparison, label, says):
+    verdict = transfer_verdict(comparison)
+    assert verdict["label"] == label
+    assert says in verdict["reason"]
+
+
+def test_aggregate_curves_is_the_mean_over_seeds_with_a_bootstrap_band():
+    steps = np.array([0, 100, 200])
+    runs = [(steps, np.array([1.0, 2.0, 5.0])), (steps, np.array([3.0, 2.0, 7.0])),
+            (steps, np.array([5.0, 2.0, 0.0]))]
+    curve = aggregate_curves(runs)
+    np.testing.assert_array_equal(curve.steps, steps)
+    np.testing.assert_allclose(curve.mean, [3.0, 2.0, 4.0])
+    assert curve.low[1] == curve.high[1] == 2.0  # every seed equal: a degenerate interval
+    assert np.all(curve.low <= curve.mean) and np.all(curve.mean <= curve.high)
+    assert curve.low[0] < 3.0 < curve.high[0] and 1.0 <= curve.low[0] and curve.high[0] <= 5.0
+    np.testing.assert_array_equal(aggregate_curves(runs).low, curve.low)  # fixed seed
+
+
+def test_aggregate_curves_interpolates_onto_the_common_range():
+    runs = [([0, 100, 200, 310], [0.0, 10.0, 20.0, 31.0]), ([0, 110, 205], [0.0, 22.0, 41.0])]
+    steps, mean, low, high = aggregate_curves(runs)
+    # the union of steps inside [0, 205]; the first run interpolated at 110 and 205
+    np.testing.assert_array_equal(steps, [0, 100, 110, 200, 205])
+    first = np.interp(steps, [0, 100, 200, 310], [0, 10, 20, 31])
+    second = np.interp(steps, [0, 110, 205], [0, 22, 41])
+    np.testing.assert_allclose(mean, (first + second) / 2)
+    one = aggregate_curves(runs[:1])
+    assert all(math.isnan(v) for v in one.low) and all(math.isnan(v) for v in one.high)
+    with pytest.raises(metrics.MetricsError, match="strictly increasing"):
+        aggregate_curves([([0, 0], [1, 2])])
+
+
+def test_env_differences_resolve_variants_and_defaults():
+    cartpole = {"id": "CartPole-v1", "params": {}}
+    assert env_differences(cartpole, {"id": "CartPole-v1", "params": {"length": 1.0}}) == [
+        "`length`: 0.5 → 1 m (half the pole's length)"]
+    assert env_differences(cartpole, cartpole) == []
+    blue = env_differences({"id": "rltransfer/PixelCatch-v0", "params": {}, "frame_stack": 4},
+                           {"id": "rltransfer/PixelCatch-BlueBall-v0", "params": {},
+                            "frame_stack": 1})
+    assert blue[0].startswith("`ball_hue`: 0 → 0.67 (ball colour")
+    assert blue[1] == "`frame_stack`: 4 → 1"
+    assert env_differences({"id": "Pendulum-v1"}, {"id": "Acrobot-v1"})[0] == (
+        "environment `Pendulum-v1` → `Acrobot-v1`")
 
 
 def test_unfinished_runs_are_left_out_and_named(tmp_path):

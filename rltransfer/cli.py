@@ -269,8 +269,8 @@ def _cmd_matrix(args: argparse.Namespace, argv: list[str], console: Console) -> 
                         command="python -m rltransfer " + shlex.join(argv))
     summarize_matrix(folder)
     console.print((folder / "matrix.md").read_text(), markup=False, highlight=False)
-    console.print(f"matrix: {folder / 'matrix.md'}, {folder / 'matrix.json'}", markup=False,
-                  highlight=False)
+    console.print(f"matrix: {folder / 'matrix.md'}, {folder / 'matrix.png'}, "
+                  f"{folder / 'matrix.json'}", markup=False, highlight=False)
     return 0
 
 
@@ -283,9 +283,12 @@ def _cmd_compare(args: argparse.Namespace, console: Console) -> int:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "compare.json", result)
     atomic_write_text(out / "compare.md", compare_markdown(result))
+    from .report import write_compare_figure
+
+    write_compare_figure(out, [Path(s) for s in args.studies])
     console.print(compare_table(result))
-    console.print(f"compare: {out / 'compare.md'}, {out / 'compare.json'}", markup=False,
-                  highlight=False)
+    console.print(f"compare: {out / 'compare.md'}, {out / 'compare.png'}, "
+                  f"{out / 'compare.json'}", markup=False, highlight=False)
     return 0
 
 

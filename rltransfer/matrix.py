@@ -105,6 +105,10 @@ def summarize_matrix(folder: Path) -> dict[str, Any]:
               "cells": cells}
     atomic_write_json(folder / "matrix.json", result)
     atomic_write_text(folder / "matrix.md", matrix_markdown(result, record.get("command", "")))
+    if cells:
+        from .report import write_matrix_figure
+
+        write_matrix_figure(folder, result)
     return result
 
 

@@ -914,3 +914,101 @@ def _html_reproduce(result: dict[str, Any], study: dict[str, Any]) -> str:
     return (f"<section><h2>Reproduce</h2>{command}<p>Learning curves in TensorBoard: "
             f"<code>{_esc(_tensorboard_command(result, study))}</code> (tag "
             "<code>eval/mean_reward</code>).</p></section>")
+
+
+# --- collections of studies: the transfer matrix and comparisons ---------------------------
+
+_MATRIX_METRICS = (("transfer_ratio", "transfer ratio (area vs scratch)"),
+                   ("jumpstart", "jumpstart (step 0 vs scratch)"))
+
+
+def matrix_figure(result: Mapping[str, Any]) -> Figure:
+    """Heatmaps per condition of transfer ratio and jumpstart: rows are sources, columns
+    targets; colour is the point estimate (diverging at 0) and each cell prints the estimate
+    with its 95% interval, so the interval width is visible next to the colour."""
+    conditions, sources, targets = list(result["cells"]), result["sources"], result["targets"]
+    fig = _new_figure(max(8.0, 2.4 * len(targets) * 2 + 3),
+                      1.0 + max(2.0, 1.0 * len(sources)) * max(1, len(conditions)))
+    axes = fig.subplots(max(1, len(conditions)), 2, squeeze=False)
+    for row, condition in enumerate(conditions):
+        for col, (key, title) in enumerate(_MATRIX_METRICS):
+            _matrix_panel(fig, axes[row][col], result["cells"][condition], sources, targets, key)
+            axes[row][col].set_title(f"{condition}: {title}")
+    fig.suptitle("transfer matrix: point estimate [95% CI] per source → target pair")
+    return fig
+
+
+def _matrix_panel(fig: Figure, ax: Any, cells: Mapping[str, Any], sources: list[str],
+                  targets: list[str], key: str) -> None:
+    values = np.full((len(sources), len(targets)), np.nan)
+    labels = [["n/a"] * len(targets) for _ in sources]
+    for i, source in enumerate(sources):
+        for j, target in enumerate(targets):
+            estimate = (cells.get(source, {}).get(target) or {}).get(key)
+            if estimate and estimate.get("point") is not None:
+                values[i, j] = estimate["point"]
+                labels[i][j] = metrics.format_estimate(estimate).replace(" [", "\n[")
+    limit = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0
+    limit = limit or 1.0
+    image = ax.imshow(values, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+    for i in range(len(sources)):
+        for j in range(len(targets)):
+            dark = np.isfinite(values[i, j]) and abs(values[i, j]) > 0.6 * limit
+            ax.text(j, i, labels[i][j], ha="center", va="center", fontsize=9,
+                    color="white" if dark else "black")
+    ax.set_xticks(range(len(targets)), labels=[textwrap.fill(t, 20) for t in targets])
+    ax.set_yticks(range(len(sources)), labels=[textwrap.fill(s, 24) for s in sources])
+    ax.set_xlabel("target")
+    ax.set_ylabel("source")
+    fig.colorbar(image, ax=ax, shrink=0.8)
+
+
+def write_matrix_figure(folder: Path, result: Mapping[str, Any]) -> None:
+    """matrix.png beside matrix.md."""
+    import matplotlib
+
+    with matplotlib.rc_context(_RC):
+        atomic_write_bytes(folder / "matrix.png", _render(matrix_figure(result), "png"))
+
+
+_STUDY_STYLES = ("-", "--", ":", "-.")
+
+
+def compare_figure(studies: Sequence[Path]) -> Figure:
+    """Normalized score vs target env steps for every condition of every study: colour is the
+    condition, line style the study; mean over seeds with a shaded 95% band."""
+    fig = _new_figure(*CURVES_SIZE)
+    ax = fig.subplots()
+    names = {name for study in studies for name in read_json(study / "study.json")["spec"][
+        "conditions"]}
+    colors = condition_colors(sorted(names, key=lambda c: (c != "scratch", c)))
+    for index, study in enumerate(studies):
+        record = read_json(study / "study.json")
+        curves, _, _ = collect_runs(study, list(record["spec"]["conditions"]))
+        style = _STUDY_STYLES[index % len(_STUDY_STYLES)]
+        for condition, runs in curves.items():
+            if not runs:
+                continue
+            curve = aggregate_curves(runs)
+            mean, low, high = (metrics.normalize(v, record["target_random_return"],
+                                                 record["threshold"])
+                               for v in (curve.mean, curve.low, curve.high))
+            ax.plot(curve.steps, mean, style, color=colors[condition],
+                    label=f"{study.name}: {condition} (n={len(runs)})")
+            ax.fill_between(curve.steps, low, high, color=colors[condition], alpha=0.12)
+    ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="threshold (1)")
+    ax.axhline(0.0, color="black", linestyle=":", linewidth=1, label="random policy (0)")
+    ax.set_xlabel("target env steps")
+    ax.set_ylabel("normalized return (0 = random, 1 = threshold)")
+    ax.xaxis.set_major_formatter(lambda value, _: format_steps(value))
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9)
+    ax.set_title("studies compared: mean over seeds, shaded 95% bootstrap CI")
+    return fig
+
+
+def write_compare_figure(out: Path, studies: Sequence[Path]) -> None:
+    """compare.png beside compare.md."""
+    import matplotlib
+
+    with matplotlib.rc_context(_RC):
+        atomic_write_bytes(out / "compare.png", _render(compare_figure(studies), "png"))

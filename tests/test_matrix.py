@@ -46,6 +46,9 @@ def test_matrix_trains_sources_and_scratch_once(tmp_path, monkeypatch, capsys):
     assert "jumpstart" in cells["CartPole-v1"]["CartPole-v1:length=1"]
     markdown = (tmp_path / "m" / "matrix.md").read_text()
     assert "## finetune: transfer ratio" in markdown and "`CartPole-v1:length=2`" in markdown
+    from matplotlib.image import imread
+
+    assert imread(tmp_path / "m" / "matrix.png").shape[2] in (3, 4)
 
     # compare two of the matrix's studies in one table
     studies = sorted(p for p in (tmp_path / "m").iterdir() if (p / "study.json").is_file())
@@ -53,6 +56,7 @@ def test_matrix_trains_sources_and_scratch_once(tmp_path, monkeypatch, capsys):
     compared = read_json(tmp_path / "compare.json")
     assert len(compared["rows"]) == 4  # 2 studies x (scratch, finetune)
     assert (tmp_path / "compare.md").read_text().count("| finetune |") == 2
+    assert (tmp_path / "compare.png").stat().st_size > 10_000
 
 
 @pytest.mark.parametrize("args,message", [

@@ -15,3 +15,19 @@ TINY_PPO = {"n_steps": 64, "batch_size": 64, "n_epochs": 2}
 def tiny_agent() -> AgentSpec:
     hparams = {**algos.preset("ppo", ["CartPole-v1"]), **TINY_PPO}
     return AgentSpec("ppo", hparams, n_envs=2, device="cpu")
+
+
+@pytest.fixture
+def training_calls(monkeypatch) -> list:
+    """Every (run spec, run folder) that a study trains, recorded as the study runs."""
+    import rltransfer.runner as runner
+
+    calls: list = []
+    real = runner.train_run
+
+    def counting(run, run_dir, **kwargs):
+        calls.append((run, run_dir))
+        return real(run, run_dir, **kwargs)
+
+    monkeypatch.setattr(runner, "train_run", counting)
+    return calls

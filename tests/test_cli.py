@@ -254,21 +254,12 @@ def test_module_entry_point_in_a_subprocess(tmp_path):
         assert option in helped.stdout
 
 
-def test_studies_sharing_a_target_reuse_its_scratch_runs(tmp_path, capsys, monkeypatch):
-    import rltransfer.runner as runner
-
-    trained: list[str] = []
-    real = runner.train_run
-
-    def counting(run, run_dir, **kwargs):
-        trained.append(f"{run_dir.parent.name}/{run_dir.name}")
-        return real(run, run_dir, **kwargs)
-
-    monkeypatch.setattr(runner, "train_run", counting)
+def test_studies_sharing_a_target_reuse_its_scratch_runs(tmp_path, capsys, training_calls):
     for source, name in (("CartPole-v1", "a"), ("rltransfer/CartPole-HeavyPole-v0", "b")):
         assert main(["run", source, "CartPole-v1:length=1.0", "--seeds", "2",
                      "--conditions", "scratch,finetune", "--out", str(tmp_path), "--name", name,
                      *BUDGET, *TINY_CLI]) == 0
+    trained = [f"{run_dir.parent.name}/{run_dir.name}" for _, run_dir in training_calls]
     assert sorted(t for t in trained if t.startswith("scratch/")) == ["scratch/seed_0",
                                                                        "scratch/seed_1"]
     assert sum(t.startswith("finetune/") for t in trained) == 4

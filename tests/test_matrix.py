@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-import rltransfer.runner as runner
 from rltransfer.cli import main
 from rltransfer.io_utils import read_json
 from rltransfer.matrix import parse_env_list
@@ -20,19 +19,13 @@ def test_env_lists_keep_parameter_commas():
                                       "Acrobot-v1"]
 
 
-def test_matrix_trains_sources_and_scratch_once(tmp_path, monkeypatch, capsys):
-    trained: list[str] = []
-    real = runner.train_run
-
-    def counting(run, run_dir, **kwargs):
-        trained.append(f"{run.condition}:{run.env}:{run_dir.parent.name}")
-        return real(run, run_dir, **kwargs)
-
-    monkeypatch.setattr(runner, "train_run", counting)
+def test_matrix_trains_sources_and_scratch_once(tmp_path, training_calls):
     code = main(["matrix", "--sources", "CartPole-v1:length=0.25,CartPole-v1",
                  "--targets", "CartPole-v1:length=1.0;CartPole-v1:length=2.0",
                  "--out", str(tmp_path), "--name", "m", *TINY])
     assert code == 0
+    trained = [f"{run.condition}:{run.env}:{run_dir.parent.name}"
+               for run, run_dir in training_calls]
     sources = [t for t in trained if t.endswith(":sources")]
     scratch = [t for t in trained if t.endswith(":scratch")]
     finetune = [t for t in trained if t.startswith("finetune:")]

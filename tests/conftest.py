@@ -31,3 +31,24 @@ def training_calls(monkeypatch) -> list:
 
     monkeypatch.setattr(runner, "train_run", counting)
     return calls
+
+
+def _write_run(run_dir, steps, returns, state: str = "done") -> None:
+    """A run folder as a study writes it: evaluations.csv and status.json."""
+    import csv
+
+    from rltransfer.io_utils import atomic_write_json
+    from rltransfer.training import EVAL_COLUMNS
+
+    run_dir.mkdir(parents=True)
+    with open(run_dir / "evaluations.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(EVAL_COLUMNS)
+        writer.writerows([s, r, 0, 5, 0] for s, r in zip(steps, returns, strict=True))
+    atomic_write_json(run_dir / "status.json", {"state": state})
+
+
+@pytest.fixture(scope="session")
+def write_run():
+    """Write a hand-made run folder (for report tests that need no training)."""
+    return _write_run

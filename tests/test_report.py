@@ -27,7 +27,7 @@ from rltransfer.report import (
 STEPS = [0, 100, 200, 300, 400]
 
 
-def _study(tmp_path, curves: dict[str, list[list[float]]], states=None):
+def _study(tmp_path, curves: dict[str, list[list[float]]], states=None, *, write_run):
     study = tmp_path / "s"
     atomic_write_json(study / "study.json", {
         "spec": {"source": {"id": "CartPole-v1", "params": {}},
@@ -38,23 +38,16 @@ def _study(tmp_path, curves: dict[str, list[list[float]]], states=None):
         "threshold": 100.0, "threshold_from": "--threshold", "target_random_return": 0.0})
     for condition, runs in curves.items():
         for seed, returns in enumerate(runs):
-            run = study / condition / f"seed_{seed}"
-            run.mkdir(parents=True)
-            with open(run / "evaluations.csv", "w", newline="") as handle:
-                writer = csv.writer(handle)
-                writer.writerow(["timesteps", "mean_return", "std_return", "n_episodes",
-                                 "wall_time"])
-                writer.writerows([s, r, 0, 5, 0] for s, r in zip(STEPS, returns, strict=True))
-            state = (states or {}).get((condition, seed), "done")
-            atomic_write_json(run / "status.json", {"state": state})
+            write_run(study / condition / f"seed_{seed}", STEPS, returns,
+                      (states or {}).get((condition, seed), "done"))
     return study
 
 
-def test_summary_numbers_are_computed_from_the_curves(tmp_path):
+def test_summary_numbers_are_computed_from_the_curves(tmp_path, write_run):
     study = _study(tmp_path, {
         "scratch": [[0, 20, 40, 60, 80]] * 3,  # never reaches 100: censored
         "finetune": [[50, 100, 100, 100, 100]] * 3,
-    })
+    }, write_run=write_run)
     result = summarize_study(study)
     finetune = result["metrics"]["conditions"]["finetune"]
     assert finetune["jumpstart"] == {"point": 0.5, "low": 0.5, "high": 0.5}
@@ -89,9 +82,9 @@ def test_summary_numbers_are_computed_from_the_curves(tmp_path):
     assert not any(r["metric"] == "verdict" for r in rows)
 
 
-def test_report_has_verdicts_figures_and_the_comparison(tmp_path):
+def test_report_has_verdicts_figures_and_the_comparison(tmp_path, write_run):
     study = _study(tmp_path, {"scratch": [[0, 20, 40, 60, 80]] * 3,
-                              "finetune": [[50, 100, 100, 100, 100]] * 3})
+                              "finetune": [[50, 100, 100, 100, 100]] * 3}, write_run=write_run)
     result = summarize_study(study)
     conditions = result["metrics"]["conditions"]
     assert conditions["finetune"]["verdict"]["label"] == POSITIVE
@@ -121,8 +114,9 @@ SCRATCH = [[0, 20, 40, 60, 80], [0, 30, 50, 70, 90], [0, 10, 30, 50, 70]]
     ([[0, 0, 10, 10, 20], [0, 5, 5, 10, 10], [0, 0, 0, 5, 10]], NEGATIVE),
     ([[0, 40, 50, 60, 70], [0, 10, 20, 40, 60], [0, 20, 40, 70, 100]], INCONCLUSIVE),
 ], ids=["clear-win", "clear-loss", "overlap"])
-def test_verdict_of_hand_made_studies(tmp_path, runs, label):
-    result = summarize_study(_study(tmp_path, {"scratch": SCRATCH, "transfer": runs}))
+def test_verdict_of_hand_made_studies(tmp_path, write_run, runs, label):
+    result = summarize_study(_study(tmp_path, {"scratch": SCRATCH, "transfer": runs},
+                                           write_run=write_run))
     entry = result["metrics"]["conditions"]["transfer"]
     assert entry["verdict"]["label"] == label
     ratio = entry["transfer_ratio"]
@@ -211,10 +205,10 @@ def test_env_differences_resolve_variants_and_defaults():
         "environment `Pendulum-v1` → `Acrobot-v1`")
 
 
-def test_unfinished_runs_are_left_out_and_named(tmp_path):
+def test_unfinished_runs_are_left_out_and_named(tmp_path, write_run):
     study = _study(tmp_path, {"scratch": [[0, 20, 40, 60, 80]] * 3,
                               "finetune": [[50, 100, 100, 100, 100]] * 3},
-                   states={("finetune", 2): "running"})
+                   states={("finetune", 2): "running"}, write_run=write_run)
     result = summarize_study(study)
     assert result["metrics"]["conditions"]["finetune"]["n_runs"] == 2
     assert result["runs"]["finetune"]["left_out"] == ["seed_2 (running)"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import csv
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -39,7 +38,7 @@ RUNS = {
 }
 
 
-def _study(tmp_path: Path, runs: dict = RUNS) -> Path:
+def _study(tmp_path: Path, runs: dict = RUNS, *, write_run) -> Path:
     study = tmp_path / "study"
     atomic_write_json(study / "study.json", {
         "spec": {"source": {"id": "CartPole-v1", "params": {}},
@@ -55,20 +54,13 @@ def _study(tmp_path: Path, runs: dict = RUNS) -> Path:
         "target_random_return": RANDOM})
     for condition, pairs in runs.items():
         for seed, (steps, returns) in enumerate(pairs):
-            run = study / condition / f"seed_{seed}"
-            run.mkdir(parents=True)
-            with open(run / "evaluations.csv", "w", newline="") as handle:
-                writer = csv.writer(handle)
-                writer.writerow(["timesteps", "mean_return", "std_return", "n_episodes",
-                                 "wall_time"])
-                writer.writerows([s, r, 0, 5, 0] for s, r in zip(steps, returns, strict=True))
-            atomic_write_json(run / "status.json", {"state": "done"})
+            write_run(study / condition / f"seed_{seed}", steps, returns)
     return study
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory) -> tuple[Path, dict]:
-    study = _study(tmp_path_factory.mktemp("report"))
+def report(tmp_path_factory, write_run) -> tuple[Path, dict]:
+    study = _study(tmp_path_factory.mktemp("report"), write_run=write_run)
     return study, summarize_study(study)
 
 
@@ -177,12 +169,12 @@ def test_verdicts_of_the_hand_made_study(report):
     assert conditions["freeze-features"]["verdict"]["label"] == "negative transfer"
 
 
-def test_study_with_uneven_steps_is_plotted_on_the_common_grid(tmp_path):
+def test_study_with_uneven_steps_is_plotted_on_the_common_grid(tmp_path, write_run):
     runs = {"scratch": [([0, 96, 192, 288, 400], [20, 40, 60, 80, 100]),
                         ([0, 100, 200, 300, 410], [20, 50, 80, 110, 140])],
             "finetune": [([0, 100, 200, 300, 400], [110, 200, 200, 200, 200]),
                          ([0, 100, 200, 300, 400], [100, 150, 200, 200, 200])]}
-    study = _study(tmp_path, runs)
+    study = _study(tmp_path, runs, write_run=write_run)
     result = summarize_study(study)
     curves, _, _ = collect_runs(study, list(runs))
     raw_ax = curves_figure(result, curves).axes[1]

@@ -18,6 +18,7 @@ from rich.table import Table
 from . import envs as catalog
 from .algos import ALGORITHMS, parse_overrides
 from .errors import ConfigError, RLTransferError, did_you_mean
+from .execution import BACKENDS, Execution, available_cores
 from .specs import CONDITIONS, StudySpec
 
 if sys.version_info >= (3, 11):
@@ -124,10 +125,46 @@ def _add_study_options(run: argparse.ArgumentParser) -> None:
     pixels.add_argument("--augment", default=S, metavar="random-shift",
                         help="DrQ's pad-4 random shift of image observations during updates, "
                              "for every condition, scratch included (default: none)")
+    _add_execution_options(run)
     run.add_argument("--config", metavar="FILE.toml",
                      help="read any of these options from a TOML file (keys as the option "
                           "names, e.g. source, target, timesteps, source_timesteps, hparams = "
                           "{learning_rate = 3e-4}); options given here override it")
+
+
+def _add_execution_options(parser: argparse.ArgumentParser) -> None:
+    """How runs execute; none of it changes results, so it may differ on --resume."""
+    group = parser.add_argument_group(
+        "execution", "Runs (condition x seed) are independent: they run in parallel. The "
+                     "source run goes first; runs that start from it wait for it.")
+    group.add_argument("--workers", type=int, metavar="N",
+                       help="worker processes on this machine (default: one per core, here "
+                            f"{available_cores()}); 1 runs everything in this process")
+    group.add_argument("--threads", type=int, metavar="N",
+                       help="torch threads per run (default: cores / workers, so workers do not "
+                            "oversubscribe the cores)")
+    group.add_argument("--backend", choices=BACKENDS, default="local",
+                       help="local: processes on this machine; ray: Ray tasks on a cluster "
+                            "(pip install 'rltransfer[ray]'; --out must be a folder every node "
+                            "shares) (default: local)")
+    group.add_argument("--address", metavar="auto|HOST:PORT",
+                       help="Ray cluster to join: auto finds one started with 'ray start "
+                            "--head' (default: a local Ray instance)")
+    group.add_argument("--cpus-per-run", type=float, metavar="N",
+                       help="Ray CPUs per run (default: 1)")
+    group.add_argument("--gpus-per-run", type=float, metavar="X",
+                       help="Ray GPUs per run; fractions share a GPU, e.g. 0.25 puts 4 runs on "
+                            "one (default: 0)")
+
+
+def _execution(args: argparse.Namespace) -> Execution:
+    return Execution(workers=args.workers, backend=args.backend, address=args.address,
+                     cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
+                     threads=args.threads)
+
+
+_EXECUTION_KEYS = ("workers", "threads", "backend", "address", "cpus_per_run", "gpus_per_run",
+                   "resume")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -149,6 +186,10 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("target", nargs="?", default=S, metavar="TARGET",
                      help="target environment, e.g. CartPole-v1:length=1.0")
     _add_study_options(run)
+    run.add_argument("--resume", action="store_true",
+                     help="finish the study --name NAME: skip its done runs, run the rest again "
+                          "(PPO/A2C from their last checkpoint), start it if it does not exist; "
+                          "the options must be those it was started with")
 
     matrix = sub.add_parser(
         "matrix", help="a transfer matrix: every source x target study",
@@ -166,6 +207,16 @@ def _build_parser() -> argparse.ArgumentParser:
     matrix.add_argument("--targets", required=True, metavar="ENVS",
                         help="target environments, same syntax")
     _add_study_options(matrix)
+
+    resume = sub.add_parser(
+        "resume", help="finish an interrupted study",
+        description="Finish the study in STUDY_DIR with the options it was started with: runs "
+                    "that are done are kept, the others run again (PPO and A2C runs continue "
+                    "from their last checkpoint; DQN, SAC and TD3 runs start over, since a "
+                    "checkpoint does not hold their replay buffer). Rows of evaluations.csv "
+                    "are never doubled. Then the summary is recomputed.")
+    resume.add_argument("study", metavar="STUDY_DIR", help="a study folder, e.g. runs/<study>")
+    _add_execution_options(resume)
 
     compare = sub.add_parser("compare", help="several studies in one table",
                              description="Put the conditions of several finished studies in "
@@ -214,7 +265,7 @@ def study_spec(args: argparse.Namespace) -> StudySpec:
     """Merge defaults < config file < command line into a StudySpec."""
     values = _read_config(args.config) if args.config else {}
     cli = {k: v for k, v in vars(args).items()
-           if k not in ("command", "config", "sources", "targets")}
+           if k not in ("command", "config", "sources", "targets", *_EXECUTION_KEYS)}
     if "hparams" in cli:
         cli["hparams"] = {**values.get("hparams", {}), **parse_overrides(cli["hparams"])}
     values.update(cli)
@@ -230,33 +281,45 @@ def _cmd_run(args: argparse.Namespace, argv: list[str], console: Console) -> int
     from .runner import run_study
 
     spec = study_spec(args)
-    command = "python -m rltransfer " + shlex.join(argv)
-    study_dir = run_study(spec, command=command, console=console)
-    _print_summary(summarize_study(study_dir), study_dir, console, terminal_table)
-    return 0
+    command = "python -m rltransfer " + shlex.join(
+        [a for a in argv if a != "--resume"])  # the command that reproduces the study
+    study_dir = run_study(spec, command=command, console=console, execution=_execution(args),
+                          resume=args.resume)
+    return _print_summary(summarize_study(study_dir), study_dir, console, terminal_table)
 
 
-def _print_summary(result: dict, study_dir: Path, console: Console, table_fn) -> None:
+def _cmd_resume(args: argparse.Namespace, console: Console) -> int:
+    from .report import summarize_study, terminal_table
+    from .runner import resume_study
+
+    study_dir = resume_study(Path(args.study), console=console, execution=_execution(args))
+    return _print_summary(summarize_study(study_dir), study_dir, console, terminal_table)
+
+
+def _print_summary(result: dict, study_dir: Path, console: Console, table_fn) -> int:
+    """Print the summary; the exit status: 1 when runs failed (their results are missing)."""
     console.print(table_fn(result))
     console.print(f"threshold {result['threshold']:g} ({result['threshold_from']}), "
                   f"random policy {result['random_return']:.4g}; scores normalized 0=random, "
                   f"1=threshold", highlight=False, markup=False)
-    for condition, runs in result["runs"].items():
-        if runs["left_out"]:
-            console.print(f"{condition}: left out unfinished runs "
-                          f"{', '.join(runs['left_out'])}", style="yellow", markup=False)
+    for warning in result.get("warnings", []):
+        console.print(f"warning: {warning}", style="yellow", markup=False, highlight=False)
     console.print(f"report: {study_dir / 'report.html'}, {study_dir / 'report.md'}, "
                   f"{study_dir / 'curves.png'}, {study_dir / 'summary.json'}, "
                   f"{study_dir / 'summary.csv'}", highlight=False, markup=False)
     console.print(f"curves: tensorboard --logdir {study_dir}", highlight=False, markup=False)
+    failed = sum(len(runs.get("failed", [])) for runs in result["runs"].values())
+    if failed:
+        console.print(f"{failed} run(s) failed; fix the cause, then: python -m rltransfer "
+                      f"resume {study_dir}", style="red", highlight=False, markup=False)
+    return 1 if failed else 0
 
 
 def _cmd_report(args: argparse.Namespace, console: Console) -> int:
     from .report import summarize_study, terminal_table
 
     study_dir = Path(args.study)
-    _print_summary(summarize_study(study_dir), study_dir, console, terminal_table)
-    return 0
+    return _print_summary(summarize_study(study_dir), study_dir, console, terminal_table)
 
 
 def _cmd_matrix(args: argparse.Namespace, argv: list[str], console: Console) -> int:
@@ -265,7 +328,7 @@ def _cmd_matrix(args: argparse.Namespace, argv: list[str], console: Console) -> 
     sources, targets = parse_env_list(args.sources), parse_env_list(args.targets)
     args.source, args.target = str(sources[0]), str(targets[0])  # validated per pair below
     base = study_spec(args)
-    folder = run_matrix(base, sources, targets, console=console,
+    folder = run_matrix(base, sources, targets, console=console, execution=_execution(args),
                         command="python -m rltransfer " + shlex.join(argv))
     summarize_matrix(folder)
     console.print((folder / "matrix.md").read_text(), markup=False, highlight=False)
@@ -352,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _cmd_run(args, argv, console)
+        if args.command == "resume":
+            return _cmd_resume(args, console)
         if args.command == "report":
             return _cmd_report(args, console)
         if args.command == "matrix":

@@ -50,6 +50,10 @@ class OutputError(RLTransferError):
     """The output folder cannot be written, or would overwrite a study."""
 
 
+class SourceFailedError(RLTransferError):
+    """The source run failed, so no transfer run of the study could start."""
+
+
 class EncoderError(RLTransferError):
     """An unknown or unusable pixel encoder, its weights, or its image input."""
 

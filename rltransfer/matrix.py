@@ -18,6 +18,7 @@ from rich.table import Table
 
 from . import metrics
 from .errors import ConfigError, OutputError
+from .execution import Execution
 from .io_utils import atomic_write_json, atomic_write_text, read_json
 from .specs import EnvSpec, StudySpec
 
@@ -55,7 +56,8 @@ def matrix_specs(base: StudySpec, sources: list[EnvSpec],
 
 
 def run_matrix(base: StudySpec, sources: list[EnvSpec], targets: list[EnvSpec], *,
-               command: str = "", console: Console | None = None) -> Path:
+               command: str = "", console: Console | None = None,
+               execution: Execution | None = None) -> Path:
     """Run every pair (checking all of them first), then write matrix.md and matrix.json."""
     from .runner import check_writable, plan, run_study
 
@@ -72,7 +74,7 @@ def run_matrix(base: StudySpec, sources: list[EnvSpec], targets: list[EnvSpec], 
     for index, spec in enumerate(specs, 1):
         console.print(f"matrix study {index}/{len(specs)}: {spec.source} → {spec.target}",
                       markup=False, highlight=False)
-        run_study(spec, command=command, console=console)
+        run_study(spec, command=command, console=console, execution=execution)
     return folder
 
 

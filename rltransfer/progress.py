@@ -1,8 +1,10 @@
-"""Progress display for a study: one bar for the whole study, one for the run in progress."""
+"""Progress display for a study: one bar for the whole study (runs, env steps, ETA) and one
+per run in progress (condition, seed, steps, steps/s), however many run at once."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from rich.console import Console
 from rich.markup import escape
@@ -17,17 +19,32 @@ from rich.progress import (
 )
 
 
-class StudyProgress:
-    """Study total (runs done, env steps, ETA) plus the current run's steps and steps/s.
+@dataclass
+class _Run:
+    label: str
+    task: TaskID
+    start: float
+    resumed: int = 0  # steps trained before a resume
+    steps: int = 0  # steps trained in this attempt
 
-    On a terminal it draws live bars; elsewhere (CI, pipes) it prints one line per run.
-    """
+    @property
+    def steps_per_second(self) -> float:
+        elapsed = time.perf_counter() - self.start
+        return self.steps / elapsed if elapsed > 0 else 0.0
+
+
+class StudyProgress:
+    """Live bars on a terminal; elsewhere (CI, pipes, logs) one line per finished run.
+
+    Runs are named by a key (e.g. "finetune/seed_3"); `start_run`, `advance` and
+    `finish_run`/`fail_run` may interleave for any number of runs."""
 
     def __init__(self, console: Console, total_steps: int, total_runs: int) -> None:
         self.console = console
         self.live = console.is_terminal
         self.total_runs = total_runs
         self.runs_done = 0
+        self.runs_failed = 0
         self._progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -40,14 +57,13 @@ class StudyProgress:
             console=console,
             disable=not self.live,
         )
+        self._total = total_steps
         self._study = self._progress.add_task(self._study_label(), total=total_steps, rate="")
-        self._run: TaskID | None = None
-        self._run_label = ""
-        self._run_start = 0.0
-        self._run_steps = 0
+        self._runs: dict[str, _Run] = {}
 
     def _study_label(self) -> str:
-        return f"study [{self.runs_done}/{self.total_runs} runs]"
+        failed = f", {self.runs_failed} failed" if self.runs_failed else ""
+        return f"study [{self.runs_done}/{self.total_runs} runs{failed}]"
 
     def __enter__(self) -> StudyProgress:
         self._progress.start()
@@ -56,38 +72,58 @@ class StudyProgress:
     def __exit__(self, *exc: object) -> None:
         self._progress.stop()
 
-    def start_run(self, label: str, total: int) -> None:
-        self._run_label, self._run_start, self._run_steps = label, time.perf_counter(), 0
-        self._run = self._progress.add_task(f"  {escape(label)}", total=total, rate="")
+    def print(self, text: str, style: str | None = None) -> None:
+        self._progress.console.print(text, style=style, highlight=False, markup=False)
 
-    def advance(self, steps: int) -> None:
-        self._run_steps += steps
-        rate = f"{self.steps_per_second:,.0f} steps/s"
-        if self._run is not None:
-            self._progress.update(self._run, advance=steps, rate=rate)
-        self._progress.update(self._study, advance=steps)
+    def start_run(self, key: str, label: str, total: int, resumed_from: int = 0) -> None:
+        """A run began (in any worker); `resumed_from` steps were trained before."""
+        task = self._progress.add_task(f"  {escape(label)}", total=total, completed=resumed_from,
+                                       rate="")
+        self._runs[key] = _Run(label, task, time.perf_counter(), resumed_from)
+        if resumed_from:
+            self._progress.update(self._study, advance=resumed_from)
 
-    @property
-    def steps_per_second(self) -> float:
-        elapsed = time.perf_counter() - self._run_start
-        return self._run_steps / elapsed if elapsed > 0 else 0.0
+    def advance(self, key: str, steps: int) -> None:
+        run = self._runs.get(key)
+        if run is None:
+            return
+        run.steps += steps
+        rate = f"{run.steps_per_second:,.0f} steps/s"
+        self._progress.update(run.task, advance=steps, rate=rate)
+        self._progress.update(self._study, advance=steps,
+                              rate=f"{self._total_rate():,.0f} steps/s")
 
-    def reused_run(self, label: str, steps: int, note: str) -> None:
-        """A run copied from the cache: counts as done, its steps as covered."""
+    def _total_rate(self) -> float:
+        return sum(run.steps_per_second for run in self._runs.values())
+
+    def skip_run(self, label: str, steps: int, note: str) -> None:
+        """A run that needs no training (copied from the cache, or done before a resume)."""
         self.runs_done += 1
         self._progress.update(self._study, advance=steps, description=self._study_label())
-        self._progress.console.print(f"[{self.runs_done}/{self.total_runs}] {label}: {note}",
-                                     highlight=False, markup=False)
+        self.print(f"[{self.runs_done}/{self.total_runs}] {label}: {note}")
 
-    def finish_run(self, note: str = "") -> None:
-        self.runs_done += 1
-        if self._run is not None:
-            self._progress.remove_task(self._run)
-            self._run = None
+    def _end(self, key: str) -> _Run | None:
+        run = self._runs.pop(key, None)
+        if run is not None:
+            self._progress.remove_task(run.task)
         self._progress.update(self._study, description=self._study_label())
-        elapsed = time.perf_counter() - self._run_start
-        self._progress.console.print(
-            f"[{self.runs_done}/{self.total_runs}] {self._run_label}: {self._run_steps:,} steps "
-            f"in {elapsed:.1f}s ({self.steps_per_second:,.0f} steps/s){note}",
-            highlight=False, markup=False,
-        )
+        return run
+
+    def finish_run(self, key: str, note: str = "") -> None:
+        self.runs_done += 1
+        run = self._end(key)
+        if run is None:
+            return
+        elapsed = time.perf_counter() - run.start
+        self.print(f"[{self.runs_done}/{self.total_runs}] {run.label}: {run.steps:,} steps in "
+                   f"{elapsed:.1f}s ({run.steps_per_second:,.0f} steps/s){note}")
+
+    def fail_run(self, key: str, label: str, error: str, run_total: int) -> None:
+        """A run failed (or could not start): the study goes on; its steps not trained leave
+        the study's total."""
+        self.runs_failed += 1
+        run = self._end(key)
+        covered = run.resumed + run.steps if run is not None else 0
+        self._total = max(self._total - (run_total - covered), 0)
+        self._progress.update(self._study, total=self._total)
+        self.print(f"[failed] {label}: {error}", style="red")

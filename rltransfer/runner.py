@@ -14,6 +14,7 @@ import platform
 import shutil
 import tempfile
 import time
+from collections import deque
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -28,12 +29,19 @@ from stable_baselines3.common.evaluation import evaluate_policy
 
 from . import algos
 from .env_factory import make_env, make_vec, resolve, reward_threshold
-from .errors import CheckpointError, ConfigError, HyperparameterError, OutputError
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    HyperparameterError,
+    OutputError,
+    SourceFailedError,
+)
+from .execution import Execution, Job, Outcome, make_backend
 from .io_utils import atomic_write_json, read_json
 from .pixels import is_image_observation
 from .progress import StudyProgress
-from .specs import AgentSpec, EnvSpec, RunSpec, StudySpec, stable_hash
-from .training import EVAL_SEED_OFFSET, MAX_EVAL_ENVS, build_model, read_evaluations, train_run
+from .specs import SOURCE_CONDITIONS, AgentSpec, EnvSpec, RunSpec, StudySpec, stable_hash
+from .training import EVAL_SEED_OFFSET, MAX_EVAL_ENVS, build_model, read_evaluations
 from .transfer import apply_transfer, check_algorithm, load_checkpoint
 
 CACHE_DIR = ".cache/sources"
@@ -300,16 +308,15 @@ def _scratch_cache(plan_: Plan, run: RunSpec) -> Path:
     return Path(plan_.spec.out) / RUN_CACHE_DIR / source_key(run)
 
 
-def _reuse_scratch(plan_: Plan, run: RunSpec, run_dir: Path, progress: StudyProgress) -> bool:
-    """Copy a finished identical scratch run instead of training it again."""
+def _reuse_scratch(plan_: Plan, run: RunSpec, run_dir: Path) -> str | None:
+    """Copy a finished identical scratch run instead of training it again; its cache key."""
     cache = _scratch_cache(plan_, run)
     status = cache / "status.json"
     if not status.is_file() or read_json(status).get("state") != "done":
-        return False
+        return None
+    shutil.rmtree(run_dir, ignore_errors=True)  # a pending status or an earlier attempt
     shutil.copytree(cache, run_dir)
-    progress.reused_run(f"scratch seed {run.seed}", run.timesteps,
-                        f"reused cached run {cache.name} (0 training steps)")
-    return True
+    return cache.name
 
 
 def _store_scratch(plan_: Plan, run: RunSpec, run_dir: Path) -> None:
@@ -325,60 +332,175 @@ def _store_scratch(plan_: Plan, run: RunSpec, run_dir: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _cached_source(plan_: Plan, progress: StudyProgress) -> Source:
+def _source_from_cache(plan_: Plan) -> Path | None:
+    """The cached source policy's folder, when there is one to reuse."""
+    cache = Path(plan_.spec.out) / CACHE_DIR / source_key(plan_.source_run())
+    if (cache / "model.zip").is_file() and not plan_.spec.retrain_source:
+        return cache
+    return None
+
+
+def _store_source(plan_: Plan, trained: Path) -> Path:
+    """Move a freshly trained source policy into the cache; return the cache folder."""
     run = plan_.source_run()
     key = source_key(run)
     cache = Path(plan_.spec.out) / CACHE_DIR / key
-    reused = (cache / "model.zip").is_file() and not plan_.spec.retrain_source
-    trained = 0
-    if reused:
-        progress.console.print(f"source: reusing cached policy {key} (0 training steps)",
-                               markup=False)
-    else:
-        tmp = cache.with_name(f"{key}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        progress.start_run(f"source {run.env} seed {run.seed}", run.timesteps)
-        try:
-            result = train_run(run, tmp, progress=progress)
-            atomic_write_json(tmp / "spec.json", run.to_dict())
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)  # never leave half a cache entry
-            raise
-        progress.finish_run(f", final return {result.final_return:.1f}")
-        trained = result.timesteps
-        if cache.exists() and not plan_.spec.retrain_source:
-            shutil.rmtree(tmp)  # another study cached the same source meanwhile: use it
-        else:
-            if cache.exists():  # --retrain-source: swap in the new policy
-                old = cache.with_name(f"{key}.old-{os.getpid()}")
-                cache.rename(old)
-                shutil.rmtree(old)
-            tmp.rename(cache)
+    atomic_write_json(trained / "spec.json", run.to_dict())
+    if cache.exists() and not plan_.spec.retrain_source:
+        shutil.rmtree(trained)  # another study cached the same source meanwhile: use it
+        return cache
+    if cache.exists():  # --retrain-source: swap in the new policy
+        old = cache.with_name(f"{key}.old-{os.getpid()}")
+        cache.rename(old)
+        shutil.rmtree(old)
+    trained.rename(cache)
+    return cache
+
+
+def _cache_record(plan_: Plan, cache: Path, reused: bool) -> Source:
     checkpoint = load_checkpoint(cache / "model.zip")
     _, returns = read_evaluations(cache / "evaluations.csv")
-    record = {"kind": "cache", "cache": str(cache.resolve()), "key": key, "reused": reused,
-              "trained_steps": trained, "final_return": float(returns[-1]),
-              "run": run.to_dict()}
-    return Source(checkpoint.state_dict, f"cache:{key}", record)
+    status = read_json(cache / "status.json") if (cache / "status.json").is_file() else {}
+    record = {"kind": "cache", "cache": str(cache.resolve()), "key": cache.name,
+              "reused": reused, "trained_steps": 0 if reused else status.get("timesteps", 0),
+              "final_return": float(returns[-1]), "run": plan_.source_run().to_dict()}
+    return Source(checkpoint.state_dict, f"cache:{cache.name}", record)
 
 
-def run_study(spec: StudySpec, *, command: str = "", console: Console | None = None) -> Path:
-    """Run a whole study and return its folder."""
+LOCK_FILE = ".lock"
+
+
+class StudyLock:
+    """An exclusive lock (flock) on a study folder while a process writes it, so a second
+    study started on the same folder stops with a clear error instead of interleaving files.
+    The lock dies with its process, kill -9 included; the file itself stays."""
+
+    def __init__(self, study_dir: Path) -> None:
+        self.study_dir = study_dir
+        self.created = False
+        self._handle: Any = None
+
+    def __enter__(self) -> StudyLock:
+        import fcntl
+        import socket
+
+        try:
+            self.study_dir.mkdir(parents=True)
+            self.created = True
+        except FileExistsError:
+            pass
+        path = self.study_dir / LOCK_FILE
+        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held until __exit__
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise OutputError(f"{self.study_dir} is in use by {holder} (lock file {path}): "
+                              f"wait for that study to finish, or choose another --name"
+                              ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"rltransfer pid {os.getpid()} on {socket.gethostname()} since "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import fcntl
+
+        if self._handle is not None:
+            if not self._handle.closed:
+                self._handle.truncate(0)
+                fcntl.flock(self._handle, fcntl.LOCK_UN)
+                self._handle.close()
+            self._handle = None
+
+
+def _run_states(study_dir: Path, runs: list[RunSpec]) -> dict[str, str]:
+    """'condition/seed_k' -> state in its status.json ('missing' without one)."""
+    states = {}
+    for run in runs:
+        path = study_dir / run_key(run) / "status.json"
+        states[run_key(run)] = read_json(path).get("state", "?") if path.is_file() else "missing"
+    return states
+
+
+def run_key(run: RunSpec) -> str:
+    return f"{run.condition}/seed_{run.seed}"
+
+
+def _existing_study(study_dir: Path) -> dict[str, Any] | None:
+    """study.json of the study already in `study_dir`; None if the folder holds nothing."""
+    if (study_dir / "study.json").is_file():
+        return read_json(study_dir / "study.json")
+    others = [p.name for p in study_dir.iterdir() if p.name != LOCK_FILE]
+    if others:
+        raise OutputError(f"{study_dir} exists and is not a study folder (it holds "
+                          f"{', '.join(sorted(others)[:3])}): choose another --name")
+    return None
+
+
+_IGNORED_ON_RESUME = ("out", "name", "retrain_source")
+
+
+def _check_same_study(plan_: Plan, record: dict[str, Any], study_dir: Path) -> None:
+    before = {k: v for k, v in record["spec"].items() if k not in _IGNORED_ON_RESUME}
+    now = {k: v for k, v in plan_.spec.to_dict().items() if k not in _IGNORED_ON_RESUME}
+    changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+    if changed:
+        key = changed[0]
+        raise OutputError(
+            f"{study_dir} was started with other options ({key}: {before.get(key)!r} there, "
+            f"{now.get(key)!r} now): resume it with 'python -m rltransfer resume {study_dir}', "
+            f"or choose another --name for a new study")
+
+
+def run_study(spec: StudySpec, *, command: str = "", console: Console | None = None,
+              execution: Execution | None = None, resume: bool = False) -> Path:
+    """Run a whole study (or, with `resume`, finish one) and return its folder.
+
+    Runs that fail are marked failed and the study goes on; the summary reports them."""
     console = console or Console()
+    execution = execution or Execution()
+    execution.validate()
+    if resume and spec.name is None:
+        raise ConfigError("--resume needs --name NAME, the study to finish (or run "
+                          "'python -m rltransfer resume runs/<study>')")
     plan_ = plan(spec)
     check_writable(Path(plan_.spec.out))
     study_dir = plan_.study_dir
-    if study_dir.exists() and any(study_dir.iterdir()):
-        raise OutputError(f"{study_dir} already exists and is not empty: choose another --name")
+    with StudyLock(study_dir) as lock:
+        try:
+            _run_locked(plan_, command, console, execution, resume)
+        except BaseException:
+            states = _run_states(study_dir, plan_.target_runs()) if study_dir.is_dir() else {}
+            if lock.created and "done" not in states.values():
+                shutil.rmtree(study_dir, ignore_errors=True)  # nothing of value: no half study
+            raise
+    return study_dir
+
+
+def resume_study(study_dir: Path, *, console: Console | None = None,
+                 execution: Execution | None = None) -> Path:
+    """Finish the study in `study_dir` with the options it was started with."""
+    record = load_study(study_dir)
+    spec = StudySpec.from_dict({**record["spec"], "out": str(study_dir.parent),
+                                "name": study_dir.name})
+    return run_study(spec, command=record.get("command", ""), console=console,
+                     execution=execution, resume=True)
+
+
+def _start_record(plan_: Plan, command: str) -> tuple[dict[str, Any], Source | None]:
+    """Check everything a new study needs before its first file, and its study.json."""
     external = _check_external(plan_)
     eval_seed = plan_.spec.seed + EVAL_SEED_OFFSET
     random_score = random_return(plan_.spec.target, max(plan_.spec.eval_episodes, RANDOM_EPISODES),
                                  eval_seed)
     known = _threshold(plan_, random_score, external)  # None: wait for the source's score
-    train_source = external is None and (plan_.spec.transfers or known is None)
-    _probe(plan_, train_source)
-
-    study_dir.mkdir(parents=True, exist_ok=True)
+    _probe(plan_, _needs_source(plan_, known, external))
     record: dict[str, Any] = {
         "spec": plan_.spec.to_dict(), "command": command, "versions": versions(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ended": None,
@@ -386,48 +508,223 @@ def run_study(spec: StudySpec, *, command: str = "", console: Console | None = N
         "target_agent": plan_.target_agent.to_dict(),
         "target_random_return": random_score,
     }
-    runs = plan_.target_runs()
-    total = sum(r.timesteps for r in runs) + (plan_.source_run().timesteps if train_source else 0)
-    target_started = False
-    try:
-        atomic_write_json(study_dir / "study.json", record)
-        console.print(f"study {study_dir}: {len(runs)} target runs "
-                      f"({', '.join(plan_.spec.conditions)} x {plan_.spec.seeds} seeds)",
-                      markup=False)
-        with StudyProgress(console, total, len(runs) + int(train_source)) as progress:
-            source = external
-            if train_source:
-                source = _cached_source(plan_, progress)
-                shutil.copytree(source.record["cache"], study_dir / "source")
-            if source is not None:
-                atomic_write_json(study_dir / "source" / "source.json", source.record)
-                record["source"] = source.record
-            known = known or _threshold(plan_, random_score, source, required=True)
+    if known is not None:
+        record["threshold"], record["threshold_from"] = known
+    return record, external
+
+
+def _needs_source(plan_: Plan, known: tuple[float, str] | None, external: Source | None) -> bool:
+    return external is None and (plan_.spec.transfers or known is None)
+
+
+def _run_locked(plan_: Plan, command: str, console: Console, execution: Execution,
+                resume: bool) -> None:
+    study_dir = plan_.study_dir
+    record = _existing_study(study_dir)
+    if record is not None and not resume:
+        states = _run_states(study_dir, plan_.target_runs())
+        done = sum(state == "done" for state in states.values())
+        raise OutputError(
+            f"{study_dir} already holds a study ({done} of {len(states)} runs done): pass "
+            f"--resume to finish it, or choose another --name for a new study")
+    external: Source | None = None
+    if record is None:
+        if resume:
+            console.print(f"--resume: {study_dir} has no study yet; starting it", markup=False)
+        record, external = _start_record(plan_, command)
+    else:
+        _check_same_study(plan_, record, study_dir)
+    study = _Study(plan_, record, console, execution, resume)
+    study.run(external)
+
+
+class _Study:
+    """The scheduling of one study: the source first, runs that need it after it, scratch
+    runs at once; on any backend; failures recorded and the rest carried on."""
+
+    def __init__(self, plan_: Plan, record: dict[str, Any], console: Console,
+                 execution: Execution, resume: bool) -> None:
+        self.plan, self.record, self.console = plan_, record, console
+        self.execution, self.resume = execution, resume
+        self.dir = plan_.study_dir
+        self.threads = None if execution.backend == "local" and execution.n_workers == 1 \
+            else execution.torch_threads()
+        self.labels: dict[str, str] = {}
+        self.jobs: dict[str, Job] = {}
+        self.source_error: str | None = None
+
+    def _save(self) -> None:
+        atomic_write_json(self.dir / "study.json", self.record)
+
+    def _source(self, external: Source | None) -> tuple[str | None, str, Job | None]:
+        """(checkpoint path, label) of a source that is ready, or the job that trains it."""
+        if external is not None:
+            self.record["source"] = external.record
+            atomic_write_json(self.dir / "source" / "source.json", external.record)
+            return str(external.record["path"]), external.label, None
+        known = self.record.get("source")
+        if known and known.get("kind") == "external":
+            return str(known["path"]), str(known["path"]), None
+        if known and (self.dir / "source" / "model.zip").is_file():
+            return str(self.dir / "source" / "model.zip"), f"cache:{known['key']}", None
+        if not (self.plan.spec.transfers or "threshold" not in self.record):
+            return None, "", None
+        cache = _source_from_cache(self.plan)
+        if cache is not None:
+            self.console.print(f"source: reusing cached policy {cache.name} (0 training steps)",
+                               markup=False)
+            return self._install_source(cache, reused=True), f"cache:{cache.name}", None
+        run = self.plan.source_run()
+        tmp = Path(self.plan.spec.out) / CACHE_DIR / f"{source_key(run)}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        return None, "", Job("source", f"source {run.env} seed {run.seed}", run, str(tmp),
+                             threads=self.threads)
+
+    def _install_source(self, cache: Path, reused: bool) -> str:
+        source = _cache_record(self.plan, cache, reused)
+        shutil.rmtree(self.dir / "source", ignore_errors=True)
+        shutil.copytree(cache, self.dir / "source")
+        atomic_write_json(self.dir / "source" / "source.json", source.record)
+        self.record["source"] = source.record
+        if "threshold" not in self.record:
+            known = _threshold(self.plan, self.record["target_random_return"], source,
+                               required=True)
             assert known is not None
-            record["threshold"], record["threshold_from"] = known
-            atomic_write_json(study_dir / "study.json", record)
-            for run in runs:
-                target_started = True
-                run_dir = study_dir / run.condition / f"seed_{run.seed}"
-                if run.condition == "scratch" and _reuse_scratch(plan_, run, run_dir, progress):
-                    continue
-                progress.start_run(f"{run.condition} seed {run.seed}", run.timesteps)
-                result = train_run(run, run_dir, progress=progress,
-                                   source_state=source.state_dict if source else None,
-                                   source_label=source.label if source else "")
-                note = f", final return {result.final_return:.1f}"
-                if result.transfer is not None:
-                    note += f"; {result.transfer.summary()}"
-                progress.finish_run(note)
-                if run.condition == "scratch":
-                    _store_scratch(plan_, run, run_dir)
-    except BaseException:
-        if not target_started:  # nothing of the study's own yet: leave no half study behind
-            shutil.rmtree(study_dir, ignore_errors=True)
-        raise
-    record["ended"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    atomic_write_json(study_dir / "study.json", record)
-    return study_dir
+            self.record["threshold"], self.record["threshold_from"] = known
+        self._save()
+        return str(self.dir / "source" / "model.zip")
+
+    def _target_jobs(self, progress: StudyProgress) -> list[Job]:
+        """A job per run not done yet; done runs (and cached scratch runs) are skipped."""
+        jobs = []
+        for run in self.plan.target_runs():
+            key = run_key(run)
+            run_dir = self.dir / key
+            status = run_dir / "status.json"
+            state = read_json(status).get("state") if status.is_file() else None
+            label = f"{run.condition} seed {run.seed}"
+            if state == "done":
+                progress.skip_run(label, run.timesteps, "done before this resume")
+                continue
+            if run.condition == "scratch" and (cached := _reuse_scratch(self.plan, run, run_dir)):
+                progress.skip_run(label, run.timesteps,
+                                  f"reused cached run {cached} (0 training steps)")
+                continue
+            if state is None:
+                atomic_write_json(status, {"state": "pending", "run": run.to_dict()})
+            elif self.resume:
+                progress.print(f"{label}: was {state} — will run again")
+            jobs.append(Job(key, label, run, str(run_dir), resume=self.resume,
+                            threads=self.threads))
+        return jobs
+
+    def run(self, external: Source | None) -> None:
+        self.record.setdefault("executions", []).append(
+            {**self.execution.describe(), "resume": self.resume,
+             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        self.record["ended"] = None
+        self._save()
+        source_path, source_label, source_job = self._source(external)
+        runs = self.plan.target_runs()
+        total = sum(r.timesteps for r in runs) + (source_job.run.timesteps if source_job else 0)
+        conditions = ", ".join(self.plan.spec.conditions)
+        self.console.print(f"study {self.dir}: {len(runs)} target runs ({conditions} x "
+                           f"{self.plan.spec.seeds} seeds) on {self._where()}", markup=False)
+        with StudyProgress(self.console, total, len(runs) + int(source_job is not None)) as bar:
+            self.progress = bar
+            jobs = self._target_jobs(bar)
+            ready: deque[Job] = deque([source_job] if source_job else [])
+            waiting: list[Job] = []
+            for job in jobs:
+                if job.run.condition in SOURCE_CONDITIONS and source_path is None:
+                    waiting.append(job)
+                else:
+                    ready.append(dataclasses.replace(job, source=source_path,
+                                                     source_label=source_label))
+            self._schedule(ready, waiting)
+        self.record["ended"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self.record["executions"][-1]["ended"] = self.record["ended"]
+        self._save()
+        if self.source_error is not None:
+            raise SourceFailedError(
+                f"the source run failed ({self.source_error}), so no transfer run could start; "
+                f"fix the cause, then: python -m rltransfer resume {self.dir}")
+
+    def _where(self) -> str:
+        e = self.execution
+        if e.backend == "ray":
+            return (f"Ray ({e.address or 'local instance'}, {e.cpus_per_run or 1:g} CPU and "
+                    f"{e.gpus_per_run or 0:g} GPU per run)")
+        if e.n_workers == 1:
+            return "1 worker (this process)"
+        return f"{e.n_workers} worker processes, {e.torch_threads()} torch thread(s) each"
+
+    def _schedule(self, ready: deque[Job], waiting: list[Job]) -> None:
+        in_flight: dict[str, Job] = {}
+        backend = make_backend(self.execution, lambda event: self._event(event, in_flight))
+        finished = False
+        try:
+            while ready or in_flight:
+                while ready and len(in_flight) < backend.capacity:
+                    job = ready.popleft()
+                    backend.submit(job)
+                    in_flight[job.key] = job
+                for event in backend.wait(0.25):
+                    if event[0] != "done":
+                        self._event(event, in_flight)
+                        continue
+                    job = in_flight.pop(event[1])
+                    released = self._finished(job, event[2], waiting)
+                    ready.extend(released)
+                    if released or job.key == "source":
+                        waiting.clear()
+            finished = True
+        finally:
+            backend.close(interrupted=not finished)
+
+    def _event(self, event: tuple[str, str, Any], in_flight: dict[str, Job]) -> None:
+        kind, key, value = event
+        job = in_flight.get(key)
+        if job is None:
+            return
+        if kind == "start":
+            self.progress.start_run(key, job.label, value["total"], value["resumed_from"])
+            if value.get("note"):
+                self.progress.print(f"{job.label}: {value['note']}")
+        elif kind == "advance":
+            self.progress.advance(key, int(value))
+
+    def _finished(self, job: Job, outcome: Outcome, waiting: list[Job]) -> list[Job]:
+        """Record a finished job; return the jobs it releases (the source's dependents)."""
+        if not outcome.ok:
+            self._failed(job, outcome.error)
+            if job.key == "source":
+                self.source_error = outcome.error
+                for dependent in waiting:
+                    self._failed(dependent, f"the source run failed ({outcome.error})")
+            return []
+        note = f", final return {outcome.final_return:.1f}"
+        if outcome.transfer:
+            note += f"; {outcome.transfer}"
+        self.progress.finish_run(job.key, note)
+        if job.key == "source":
+            cache = _store_source(self.plan, Path(job.run_dir))
+            path = self._install_source(cache, reused=False)
+            label = f"cache:{cache.name}"
+            return [dataclasses.replace(d, source=path, source_label=label) for d in waiting]
+        if job.run.condition == "scratch":
+            _store_scratch(self.plan, job.run, Path(job.run_dir))
+        return []
+
+    def _failed(self, job: Job, error: str) -> None:
+        status = Path(job.run_dir) / "status.json"
+        current = read_json(status) if status.is_file() else {}
+        if current.get("state") != "failed":  # e.g. its worker died, or it never started
+            atomic_write_json(status, {**current, "state": "failed", "error": error,
+                                       "run": job.run.to_dict(), "ended": time.time()})
+        if job.key == "source":
+            shutil.rmtree(job.run_dir, ignore_errors=True)  # never leave half a cache entry
+        self.progress.fail_run(job.key, job.label, error, job.run.timesteps)
 
 
 def _threshold(plan_: Plan, random_score: float, source: Source | None,

@@ -2,7 +2,10 @@
 separate env at step 0 and every `eval_freq` steps, and write the run's files.
 
 Files of a run folder: evaluations.csv, TensorBoard events, model.zip, status.json and, for
-transferred runs, transfer.json. Every file is written atomically.
+transferred runs, transfer.json. Every file is written atomically. While an on-policy run
+(PPO, A2C) trains, checkpoint.pt holds its weights and optimizer state as of its last
+evaluation, so an interrupted run continues from there (`train_run(..., resume=True)`).
+Off-policy runs (DQN, SAC, TD3) would also need their replay buffer, so they restart.
 """
 
 from __future__ import annotations
@@ -10,7 +13,10 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
+import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,19 +26,24 @@ import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.logger import configure
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.logger import TensorBoardOutputFormat, configure
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.vec_env import VecCheckNan, VecEnv
 
 from . import algos
 from .env_factory import make_vec
-from .io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text
-from .progress import StudyProgress
+from .io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from .specs import SOURCE_CONDITIONS, RunSpec
 from .transfer import SyncFrozenTargets, TransferReport, apply_transfer
 
 EVAL_COLUMNS = ("timesteps", "mean_return", "std_return", "n_episodes", "wall_time")
 EVAL_SEED_OFFSET = 100_000  # evaluation envs never share seeds with training envs
 MAX_EVAL_ENVS = 32
+CHECKPOINT = "checkpoint.pt"
+
+# notify(kind, value): "start" with {"total", "resumed_from", "note"}, then "advance" with
+# env steps; how a run reports to the study's progress display, in any process.
+Notify = Callable[[str, Any], None]
 
 
 def read_evaluations(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -55,21 +66,26 @@ class EvaluationCallback(BaseCallback):
     """
 
     def __init__(self, eval_env: VecEnv, eval_freq: int, n_episodes: int, csv_path: Path,
-                 eval_seed: int) -> None:
+                 eval_seed: int, rows: list[dict[str, Any]] | None = None,
+                 checkpoint: Callable[[], None] | None = None) -> None:
         super().__init__()
         self.eval_env, self.eval_freq, self.n_episodes = eval_env, eval_freq, n_episodes
         self.csv_path, self.eval_seed = csv_path, eval_seed
-        self.rows: list[dict[str, Any]] = []
-        self._next = 0
+        self.rows: list[dict[str, Any]] = list(rows or [])  # kept from before a resume
+        self.checkpoint = checkpoint
+        self._next = (self.rows[-1]["timesteps"] // eval_freq + 1) * eval_freq if self.rows else 0
         self._start = 0.0
 
     def _on_training_start(self) -> None:
-        self._start = time.perf_counter()
-        self._evaluate()
+        self._start = time.perf_counter() - (self.rows[-1]["wall_time"] if self.rows else 0.0)
+        if not self.rows:
+            self._evaluate()
 
     def _on_rollout_start(self) -> None:
         if self.num_timesteps >= self._next:
             self._evaluate()
+            if self.checkpoint is not None:
+                self.checkpoint()
 
     def _on_step(self) -> bool:
         return True
@@ -101,15 +117,22 @@ class EvaluationCallback(BaseCallback):
 
 
 class ProgressCallback(BaseCallback):
-    """Feeds env steps to the study's progress display."""
+    """Reports env steps to the study's progress display, at most twice a second."""
 
-    def __init__(self, progress: StudyProgress) -> None:
+    def __init__(self, notify: Notify) -> None:
         super().__init__()
-        self.progress = progress
+        self.notify = notify
         self._reported = 0
+        self._last = 0.0
+
+    def _on_training_start(self) -> None:
+        self._reported = self.num_timesteps  # a resumed run starts from its checkpoint
+        self._last = time.perf_counter()
 
     def _on_step(self) -> bool:
-        if self.num_timesteps - self._reported >= 512:
+        now = time.perf_counter()
+        if now - self._last >= 0.5:
+            self._last = now
             self._flush()
         return True
 
@@ -117,8 +140,25 @@ class ProgressCallback(BaseCallback):
         self._flush()
 
     def _flush(self) -> None:
-        self.progress.advance(self.num_timesteps - self._reported)
-        self._reported = self.num_timesteps
+        if self.num_timesteps > self._reported:
+            self.notify("advance", self.num_timesteps - self._reported)
+            self._reported = self.num_timesteps
+
+
+class DivergenceCallback(BaseCallback):
+    """Stops a run whose update made the policy's parameters NaN or infinite (a NaN loss),
+    with an error that says so, instead of training on garbage. NaN observations, rewards and
+    actions are caught by SB3's VecCheckNan around the training env."""
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_start(self) -> None:
+        for name, param in self.model.policy.named_parameters():
+            if not bool(torch.isfinite(param).all()):
+                raise FloatingPointError(
+                    f"policy parameter {name} is not finite after the update before step "
+                    f"{self.num_timesteps}: the loss diverged (NaN); lower the learning rate")
 
 
 def build_model(run: RunSpec, env: VecEnv, tensorboard_dir: Path | None = None) -> BaseAlgorithm:
@@ -147,10 +187,13 @@ class RunResult:
     seconds: float
     final_return: float
     transfer: TransferReport | None
+    resumed_from: int | None = None  # the checkpoint's step, when it continued from one
 
     @property
     def steps_per_second(self) -> float:
-        return self.timesteps / self.seconds if self.seconds > 0 else 0.0
+        """Steps trained in this attempt per second."""
+        trained = self.timesteps - (self.resumed_from or 0)
+        return trained / self.seconds if self.seconds > 0 else 0.0
 
 
 def save_model(model: BaseAlgorithm, path: Path) -> None:
@@ -160,25 +203,41 @@ def save_model(model: BaseAlgorithm, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def _ignore(kind: str, value: Any) -> None:
+    pass
+
+
+def one_line(err: BaseException) -> str:
+    """'Type: first line of the message', for status.json and the terminal."""
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
 def train_run(run: RunSpec, run_dir: Path, *,
               source_state: dict[str, torch.Tensor] | None = None, source_label: str = "",
-              progress: StudyProgress | None = None) -> RunResult:
-    """Train `run` into `run_dir` and return its result; status.json tracks the state."""
+              notify: Notify | None = None, resume: bool = False) -> RunResult:
+    """Train `run` into `run_dir` and return its result; status.json tracks the state
+    (running, then done, failed with its error, or interrupted).
+
+    With `resume`, an on-policy run continues from its checkpoint when it has one; otherwise
+    (and always without `resume`) the files of an earlier attempt are replaced."""
     run_dir.mkdir(parents=True, exist_ok=True)
     status_path = run_dir / "status.json"
-    started = time.time()
-    atomic_write_json(status_path, {"state": "running", "started": started,
-                                    "run": run.to_dict()})
+    previous = read_json(status_path) if status_path.is_file() else {}
+    base = {"run": run.to_dict(), "started": time.time(),
+            "attempt": int(previous.get("attempt", 0)) + 1,
+            "host": socket.gethostname(), "pid": os.getpid()}
+    atomic_write_json(status_path, {"state": "running", **base})
     try:
-        result = _train(run, run_dir, source_state, source_label, progress)
+        result = _train(run, run_dir, source_state, source_label, notify or _ignore, resume)
     except BaseException as err:
         state = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-        atomic_write_json(status_path, {"state": state, "error": f"{type(err).__name__}: {err}",
-                                        "started": started, "ended": time.time(),
-                                        "run": run.to_dict()})
+        atomic_write_json(status_path, {"state": state, "error": one_line(err), **base,
+                                        "ended": time.time()})
         raise
+    (run_dir / CHECKPOINT).unlink(missing_ok=True)  # model.zip now holds the final policy
     atomic_write_json(status_path, {
-        "state": "done", "started": started, "ended": time.time(), "run": run.to_dict(),
+        "state": "done", **base, "ended": time.time(), "resumed_from": result.resumed_from,
         "timesteps": result.timesteps, "seconds": round(result.seconds, 3),
         "steps_per_second": round(result.steps_per_second, 1),
         "final_return": result.final_return,
@@ -186,44 +245,130 @@ def train_run(run: RunSpec, run_dir: Path, *,
     return result
 
 
+def can_checkpoint(algo: str) -> bool:
+    """Whether runs of `algo` continue from checkpoints: on-policy ones carry no replay
+    buffer, so their weights and optimizer state are the whole training state."""
+    return issubclass(algos.get_algorithm(algo).cls, OnPolicyAlgorithm)
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return [{"timesteps": int(r["timesteps"]), "mean_return": float(r["mean_return"]),
+                 "std_return": float(r["std_return"]), "n_episodes": int(r["n_episodes"]),
+                 "wall_time": float(r["wall_time"])} for r in csv.DictReader(handle)]
+
+
+def _restart_point(run: RunSpec, run_dir: Path,
+                   resume: bool) -> tuple[dict[str, Any] | None, list[dict[str, Any]], str]:
+    """(checkpoint, evaluation rows up to it, how the run starts). Without a usable
+    checkpoint, the files of an earlier attempt are removed, so no row or event is doubled."""
+    path = run_dir / CHECKPOINT
+    if resume and path.is_file() and can_checkpoint(run.agent.algo):
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        step = int(state["num_timesteps"])
+        rows = [r for r in _read_rows(run_dir / "evaluations.csv") if r["timesteps"] <= step]
+        if rows and rows[-1]["timesteps"] == step:
+            return state, rows, f"continues from its checkpoint at step {step:,}"
+    if not resume:
+        how = ""
+    elif not can_checkpoint(run.agent.algo):
+        how = (f"restarts from the start ({run.agent.algo} would also need its replay buffer, "
+               f"which checkpoints do not hold)")
+    else:
+        how = "restarts from the start (no checkpoint yet)"
+    stale = [run_dir / name for name in ("evaluations.csv", "model.zip", CHECKPOINT,
+                                         "transfer.json")]
+    for old in stale + list(run_dir.glob("events.out.tfevents.*")):
+        old.unlink(missing_ok=True)
+    return None, [], how
+
+
+def _checkpointer(model: BaseAlgorithm, path: Path) -> Callable[[], None]:
+    def save() -> None:
+        buffer = io.BytesIO()
+        torch.save({"num_timesteps": int(model.num_timesteps),
+                    "n_updates": int(getattr(model, "_n_updates", 0)),
+                    "policy": model.policy.state_dict(),
+                    "optimizer": model.policy.optimizer.state_dict()}, buffer)
+        atomic_write_bytes(path, buffer.getvalue())
+    return save
+
+
+def _restore(model: BaseAlgorithm, state: dict[str, Any], seed: int) -> int:
+    """Load a checkpoint into a freshly built (and transferred) model; return its step."""
+    step = int(state["num_timesteps"])
+    model.policy.load_state_dict(state["policy"])
+    model.policy.optimizer.load_state_dict(state["optimizer"])
+    model.num_timesteps = step
+    model._n_updates = int(state["n_updates"])  # type: ignore[attr-defined]
+    model.set_random_seed(seed + step)  # a fresh random stream for the rest of the run
+    # TensorBoard drops what the interrupted attempt logged after the checkpoint (as
+    # SummaryWriter's purge_step does), so no step appears twice.
+    from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+
+    for output in model.logger.output_formats:
+        if isinstance(output, TensorBoardOutputFormat):
+            output.writer.file_writer.add_event(
+                Event(step=step + 1, session_log=SessionLog(status=SessionLog.START)))
+    return step
+
+
+def _record_transfer(run: RunSpec, run_dir: Path, model: BaseAlgorithm,
+                     source_state: dict[str, torch.Tensor] | None,
+                     source_label: str) -> TransferReport | None:
+    """Initialize `model` for the run's condition and write transfer.json."""
+    report = None
+    encoder = algos.encoder_config(dict(run.agent.hparams))
+    if run.condition in SOURCE_CONDITIONS:
+        if source_state is None:
+            raise ValueError(f"condition {run.condition} needs source weights")
+        report = apply_transfer(model, source_state, run.condition, source_label)
+        record = report.to_dict()
+    else:
+        record = {"condition": run.condition, "source": None}
+    if encoder is not None:
+        from .encoders import describe
+
+        record["encoder"] = describe({k: v for k, v in encoder.items() if k != "lr_scale"},
+                                     model.observation_space)
+        if not encoder.get("freeze") and "lr_scale" in encoder:
+            record["encoder"]["lr_scale"] = encoder["lr_scale"]
+    if report is not None or run.condition == "pretrained-encoder":
+        atomic_write_json(run_dir / "transfer.json", record)
+    return report
+
+
 def _train(run: RunSpec, run_dir: Path, source_state: dict[str, torch.Tensor] | None,
-           source_label: str, progress: StudyProgress | None) -> RunResult:
-    env = make_vec(run.env, run.agent.n_envs, seed=run.seed)
+           source_label: str, notify: Notify, resume: bool) -> RunResult:
+    checkpoint, rows, how = _restart_point(run, run_dir, resume)
+    offset = int(checkpoint["num_timesteps"]) if checkpoint else 0
+    # NaN/inf observations, rewards or actions stop the run with SB3's own message.
+    env = VecCheckNan(make_vec(run.env, run.agent.n_envs, seed=run.seed + offset),
+                      raise_exception=True)
     # One env per evaluation episode (SB3's evaluate_policy spreads episodes over them), so
     # the policy runs batched: evaluation would otherwise cost more than training.
     eval_env = make_vec(run.env, min(run.eval_episodes, MAX_EVAL_ENVS),
                         seed=run.seed + EVAL_SEED_OFFSET)
     try:
         model = build_model(run, env, tensorboard_dir=run_dir)
-        report = None
-        encoder = algos.encoder_config(dict(run.agent.hparams))
-        if run.condition in SOURCE_CONDITIONS:
-            if source_state is None:
-                raise ValueError(f"condition {run.condition} needs source weights")
-            report = apply_transfer(model, source_state, run.condition, source_label)
-            record = report.to_dict()
-        else:
-            record = {"condition": run.condition, "source": None}
-        if encoder is not None:
-            from .encoders import describe
-
-            record["encoder"] = describe({k: v for k, v in encoder.items() if k != "lr_scale"},
-                                         model.observation_space)
-            if not encoder.get("freeze") and "lr_scale" in encoder:
-                record["encoder"]["lr_scale"] = encoder["lr_scale"]
-        if report is not None or run.condition == "pretrained-encoder":
-            atomic_write_json(run_dir / "transfer.json", record)
-        evaluation = EvaluationCallback(eval_env, run.eval_freq, run.eval_episodes,
-                                        run_dir / "evaluations.csv",
-                                        eval_seed=run.seed + EVAL_SEED_OFFSET)
-        callbacks: list[BaseCallback] = [evaluation]
+        report = _record_transfer(run, run_dir, model, source_state, source_label)
+        if checkpoint is not None:
+            _restore(model, checkpoint, run.seed)
+        notify("start", {"total": run.timesteps, "resumed_from": offset, "note": how})
+        evaluation = EvaluationCallback(
+            eval_env, run.eval_freq, run.eval_episodes, run_dir / "evaluations.csv",
+            eval_seed=run.seed + EVAL_SEED_OFFSET, rows=rows,
+            checkpoint=(_checkpointer(model, run_dir / CHECKPOINT)
+                        if can_checkpoint(run.agent.algo) else None))
+        callbacks: list[BaseCallback] = [DivergenceCallback(), evaluation,
+                                         ProgressCallback(notify)]
         if report is not None and report.frozen_targets:
             callbacks.insert(0, SyncFrozenTargets(report.frozen_targets))
-        if progress is not None:
-            callbacks.append(ProgressCallback(progress))
         start = time.perf_counter()
-        model.learn(total_timesteps=run.timesteps, callback=CallbackList(callbacks),
-                    progress_bar=False)
+        model.learn(total_timesteps=run.timesteps - offset, callback=CallbackList(callbacks),
+                    progress_bar=False, reset_num_timesteps=checkpoint is None)
         seconds = time.perf_counter() - start
         save_model(model, run_dir / "model.zip")
         model.logger.close()
@@ -231,4 +376,5 @@ def _train(run: RunSpec, run_dir: Path, source_state: dict[str, torch.Tensor] | 
         env.close()
         eval_env.close()
     return RunResult(run_dir, int(model.num_timesteps), seconds,
-                     evaluation.rows[-1]["mean_return"], report)
+                     evaluation.rows[-1]["mean_return"], report,
+                     offset if checkpoint is not None else None)

@@ -1,0 +1,396 @@
+"""Where runs execute: in this process (`--workers 1`), in worker processes on this machine
+(`--workers N`, the default: one per core), or as tasks on a Ray cluster (`--backend ray`).
+
+Every backend executes the same `Job`s with `execute`, which writes the run's folder (so the
+files are the same whatever ran them) and reports to the study through an event queue:
+("start", key, info), ("advance", key, steps), ("done", key, Outcome).
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import queue as queue_module
+import signal
+import threading
+import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
+from concurrent.futures import wait as wait_futures
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from .errors import ConfigError, MissingDependencyError
+from .specs import RunSpec
+
+BACKENDS = ("local", "ray")
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (its affinity mask, e.g. a cluster job's share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How a study's runs are executed. Not part of the study: any of it may change between
+    a start and a resume, and none of it changes the results."""
+
+    workers: int | None = None  # local worker processes; None: one per core
+    backend: str = "local"
+    address: str | None = None  # Ray: None starts a local instance; "auto" or HOST:PORT
+    cpus_per_run: float | None = None  # Ray resources per run (default 1 CPU, 0 GPUs)
+    gpus_per_run: float | None = None
+    threads: int | None = None  # torch threads per run; None: cores // workers
+
+    def validate(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"unknown --backend {self.backend!r}: choose local or ray")
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError(f"--workers {self.workers} must be at least 1")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads {self.threads} must be at least 1")
+        if self.backend == "local":
+            for option, value in (("--address", self.address),
+                                  ("--cpus-per-run", self.cpus_per_run),
+                                  ("--gpus-per-run", self.gpus_per_run)):
+                if value is not None:
+                    raise ConfigError(f"{option} applies to --backend ray: add --backend ray, "
+                                      f"or drop {option} (local workers share this machine's "
+                                      f"cores and GPUs)")
+            return
+        if self.workers is not None:
+            raise ConfigError("--workers applies to the local backend; with --backend ray, "
+                              "size runs with --cpus-per-run and --gpus-per-run")
+        if self.cpus_per_run is not None and self.cpus_per_run <= 0:
+            raise ConfigError(f"--cpus-per-run {self.cpus_per_run:g} must be above 0")
+        if self.gpus_per_run is not None and self.gpus_per_run < 0:
+            raise ConfigError(f"--gpus-per-run {self.gpus_per_run:g} must be 0 or more "
+                              f"(fractions such as 0.25 let runs share a GPU)")
+
+    @property
+    def n_workers(self) -> int:
+        return self.workers or available_cores()
+
+    def torch_threads(self) -> int:
+        """Torch threads per run, so that concurrent runs do not oversubscribe the cores."""
+        if self.threads:
+            return self.threads
+        if self.backend == "ray":
+            return max(1, math.floor(self.cpus_per_run or 1))
+        return max(1, available_cores() // self.n_workers)
+
+    def describe(self) -> dict[str, Any]:
+        """What study.json records of this execution."""
+        record: dict[str, Any] = {"backend": self.backend, "threads_per_run": self.torch_threads()}
+        if self.backend == "local":
+            record["workers"] = self.n_workers
+        else:
+            record.update(address=self.address, cpus_per_run=self.cpus_per_run or 1.0,
+                          gpus_per_run=self.gpus_per_run or 0.0)
+        return record
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run to train into `run_dir`, self-contained so any process can execute it."""
+
+    key: str  # e.g. "finetune/seed_3" or "source"
+    label: str  # e.g. "finetune seed 3"
+    run: RunSpec
+    run_dir: str
+    source: str | None = None  # the source policy's checkpoint (.zip), for transfer runs
+    source_label: str = ""
+    resume: bool = False  # continue from the run's checkpoint when it has one
+    threads: int | None = None  # torch threads; None leaves the process's setting
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a job reports back: success with its result, or the error it failed with."""
+
+    key: str
+    ok: bool
+    error: str = ""
+    timesteps: int = 0
+    final_return: float = math.nan
+    transfer: str = ""
+    resumed_from: int | None = None
+
+
+class EventSink(Protocol):
+    def put(self, item: Any) -> None: ...
+
+
+def execute(job: Job, events: EventSink) -> Outcome:
+    """Train one job, reporting to `events`; a failure becomes an Outcome, never an
+    exception (an interruption still propagates)."""
+    import torch
+
+    from .training import one_line, train_run
+    from .transfer import load_checkpoint
+
+    if job.threads:
+        torch.set_num_threads(job.threads)
+
+    def notify(kind: str, value: Any) -> None:
+        events.put((kind, job.key, value))
+
+    try:
+        state = load_checkpoint(job.source).state_dict if job.source else None
+        result = train_run(job.run, Path(job.run_dir), source_state=state,
+                           source_label=job.source_label, notify=notify, resume=job.resume)
+        outcome = Outcome(job.key, True, timesteps=result.timesteps,
+                          final_return=result.final_return,
+                          transfer=result.transfer.summary() if result.transfer else "",
+                          resumed_from=result.resumed_from)
+    except Exception as err:  # noqa: BLE001 - a run's failure must not stop the study
+        outcome = Outcome(job.key, False, error=one_line(err))
+    events.put(("done", job.key, outcome))
+    return outcome
+
+
+class Backend(Protocol):
+    capacity: int  # jobs in flight at most
+
+    def submit(self, job: Job) -> None: ...
+
+    def wait(self, timeout: float) -> list[tuple[str, str, Any]]:
+        """Events since the last call (waiting up to `timeout` for one)."""
+        ...
+
+    def close(self, interrupted: bool) -> None: ...
+
+
+class _Collect:
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str, Any]] = []
+
+    def put(self, item: Any) -> None:
+        self.items.append(item)
+
+
+class InlineBackend:
+    """Runs each job in this process, one at a time (`--workers 1`)."""
+
+    capacity = 1
+
+    def __init__(self, on_event: Any) -> None:
+        self.on_event = on_event  # progress updates go straight to the display
+        self.jobs: deque[Job] = deque()
+
+    def submit(self, job: Job) -> None:
+        self.jobs.append(job)
+
+    def wait(self, timeout: float) -> list[tuple[str, str, Any]]:
+        if not self.jobs:
+            return []
+        job = self.jobs.popleft()
+
+        class _Live:
+            def put(inner, item: Any) -> None:  # noqa: N805
+                if item[0] == "done":
+                    done.append(item)
+                else:
+                    self.on_event(item)
+
+        done: list[tuple[str, str, Any]] = []
+        execute(job, _Live())
+        return done
+
+    def close(self, interrupted: bool) -> None:
+        self.jobs.clear()
+
+
+# --- worker processes on this machine ---------------------------------------------------
+
+_WORKER: dict[str, Any] = {"events": None, "busy": False}
+
+
+def _stop_worker(signum: int, frame: object) -> None:
+    if _WORKER["busy"]:
+        raise KeyboardInterrupt  # the run is marked interrupted, as with Ctrl-C
+    os._exit(0)
+
+
+def _watch_parent(parent: int) -> None:
+    """A worker whose study process died (e.g. kill -9) stops within a second, so a resumed
+    study never shares a run folder with an orphan."""
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def _init_worker(events: Any, threads: int, parent: int) -> None:
+    import torch
+
+    _WORKER["events"] = events
+    torch.set_num_threads(threads)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the study stops its workers with SIGTERM
+    signal.signal(signal.SIGTERM, _stop_worker)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def _execute_in_worker(job: Job) -> None:
+    _WORKER["busy"] = True
+    try:
+        execute(job, _WORKER["events"])
+    finally:
+        _WORKER["busy"] = False
+
+
+class ProcessBackend:
+    """`workers` processes (spawned, so each has its own CUDA context when it uses a GPU:
+    runs share one GPU), each with `threads` torch threads."""
+
+    def __init__(self, workers: int, threads: int) -> None:
+        self.capacity = workers
+        self._threads = threads
+        self._context = multiprocessing.get_context("spawn")
+        self._events = self._context.Queue()
+        self._pool = self._new_pool()
+        self._futures: dict[Future, Job] = {}
+        self._reported: set[str] = set()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.capacity, mp_context=self._context,
+                                   initializer=_init_worker,
+                                   initargs=(self._events, self._threads, os.getpid()))
+
+    def submit(self, job: Job) -> None:
+        self._futures[self._pool.submit(_execute_in_worker, job)] = job
+
+    def wait(self, timeout: float) -> list[tuple[str, str, Any]]:
+        items: list[tuple[str, str, Any]] = []
+        try:
+            items.append(self._events.get(timeout=timeout))
+            while True:
+                items.append(self._events.get_nowait())
+        except queue_module.Empty:
+            pass
+        self._reported.update(key for kind, key, _ in items if kind == "done")
+        items += self._lost_jobs()
+        return items
+
+    def _lost_jobs(self) -> list[tuple[str, str, Any]]:
+        """Jobs whose worker died without reporting (killed, out of memory)."""
+        done, _ = wait_futures(list(self._futures), timeout=0, return_when=FIRST_COMPLETED)
+        lost: list[tuple[str, str, Any]] = []
+        broken = False
+        for future in done:
+            job = self._futures.pop(future)
+            error = future.exception()
+            if error is None or job.key in self._reported:
+                continue  # its "done" event is on the way, or already here
+            broken |= isinstance(error, BrokenProcessPool)
+            reason = ("its worker process died (killed, or out of memory?)"
+                      if isinstance(error, BrokenProcessPool) else f"{type(error).__name__}: "
+                                                                   f"{error}")
+            lost.append(("done", job.key, Outcome(job.key, False, error=reason)))
+        if broken:  # the pool is unusable: the rest run in a fresh one
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._new_pool()
+        return lost
+
+    def close(self, interrupted: bool) -> None:
+        if interrupted:  # ask running runs to stop (they mark themselves interrupted)
+            for process in list(getattr(self._pool, "_processes", {}).values()):
+                if process.is_alive():
+                    process.terminate()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+# --- Ray --------------------------------------------------------------------------------
+
+def _ray_execute(job: Job, events: Any) -> Outcome:
+    return execute(job, events)
+
+
+class RayBackend:
+    """Each job is a Ray task with `cpus_per_run` CPUs and `gpus_per_run` GPUs (fractions
+    share a GPU); Ray places them on the cluster's nodes. Run folders are written by the
+    nodes, so `--out` must be on a filesystem every node shares."""
+
+    capacity = 1_000_000  # Ray queues tasks until resources free up
+
+    def __init__(self, execution: Execution) -> None:
+        try:
+            import ray
+            from ray.util.queue import Queue
+        except ImportError:
+            raise MissingDependencyError("--backend ray needs Ray: pip install "
+                                         "'rltransfer[ray]'") from None
+        self._ray = ray
+        self._started = not ray.is_initialized()
+        if self._started:
+            try:
+                ray.init(address=self.address(execution), include_dashboard=False,
+                         log_to_driver=False, logging_level="ERROR")
+            except ConnectionError as err:
+                raise ConfigError(f"no Ray cluster at --address {execution.address}: start one "
+                                  f"with 'ray start --head' or drop --address for a local "
+                                  f"instance ({err})") from None
+        self._events = Queue()
+        self._task = ray.remote(_ray_execute).options(
+            num_cpus=execution.cpus_per_run or 1.0, num_gpus=execution.gpus_per_run or 0.0,
+            max_retries=0)
+        self._refs: dict[Any, Job] = {}
+
+    @staticmethod
+    def address(execution: Execution) -> str | None:
+        return execution.address
+
+    def submit(self, job: Job) -> None:
+        self._refs[self._task.remote(job, self._events)] = job
+
+    def wait(self, timeout: float) -> list[tuple[str, str, Any]]:
+        items: list[tuple[str, str, Any]] = []
+        try:
+            items.append(self._events.get(block=True, timeout=timeout))
+            size = self._events.qsize()
+            if size:
+                items += self._events.get_nowait_batch(size)
+        except Exception:  # noqa: BLE001 - ray.util.queue.Empty
+            pass
+        items = [item for item in items if item[0] != "done"]  # outcomes come with the task
+        ready, _ = self._ray.wait(list(self._refs), num_returns=len(self._refs), timeout=0)
+        for ref in ready:
+            job = self._refs.pop(ref)
+            try:
+                outcome = self._ray.get(ref)
+            except Exception as err:  # noqa: BLE001 - the task or its worker died
+                outcome = Outcome(job.key, False, error=f"Ray task failed: "
+                                                        f"{str(err).splitlines()[0]}")
+            items.append(("done", job.key, outcome))
+        return items
+
+    def close(self, interrupted: bool) -> None:
+        if interrupted:
+            for ref in list(self._refs):
+                self._ray.cancel(ref, force=True)
+        try:
+            self._events.shutdown()
+        except Exception:  # noqa: BLE001, S110 - best effort on the way out
+            pass
+        if self._started:
+            self._ray.shutdown()
+
+
+def make_backend(execution: Execution, on_event: Any) -> Backend:
+    """The backend for `execution`; `on_event` receives progress events of in-process runs."""
+    if execution.backend == "ray":
+        return RayBackend(execution)
+    if execution.n_workers == 1:
+        return InlineBackend(on_event)
+    return ProcessBackend(execution.n_workers, execution.torch_threads())
+
+
+def outcome_dict(outcome: Outcome) -> dict[str, Any]:
+    return asdict(outcome)

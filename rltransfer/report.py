@@ -16,6 +16,7 @@ import html
 import io
 import json
 import math
+import re
 import textwrap
 import warnings
 from collections.abc import Mapping, Sequence
@@ -78,23 +79,104 @@ def _finite(value: float) -> float | None:
 
 
 def collect_runs(study_dir: Path, conditions: list[str]) -> tuple[dict, dict, dict]:
-    """Curves of finished runs by condition, per-run folders, and runs left out (and why)."""
+    """Curves of finished runs by condition, their run folders, and the runs not used by
+    condition: ``{"failed": [{"run": "seed_3", "error": "Type: message"}], "left_out":
+    ["seed_2 (running)", ...]}`` (left out: pending, running, interrupted, no status)."""
     curves: dict[str, list] = {}
     folders: dict[str, list[str]] = {}
-    left_out: dict[str, list[str]] = {}
+    not_used: dict[str, dict[str, list]] = {}
     for condition in conditions:
-        curves[condition], folders[condition], left_out[condition] = [], [], []
+        curves[condition], folders[condition] = [], []
+        failed: list[dict[str, str]] = []
+        left_out: list[str] = []
         for run_dir in sorted((study_dir / condition).glob("seed_*"),
                               key=lambda p: int(p.name.split("_")[1])):
             status_path = run_dir / "status.json"
-            state = read_json(status_path).get("state") if status_path.is_file() else "missing"
+            status = read_json(status_path) if status_path.is_file() else {"state": "missing"}
+            state = status.get("state")
             csv_path = run_dir / "evaluations.csv"
-            if state != "done" or not csv_path.is_file():
-                left_out[condition].append(f"{run_dir.name} ({state})")
-                continue
-            curves[condition].append(read_evaluations(csv_path))
-            folders[condition].append(run_dir.name)
-    return curves, folders, left_out
+            if state == "failed":
+                failed.append({"run": run_dir.name,
+                               "error": str(status.get("error") or "no error recorded")})
+            elif state != "done" or not csv_path.is_file():
+                left_out.append(f"{run_dir.name} ({state})")
+            else:
+                curves[condition].append(read_evaluations(csv_path))
+                folders[condition].append(run_dir.name)
+        not_used[condition] = {"failed": failed, "left_out": left_out}
+    return curves, folders, not_used
+
+
+# --------------------------------------------------------------------------- warnings
+
+ERROR_CHARS = 120  # an error is shortened to this many characters where it is shown
+_MAX_ERRORS = 3  # distinct errors quoted per condition
+
+
+def shorten(text: str, width: int = ERROR_CHARS) -> str:
+    """`text` on one line, cut to at most `width` characters (ending in "…" when cut)."""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:width - 1].rstrip() + "…"
+
+
+def run_warnings(runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One line per condition with failed runs and per condition with unfinished runs
+    (summary.json's ``runs``): how many, which, why, and what its metrics use."""
+    lines = []
+    for condition, record in runs.items():
+        finished, failed, left_out = record["finished"], record["failed"], record["left_out"]
+        total = finished + len(failed) + len(left_out)
+        if failed:
+            lines.append(f"{condition}: {_how_many(len(failed), total)} failed "
+                         f"({_failures_text(failed)}); "
+                         f"{_metrics_use(finished, alone=not left_out)}")
+        if left_out:
+            lines.append(f"{condition}: {_how_many(len(left_out), total)} not finished "
+                         f"({', '.join(left_out)}); {_metrics_use(finished, alone=not failed)}")
+    return lines
+
+
+def _how_many(count: int, total: int) -> str:
+    if count == total:
+        return "its only run" if total == 1 else f"all {total} runs"
+    return f"{count} of {total} runs"
+
+
+def _failures_text(failed: Sequence[Mapping[str, str]]) -> str:
+    """"seed_3: Error: message; seed_1, seed_4: Other: message": runs grouped by error."""
+    by_error: dict[str, list[str]] = {}
+    for run in failed:
+        by_error.setdefault(shorten(run["error"]), []).append(run["run"])
+    parts = [f"{', '.join(names)}: {error}" for error, names in by_error.items()]
+    if len(parts) > _MAX_ERRORS:
+        parts[_MAX_ERRORS:] = [f"{len(parts) - _MAX_ERRORS} more errors"]
+    return "; ".join(parts)
+
+
+def _metrics_use(finished: int, *, alone: bool) -> str:
+    """What a condition's metrics rest on; `alone`: only one kind of run was not used."""
+    if finished == 0:
+        return "no metrics for it"
+    if alone:
+        return "its metrics use the other run" if finished == 1 else (
+            f"its metrics use the {finished} others")
+    return f"its metrics use the {finished} finished run{'s' if finished > 1 else ''}"
+
+
+def _without_metrics(result: Mapping[str, Any]) -> dict[str, str]:
+    """Conditions with runs but none finished, and why: "all 5 runs failed", ..."""
+    out = {}
+    for condition, record in result["runs"].items():
+        failed, left_out = len(record["failed"]), len(record["left_out"])
+        if record["finished"] or not (failed or left_out):
+            continue
+        if not left_out:
+            out[condition] = f"{_how_many(failed, failed)} failed"
+        elif not failed:
+            out[condition] = f"{_how_many(left_out, left_out)} not finished"
+        else:
+            out[condition] = f"{failed} failed, {left_out} not finished"
+    return out
 
 
 def summarize_study(study_dir: Path) -> dict[str, Any]:
@@ -107,11 +189,14 @@ def summarize_study(study_dir: Path) -> dict[str, Any]:
     study = read_json(study_path)
     if "threshold" not in study:
         raise OutputError(f"{study_dir} stopped before its first target run: nothing to report")
-    curves, folders, left_out = collect_runs(study_dir, list(study["spec"]["conditions"]))
+    curves, folders, not_used = collect_runs(study_dir, list(study["spec"]["conditions"]))
     finished = {c: v for c, v in curves.items() if v}
     if not finished:
-        raise OutputError(f"{study_dir} has no finished runs yet: nothing to report")
-    result = _result(study_dir.name, study, finished, folders, left_out)
+        runs = {c: {"finished": 0, **not_used[c]} for c in curves}
+        why = "; ".join(run_warnings(runs)) if any(r["failed"] for r in runs.values()) else ""
+        raise OutputError(f"{study_dir} has no finished runs" + (
+            f": nothing to report ({why})" if why else " yet: nothing to report"))
+    result = _result(study_dir.name, study, finished, folders, not_used)
     atomic_write_json(study_dir / "summary.json", result)
     atomic_write_text(study_dir / "summary.csv", summary_csv(result))
     images = write_figures(study_dir, result, finished)
@@ -147,7 +232,7 @@ def write_tensorboard(study_dir: Path, result: dict[str, Any], study: dict[str, 
 
 
 def _result(name: str, study: dict[str, Any], finished: dict[str, list], folders: dict,
-            left_out: dict) -> dict[str, Any]:
+            not_used: dict) -> dict[str, Any]:
     spec = study["spec"]
     budget = int(spec["timesteps"])  # runs may overshoot it by part of a rollout
     normalization = {"random_return": study["target_random_return"],
@@ -164,14 +249,14 @@ def _result(name: str, study: dict[str, Any], finished: dict[str, list], folders
         }
         for condition, runs in finished.items()
     }
+    runs = {c: {"finished": len(folders[c]), **not_used[c]} for c in spec["conditions"]}
     return {
         "study": name, "source": _env_label(spec["source"]),
         "target": _env_label(spec["target"]), "algo": spec["algo"],
         "threshold": study["threshold"], "threshold_from": study.get("threshold_from"),
         "random_return": study["target_random_return"], "budget": budget,
-        "runs": {c: {"finished": len(folders[c]), "left_out": left_out[c]}
-                 for c in spec["conditions"]},
-        "metrics": summary, "verdict_rule": VERDICT_RULE, "per_run": per_run,
+        "runs": runs, "warnings": run_warnings(runs), "metrics": summary,
+        "verdict_rule": VERDICT_RULE, "per_run": per_run,
     }
 
 
@@ -555,14 +640,35 @@ def _cells(name: str, data: dict[str, Any], reference: str | None) -> list[str]:
     return cells
 
 
+NO_METRICS = "no metrics"
+
+
 def _rows(result: dict[str, Any]) -> list[list[str]]:
+    """A row per condition in study order; the runs column reads "4 of 5" when some runs of
+    the condition failed or did not finish, and a condition without finished runs has a row
+    of "—" whose verdict cell says why ("no metrics (all 5 runs failed)")."""
     summary = result["metrics"]
+    missing = _without_metrics(result)
+    runs = result["runs"]
     rows = []
-    for name, data in summary["conditions"].items():
+    for name in [c for c in runs if c in summary["conditions"] or c in missing]:
+        if name in missing:
+            rows.append([name, _runs_cell(0, runs[name])] + ["—"] * len(_COLUMNS)
+                        + [f"{NO_METRICS} ({missing[name]})"])
+            continue
+        data = summary["conditions"][name]
         verdict = data.get("verdict", {}).get("label", "—")
-        rows.append([name, str(data["n_runs"])] + _cells(name, data, summary.get("reference"))
+        rows.append([name, _runs_cell(data["n_runs"], runs[name])]
+                    + _cells(name, data, summary.get("reference"))
                     + [f"({verdict})" if verdict == REFERENCE else verdict])
     return rows
+
+
+def _runs_cell(used: int, record: Mapping[str, Any]) -> str:
+    """Runs used: "5", or "4 of 5" when some runs failed or did not finish."""
+    if not (record["failed"] or record["left_out"]):
+        return str(used)
+    return f"{used} of {record['finished'] + len(record['failed']) + len(record['left_out'])}"
 
 
 def headers() -> list[str]:
@@ -570,6 +676,7 @@ def headers() -> list[str]:
 
 
 _TERMINAL_STYLES = {POSITIVE: "bold green", NEGATIVE: "bold red", INCONCLUSIVE: "dim"}
+_TERMINAL_WARNING = "bold yellow"
 
 
 def terminal_table(result: dict[str, Any]) -> Table:
@@ -580,9 +687,12 @@ def terminal_table(result: dict[str, Any]) -> Table:
         table.add_column(title, overflow="fold")
     for row in _rows(result):
         cells = [escape(cell) for cell in row]
-        style = _TERMINAL_STYLES.get(row[-1])
+        style = _TERMINAL_STYLES.get(row[-1]) or (
+            _TERMINAL_WARNING if row[-1].startswith(NO_METRICS) else None)
         if style:
             cells[-1] = f"[{style}]{cells[-1]}[/]"
+        if not row[1].isdigit():  # some runs failed or did not finish
+            cells[1] = f"[{_TERMINAL_WARNING}]{cells[1]}[/]"
         table.add_row(*cells)
     return table
 
@@ -734,17 +844,23 @@ _TABLE_NOTE = (
 )
 
 
-def _left_out(result: dict[str, Any]) -> dict[str, list[str]]:
-    return {c: v["left_out"] for c, v in result["runs"].items() if v["left_out"]}
-
-
 _NO_VERDICTS = "No condition besides scratch: nothing to judge."
+NO_VERDICT = "no verdict"
 
 
 def _verdicts(result: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
-    """(condition, verdict) of every condition compared with the reference."""
-    return [(name, data["verdict"]) for name, data in result["metrics"]["conditions"].items()
-            if data.get("verdict", {}).get("label") != REFERENCE]
+    """(condition, verdict) of every condition compared with the reference, and "no verdict"
+    for every condition without finished runs."""
+    verdicts = [(name, data["verdict"])
+                for name, data in result["metrics"]["conditions"].items()
+                if data.get("verdict", {}).get("label") != REFERENCE]
+    verdicts += [(name, {"label": NO_VERDICT,
+                         "reason": f"No metrics: {why}, so there is nothing to judge."})
+                 for name, why in _without_metrics(result).items()]
+    return verdicts
+
+
+_WARNINGS_TITLE = "⚠ Warnings"
 
 
 def _tensorboard_command(result: dict[str, Any], study: dict[str, Any]) -> str:
@@ -757,7 +873,12 @@ def _tensorboard_command(result: dict[str, Any], study: dict[str, Any]) -> str:
 def report_markdown(result: dict[str, Any], study: dict[str, Any]) -> str:
     """report.md: what was compared, verdicts, the table with intervals, the figures, and how
     to reproduce it."""
-    lines = [f"# Transfer study `{result['study']}`", "", "## What was compared", ""]
+    lines = [f"# Transfer study `{result['study']}`", ""]
+    if result.get("warnings"):
+        lines += [f"## {_WARNINGS_TITLE}", ""]
+        lines += [f"- {_md_text(warning)}" for warning in result["warnings"]]
+        lines += [""]
+    lines += ["## What was compared", ""]
     lines += [f"- **{term}**: {text}" for term, text in _description(result, study)]
     lines += ["", "## Verdict", ""]
     lines += [f"- **{name}: {verdict['label']}**. {verdict['reason']}"
@@ -766,8 +887,6 @@ def report_markdown(result: dict[str, Any], study: dict[str, Any]) -> str:
               "| " + " | ".join(headers()) + " |", "|" + "---|" * len(headers())]
     lines += ["| " + " | ".join(row) + " |" for row in _rows(result)]
     lines += ["", _TABLE_NOTE]
-    if _left_out(result):
-        lines += ["", f"Runs left out (not finished): {_left_out(result)}"]
     lines += ["", "## Figures", "",
               "![Learning curves: mean over seeds with 95% bootstrap bands](curves.png)", "",
               "(also as [curves.svg](curves.svg))", "",
@@ -778,6 +897,12 @@ def report_markdown(result: dict[str, Any], study: dict[str, Any]) -> str:
     lines += [f"Learning curves in TensorBoard: `{_tensorboard_command(result, study)}` "
               "(tag `eval/mean_reward`)."]
     return "\n".join(lines) + "\n"
+
+
+def _md_text(text: str) -> str:
+    """`text` as literal markdown: backslash-escape what would become code, emphasis, links
+    or HTML (an error message may hold any of them)."""
+    return re.sub(r"([\\`*<>\[\]])", r"\\\1", text)
 
 
 # --------------------------------------------------------------------------- report.html
@@ -813,12 +938,24 @@ td.name, .ci, .badge { white-space: nowrap; }
 .badge.positive { background: #1a7f37; } .badge.negative { background: #cf222e; }
 .badge.inconclusive { background: #6e7781; } .badge.reference { background: #afb8c1; }
 .note { color: #57606a; font-size: 13px; }
+.warnings { border-left: 6px solid #bf8700; background: #fff8c5; border-radius: 6px;
+            padding: 4px 14px 8px; margin: 10px 0 16px; }
+.warnings h2 { border: none; margin: 8px 0 4px; color: #7d4e00; }
+.warnings ul { margin: 0; padding-left: 20px; overflow-wrap: anywhere; }
+.missing { border-color: #bf8700; background: #fff8c5; }
+.badge.missing { background: #9a6700; }
 figure { margin: 12px 0 24px; } figure img { width: 100%; height: auto; }
 figcaption { color: #57606a; font-size: 13px; }
 """
 
 _VERDICT_CLASSES = {POSITIVE: "positive", NEGATIVE: "negative", INCONCLUSIVE: "inconclusive",
-                    REFERENCE: "reference"}
+                    REFERENCE: "reference", NO_VERDICT: "missing"}
+
+
+def _verdict_class(label: str) -> str:
+    if label.startswith(NO_METRICS):
+        return "missing"
+    return _VERDICT_CLASSES.get(label, "inconclusive")
 
 
 def report_html(result: dict[str, Any], study: dict[str, Any],
@@ -830,8 +967,8 @@ def report_html(result: dict[str, Any], study: dict[str, Any],
         f"<header><h1>Transfer study</h1><p class=\"subtitle\">{_esc(result['source'])} → "
         f"{_esc(result['target'])} · {_esc(result['algo'])} · {_esc(result['study'])}</p>"
         "</header>",
-        _html_description(result, study), _html_verdicts(result), _html_table(result),
-        _html_figures(images), _html_reproduce(result, study),
+        _html_warnings(result), _html_description(result, study), _html_verdicts(result),
+        _html_table(result), _html_figures(images), _html_reproduce(result, study),
     ]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
@@ -849,6 +986,14 @@ def _inline(text: str) -> str:
     return "".join(f"<code>{_esc(p)}</code>" if i % 2 else _esc(p) for i, p in enumerate(parts))
 
 
+def _html_warnings(result: dict[str, Any]) -> str:
+    if not result.get("warnings"):
+        return ""
+    items = "".join(f"<li>{_esc(warning)}</li>" for warning in result["warnings"])
+    return (f"<section class=\"warnings\"><h2>{_WARNINGS_TITLE}</h2><ul>{items}</ul>"
+            "</section>")
+
+
 def _html_description(result: dict[str, Any], study: dict[str, Any]) -> str:
     items = "".join(f"<dt>{_esc(term)}</dt><dd>{_inline(text)}</dd>"
                     for term, text in _description(result, study))
@@ -858,7 +1003,7 @@ def _html_description(result: dict[str, Any], study: dict[str, Any]) -> str:
 def _html_verdicts(result: dict[str, Any]) -> str:
     cards = []
     for name, verdict in _verdicts(result):
-        css = _VERDICT_CLASSES.get(verdict["label"], "inconclusive")
+        css = _verdict_class(verdict["label"])
         cards.append(f"<div class=\"verdict {css}\"><strong>{_esc(name)}</strong> "
                      f"<span class=\"badge {css}\">{_esc(verdict['label'])}</span>"
                      f"<p>{_esc(verdict['reason'])}</p></div>")
@@ -872,15 +1017,13 @@ def _html_table(result: dict[str, Any]) -> str:
     for row in _rows(result):
         cells = [f"<td class=\"name\"><strong>{_esc(row[0])}</strong></td>"]
         cells += [f"<td class=\"num\">{_interval_cell(cell)}</td>" for cell in row[1:-1]]
-        css = _VERDICT_CLASSES.get(row[-1].strip("()"), "inconclusive")
-        cells.append(f"<td><span class=\"badge {css}\">{_esc(row[-1].strip('()'))}</span></td>")
+        label = row[-1][1:-1] if row[-1] == f"({REFERENCE})" else row[-1]
+        cells.append(f"<td><span class=\"badge {_verdict_class(label)}\">{_esc(label)}</span>"
+                     "</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    left_out = _left_out(result)
-    extra = (f"<p class=\"note\">Runs left out (not finished): {_esc(left_out)}</p>"
-             if left_out else "")
     return (f"<section><h2>Metrics</h2><table><thead><tr>{head}</tr></thead><tbody>"
             + "".join(rows) + f"</tbody></table><p class=\"note\">{_esc(_TABLE_NOTE)}"
-            f"</p>{extra}</section>")
+            "</p></section>")
 
 
 def _interval_cell(text: str) -> str:

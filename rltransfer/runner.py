@@ -373,10 +373,11 @@ LOCK_FILE = ".lock"
 class StudyLock:
     """An exclusive lock (flock) on a study folder while a process writes it, so a second
     study started on the same folder stops with a clear error instead of interleaving files.
-    The lock dies with its process, kill -9 included; the file itself stays."""
+    The lock dies with its process (kill -9 included); the file is removed on release."""
 
     def __init__(self, study_dir: Path) -> None:
         self.study_dir = study_dir
+        self.path = study_dir / LOCK_FILE
         self.created = False
         self._handle: Any = None
 
@@ -389,19 +390,24 @@ class StudyLock:
             self.created = True
         except FileExistsError:
             pass
-        path = self.study_dir / LOCK_FILE
-        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held until __exit__
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise OutputError(f"{self.study_dir} is in use by {holder} (lock file {path}): "
-                              f"wait for that study to finish, or choose another --name"
-                              ) from None
-        handle.seek(0)
-        handle.truncate()
+        while True:
+            handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held until exit
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                handle.close()
+                raise OutputError(f"{self.study_dir} is in use by {holder} (lock file "
+                                  f"{self.path}): wait for that study to finish, or choose "
+                                  f"another --name") from None
+            try:
+                if os.stat(self.path).st_ino == os.fstat(handle.fileno()).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            handle.close()  # its holder removed it as we opened it: lock the new file
+        handle.truncate(0)
         handle.write(f"rltransfer pid {os.getpid()} on {socket.gethostname()} since "
                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         handle.flush()
@@ -412,10 +418,9 @@ class StudyLock:
         import fcntl
 
         if self._handle is not None:
-            if not self._handle.closed:
-                self._handle.truncate(0)
-                fcntl.flock(self._handle, fcntl.LOCK_UN)
-                self._handle.close()
+            self.path.unlink(missing_ok=True)  # while still locked: no one can hold it stale
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
             self._handle = None
 
 

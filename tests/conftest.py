@@ -19,17 +19,18 @@ def tiny_agent() -> AgentSpec:
 
 @pytest.fixture
 def training_calls(monkeypatch) -> list:
-    """Every (run spec, run folder) that a study trains, recorded as the study runs."""
-    import rltransfer.runner as runner
+    """Every (run spec, run folder) that a study trains, recorded as the study runs
+    (in this process: give the study --workers 1)."""
+    import rltransfer.training as training
 
     calls: list = []
-    real = runner.train_run
+    real = training.train_run
 
     def counting(run, run_dir, **kwargs):
         calls.append((run, run_dir))
         return real(run, run_dir, **kwargs)
 
-    monkeypatch.setattr(runner, "train_run", counting)
+    monkeypatch.setattr(training, "train_run", counting)
     return calls
 
 

@@ -65,7 +65,7 @@ def test_summary_has_every_condition_and_metric(study):
     for condition in CONDITIONS[1:]:
         assert {"jumpstart", "time_to_threshold", "speedup", "transfer_ratio", "asymptote",
                 "prob_improvement"} <= set(conditions[condition])
-    assert summary["runs"]["finetune"] == {"finished": 2, "left_out": []}
+    assert summary["runs"]["finetune"] == {"finished": 2, "failed": [], "left_out": []}
 
 
 def test_frozen_study_run_kept_features_of_the_source(study):
@@ -174,8 +174,14 @@ BAD = [
                                                                  "a positive integer, got -5"),
     (["CartPole-v1", "CartPole-v1", "--seeds", "abc"], "argument --seeds: invalid int value"),
     (["CartPole-v1", "CartPole-v1", "--out", "{d}/afile/runs"], "cannot write to --out"),
-    (["CartPole-v1", "CartPole-v1", "--name", "existing"], "already exists and is not empty: "
-                                                           "choose another --name"),
+    (["CartPole-v1", "CartPole-v1", "--name", "existing"],
+     "existing already holds a study (0 of 10 runs done): pass --resume to finish it, or choose "
+     "another --name for a new study"),
+    (["CartPole-v1", "CartPole-v1", "--resume"], "--resume needs --name NAME, the study to "
+                                                 "finish"),
+    (["CartPole-v1", "CartPole-v1", "--workers", "0"], "--workers 0 must be at least 1"),
+    (["CartPole-v1", "CartPole-v1", "--gpus-per-run", "0.5"],
+     "--gpus-per-run applies to --backend ray: add --backend ray, or drop --gpus-per-run"),
     (["CartPole-v1", "CartPole-v1", "--hparams", "n_steps=abc"], "cannot build ppo for "
                                                                  "CartPole-v1 with these "
                                                                  "hyperparameters"),
@@ -258,7 +264,7 @@ def test_studies_sharing_a_target_reuse_its_scratch_runs(tmp_path, capsys, train
     for source, name in (("CartPole-v1", "a"), ("rltransfer/CartPole-HeavyPole-v0", "b")):
         assert main(["run", source, "CartPole-v1:length=1.0", "--seeds", "2",
                      "--conditions", "scratch,finetune", "--out", str(tmp_path), "--name", name,
-                     *BUDGET, *TINY_CLI]) == 0
+                     "--workers", "1", *BUDGET, *TINY_CLI]) == 0
     trained = [f"{run_dir.parent.name}/{run_dir.name}" for _, run_dir in training_calls]
     assert sorted(t for t in trained if t.startswith("scratch/")) == ["scratch/seed_0",
                                                                        "scratch/seed_1"]

@@ -22,7 +22,7 @@ def test_env_lists_keep_parameter_commas():
 def test_matrix_trains_sources_and_scratch_once(tmp_path, training_calls):
     code = main(["matrix", "--sources", "CartPole-v1:length=0.25,CartPole-v1",
                  "--targets", "CartPole-v1:length=1.0;CartPole-v1:length=2.0",
-                 "--out", str(tmp_path), "--name", "m", *TINY])
+                 "--out", str(tmp_path), "--name", "m", "--workers", "1", *TINY])
     assert code == 0
     trained = [f"{run.condition}:{run.env}:{run_dir.parent.name}"
                for run, run_dir in training_calls]

@@ -27,7 +27,10 @@ from rltransfer.report import (
 STEPS = [0, 100, 200, 300, 400]
 
 
-def _study(tmp_path, curves: dict[str, list[list[float]]], states=None, *, write_run):
+def _study(tmp_path, curves: dict[str, list[list[float]]], states=None, *, write_run,
+           errors=None):
+    """A hand-made study; `states` sets a run's state, `errors` marks a run failed with that
+    error (as training writes it), both keyed by (condition, seed)."""
     study = tmp_path / "s"
     atomic_write_json(study / "study.json", {
         "spec": {"source": {"id": "CartPole-v1", "params": {}},
@@ -40,7 +43,16 @@ def _study(tmp_path, curves: dict[str, list[list[float]]], states=None, *, write
         for seed, returns in enumerate(runs):
             write_run(study / condition / f"seed_{seed}", STEPS, returns,
                       (states or {}).get((condition, seed), "done"))
+    for (condition, seed), error in (errors or {}).items():
+        atomic_write_json(study / condition / f"seed_{seed}" / "status.json",
+                          {"state": "failed", "error": error})
     return study
+
+
+def _table_text(result) -> str:
+    console = Console(record=True, width=250)
+    console.print(terminal_table(result))
+    return console.export_text()
 
 
 def test_summary_numbers_are_computed_from_the_curves(tmp_path, write_run):
@@ -65,7 +77,10 @@ def test_summary_numbers_are_computed_from_the_curves(tmp_path, write_run):
 
     on_disk = json.loads((study / "summary.json").read_text())
     assert on_disk == json.loads(json.dumps(result))
+    assert result["runs"]["scratch"] == {"finished": 3, "failed": [], "left_out": []}
+    assert result["warnings"] == []
     markdown = (study / "report.md").read_text()
+    assert "Warnings" not in markdown and "Warnings" not in (study / "report.html").read_text()
     scratch_row = next(line for line in markdown.splitlines() if line.startswith("| scratch"))
     assert "not reached (>400 steps)" in scratch_row
     finetune_row = next(line for line in markdown.splitlines() if line.startswith("| finetune"))
@@ -211,8 +226,126 @@ def test_unfinished_runs_are_left_out_and_named(tmp_path, write_run):
                    states={("finetune", 2): "running"}, write_run=write_run)
     result = summarize_study(study)
     assert result["metrics"]["conditions"]["finetune"]["n_runs"] == 2
-    assert result["runs"]["finetune"]["left_out"] == ["seed_2 (running)"]
-    assert "seed_2 (running)" in (study / "report.md").read_text()
+    assert result["runs"]["finetune"] == {"finished": 2, "failed": [],
+                                          "left_out": ["seed_2 (running)"]}
+    warning = "finetune: 1 of 3 runs not finished (seed_2 (running)); its metrics use the 2 others"
+    assert result["warnings"] == [warning]
+    markdown = (study / "report.md").read_text()
+    assert f"## ⚠ Warnings\n\n- {warning}\n" in markdown
+    assert "Runs left out" not in markdown
+    assert "| finetune | 2 of 3 |" in markdown
+    assert f"<li>{warning}</li>" in (study / "report.html").read_text()
+
+
+NAN_ERROR = "FloatingPointError: reward is nan at step 512"
+
+
+def test_a_failed_run_is_named_with_its_error_and_left_out_of_the_metrics(tmp_path,
+                                                                          write_run):
+    nan = float("nan")  # the failed run's curve: it would poison the metrics if it were used
+    study = _study(tmp_path, {"scratch": [[0, 20, 40, 60, 80]] * 3,
+                              "finetune": [[50, 100, 100, 100, 100]] * 2
+                              + [[50, nan, nan, nan, nan], [50, 100, 100, 100, 100]]},
+                   errors={("finetune", 2): NAN_ERROR}, write_run=write_run)
+    result = summarize_study(study)
+    assert result["runs"]["finetune"] == {
+        "finished": 3, "failed": [{"run": "seed_2", "error": NAN_ERROR}], "left_out": []}
+    assert result["runs"]["scratch"] == {"finished": 3, "failed": [], "left_out": []}
+    warning = f"finetune: 1 of 4 runs failed (seed_2: {NAN_ERROR}); its metrics use the 3 others"
+    assert result["warnings"] == [warning]
+    finetune = result["metrics"]["conditions"]["finetune"]
+    assert finetune["n_runs"] == 3
+    assert set(result["per_run"]["finetune"]) == {"seed_0", "seed_1", "seed_3"}
+    assert finetune["jumpstart"] == {"point": 0.5, "low": 0.5, "high": 0.5}
+    assert finetune["verdict"]["label"] == POSITIVE
+    assert json.loads((study / "summary.json").read_text())["warnings"] == [warning]
+
+    markdown = (study / "report.md").read_text()
+    assert f"## ⚠ Warnings\n\n- {warning}\n" in markdown
+    assert markdown.index("⚠ Warnings") < markdown.index("## Metrics")
+    assert "| finetune | 3 of 4 |" in markdown and "| scratch | 3 |" in markdown
+    page = (study / "report.html").read_text()
+    assert f"<li>{warning}</li>" in page
+    assert page.index("⚠ Warnings") < page.index("<h2>Metrics</h2>")
+    text = _table_text(result)
+    assert "3 of 4" in text and "positive transfer" in text
+    header = (study / "summary.csv").read_text().splitlines()[0]
+    assert header == "condition,metric,point,low,high,flags,display"
+
+
+def test_a_condition_whose_runs_all_failed_is_reported_without_metrics(tmp_path, write_run):
+    long_error = "ValueError: observation <obs> & " + "x" * 200
+    study = _study(tmp_path, {"scratch": [[0, 20, 40, 60, 80]] * 3,
+                              "finetune": [[50, 100, 100, 100, 100]] * 3},
+                   errors={("finetune", 0): NAN_ERROR, ("finetune", 1): NAN_ERROR,
+                           ("finetune", 2): long_error}, write_run=write_run)
+    result = summarize_study(study)
+    assert result["runs"]["finetune"]["finished"] == 0
+    assert result["runs"]["finetune"]["failed"][2] == {"run": "seed_2", "error": long_error}
+    shown = long_error[:119] + "…"
+    assert len(shown) == 120
+    warning = (f"finetune: all 3 runs failed (seed_0, seed_1: {NAN_ERROR}; seed_2: {shown}); "
+               "no metrics for it")
+    assert result["warnings"] == [warning]
+    assert list(result["metrics"]["conditions"]) == ["scratch"]
+    scratch = result["metrics"]["conditions"]["scratch"]
+    assert scratch["n_runs"] == 3 and scratch["auc"]["point"] == pytest.approx(0.4)
+    assert "finetune" not in result["per_run"]
+
+    markdown = (study / "report.md").read_text()
+    assert "- " + warning.replace("<obs>", "\\<obs\\>") + "\n" in markdown
+    assert "| finetune | 0 of 3 | — | — | — | — | — | — | no metrics (all 3 runs failed) |" in (
+        markdown)
+    assert ("- **finetune: no verdict**. No metrics: all 3 runs failed, so there is nothing "
+            "to judge.") in markdown
+    page = (study / "report.html").read_text()
+    assert "&lt;obs&gt; &amp; " in page and "<obs>" not in page
+    assert "<span class=\"badge missing\">no metrics (all 3 runs failed)</span>" in page
+    assert "no metrics (all 3 runs failed)" in _table_text(result)
+    rows = list(csv.DictReader((study / "summary.csv").open()))
+    assert rows and {r["condition"] for r in rows} == {"scratch"}
+
+
+def test_without_finished_scratch_runs_the_others_have_no_reference(tmp_path, write_run):
+    study = _study(tmp_path, {"scratch": [[0, 20, 40, 60, 80]] * 2,
+                              "finetune": [[50, 100, 100, 100, 100]] * 2},
+                   errors={("scratch", 0): NAN_ERROR, ("scratch", 1): NAN_ERROR},
+                   write_run=write_run)
+    result = summarize_study(study)
+    assert result["warnings"] == [
+        f"scratch: all 2 runs failed (seed_0, seed_1: {NAN_ERROR}); no metrics for it"]
+    assert result["metrics"]["reference"] is None
+    finetune = result["metrics"]["conditions"]["finetune"]
+    assert finetune["verdict"]["label"] == INCONCLUSIVE
+    assert "No finished scratch runs" in finetune["verdict"]["reason"]
+    assert "jumpstart" not in finetune and finetune["n_runs"] == 2
+    assert "| scratch | 0 of 2 |" in (study / "report.md").read_text()
+
+
+def test_failed_and_unfinished_runs_of_one_condition_are_told_apart(tmp_path, write_run):
+    study = _study(tmp_path, {"scratch": [[0, 20, 40, 60, 80]] * 3,
+                              "finetune": [[50, 100, 100, 100, 100]] * 5},
+                   states={("finetune", 3): "interrupted"},
+                   errors={("finetune", 1): "RuntimeError: boom"}, write_run=write_run)
+    (study / "finetune" / "seed_4" / "status.json").unlink()
+    result = summarize_study(study)
+    assert result["runs"]["finetune"] == {
+        "finished": 2, "failed": [{"run": "seed_1", "error": "RuntimeError: boom"}],
+        "left_out": ["seed_3 (interrupted)", "seed_4 (missing)"]}
+    assert result["warnings"] == [
+        "finetune: 1 of 5 runs failed (seed_1: RuntimeError: boom); its metrics use the 2 "
+        "finished runs",
+        "finetune: 2 of 5 runs not finished (seed_3 (interrupted), seed_4 (missing)); its "
+        "metrics use the 2 finished runs"]
+    assert set(result["per_run"]["finetune"]) == {"seed_0", "seed_2"}
+
+
+def test_a_study_whose_runs_all_failed_has_nothing_to_report(tmp_path, write_run):
+    study = _study(tmp_path, {"scratch": [[0, 20, 40, 60, 80]]},
+                   errors={("scratch", 0): NAN_ERROR}, write_run=write_run)
+    with pytest.raises(OutputError, match="has no finished runs: nothing to report \\(scratch: "
+                                          "its only run failed \\(seed_0: FloatingPointError"):
+        summarize_study(study)
 
 
 def test_report_on_a_folder_that_is_not_a_study(tmp_path):

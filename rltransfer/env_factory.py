@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 import gymnasium as gym
@@ -21,7 +22,8 @@ def resolve(spec: EnvSpec) -> tuple[catalog.Family | None, str, dict[str, float]
     """
     found = catalog.family_of(spec.id)
     if found is None:
-        if spec.id not in gym.registry:
+        registered = _import_registering_module(spec.id)
+        if registered not in gym.registry:
             names = list(gym.registry) + [f.name for f in catalog.families().values()]
             hint = did_you_mean(spec.id, names)
             raise UnknownEnvError(
@@ -50,6 +52,20 @@ def resolve(spec: EnvSpec) -> tuple[catalog.Family | None, str, dict[str, float]
             raise ParameterError(f"{problem} in {spec}: pick a value inside the range")
         params[name] = value
     return family, base_id, params
+
+
+def _import_registering_module(env_id: str) -> str:
+    """For Gymnasium's ``module:EnvId`` form, import `module` (it registers EnvId), as every
+    worker process will; return the registered id."""
+    if ":" not in env_id:
+        return env_id
+    module, name = env_id.split(":", 1)
+    try:
+        importlib.import_module(module)
+    except ImportError as err:
+        raise UnknownEnvError(f"cannot import {module!r} for {env_id} ({err}): install it, or "
+                              f"add its folder to PYTHONPATH") from None
+    return name
 
 
 def make_env(spec: EnvSpec, render_mode: str | None = None, monitor: bool = False) -> gym.Env:
@@ -101,4 +117,4 @@ def make_vec(spec: EnvSpec, n_envs: int, seed: int) -> VecEnv:
 def reward_threshold(spec: EnvSpec) -> float | None:
     """The reward threshold Gymnasium registers for the spec's base env, if any."""
     _, base_id, _ = resolve(spec)
-    return gym.spec(base_id).reward_threshold
+    return gym.spec(base_id.split(":")[-1]).reward_threshold

@@ -73,7 +73,8 @@ class StudyProgress:
         self._progress.stop()
 
     def print(self, text: str, style: str | None = None) -> None:
-        self._progress.console.print(text, style=style, highlight=False, markup=False)
+        self._progress.console.print(text, style=style, highlight=False, markup=False,
+                                     soft_wrap=True)
 
     def start_run(self, key: str, label: str, total: int, resumed_from: int = 0) -> None:
         """A run began (in any worker); `resumed_from` steps were trained before."""

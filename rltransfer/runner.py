@@ -634,7 +634,8 @@ class _Study:
         total = sum(r.timesteps for r in runs) + (source_job.run.timesteps if source_job else 0)
         conditions = ", ".join(self.plan.spec.conditions)
         self.console.print(f"study {self.dir}: {len(runs)} target runs ({conditions} x "
-                           f"{self.plan.spec.seeds} seeds) on {self._where()}", markup=False)
+                           f"{self.plan.spec.seeds} seeds) on {self._where()}", markup=False,
+                           highlight=False, soft_wrap=True)
         with StudyProgress(self.console, total, len(runs) + int(source_job is not None)) as bar:
             self.progress = bar
             jobs = self._target_jobs(bar)

@@ -27,6 +27,8 @@ AUGMENTATIONS = ("random-shift",)
 MAX_SEED = 2**31 - 1_000_000  # room for the evaluation seed offset below 2**32
 
 _PARAM_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(\S+)\s*$")
+_MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_ENV_ID_RE = re.compile(r"^[A-Za-z0-9_/.-]+-v\d+$")
 
 
 def stable_hash(data: Any) -> str:
@@ -51,9 +53,13 @@ class EnvSpec:
 
     @classmethod
     def parse(cls, text: str) -> EnvSpec:
-        """Parse ``ID[:name=value,...]``."""
+        """Parse ``ID[:name=value,...]``; ID may be Gymnasium's ``module:EnvId-v0``, which
+        imports `module` (where the env is registered) in every process that makes it."""
         text = text.strip()
         env_id, _, rest = text.partition(":")
+        first, _, after = rest.partition(":")
+        if _MODULE_RE.match(env_id) and _ENV_ID_RE.match(first):
+            env_id, rest = f"{env_id}:{first}", after
         if not env_id:
             raise ParameterError(f"empty environment in {text!r}: write ID or ID:name=value")
         params: dict[str, float] = {}

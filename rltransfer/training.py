@@ -145,6 +145,20 @@ class ProgressCallback(BaseCallback):
             self._reported = self.num_timesteps
 
 
+def _diverged(model: BaseAlgorithm) -> str | None:
+    """The first policy parameter that is NaN or infinite, if any."""
+    for name, param in model.policy.named_parameters():
+        if not bool(torch.isfinite(param).all()):
+            return name
+    return None
+
+
+def _divergence_error(model: BaseAlgorithm, name: str) -> FloatingPointError:
+    return FloatingPointError(
+        f"policy parameter {name} is not finite after an update before step "
+        f"{model.num_timesteps}: the loss diverged (NaN); lower the learning rate")
+
+
 class DivergenceCallback(BaseCallback):
     """Stops a run whose update made the policy's parameters NaN or infinite (a NaN loss),
     with an error that says so, instead of training on garbage. NaN observations, rewards and
@@ -154,11 +168,9 @@ class DivergenceCallback(BaseCallback):
         return True
 
     def _on_rollout_start(self) -> None:
-        for name, param in self.model.policy.named_parameters():
-            if not bool(torch.isfinite(param).all()):
-                raise FloatingPointError(
-                    f"policy parameter {name} is not finite after the update before step "
-                    f"{self.num_timesteps}: the loss diverged (NaN); lower the learning rate")
+        name = _diverged(self.model)
+        if name is not None:
+            raise _divergence_error(self.model, name)
 
 
 def build_model(run: RunSpec, env: VecEnv, tensorboard_dir: Path | None = None) -> BaseAlgorithm:
@@ -367,8 +379,15 @@ def _train(run: RunSpec, run_dir: Path, source_state: dict[str, torch.Tensor] | 
         if report is not None and report.frozen_targets:
             callbacks.insert(0, SyncFrozenTargets(report.frozen_targets))
         start = time.perf_counter()
-        model.learn(total_timesteps=run.timesteps - offset, callback=CallbackList(callbacks),
-                    progress_bar=False, reset_num_timesteps=checkpoint is None)
+        try:
+            model.learn(total_timesteps=run.timesteps - offset,
+                        callback=CallbackList(callbacks), progress_bar=False,
+                        reset_num_timesteps=checkpoint is None)
+        except (ValueError, RuntimeError) as err:  # e.g. torch's check of NaN logits
+            name = _diverged(model)
+            if name is None:
+                raise
+            raise _divergence_error(model, name) from err
         seconds = time.perf_counter() - start
         save_model(model, run_dir / "model.zip")
         model.logger.close()

@@ -1,0 +1,286 @@
+"""Parallel workers, resume after a real kill, failure isolation, the study lock, refusal to
+overwrite, and the Ray backend: the files a study leaves are the same whatever ran it."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rltransfer.cli import main
+from rltransfer.io_utils import read_json
+from rltransfer.runner import StudyLock
+
+TINY = ["--hparams", "n_steps=64", "batch_size=64", "n_epochs=2", "--n-envs", "2",
+        "--eval-episodes", "2"]
+BUDGET = ["--timesteps", "512", "--source-timesteps", "512", "--eval-freq", "128"]
+PAIR = ["CartPole-v1", "CartPole-v1:length=1.0"]
+
+
+def _study(tmp_path: Path, name: str, *extra: str, pair: list[str] = PAIR) -> int:
+    return main(["run", *pair, "--seeds", "2", "--conditions", "scratch,finetune",
+                 "--out", str(tmp_path), "--name", name, *BUDGET, *TINY, *extra])
+
+
+def _files(study: Path) -> list[str]:
+    """The study's files, with TensorBoard event files (named by time and host) as one name."""
+    names = set()
+    for path in study.rglob("*"):
+        if path.is_file():
+            name = str(path.relative_to(study))
+            names.add(name.split("events.out.tfevents")[0] + "events" if "tfevents" in name
+                      else name)
+    return sorted(names)
+
+
+def _curve(csv_path: Path) -> list[tuple[str, str, str, str]]:
+    """evaluations.csv without its wall-time column."""
+    with open(csv_path, newline="") as handle:
+        return [(r["timesteps"], r["mean_return"], r["std_return"], r["n_episodes"])
+                for r in csv.DictReader(handle)]
+
+
+RUNS = [f"{c}/seed_{s}" for c in ("scratch", "finetune") for s in (0, 1)]
+
+
+def test_parallel_and_sequential_studies_write_the_same_files_and_curves(tmp_path, capsys):
+    assert _study(tmp_path / "seq", "s", "--workers", "1") == 0
+    assert _study(tmp_path / "par", "s", "--workers", "2") == 0
+    out = capsys.readouterr().out
+    assert "on 2 worker processes, 1 torch thread(s) each" in out
+    sequential, parallel = tmp_path / "seq" / "s", tmp_path / "par" / "s"
+    assert _files(sequential) == _files(parallel)
+    for run in RUNS:  # same seeds on CPU: the same curves, whatever process trained them
+        assert _curve(sequential / run / "evaluations.csv") == \
+            _curve(parallel / run / "evaluations.csv")
+        assert read_json(parallel / run / "status.json")["state"] == "done"
+        assert not (parallel / run / "checkpoint.pt").exists()  # model.zip is the final policy
+    executions = read_json(parallel / "study.json")["executions"]
+    assert executions[0]["workers"] == 2 and executions[0]["threads_per_run"] == 1
+    assert executions[0]["ended"]
+    assert not (parallel / ".lock").exists()
+
+
+CRASHING_ENVS = '''
+import math
+import gymnasium as gym
+from gymnasium.envs.classic_control import CartPoleEnv
+
+
+class Crashing(CartPoleEnv):
+    """CartPole whose training env of seed 1 fails after 100 steps."""
+
+    bad = "raise"
+
+    def reset(self, *, seed=None, options=None):
+        if seed is not None:
+            self.armed, self.steps = seed == 1, 0
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        self.steps += 1
+        if getattr(self, "armed", False) and self.steps > 100:
+            if self.bad == "raise":
+                raise RuntimeError("the simulator crashed")
+            reward = math.nan
+        return obs, reward, terminated, truncated, info
+
+
+class NanReward(Crashing):
+    bad = "nan"
+
+
+gym.register("Crashing-v0", entry_point=Crashing, max_episode_steps=500)
+gym.register("NanReward-v0", entry_point=NanReward, max_episode_steps=500)
+'''
+
+
+@pytest.fixture
+def crashing_envs(tmp_path, monkeypatch):
+    """A module registering envs that fail for seed 1; worker processes import it by name
+    (Gymnasium's module:EnvId form) from sys.path, which they inherit."""
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "crashing_envs.py").write_text(CRASHING_ENVS)
+    monkeypatch.syspath_prepend(str(folder))
+    return "crashing_envs"
+
+
+@pytest.mark.parametrize("env,workers,error", [
+    ("Crashing-v0", "2", "RuntimeError: the simulator crashed"),
+    ("NanReward-v0", "1", "ValueError: found nan in rewards."),
+])
+def test_a_failing_run_is_marked_failed_and_the_others_finish(tmp_path, capsys, crashing_envs,
+                                                              env, workers, error):
+    target = f"{crashing_envs}:{env}"
+    code = _study(tmp_path, "f", "--workers", workers, "--threshold", "100", "--n-envs", "1",
+                  pair=["CartPole-v1", target])  # one env per run: seed k's env has seed k
+    assert code == 1  # runs failed: the summary is written, the exit status says so
+    study = tmp_path / "f"
+    for condition in ("scratch", "finetune"):
+        failed = read_json(study / condition / "seed_1" / "status.json")
+        assert failed["state"] == "failed"
+        assert failed["error"].startswith(error)
+        assert read_json(study / condition / "seed_0" / "status.json")["state"] == "done"
+    summary = read_json(study / "summary.json")
+    assert summary["runs"]["finetune"]["finished"] == 1
+    assert [f["run"] for f in summary["runs"]["finetune"]["failed"]] == ["seed_1"]
+    assert summary["warnings"][0].startswith("scratch: 1 of 2 runs failed (seed_1: " + error)
+    assert list(summary["per_run"]["finetune"]) == ["seed_0"]  # metrics on the rest
+    out = capsys.readouterr().out
+    assert f"[failed] scratch seed 1: {error}" in out
+    assert "2 run(s) failed; fix the cause, then: python -m rltransfer resume" in out
+
+
+def test_a_diverging_loss_fails_the_run_with_a_clear_error(tmp_path, tiny_agent):
+    import dataclasses
+
+    from rltransfer.specs import EnvSpec, RunSpec
+    from rltransfer.training import train_run
+
+    agent = dataclasses.replace(tiny_agent, hparams={**tiny_agent.hparams,
+                                                     "learning_rate": 1e20})
+    run = RunSpec(EnvSpec("CartPole-v1"), agent, "scratch", 0, 256, 128, 2)
+    with pytest.raises(FloatingPointError, match="is not finite after an update"):
+        train_run(run, tmp_path / "run")
+    status = read_json(tmp_path / "run" / "status.json")
+    assert status["state"] == "failed"
+    assert "the loss diverged (NaN); lower the learning rate" in status["error"]
+
+
+def test_a_finished_study_is_not_overwritten_and_resume_finishes_nothing_twice(
+        tmp_path, capsys, training_calls):
+    assert _study(tmp_path, "done", "--workers", "1") == 0
+    before = (tmp_path / "done" / "finetune" / "seed_0" / "evaluations.csv").read_bytes()
+    training_calls.clear()
+    capsys.readouterr()
+    assert _study(tmp_path, "done", "--workers", "1") == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"rltransfer: error: {tmp_path / 'done'} already holds a study (4 of 4 runs "
+                   f"done): pass --resume to finish it, or choose another --name for a new study")
+    assert _study(tmp_path, "done", "--workers", "1", "--resume") == 0
+    assert training_calls == []
+    assert "done before this resume" in capsys.readouterr().out
+    assert (tmp_path / "done" / "finetune" / "seed_0" / "evaluations.csv").read_bytes() == before
+    assert [e["resume"] for e in read_json(tmp_path / "done" / "study.json")["executions"]] == [
+        False, True]
+    assert _study(tmp_path, "done", "--workers", "1", "--resume", "--seed", "3") == 2
+    assert "was started with other options (seed: 0 there, 3 now)" in capsys.readouterr().err
+
+
+def test_a_second_study_on_a_locked_folder_gets_a_clear_error(tmp_path, capsys):
+    study = tmp_path / "busy"
+    with StudyLock(study):
+        assert (study / ".lock").read_text().startswith(f"rltransfer pid {os.getpid()} on ")
+        assert _study(tmp_path, "busy", "--workers", "1") == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"rltransfer: error: {study} is in use by rltransfer pid "
+                              f"{os.getpid()} on ")
+        assert err.rstrip().endswith(f"(lock file {study / '.lock'}): wait for that study to "
+                                     f"finish, or choose another --name")
+        assert sorted(p.name for p in study.iterdir()) == [".lock"]  # nothing interleaved
+    assert not study.exists() or not any(study.iterdir())
+
+
+def _states(study: Path) -> dict[str, str]:
+    found = {}
+    for run in RUNS3:
+        path = study / run / "status.json"
+        try:
+            found[run] = read_json(path)["state"] if path.is_file() else "missing"
+        except ValueError:  # pragma: no cover - status files are atomic; defensive
+            found[run] = "unreadable"
+    return found
+
+
+RUNS3 = [f"{c}/seed_{s}" for c in ("scratch", "finetune") for s in (0, 1, 2)]
+KILL_BUDGET = ["--seeds", "3", "--conditions", "scratch,finetune", "--timesteps", "4096",
+               "--source-timesteps", "512", "--eval-freq", "256", *TINY]
+
+
+def test_resume_after_kill_9_finishes_the_study_as_if_uninterrupted(tmp_path, capsys):
+    out = tmp_path / "runs"
+    command = [sys.executable, "-m", "rltransfer", "run", *PAIR, "--out", str(out),
+               "--name", "k", "--workers", "2", *KILL_BUDGET]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    study = out / "k"
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:  # kill once one run is done and one is mid-way
+            states = _states(study) if study.is_dir() else {}
+            mid_way = [r for r, s in states.items()
+                       if s == "running" and (study / r / "checkpoint.pt").is_file()]
+            if "done" in states.values() and mid_way:
+                break
+            assert process.poll() is None, "the study ended before it could be killed"
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"no moment to kill: {states}")
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the study and its workers, at once
+        process.wait()
+    done_before = {r: (study / r / "evaluations.csv").read_bytes()
+                   for r, s in _states(study).items() if s == "done"}
+    assert set(_states(study).values()) - {"done"}  # some runs were cut short
+
+    assert main(["resume", str(study), "--workers", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "continues from its checkpoint at step" in printed
+    assert set(_states(study).values()) == {"done"}
+    for run, data in done_before.items():
+        assert (study / run / "evaluations.csv").read_bytes() == data  # kept as they were
+    resumed = [r for r in RUNS3 if read_json(study / r / "status.json").get("resumed_from")]
+    assert resumed
+    for run in RUNS3:
+        steps = [int(row[0]) for row in _curve(study / run / "evaluations.csv")]
+        assert steps == sorted(set(steps)) and steps[0] == 0 and steps[-1] >= 4096  # no doubles
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(str(study / resumed[0]))
+    board.Reload()
+    tb_steps = [event.step for event in board.Scalars("eval/mean_reward")]
+    assert tb_steps == [int(row[0]) for row in _curve(study / resumed[0] / "evaluations.csv")]
+
+    assert main(["run", *PAIR, "--out", str(out), "--name", "whole", "--workers", "2",
+                 *KILL_BUDGET]) == 0
+    resumed_summary = read_json(study / "summary.json")
+    whole_summary = read_json(out / "whole" / "summary.json")
+
+    def shape(value):
+        if isinstance(value, dict):
+            return {key: shape(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [shape(item) for item in value]
+        return type(value).__name__ if value is not None else None
+
+    for key in ("study",):
+        resumed_summary.pop(key), whole_summary.pop(key)
+    assert shape(resumed_summary["runs"]) == shape(whole_summary["runs"])
+    assert set(resumed_summary) == set(whole_summary)
+    assert set(resumed_summary["metrics"]["conditions"]) == set(
+        whole_summary["metrics"]["conditions"])
+    assert resumed_summary["per_run"].keys() == whole_summary["per_run"].keys()
+    assert _files(study) == _files(out / "whole")
+
+
+def test_ray_backend_writes_the_same_files_as_the_local_one(tmp_path):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        assert _study(tmp_path / "ray", "s", "--backend", "ray") == 0
+    finally:
+        ray.shutdown()
+    assert _study(tmp_path / "local", "s", "--workers", "1") == 0
+    on_ray, local = tmp_path / "ray" / "s", tmp_path / "local" / "s"
+    assert _files(on_ray) == _files(local)
+    for run in RUNS:
+        assert _curve(on_ray / run / "evaluations.csv") == _curve(local / run / "evaluations.csv")
+    assert read_json(on_ray / "study.json")["executions"][0]["backend"] == "ray"

@@ -33,6 +33,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/throughput.py
 	$(PY) benchmarks/pixel_throughput.py
+	$(PY) benchmarks/scaling.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -8,6 +8,7 @@ files are the same whatever ran them) and reports to the study through an event 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import multiprocessing
 import os
@@ -19,7 +20,7 @@ from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
 from concurrent.futures import wait as wait_futures
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -122,6 +123,7 @@ class Outcome:
     final_return: float = math.nan
     transfer: str = ""
     resumed_from: int | None = None
+    interrupted: bool = False  # stopped by a signal, not failed: it runs again on resume
 
 
 class EventSink(Protocol):
@@ -214,6 +216,7 @@ _WORKER: dict[str, Any] = {"events": None, "busy": False}
 
 
 def _stop_worker(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the first
     if _WORKER["busy"]:
         raise KeyboardInterrupt  # the run is marked interrupted, as with Ctrl-C
     os._exit(0)
@@ -231,6 +234,7 @@ def _watch_parent(parent: int) -> None:
 def _init_worker(events: Any, threads: int, parent: int) -> None:
     import torch
 
+    events.cancel_join_thread()  # progress events are best effort: never block an exit
     _WORKER["events"] = events
     torch.set_num_threads(threads)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the study stops its workers with SIGTERM
@@ -238,66 +242,97 @@ def _init_worker(events: Any, threads: int, parent: int) -> None:
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 
 
-def _execute_in_worker(job: Job) -> None:
+def _execute_in_worker(job: Job) -> Outcome:
     _WORKER["busy"] = True
     try:
-        execute(job, _WORKER["events"])
+        return execute(job, _WORKER["events"])
     finally:
         _WORKER["busy"] = False
 
 
+def _state(job: Job) -> str | None:
+    from .io_utils import read_json
+
+    try:
+        return read_json(Path(job.run_dir) / "status.json").get("state")
+    except (OSError, ValueError):
+        return None
+
+
 class ProcessBackend:
     """`workers` processes (spawned, so each has its own CUDA context when it uses a GPU:
-    runs share one GPU), each with `threads` torch threads."""
+    runs share one GPU), each with `threads` torch threads.
+
+    Outcomes come back as the futures' results; the event queue only carries progress. When
+    a worker dies hard (killed, out of memory), Python stops the whole pool: the run that was
+    in the dead worker fails, and the runs its siblings were interrupted in are resubmitted
+    to a fresh pool, continuing from their checkpoints."""
 
     def __init__(self, workers: int, threads: int) -> None:
         self.capacity = workers
         self._threads = threads
         self._context = multiprocessing.get_context("spawn")
-        self._events = self._context.Queue()
-        self._pool = self._new_pool()
-        self._futures: dict[Future, Job] = {}
-        self._reported: set[str] = set()
+        self._futures: dict[Future, tuple[Job, ProcessPoolExecutor]] = {}
+        self._new_pool()
 
-    def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(self.capacity, mp_context=self._context,
-                                   initializer=_init_worker,
-                                   initargs=(self._events, self._threads, os.getpid()))
+    def _new_pool(self) -> None:
+        self._events = self._context.Queue()  # a killed writer may hold the old one's lock
+        self._pool = ProcessPoolExecutor(self.capacity, mp_context=self._context,
+                                         initializer=_init_worker,
+                                         initargs=(self._events, self._threads, os.getpid()))
 
     def submit(self, job: Job) -> None:
-        self._futures[self._pool.submit(_execute_in_worker, job)] = job
+        self._futures[self._pool.submit(_execute_in_worker, job)] = (job, self._pool)
 
     def wait(self, timeout: float) -> list[tuple[str, str, Any]]:
         items: list[tuple[str, str, Any]] = []
+        events = self._events
         try:
-            items.append(self._events.get(timeout=timeout))
+            items.append(events.get(timeout=timeout))
             while True:
-                items.append(self._events.get_nowait())
-        except queue_module.Empty:
+                items.append(events.get_nowait())
+        except (queue_module.Empty, OSError, ValueError):
             pass
-        self._reported.update(key for kind, key, _ in items if kind == "done")
-        items += self._lost_jobs()
-        return items
+        items = [item for item in items if item[0] != "done"]  # outcomes come with futures
+        return items + self._finished()
 
-    def _lost_jobs(self) -> list[tuple[str, str, Any]]:
-        """Jobs whose worker died without reporting (killed, out of memory)."""
+    def _finished(self) -> list[tuple[str, str, Any]]:
         done, _ = wait_futures(list(self._futures), timeout=0, return_when=FIRST_COMPLETED)
-        lost: list[tuple[str, str, Any]] = []
-        broken = False
+        if any(self._futures[f][1] is self._pool and isinstance(f.exception(), BrokenProcessPool)
+               for f in done if not f.cancelled()):
+            # Python fails the futures, then stops the surviving workers; wait for them to
+            # write their runs' status ("interrupted") before telling which run died.
+            broken = self._pool
+            self._new_pool()
+            broken.shutdown(wait=True, cancel_futures=True)
+            done, _ = wait_futures(list(self._futures), timeout=0,
+                                   return_when=FIRST_COMPLETED)
+        found: list[tuple[str, str, Any]] = []
+        retry: list[Job] = []
         for future in done:
-            job = self._futures.pop(future)
+            job, _ = self._futures.pop(future)
+            if future.cancelled():
+                retry.append(job)
+                continue
             error = future.exception()
-            if error is None or job.key in self._reported:
-                continue  # its "done" event is on the way, or already here
-            broken |= isinstance(error, BrokenProcessPool)
-            reason = ("its worker process died (killed, or out of memory?)"
-                      if isinstance(error, BrokenProcessPool) else f"{type(error).__name__}: "
-                                                                   f"{error}")
-            lost.append(("done", job.key, Outcome(job.key, False, error=reason)))
-        if broken:  # the pool is unusable: the rest run in a fresh one
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = self._new_pool()
-        return lost
+            if error is None:
+                found.append(("done", job.key, future.result()))
+            elif isinstance(error, BrokenProcessPool):
+                if _state(job) == "interrupted":  # stopped because a sibling died
+                    retry.append(dataclasses.replace(job, resume=True))
+                else:
+                    found.append(("done", job.key, Outcome(
+                        job.key, False, error="its worker process died (killed, or out of "
+                                              "memory?)")))
+            elif isinstance(error, KeyboardInterrupt):
+                found.append(("done", job.key, Outcome(job.key, False, interrupted=True,
+                                                       error="interrupted")))
+            else:
+                found.append(("done", job.key, Outcome(job.key, False,
+                                                       error=f"{type(error).__name__}: {error}")))
+        for job in retry:
+            self.submit(job)
+        return found
 
     def close(self, interrupted: bool) -> None:
         if interrupted:  # ask running runs to stop (they mark themselves interrupted)
@@ -330,22 +365,21 @@ class RayBackend:
         self._ray = ray
         self._started = not ray.is_initialized()
         if self._started:
+            handler = signal.getsignal(signal.SIGTERM)  # ray.init replaces it with sys.exit
             try:
-                ray.init(address=self.address(execution), include_dashboard=False,
+                ray.init(address=execution.address, include_dashboard=False,
                          log_to_driver=False, logging_level="ERROR")
             except ConnectionError as err:
                 raise ConfigError(f"no Ray cluster at --address {execution.address}: start one "
                                   f"with 'ray start --head' or drop --address for a local "
                                   f"instance ({err})") from None
+            finally:
+                signal.signal(signal.SIGTERM, handler)
         self._events = Queue()
         self._task = ray.remote(_ray_execute).options(
             num_cpus=execution.cpus_per_run or 1.0, num_gpus=execution.gpus_per_run or 0.0,
             max_retries=0)
         self._refs: dict[Any, Job] = {}
-
-    @staticmethod
-    def address(execution: Execution) -> str | None:
-        return execution.address
 
     def submit(self, job: Job) -> None:
         self._refs[self._task.remote(job, self._events)] = job
@@ -372,9 +406,10 @@ class RayBackend:
         return items
 
     def close(self, interrupted: bool) -> None:
-        if interrupted:
+        if interrupted:  # KeyboardInterrupt in each task: its run is marked interrupted
             for ref in list(self._refs):
-                self._ray.cancel(ref, force=True)
+                self._ray.cancel(ref)
+            self._ray.wait(list(self._refs), num_returns=len(self._refs), timeout=10)
         try:
             self._events.shutdown()
         except Exception:  # noqa: BLE001, S110 - best effort on the way out
@@ -390,7 +425,3 @@ def make_backend(execution: Execution, on_event: Any) -> Backend:
     if execution.n_workers == 1:
         return InlineBackend(on_event)
     return ProcessBackend(execution.n_workers, execution.torch_threads())
-
-
-def outcome_dict(outcome: Outcome) -> dict[str, Any]:
-    return asdict(outcome)

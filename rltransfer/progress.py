@@ -110,14 +110,25 @@ class StudyProgress:
         self._progress.update(self._study, description=self._study_label())
         return run
 
-    def finish_run(self, key: str, note: str = "") -> None:
+    def finish_run(self, key: str, run_total: int, note: str = "") -> None:
+        """A run is done; the study bar gets any of its steps not reported yet (progress
+        events may trail the result)."""
         self.runs_done += 1
         run = self._end(key)
+        covered = run.resumed + run.steps if run is not None else 0
+        if run_total > covered:
+            self._progress.update(self._study, advance=run_total - covered)
         if run is None:
+            self.print(f"[{self.runs_done}/{self.total_runs}] {key}: done{note}")
             return
         elapsed = time.perf_counter() - run.start
         self.print(f"[{self.runs_done}/{self.total_runs}] {run.label}: {run.steps:,} steps in "
                    f"{elapsed:.1f}s ({run.steps_per_second:,.0f} steps/s){note}")
+
+    def interrupt_run(self, key: str, label: str) -> None:
+        """A run stopped by a signal: it is neither done nor failed; resume runs it again."""
+        self._end(key)
+        self.print(f"[interrupted] {label}", style="yellow")
 
     def fail_run(self, key: str, label: str, error: str, run_total: int) -> None:
         """A run failed (or could not start): the study goes on; its steps not trained leave

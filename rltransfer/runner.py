@@ -34,6 +34,7 @@ from .errors import (
     ConfigError,
     HyperparameterError,
     OutputError,
+    RLTransferError,
     SourceFailedError,
 )
 from .execution import Execution, Job, Outcome, make_backend
@@ -314,9 +315,18 @@ def _reuse_scratch(plan_: Plan, run: RunSpec, run_dir: Path) -> str | None:
     status = cache / "status.json"
     if not status.is_file() or read_json(status).get("state") != "done":
         return None
-    shutil.rmtree(run_dir, ignore_errors=True)  # a pending status or an earlier attempt
-    shutil.copytree(cache, run_dir)
+    _copy_atomically(cache, run_dir)
     return cache.name
+
+
+def _copy_atomically(folder: Path, to: Path) -> None:
+    """Replace `to` with a copy of `folder`; an interruption leaves the old `to` or the new
+    one whole, never a "done" status.json without the files it vouches for."""
+    tmp = to.with_name(f".{to.name}.copy-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(folder, tmp)
+    shutil.rmtree(to, ignore_errors=True)
+    tmp.rename(to)
 
 
 def _store_scratch(plan_: Plan, run: RunSpec, run_dir: Path) -> None:
@@ -341,26 +351,32 @@ def _source_from_cache(plan_: Plan) -> Path | None:
 
 
 def _store_source(plan_: Plan, trained: Path) -> Path:
-    """Move a freshly trained source policy into the cache; return the cache folder."""
+    """Copy a source policy trained in a study into the cache; return the cache folder."""
     run = plan_.source_run()
     key = source_key(run)
     cache = Path(plan_.spec.out) / CACHE_DIR / key
     atomic_write_json(trained / "spec.json", run.to_dict())
     if cache.exists() and not plan_.spec.retrain_source:
-        shutil.rmtree(trained)  # another study cached the same source meanwhile: use it
-        return cache
+        return cache  # another study cached the same source meanwhile: keep that one
+    tmp = cache.with_name(f"{key}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(trained, tmp, ignore=shutil.ignore_patterns("source.json"))
     if cache.exists():  # --retrain-source: swap in the new policy
         old = cache.with_name(f"{key}.old-{os.getpid()}")
         cache.rename(old)
         shutil.rmtree(old)
-    trained.rename(cache)
+    try:
+        tmp.rename(cache)
+    except OSError:  # another study stored it between our check and now
+        shutil.rmtree(tmp, ignore_errors=True)
     return cache
 
 
-def _cache_record(plan_: Plan, cache: Path, reused: bool) -> Source:
-    checkpoint = load_checkpoint(cache / "model.zip")
-    _, returns = read_evaluations(cache / "evaluations.csv")
-    status = read_json(cache / "status.json") if (cache / "status.json").is_file() else {}
+def _source_record(plan_: Plan, folder: Path, cache: Path, reused: bool) -> Source:
+    """The source policy in `folder` (the study's source/), cached as `cache`."""
+    checkpoint = load_checkpoint(folder / "model.zip")
+    _, returns = read_evaluations(folder / "evaluations.csv")
+    status = read_json(folder / "status.json") if (folder / "status.json").is_file() else {}
     record = {"kind": "cache", "cache": str(cache.resolve()), "key": cache.name,
               "reused": reused, "trained_steps": 0 if reused else status.get("timesteps", 0),
               "final_return": float(returns[-1]), "run": plan_.source_run().to_dict()}
@@ -482,8 +498,9 @@ def run_study(spec: StudySpec, *, command: str = "", console: Console | None = N
             _run_locked(plan_, command, console, execution, resume)
         except BaseException:
             states = _run_states(study_dir, plan_.target_runs()) if study_dir.is_dir() else {}
-            if lock.created and "done" not in states.values():
-                shutil.rmtree(study_dir, ignore_errors=True)  # nothing of value: no half study
+            if lock.created and set(states.values()) <= {"missing", "pending"} \
+                    and not (study_dir / "source" / "status.json").is_file():
+                shutil.rmtree(study_dir, ignore_errors=True)  # nothing trained: no half study
             raise
     return study_dir
 
@@ -491,6 +508,7 @@ def run_study(spec: StudySpec, *, command: str = "", console: Console | None = N
 def resume_study(study_dir: Path, *, console: Console | None = None,
                  execution: Execution | None = None) -> Path:
     """Finish the study in `study_dir` with the options it was started with."""
+    study_dir = Path(study_dir).resolve()
     record = load_study(study_dir)
     spec = StudySpec.from_dict({**record["spec"], "out": str(study_dir.parent),
                                 "name": study_dir.name})
@@ -551,18 +569,17 @@ class _Study:
                  execution: Execution, resume: bool) -> None:
         self.plan, self.record, self.console = plan_, record, console
         self.execution, self.resume = execution, resume
-        self.dir = plan_.study_dir
-        self.threads = None if execution.backend == "local" and execution.n_workers == 1 \
-            else execution.torch_threads()
-        self.labels: dict[str, str] = {}
-        self.jobs: dict[str, Job] = {}
+        self.dir = plan_.study_dir.resolve()  # absolute: Ray tasks may run elsewhere
+        inline = execution.backend == "local" and execution.n_workers == 1
+        self.threads = execution.threads if inline else execution.torch_threads()
         self.source_error: str | None = None
 
     def _save(self) -> None:
         atomic_write_json(self.dir / "study.json", self.record)
 
     def _source(self, external: Source | None) -> tuple[str | None, str, Job | None]:
-        """(checkpoint path, label) of a source that is ready, or the job that trains it."""
+        """(checkpoint path, label) of a source that is ready, or the job that trains it
+        (into the study's source/ folder, from where it is copied into the cache)."""
         if external is not None:
             self.record["source"] = external.record
             atomic_write_json(self.dir / "source" / "source.json", external.record)
@@ -574,21 +591,23 @@ class _Study:
             return str(self.dir / "source" / "model.zip"), f"cache:{known['key']}", None
         if not (self.plan.spec.transfers or "threshold" not in self.record):
             return None, "", None
+        status = self.dir / "source" / "status.json"
+        if status.is_file() and read_json(status).get("state") == "done":  # trained, then cut
+            cache = _store_source(self.plan, self.dir / "source")
+            return self._adopt_source(cache, reused=False), f"cache:{cache.name}", None
         cache = _source_from_cache(self.plan)
         if cache is not None:
             self.console.print(f"source: reusing cached policy {cache.name} (0 training steps)",
                                markup=False)
-            return self._install_source(cache, reused=True), f"cache:{cache.name}", None
+            _copy_atomically(cache, self.dir / "source")
+            return self._adopt_source(cache, reused=True), f"cache:{cache.name}", None
         run = self.plan.source_run()
-        tmp = Path(self.plan.spec.out) / CACHE_DIR / f"{source_key(run)}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        return None, "", Job("source", f"source {run.env} seed {run.seed}", run, str(tmp),
-                             threads=self.threads)
+        return None, "", Job("source", f"source {run.env} seed {run.seed}", run,
+                             str(self.dir / "source"), resume=self.resume, threads=self.threads)
 
-    def _install_source(self, cache: Path, reused: bool) -> str:
-        source = _cache_record(self.plan, cache, reused)
-        shutil.rmtree(self.dir / "source", ignore_errors=True)
-        shutil.copytree(cache, self.dir / "source")
+    def _adopt_source(self, cache: Path, reused: bool) -> str:
+        """Record the source in study/source (cached as `cache`) and the threshold it sets."""
+        source = _source_record(self.plan, self.dir / "source", cache, reused)
         atomic_write_json(self.dir / "source" / "source.json", source.record)
         self.record["source"] = source.record
         if "threshold" not in self.record:
@@ -617,8 +636,8 @@ class _Study:
                 continue
             if state is None:
                 atomic_write_json(status, {"state": "pending", "run": run.to_dict()})
-            elif self.resume:
-                progress.print(f"{label}: was {state} — will run again")
+            elif self.resume and state != "pending":
+                progress.print(f"{label}: was {state}; runs again")
             jobs.append(Job(key, label, run, str(run_dir), resume=self.resume,
                             threads=self.threads))
         return jobs
@@ -702,6 +721,15 @@ class _Study:
 
     def _finished(self, job: Job, outcome: Outcome, waiting: list[Job]) -> list[Job]:
         """Record a finished job; return the jobs it releases (the source's dependents)."""
+        if outcome.ok and job.key == "source":
+            try:
+                cache = _store_source(self.plan, Path(job.run_dir))
+                path = self._adopt_source(cache, reused=False)
+            except (RLTransferError, OSError) as err:  # e.g. its score is not above random
+                outcome = dataclasses.replace(outcome, ok=False, error=str(err))
+        if outcome.interrupted:
+            self.progress.interrupt_run(job.key, job.label)
+            return []
         if not outcome.ok:
             self._failed(job, outcome.error)
             if job.key == "source":
@@ -712,14 +740,12 @@ class _Study:
         note = f", final return {outcome.final_return:.1f}"
         if outcome.transfer:
             note += f"; {outcome.transfer}"
-        self.progress.finish_run(job.key, note)
+        self.progress.finish_run(job.key, job.run.timesteps, note)
         if job.key == "source":
-            cache = _store_source(self.plan, Path(job.run_dir))
-            path = self._install_source(cache, reused=False)
-            label = f"cache:{cache.name}"
-            return [dataclasses.replace(d, source=path, source_label=label) for d in waiting]
-        if job.run.condition == "scratch":
-            _store_scratch(self.plan, job.run, Path(job.run_dir))
+            return [dataclasses.replace(d, source=path, source_label=f"cache:{cache.name}")
+                    for d in waiting]
+        if job.run.condition == "scratch" and outcome.resumed_from is None:
+            _store_scratch(self.plan, job.run, Path(job.run_dir))  # only uninterrupted runs
         return []
 
     def _failed(self, job: Job, error: str) -> None:
@@ -728,8 +754,6 @@ class _Study:
         if current.get("state") != "failed":  # e.g. its worker died, or it never started
             atomic_write_json(status, {**current, "state": "failed", "error": error,
                                        "run": job.run.to_dict(), "ended": time.time()})
-        if job.key == "source":
-            shutil.rmtree(job.run_dir, ignore_errors=True)  # never leave half a cache entry
         self.progress.fail_run(job.key, job.label, error, job.run.timesteps)
 
 

@@ -283,16 +283,17 @@ def _restart_point(run: RunSpec, run_dir: Path,
         rows = [r for r in _read_rows(run_dir / "evaluations.csv") if r["timesteps"] <= step]
         if rows and rows[-1]["timesteps"] == step:
             return state, rows, f"continues from its checkpoint at step {step:,}"
-    if not resume:
-        how = ""
+    stale = [run_dir / name for name in ("evaluations.csv", "model.zip", CHECKPOINT,
+                                         "transfer.json")]
+    stale = [p for p in stale if p.exists()] + list(run_dir.glob("events.out.tfevents.*"))
+    if not (resume and stale):
+        how = ""  # a first attempt
     elif not can_checkpoint(run.agent.algo):
         how = (f"restarts from the start ({run.agent.algo} would also need its replay buffer, "
                f"which checkpoints do not hold)")
     else:
         how = "restarts from the start (no checkpoint yet)"
-    stale = [run_dir / name for name in ("evaluations.csv", "model.zip", CHECKPOINT,
-                                         "transfer.json")]
-    for old in stale + list(run_dir.glob("events.out.tfevents.*")):
+    for old in stale:
         old.unlink(missing_ok=True)
     return None, [], how
 

@@ -26,7 +26,7 @@ def test_matrix_trains_sources_and_scratch_once(tmp_path, training_calls):
     assert code == 0
     trained = [f"{run.condition}:{run.env}:{run_dir.parent.name}"
                for run, run_dir in training_calls]
-    sources = [t for t in trained if t.endswith(":sources")]
+    sources = [run for run, run_dir in training_calls if run_dir.name == "source"]
     scratch = [t for t in trained if t.endswith(":scratch")]
     finetune = [t for t in trained if t.startswith("finetune:")]
     assert len(sources) == 2  # one per source, not one per pair

@@ -69,6 +69,8 @@ def test_parallel_and_sequential_studies_write_the_same_files_and_curves(tmp_pat
 
 CRASHING_ENVS = '''
 import math
+import os
+import signal
 import gymnasium as gym
 from gymnasium.envs.classic_control import CartPoleEnv
 
@@ -89,6 +91,8 @@ class Crashing(CartPoleEnv):
         if getattr(self, "armed", False) and self.steps > 100:
             if self.bad == "raise":
                 raise RuntimeError("the simulator crashed")
+            if self.bad == "kill":  # a hard crash: the worker process dies with no error
+                os.kill(os.getpid(), signal.SIGKILL)
             reward = math.nan
         return obs, reward, terminated, truncated, info
 
@@ -97,8 +101,13 @@ class NanReward(Crashing):
     bad = "nan"
 
 
+class Killed(Crashing):
+    bad = "kill"
+
+
 gym.register("Crashing-v0", entry_point=Crashing, max_episode_steps=500)
 gym.register("NanReward-v0", entry_point=NanReward, max_episode_steps=500)
+gym.register("Killed-v0", entry_point=Killed, max_episode_steps=500)
 '''
 
 
@@ -116,6 +125,7 @@ def crashing_envs(tmp_path, monkeypatch):
 @pytest.mark.parametrize("env,workers,error", [
     ("Crashing-v0", "2", "RuntimeError: the simulator crashed"),
     ("NanReward-v0", "1", "ValueError: found nan in rewards."),
+    ("Killed-v0", "2", "its worker process died (killed, or out of memory?)"),
 ])
 def test_a_failing_run_is_marked_failed_and_the_others_finish(tmp_path, capsys, crashing_envs,
                                                               env, workers, error):
@@ -284,3 +294,36 @@ def test_ray_backend_writes_the_same_files_as_the_local_one(tmp_path):
     for run in RUNS:
         assert _curve(on_ray / run / "evaluations.csv") == _curve(local / run / "evaluations.csv")
     assert read_json(on_ray / "study.json")["executions"][0]["backend"] == "ray"
+
+
+def test_progress_shows_every_running_run_and_the_study_total():
+    from rich.console import Console
+
+    from rltransfer.progress import StudyProgress
+
+    def screen(progress: StudyProgress) -> list[str]:
+        snapshot = Console(width=160, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+        snapshot.print(progress._progress.get_renderable())
+        return snapshot.export_text().splitlines()
+
+    console = Console(record=True, width=160, file=open(os.devnull, "w"))  # noqa: SIM115
+    with StudyProgress(console, total_steps=4000, total_runs=2) as progress:
+        progress.start_run("scratch/seed_0", "scratch seed 0", 2000)
+        progress.start_run("finetune/seed_1", "finetune seed 1", 2000, resumed_from=500)
+        time.sleep(0.05)
+        progress.advance("scratch/seed_0", 1000)
+        progress.advance("finetune/seed_1", 500)
+        live = screen(progress)
+        progress.finish_run("scratch/seed_0", 2000)
+        progress.fail_run("finetune/seed_1", "finetune seed 1", "RuntimeError: boom", 2000)
+        after = screen(progress)
+    study = next(line for line in live if line.startswith("study [0/2 runs]"))
+    assert "2000/4000 steps" in study and "steps/s" in study and "ETA" in study
+    for label in ("scratch seed 0", "finetune seed 1"):  # each running run, its steps and rate
+        row = next(line for line in live if line.strip().startswith(label))
+        assert "1000/2000 steps" in row and "steps/s" in row
+    assert len(after) == 1 and after[0].startswith("study [1/2 runs, 1 failed]")
+    assert "3000/3000 steps" in after[0]  # finished: its rest counted; failed: its rest gone
+    printed = console.export_text()
+    assert "[1/2] scratch seed 0: 1,000 steps in" in printed
+    assert "[failed] finetune seed 1: RuntimeError: boom" in printed

@@ -141,8 +141,9 @@ def _add_execution_options(parser: argparse.ArgumentParser) -> None:
                        help="worker processes on this machine (default: one per core, here "
                             f"{available_cores()}); 1 runs everything in this process")
     group.add_argument("--threads", type=int, metavar="N",
-                       help="torch threads per run (default: cores / workers, so workers do not "
-                            "oversubscribe the cores)")
+                       help="torch threads per run (default: 1, so workers never oversubscribe "
+                            "the cores and results do not depend on --workers; with --backend "
+                            "ray: --cpus-per-run)")
     group.add_argument("--backend", choices=BACKENDS, default="local",
                        help="local: processes on this machine; ray: Ray tasks on a cluster "
                             "(pip install 'rltransfer[ray]'; --out must be a folder every node "

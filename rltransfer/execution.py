@@ -48,7 +48,7 @@ class Execution:
     address: str | None = None  # Ray: None starts a local instance; "auto" or HOST:PORT
     cpus_per_run: float | None = None  # Ray resources per run (default 1 CPU, 0 GPUs)
     gpus_per_run: float | None = None
-    threads: int | None = None  # torch threads per run; None: cores // workers
+    threads: int | None = None  # torch threads per run; None: 1 (Ray: its CPUs)
 
     def validate(self) -> None:
         if self.backend not in BACKENDS:
@@ -80,12 +80,16 @@ class Execution:
         return self.workers or available_cores()
 
     def torch_threads(self) -> int:
-        """Torch threads per run, so that concurrent runs do not oversubscribe the cores."""
+        """Torch threads per run. One by default: concurrent runs then never oversubscribe
+        the cores (2 threads in each of 2 workers made runs ~5x slower on 2 cores), a lone
+        MLP run is no slower (benchmarks/README.md), and every run computes the same way
+        whatever --workers is, so results do not depend on it. (Float sums split over more
+        threads round differently, and RL amplifies that.) A Ray run uses its CPUs."""
         if self.threads:
             return self.threads
         if self.backend == "ray":
             return max(1, math.floor(self.cpus_per_run or 1))
-        return max(1, available_cores() // self.n_workers)
+        return 1
 
     def describe(self) -> dict[str, Any]:
         """What study.json records of this execution."""
@@ -138,6 +142,7 @@ def execute(job: Job, events: EventSink) -> Outcome:
     from .training import one_line, train_run
     from .transfer import load_checkpoint
 
+    threads = torch.get_num_threads()
     if job.threads:
         torch.set_num_threads(job.threads)
 
@@ -154,6 +159,8 @@ def execute(job: Job, events: EventSink) -> Outcome:
                           resumed_from=result.resumed_from)
     except Exception as err:  # noqa: BLE001 - a run's failure must not stop the study
         outcome = Outcome(job.key, False, error=one_line(err))
+    finally:
+        torch.set_num_threads(threads)  # in-process runs leave the caller's setting alone
     events.put(("done", job.key, outcome))
     return outcome
 

@@ -570,8 +570,7 @@ class _Study:
         self.plan, self.record, self.console = plan_, record, console
         self.execution, self.resume = execution, resume
         self.dir = plan_.study_dir.resolve()  # absolute: Ray tasks may run elsewhere
-        inline = execution.backend == "local" and execution.n_workers == 1
-        self.threads = execution.threads if inline else execution.torch_threads()
+        self.threads = execution.torch_threads()
         self.source_error: str | None = None
 
     def _save(self) -> None:
@@ -681,7 +680,7 @@ class _Study:
             return (f"Ray ({e.address or 'local instance'}, {e.cpus_per_run or 1:g} CPU and "
                     f"{e.gpus_per_run or 0:g} GPU per run)")
         if e.n_workers == 1:
-            return "1 worker (this process)"
+            return f"1 worker (this process), {e.torch_threads()} torch thread(s)"
         return f"{e.n_workers} worker processes, {e.torch_threads()} torch thread(s) each"
 
     def _schedule(self, ready: deque[Job], waiting: list[Job]) -> None:

@@ -49,10 +49,22 @@ def _curve(csv_path: Path) -> list[tuple[str, str, str, str]]:
 RUNS = [f"{c}/seed_{s}" for c in ("scratch", "finetune") for s in (0, 1)]
 
 
+# RL-Zoo's CartPole preset (8 envs, batches of 256) with a tiny budget: batches big enough that
+# torch would split sums over threads, so the curves only match when every run computes alike.
+PRESET_BUDGET = ["--timesteps", "768", "--source-timesteps", "768", "--eval-freq", "256",
+                 "--eval-episodes", "2"]
+
+
+def _preset_study(out: Path, *extra: str) -> int:
+    return main(["run", *PAIR, "--seeds", "2", "--conditions", "scratch,finetune",
+                 "--out", str(out), "--name", "s", *PRESET_BUDGET, *extra])
+
+
 def test_parallel_and_sequential_studies_write_the_same_files_and_curves(tmp_path, capsys):
-    assert _study(tmp_path / "seq", "s", "--workers", "1") == 0
-    assert _study(tmp_path / "par", "s", "--workers", "2") == 0
+    assert _preset_study(tmp_path / "seq", "--workers", "1") == 0
+    assert _preset_study(tmp_path / "par", "--workers", "2") == 0
     out = capsys.readouterr().out
+    assert "on 1 worker (this process), 1 torch thread(s)" in out
     assert "on 2 worker processes, 1 torch thread(s) each" in out
     sequential, parallel = tmp_path / "seq" / "s", tmp_path / "par" / "s"
     assert _files(sequential) == _files(parallel)

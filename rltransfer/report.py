@@ -375,11 +375,17 @@ def _condition_verdict(name: str, entry: Mapping[str, Any], reference: str | Non
     return transfer_verdict(entry)
 
 
+SIDE_TOLERANCE = 1e-9  # rounding noise (e.g. means over 2 vs 3 identical curves) is no effect
+
+
 def _side(est: Mapping[str, Any] | None, reference: float) -> int:
-    """+1 when the interval lies entirely above `reference`, -1 below, else 0."""
+    """+1 when the interval lies entirely above `reference`, -1 below, else 0. Bounds
+    within rounding noise of `reference` count as touching it."""
     if not est or est.get("low") is None or est.get("high") is None:
         return 0
-    return 1 if est["low"] > reference else -1 if est["high"] < reference else 0
+    if est["low"] > reference + SIDE_TOLERANCE:
+        return 1
+    return -1 if est["high"] < reference - SIDE_TOLERANCE else 0
 
 
 def _speedup_side(sp: Mapping[str, Any] | None) -> int:

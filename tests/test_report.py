@@ -170,6 +170,8 @@ UNCLEAR = _est(0.1, -0.2, 0.4)
       "speedup": _est(0.5, 0.3, 0.8)}, INCONCLUSIVE, "points both ways"),
     ({"transfer_ratio": _est(None, None, None, note="undefined: reference mean AUC is 0")},
      INCONCLUSIVE, "Transfer ratio undefined (undefined: reference mean AUC is 0)"),
+    # identical curves averaged over different run counts: a ratio of 1e-16 is no effect
+    ({"transfer_ratio": _est(1.4e-16, 1.4e-16, 1.4e-16)}, INCONCLUSIVE, "contains 0"),
     ({"transfer_ratio": _est(0.5, None, None), "jumpstart": _est(0.2, None, None)},
      INCONCLUSIVE, "has no interval"),
 ])

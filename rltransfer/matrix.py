@@ -142,9 +142,13 @@ def compare_studies(studies: list[Path]) -> dict[str, Any]:
     for study in studies:
         summary = summarize_study(study)
         reference = summary["metrics"].get("reference")
-        for condition, data in summary["metrics"]["conditions"].items():
+        measured = summary["metrics"]["conditions"]
+        for condition, runs in summary["runs"].items():
+            data = measured.get(condition, {})
+            label = condition if condition in measured else (
+                f"{condition} (no finished runs: {len(runs.get('failed', []))} failed)")
             rows.append({"study": study.name, "source": summary["source"],
-                         "target": summary["target"], "condition": condition,
+                         "target": summary["target"], "condition": label,
                          "reference": condition == reference, **{
                              key: data.get(key) for key in (
                                  "jumpstart", "time_to_threshold", "speedup",

@@ -353,3 +353,16 @@ def test_a_study_whose_runs_all_failed_has_nothing_to_report(tmp_path, write_run
 def test_report_on_a_folder_that_is_not_a_study(tmp_path):
     with pytest.raises(OutputError, match="is not a study folder \\(no study.json\\)"):
         summarize_study(tmp_path)
+
+
+def test_compare_lists_a_condition_whose_runs_all_failed(tmp_path, write_run):
+    from rltransfer.matrix import compare_studies
+
+    study = _study(tmp_path, {"scratch": [[0, 20, 40, 60, 80]] * 2,
+                              "finetune": [[50, 100, 100, 100, 100]] * 2},
+                   errors={("finetune", 0): NAN_ERROR, ("finetune", 1): NAN_ERROR},
+                   write_run=write_run)
+    rows = compare_studies([study])["rows"]
+    assert [row["condition"] for row in rows] == ["scratch",
+                                                  "finetune (no finished runs: 2 failed)"]
+    assert rows[1]["transfer_ratio"] is None

@@ -35,6 +35,14 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def remove_stale_temporaries(folder: str | Path) -> None:
+    """Remove the temporary files of atomic writes cut short by a kill (``.NAME.XXXX.tmp``).
+    Call only while no other process writes `folder` (the study lock guarantees that)."""
+    for path in Path(folder).glob(".*.tmp"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 

@@ -38,7 +38,7 @@ from .errors import (
     SourceFailedError,
 )
 from .execution import Execution, Job, Outcome, make_backend
-from .io_utils import atomic_write_json, read_json
+from .io_utils import atomic_write_json, read_json, remove_stale_temporaries
 from .pixels import is_image_observation
 from .progress import StudyProgress
 from .specs import SOURCE_CONDITIONS, AgentSpec, EnvSpec, RunSpec, StudySpec, stable_hash
@@ -642,6 +642,9 @@ class _Study:
         return jobs
 
     def run(self, external: Source | None) -> None:
+        remove_stale_temporaries(self.dir)  # e.g. study.json's, if a kill cut a write short
+        for partial in self.dir.glob("*/.seed_*.copy-*"):  # a cached run's copy, cut short
+            shutil.rmtree(partial, ignore_errors=True)
         self.record.setdefault("executions", []).append(
             {**self.execution.describe(), "resume": self.resume,
              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})

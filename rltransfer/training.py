@@ -32,7 +32,13 @@ from stable_baselines3.common.vec_env import VecCheckNan, VecEnv
 
 from . import algos
 from .env_factory import make_vec
-from .io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from .io_utils import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    read_json,
+    remove_stale_temporaries,
+)
 from .specs import SOURCE_CONDITIONS, RunSpec
 from .transfer import SyncFrozenTargets, TransferReport, apply_transfer
 
@@ -234,6 +240,7 @@ def train_run(run: RunSpec, run_dir: Path, *,
     With `resume`, an on-policy run continues from its checkpoint when it has one; otherwise
     (and always without `resume`) the files of an earlier attempt are replaced."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(run_dir)  # an earlier attempt killed mid-write
     status_path = run_dir / "status.json"
     previous = read_json(status_path) if status_path.is_file() else {}
     base = {"run": run.to_dict(), "started": time.time(),

@@ -177,6 +177,19 @@ def test_a_diverging_loss_fails_the_run_with_a_clear_error(tmp_path, tiny_agent)
     assert "the loss diverged (NaN); lower the learning rate" in status["error"]
 
 
+def test_a_restarted_run_removes_what_a_killed_write_left(tmp_path, tiny_agent):
+    from rltransfer.specs import EnvSpec, RunSpec
+    from rltransfer.training import train_run
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / ".evaluations.csv.k1ll3d.tmp").write_text("timesteps,mean_ret")
+    run = RunSpec(EnvSpec("CartPole-v1"), tiny_agent, "scratch", 0, 256, 128, 2)
+    train_run(run, run_dir, resume=True)
+    assert not list(run_dir.glob(".*"))
+    assert read_json(run_dir / "status.json")["state"] == "done"
+
+
 def test_a_finished_study_is_not_overwritten_and_resume_finishes_nothing_twice(
         tmp_path, capsys, training_calls):
     assert _study(tmp_path, "done", "--workers", "1") == 0

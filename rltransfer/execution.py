@@ -2,8 +2,9 @@
 (`--workers N`, the default: one per core), or as tasks on a Ray cluster (`--backend ray`).
 
 Every backend executes the same `Job`s with `execute`, which writes the run's folder (so the
-files are the same whatever ran them) and reports to the study through an event queue:
-("start", key, info), ("advance", key, steps), ("done", key, Outcome).
+files are the same whatever ran them), reports progress through an event sink ("start", key,
+info) and ("advance", key, steps), and returns the run's `Outcome`. A backend's `wait` hands
+the study both, an outcome as ("done", key, Outcome).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import ConfigError, MissingDependencyError
+from .io_utils import read_json
 from .specs import RunSpec
 
 BACKENDS = ("local", "ray")
@@ -161,7 +163,6 @@ def execute(job: Job, events: EventSink) -> Outcome:
         outcome = Outcome(job.key, False, error=one_line(err))
     finally:
         torch.set_num_threads(threads)  # in-process runs leave the caller's setting alone
-    events.put(("done", job.key, outcome))
     return outcome
 
 
@@ -177,12 +178,14 @@ class Backend(Protocol):
     def close(self, interrupted: bool) -> None: ...
 
 
-class _Collect:
-    def __init__(self) -> None:
-        self.items: list[tuple[str, str, Any]] = []
+class _Forward:
+    """An event sink that hands progress events straight to a callback."""
+
+    def __init__(self, on_event: Any) -> None:
+        self.on_event = on_event
 
     def put(self, item: Any) -> None:
-        self.items.append(item)
+        self.on_event(item)
 
 
 class InlineBackend:
@@ -191,7 +194,7 @@ class InlineBackend:
     capacity = 1
 
     def __init__(self, on_event: Any) -> None:
-        self.on_event = on_event  # progress updates go straight to the display
+        self._events = _Forward(on_event)  # progress goes straight to the display
         self.jobs: deque[Job] = deque()
 
     def submit(self, job: Job) -> None:
@@ -201,17 +204,7 @@ class InlineBackend:
         if not self.jobs:
             return []
         job = self.jobs.popleft()
-
-        class _Live:
-            def put(inner, item: Any) -> None:  # noqa: N805
-                if item[0] == "done":
-                    done.append(item)
-                else:
-                    self.on_event(item)
-
-        done: list[tuple[str, str, Any]] = []
-        execute(job, _Live())
-        return done
+        return [("done", job.key, execute(job, self._events))]
 
     def close(self, interrupted: bool) -> None:
         self.jobs.clear()
@@ -258,8 +251,6 @@ def _execute_in_worker(job: Job) -> Outcome:
 
 
 def _state(job: Job) -> str | None:
-    from .io_utils import read_json
-
     try:
         return read_json(Path(job.run_dir) / "status.json").get("state")
     except (OSError, ValueError):
@@ -300,8 +291,7 @@ class ProcessBackend:
                 items.append(events.get_nowait())
         except (queue_module.Empty, OSError, ValueError):
             pass
-        items = [item for item in items if item[0] != "done"]  # outcomes come with futures
-        return items + self._finished()
+        return items + self._finished()  # outcomes come with the futures
 
     def _finished(self) -> list[tuple[str, str, Any]]:
         done, _ = wait_futures(list(self._futures), timeout=0, return_when=FIRST_COMPLETED)
@@ -400,7 +390,6 @@ class RayBackend:
                 items += self._events.get_nowait_batch(size)
         except Exception:  # noqa: BLE001 - ray.util.queue.Empty
             pass
-        items = [item for item in items if item[0] != "done"]  # outcomes come with the task
         ready, _ = self._ray.wait(list(self._refs), num_returns=len(self._refs), timeout=0)
         for ref in ready:
             job = self._refs.pop(ref)

@@ -8,10 +8,12 @@ input never leaves a half-written study behind.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import os
 import platform
 import shutil
+import socket
 import tempfile
 import time
 from collections import deque
@@ -398,9 +400,6 @@ class StudyLock:
         self._handle: Any = None
 
     def __enter__(self) -> StudyLock:
-        import fcntl
-        import socket
-
         try:
             self.study_dir.mkdir(parents=True)
             self.created = True
@@ -431,8 +430,6 @@ class StudyLock:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        import fcntl
-
         if self._handle is not None:
             self.path.unlink(missing_ok=True)  # while still locked: no one can hold it stale
             fcntl.flock(self._handle, fcntl.LOCK_UN)

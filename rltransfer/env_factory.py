@@ -11,7 +11,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from . import envs as catalog
 from .errors import MissingDependencyError, ParameterError, UnknownEnvError, did_you_mean
-from .pixels import add_pixel_observations, stack_frames
+from .pixels import add_pixel_observations, headless_rendering, stack_frames
 from .specs import EnvSpec
 
 
@@ -82,6 +82,8 @@ def make_env(spec: EnvSpec, render_mode: str | None = None, monitor: bool = Fals
             raise ParameterError(f"{spec} observes rgb_array frames, so it cannot be made with "
                                  f"render_mode={render_mode!r}")
         render_mode = "rgb_array"
+    if render_mode == "rgb_array":
+        headless_rendering()  # before the env's first render starts pygame's display
     try:
         if family is None:
             env = gym.make(base_id, render_mode=render_mode)

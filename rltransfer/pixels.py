@@ -7,12 +7,31 @@ VecFrameStack, channels last, as RL-Zoo does for Atari).
 
 from __future__ import annotations
 
+import os
+import sys
+
 import gymnasium as gym
 from gymnasium.wrappers import AddRenderObservation, GrayscaleObservation, ResizeObservation
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
 
 from .errors import MissingDependencyError, ParameterError
+
+
+def headless_rendering() -> None:
+    """Let SDL render off-screen, silently, where there is no display to show a window on.
+
+    Gymnasium's classic-control envs call ``pygame.display.init()`` even for ``rgb_array``
+    frames. With no X11/Wayland display, SDL then probes its Wayland driver, whose
+    libwayland-client prints "error: XDG_RUNTIME_DIR is invalid or not set in the
+    environment." to stderr before SDL falls back to off-screen rendering (the frames are
+    fine). SDL's "dummy" video driver renders the same surfaces and probes nothing. A value
+    the user set wins, and so does a real display. Call it before pygame's display starts
+    (SDL reads the variable then), in every process that renders."""
+    if sys.platform.startswith(("win", "darwin")) or os.environ.get("DISPLAY") \
+            or os.environ.get("WAYLAND_DISPLAY"):
+        return
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 
 def add_pixel_observations(env: gym.Env, image_size: int, grayscale: bool) -> gym.Env:

@@ -65,8 +65,15 @@ def test_sac_study_run_keeps_frozen_layers_of_the_source(tmp_path):
     run = RunSpec(EnvSpec.parse("Pendulum-v1:m=1.5"), agent, "freeze-features", 1, 150, 150, 1)
     result = train_run(run, tmp_path / "target", source_state=source)
     trained = load_checkpoint(tmp_path / "target" / "model.zip").state_dict
-    for record in result.transfer.tensors:
-        if record.frozen and "_target." in record.name:  # equals the source's *online* layer
-            assert torch.equal(trained[record.name], source[record.name.replace("_target", "")])
-        elif record.frozen:
-            assert torch.equal(trained[record.name], source[record.name]), record.name
+    records = {t.name: t for t in result.transfer.tensors}
+    assert set(records) == set(trained) and all(t.status == "copied" for t in records.values())
+    frozen = {name for name, t in records.items() if t.frozen}
+    assert frozen == {name for name, t in records.items() if t.role == "features"}
+    frozen_targets = {name for name in frozen if "_target." in name}
+    assert frozen_targets and frozen - frozen_targets  # online feature layers and their copies
+    for name in frozen:  # a frozen target-net layer equals the source's *online* layer
+        assert torch.equal(trained[name], source[name.replace("_target.", ".")]), name
+    trainable = [name for name in trained if name not in frozen and "_target." not in name]
+    assert trainable and all(records[name].role == "head" for name in trainable)
+    for name in trainable:  # the heads trained (target nets only follow them slowly)
+        assert not torch.equal(trained[name], source[name]), name

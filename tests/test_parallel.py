@@ -4,6 +4,7 @@ overwrite, and the Ray backend: the files a study leaves are the same whatever r
 from __future__ import annotations
 
 import csv
+import math
 import os
 import signal
 import subprocess
@@ -240,6 +241,50 @@ KILL_BUDGET = ["--seeds", "3", "--conditions", "scratch,finetune", "--timesteps"
                "--source-timesteps", "512", "--eval-freq", "256", *TINY]
 
 
+def _replay_resume(study: Path, run_key: str, step: int, folder: Path) -> list[tuple[str, ...]]:
+    """The curve of the study's `run_key` trained again in this process, interrupted just
+    after its checkpoint at `step` and resumed, as a worker of the study computes it."""
+    import torch
+
+    from rltransfer import training
+    from rltransfer.specs import RunSpec
+    from rltransfer.transfer import load_checkpoint
+
+    run = RunSpec.from_dict(read_json(study / run_key / "status.json")["run"])
+    source = (None if run.condition == "scratch"
+              else load_checkpoint(study / "source" / "model.zip").state_dict)
+
+    class StopAfterCheckpoint(training.EvaluationCallback):
+        def __init__(self, *args, checkpoint, **kwargs):
+            def save_then_stop() -> None:
+                checkpoint()
+                if self.model.num_timesteps == step:
+                    raise KeyboardInterrupt
+            super().__init__(*args, checkpoint=save_then_stop, **kwargs)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the study's workers
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(training, "EvaluationCallback", StopAfterCheckpoint)
+            with pytest.raises(KeyboardInterrupt):
+                training.train_run(run, folder, source_state=source)
+        result = training.train_run(run, folder, source_state=source, resume=True)
+    finally:
+        torch.set_num_threads(threads)
+    assert result.resumed_from == step
+    return _curve(folder / "evaluations.csv")
+
+
+def _close(got: dict | None, expected: dict | None, tolerance: float) -> bool:
+    """Point and bounds of two estimates agree within `tolerance` (unknown where both are)."""
+    if got is None or expected is None:
+        return got == expected
+    return all((got[k] is None) == (expected[k] is None) and
+               (got[k] is None or abs(got[k] - expected[k]) <= tolerance + 1e-12)
+               for k in ("point", "low", "high"))
+
+
 def test_resume_after_kill_9_finishes_the_study_as_if_uninterrupted(tmp_path, capsys):
     out = tmp_path / "runs"
     command = [sys.executable, "-m", "rltransfer", "run", *PAIR, "--out", str(out),
@@ -272,38 +317,92 @@ def test_resume_after_kill_9_finishes_the_study_as_if_uninterrupted(tmp_path, ca
     assert set(_states(study).values()) == {"done"}
     for run, data in done_before.items():
         assert (study / run / "evaluations.csv").read_bytes() == data  # kept as they were
-    resumed = [r for r in RUNS3 if read_json(study / r / "status.json").get("resumed_from")]
+    resumed = {r: step for r in RUNS3
+               if (step := read_json(study / r / "status.json").get("resumed_from"))}
     assert resumed
     for run in RUNS3:
         steps = [int(row[0]) for row in _curve(study / run / "evaluations.csv")]
         assert steps == sorted(set(steps)) and steps[0] == 0 and steps[-1] >= 4096  # no doubles
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    board = EventAccumulator(str(study / resumed[0]))
+    first = next(iter(resumed))
+    board = EventAccumulator(str(study / first))
     board.Reload()
     tb_steps = [event.step for event in board.Scalars("eval/mean_reward")]
-    assert tb_steps == [int(row[0]) for row in _curve(study / resumed[0] / "evaluations.csv")]
+    assert tb_steps == [int(row[0]) for row in _curve(study / first / "evaluations.csv")]
 
-    assert main(["run", *PAIR, "--out", str(out), "--name", "whole", "--workers", "2",
+    # The same study, uninterrupted, in a folder of its own (so no run is a cached copy).
+    whole = tmp_path / "uninterrupted" / "k"
+    assert main(["run", *PAIR, "--out", str(whole.parent), "--name", "k", "--workers", "2",
                  *KILL_BUDGET]) == 0
-    resumed_summary = read_json(study / "summary.json")
-    whole_summary = read_json(out / "whole" / "summary.json")
+    assert _files(study) == _files(whole)
+    _assert_same_curves(study, whole, resumed, tmp_path / "replay")
+    _assert_same_summary(study, whole, resumed)
 
-    def shape(value):
-        if isinstance(value, dict):
-            return {key: shape(item) for key, item in value.items()}
-        if isinstance(value, list):
-            return [shape(item) for item in value]
-        return type(value).__name__ if value is not None else None
 
-    for key in ("study",):
-        resumed_summary.pop(key), whole_summary.pop(key)
-    assert shape(resumed_summary["runs"]) == shape(whole_summary["runs"])
-    assert set(resumed_summary) == set(whole_summary)
-    assert set(resumed_summary["metrics"]["conditions"]) == set(
-        whole_summary["metrics"]["conditions"])
-    assert resumed_summary["per_run"].keys() == whole_summary["per_run"].keys()
-    assert _files(study) == _files(out / "whole")
+def _assert_same_curves(study: Path, whole: Path, resumed: dict[str, int], replay: Path) -> None:
+    """Same seeds on CPU with 1 torch thread: every run that did not continue from a
+    checkpoint (done before the kill, restarted from the start, or not started) has the same
+    curve, digit for digit. A resumed run draws fresh random numbers from its checkpoint on
+    (seed + step): it keeps the rows up to the checkpoint, evaluates at the same steps, and
+    computes exactly what a run stopped at that checkpoint and resumed computes."""
+    for run in ["source", *RUNS3]:
+        mine, theirs = (_curve(s / run / "evaluations.csv") for s in (study, whole))
+        if run not in resumed:
+            assert mine == theirs, run
+            continue
+        assert [row[0] for row in mine] == [row[0] for row in theirs], run
+        kept = [row for row in theirs if int(row[0]) <= resumed[run]]
+        assert mine[:len(kept)] == kept, run
+        assert mine == _replay_resume(study, run, resumed[run], replay / run), run
+
+
+def _assert_same_summary(study: Path, whole: Path, resumed: dict[str, int]) -> None:
+    """Every number that depends only on runs that did not resume is the same; a resumed
+    run's own metrics are those of its whole curve on disk. Each other metric compared is a
+    mean, trimmed mean or seeded-bootstrap percentile of per-run normalized scores, so it
+    moves by no more than the resumed runs' normalized returns differ between the two
+    studies (twice that for a difference of two conditions)."""
+    from rltransfer.metrics import run_metrics
+    from rltransfer.training import read_evaluations
+
+    mine, theirs = read_json(study / "summary.json"), read_json(whole / "summary.json")
+    assert mine.pop("study") == theirs.pop("study") == "k"
+    my_metrics, their_metrics = mine.pop("metrics"), theirs.pop("metrics")
+    my_runs, their_runs = mine.pop("per_run"), theirs.pop("per_run")
+    assert mine == theirs  # normalization, budget, finished runs, warnings
+    scale = theirs["threshold"] - theirs["random_return"]
+    moved = {}
+    for run in resumed:
+        curves = [_curve(s / run / "evaluations.csv") for s in (study, whole)]
+        moved[run] = max(abs(float(a[1]) - float(b[1]))
+                         for a, b in zip(*curves, strict=True)) / scale
+    assert {c: list(s) for c, s in my_runs.items()} == {c: list(s) for c, s in their_runs.items()}
+    for condition, seeds in their_runs.items():
+        for seed, expected in seeds.items():
+            got, run = my_runs[condition][seed], f"{condition}/{seed}"
+            if run not in moved:
+                assert got == expected, run
+                continue
+            steps, returns = read_evaluations(study / run / "evaluations.csv")
+            assert got == {k: v if math.isfinite(v) else None for k, v in run_metrics(
+                steps, returns, **my_metrics["normalization"]).items()}, run  # its whole curve
+            assert got["initial"] == expected["initial"], run  # step 0: before any resume
+            for key in ("auc", "asymptote"):
+                assert abs(got[key] - expected[key]) <= moved[run] + 1e-12, (run, key)
+    my_conditions, their_conditions = my_metrics.pop("conditions"), their_metrics.pop("conditions")
+    assert my_metrics == their_metrics and my_conditions.keys() == their_conditions.keys()
+    shaken, delta = {run.split("/")[0] for run in resumed}, max(moved.values())
+    for condition, expected in their_conditions.items():
+        got = my_conditions[condition]
+        if condition not in shaken and (condition == "scratch" or "scratch" not in shaken):
+            assert got == expected, condition
+            continue
+        assert got["n_runs"] == expected["n_runs"] and got["initial"] == expected["initial"]
+        assert got.get("jumpstart") == expected.get("jumpstart"), condition
+        for key in ("auc", "asymptote", "iqm"):
+            assert _close(got[key], expected[key], delta), (condition, key)
+        assert _close(got.get("asymptote_gain"), expected.get("asymptote_gain"), 2 * delta)
 
 
 def test_ray_backend_writes_the_same_files_as_the_local_one(tmp_path):

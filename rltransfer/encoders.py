@@ -14,6 +14,7 @@ they are saved and loaded with the policy, but SB3 never puts them in an optimiz
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import math
 import threading
@@ -155,6 +156,12 @@ class PixelEncoder(BaseFeaturesExtractor):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)
         if freeze:
             _parameters_to_buffers(trunk)
+        # SB3 builds its policy around this module and then re-initializes every Conv2d and
+        # Linear in it (ortho_init); `apply_pretrained` puts these tensors back afterwards.
+        # A plain dict attribute, so it is in no state dict and moves with no .to().
+        self._pretrained: dict[str, torch.Tensor] | None = (
+            None if weights == "none" else
+            {k: v.detach().clone() for k, v in trunk.state_dict().items()})
         self.train(True)
 
     def train(self, mode: bool = True) -> PixelEncoder:
@@ -305,16 +312,30 @@ def _reachable(url: str, timeout: float = 3.0) -> bool:
 def _load_weights(module: nn.Module, path: str, encoder: str) -> None:
     """Load a state dict file into `module`: the module's own state dict, or a larger one that
     holds it (a torchvision classifier with its head, an SB3 policy's features_extractor.*)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # weights_only refuses pickled code; also corrupt files
-        raise EncoderError(f"{path} is not a weights file torch.load can read safely "
-                           f"({_first_line(err)}): save one with torch.save(model.state_dict(), "
-                           f"path)") from None
+    if Path(path).suffix == ".zip":  # an SB3 model.zip: its policy.pth, read as weights only
+        from .transfer import load_checkpoint
+
+        state: Any = load_checkpoint(path).state_dict
+    else:
+        state = _read_state(path)
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor)
                                                  for v in state.values()):
         raise EncoderError(f"{path} does not hold a state dict of tensors: save one with "
                            f"torch.save(model.state_dict(), path)")
+    _load_matching(module, state, path, encoder)
+
+
+def _read_state(path: str) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # weights_only refuses pickled code; also corrupt files
+        raise EncoderError(f"{path} is not a weights file torch.load can read safely "
+                           f"({_first_line(err)}): save one with torch.save(model.state_dict(), "
+                           f"path)") from None
+
+
+def _load_matching(module: nn.Module, state: Mapping[str, torch.Tensor], path: str,
+                   encoder: str) -> None:
     own = module.state_dict()
     # Old torchvision files predate BatchNorm's num_batches_tracked; it is bookkeeping only.
     required = [k for k in own if not k.endswith("num_batches_tracked")]
@@ -366,6 +387,57 @@ def _parameters_to_buffers(module: nn.Module) -> None:
         for name, param in list(sub.named_parameters(recurse=False)):
             delattr(sub, name)
             sub.register_buffer(name, param.detach())
+
+
+def apply_pretrained(policy: nn.Module) -> None:
+    """Load the pretrained trunk weights into every `PixelEncoder` of an SB3 policy, after SB3
+    has built it: `_build()` and ``ortho_init`` re-initialize a features extractor's layers,
+    and target networks (DQN's q_net_target, SAC/TD3's critic_target) copy the online ones.
+
+    Call it once, right after the model is constructed and before any update."""
+    for module in policy.modules():
+        if isinstance(module, PixelEncoder) and module._pretrained is not None:
+            module.trunk.load_state_dict(module._pretrained)
+            module._pretrained = None  # applied; the trunk now holds these values
+
+
+def trunk_checksum(module: nn.Module) -> str:
+    """SHA-256 of a module's state dict (names, dtypes, shapes and bytes, in name order), with
+    BatchNorm's bookkeeping counter left out; equal checksums mean equal tensors."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        if name.endswith("num_batches_tracked"):
+            continue
+        data = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{data.dtype}|{tuple(data.shape)}|".encode())
+        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def trunk_checksums(policy: nn.Module) -> dict[str, str]:
+    """`trunk_checksum` of every PixelEncoder's trunk in `policy`, by its first module name
+    (SB3 reaches a shared extractor by several names; it is listed once)."""
+    return {name: trunk_checksum(module.trunk) for name, module in policy.named_modules()
+            if isinstance(module, PixelEncoder)}
+
+
+def weights_file(weights: str, encoder: str) -> Path | None:
+    """The file the trunk weights come from: the path given, or for ``imagenet`` torchvision's
+    file in torch hub's cache; None for random weights."""
+    if weights == "none":
+        return None
+    if weights == "imagenet":
+        url = torchvision.models.get_model_weights(encoder).DEFAULT.url
+        return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+    return Path(weights)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _first_line(err: BaseException) -> str:

@@ -40,11 +40,18 @@ from .errors import (
     SourceFailedError,
 )
 from .execution import Execution, Job, Outcome, make_backend
+from .features import caches_features
 from .io_utils import atomic_write_json, read_json, remove_stale_temporaries
 from .pixels import is_image_observation
 from .progress import StudyProgress
 from .specs import SOURCE_CONDITIONS, AgentSpec, EnvSpec, RunSpec, StudySpec, stable_hash
-from .training import EVAL_SEED_OFFSET, MAX_EVAL_ENVS, build_model, read_evaluations
+from .training import (
+    EVAL_SEED_OFFSET,
+    MAX_EVAL_ENVS,
+    build_model,
+    frozen_features,
+    read_evaluations,
+)
 from .transfer import apply_transfer, check_algorithm, load_checkpoint
 
 CACHE_DIR = ".cache/sources"
@@ -239,6 +246,7 @@ def _probe_model(run: RunSpec) -> BaseAlgorithm:
     before the study folder exists, not a traceback mid-study."""
     env = make_vec(run.env, run.agent.n_envs, run.seed)
     try:
+        env, _ = frozen_features(run, env)  # reads the encoder's weights file, as a run will
         return build_model(run, env)
     except _MODEL_ERRORS as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -287,12 +295,31 @@ def _check_external(plan_: Plan) -> Source | None:
     return Source(checkpoint.state_dict, str(path), record)
 
 
+def encoder_note(plan_: Plan) -> str | None:
+    """One line on how the pretrained-encoder condition computes its features, or None."""
+    if plan_.encoder_agent is None:
+        return None
+    encoder = algos.encoder_config(dict(plan_.encoder_agent.hparams)) or {}
+    if caches_features(encoder):
+        return ("pretrained-encoder: the frozen encoder's features are computed once per "
+                "observation and reused by every update")
+    if encoder.get("freeze"):
+        return (f"warning: --augment {encoder.get('augment')} changes the images at every "
+                f"update, so the frozen encoder's features cannot be cached: it runs again on "
+                f"every sample of every update (several times slower)")
+    return None
+
+
+def _probe_encoder(plan_: Plan) -> None:
+    """Build the pretrained-encoder model (its weights file read as a run will), first: an
+    unusable file is then an error at once, before the random policy is measured."""
+    if plan_.encoder_agent is not None:
+        _probe_model(next(r for r in plan_.target_runs() if r.condition == "pretrained-encoder"))
+
+
 def _probe(plan_: Plan, train_source: bool) -> None:
     """Build every model the study will train; dry-run the transfer from a fresh source."""
-    runs = plan_.target_runs()
     target = _probe_model(plan_.policy_run())
-    if plan_.encoder_agent is not None:  # the image encoder, its weights file
-        _probe_model(next(r for r in runs if r.condition == "pretrained-encoder"))
     if train_source:
         source = _probe_model(plan_.source_run())
         if plan_.spec.transfers:
@@ -515,6 +542,7 @@ def resume_study(study_dir: Path, *, console: Console | None = None,
 
 def _start_record(plan_: Plan, command: str) -> tuple[dict[str, Any], Source | None]:
     """Check everything a new study needs before its first file, and its study.json."""
+    _probe_encoder(plan_)
     external = _check_external(plan_)
     eval_seed = plan_.spec.seed + EVAL_SEED_OFFSET
     random_score = random_return(plan_.spec.target, max(plan_.spec.eval_episodes, RANDOM_EPISODES),
@@ -654,6 +682,10 @@ class _Study:
         self.console.print(f"study {self.dir}: {len(runs)} target runs ({conditions} x "
                            f"{self.plan.spec.seeds} seeds) on {self._where()}", markup=False,
                            highlight=False, soft_wrap=True)
+        note = encoder_note(self.plan)
+        if note:
+            self.console.print(note, markup=False, highlight=False, soft_wrap=True,
+                               style="yellow" if note.startswith("warning") else None)
         with StudyProgress(self.console, total, len(runs) + int(source_job is not None)) as bar:
             self.progress = bar
             jobs = self._target_jobs(bar)

@@ -32,6 +32,7 @@ from stable_baselines3.common.vec_env import VecCheckNan, VecEnv
 
 from . import algos
 from .env_factory import make_vec
+from .features import caches_features, mlp_hparams
 from .io_utils import (
     atomic_write_bytes,
     atomic_write_json,
@@ -179,14 +180,44 @@ class DivergenceCallback(BaseCallback):
             raise _divergence_error(self.model, name)
 
 
-def build_model(run: RunSpec, env: VecEnv, tensorboard_dir: Path | None = None) -> BaseAlgorithm:
-    """The SB3 model for `run`, freshly initialized, logging to `tensorboard_dir`."""
-    algo = algos.get_algorithm(run.agent.algo)
-    policy = str(run.agent.hparams.get("policy", "MlpPolicy"))
-    device = algos.resolve_device(run.agent.device, policy)
-    kwargs = algos.model_kwargs(dict(run.agent.hparams), env.action_space)
-    model = algo.cls(policy, env, seed=run.seed, device=device, verbose=0, **kwargs)
+def run_device(run: RunSpec) -> str:
+    """The device `run` trains on (`auto`: CUDA for image policies when there is one)."""
+    return algos.resolve_device(run.agent.device, str(run.agent.hparams.get("policy", "MlpPolicy")))
+
+
+def frozen_features(run: RunSpec, venv: VecEnv) -> tuple[VecEnv, Any]:
+    """`venv` for `run`, and the frozen encoder whose features replace its images, computed
+    once per observation (`features.FrozenFeatures`); ``(venv, None)`` when the run's encoder
+    is trained or augmented, or it has none."""
     encoder = algos.encoder_config(dict(run.agent.hparams))
+    if not caches_features(encoder):
+        return venv, None
+    from .features import FrozenFeatures, frozen_encoder
+
+    built = frozen_encoder(venv, encoder, run_device(run))  # type: ignore[arg-type]
+    return FrozenFeatures(venv, built), built
+
+
+def build_model(run: RunSpec, env: VecEnv, tensorboard_dir: Path | None = None) -> BaseAlgorithm:
+    """The SB3 model for `run`, freshly initialized, logging to `tensorboard_dir`.
+
+    Pretrained encoder weights are applied after SB3 has built the policy (its `_build()` and
+    ortho_init re-initialize the features extractor). A run whose encoder is frozen and not
+    augmented gets an MLP policy on the encoder's features: give it the env from
+    `frozen_features`."""
+    algo = algos.get_algorithm(run.agent.algo)
+    hparams = dict(run.agent.hparams)
+    encoder = algos.encoder_config(hparams)
+    device = run_device(run)
+    if caches_features(encoder):
+        hparams = mlp_hparams(hparams)
+    policy = str(hparams.get("policy", "MlpPolicy"))
+    kwargs = algos.model_kwargs(hparams, env.action_space)
+    model = algo.cls(policy, env, seed=run.seed, device=device, verbose=0, **kwargs)
+    if encoder and not caches_features(encoder):
+        from .encoders import apply_pretrained
+
+        apply_pretrained(model.policy)
     if encoder and not encoder.get("freeze") and encoder.get("lr_scale", 1.0) != 1.0:
         from .encoders import scale_encoder_lr
 
@@ -335,10 +366,40 @@ def _restore(model: BaseAlgorithm, state: dict[str, Any], seed: int) -> int:
     return step
 
 
+FROZEN_FEATURES = "frozen_features"  # the name of a cached encoder in trunk checksums
+
+
+def _trunk_checksums(model: BaseAlgorithm, frozen: Any) -> dict[str, str]:
+    from .encoders import trunk_checksum, trunk_checksums
+
+    if frozen is not None:
+        return {FROZEN_FEATURES: trunk_checksum(frozen.trunk)}
+    return trunk_checksums(model.policy)
+
+
+def _encoder_record(encoder: dict[str, Any], model: BaseAlgorithm, frozen: Any) -> dict[str, Any]:
+    """What transfer.json says about the image encoder: its configuration, the weights file
+    and its SHA-256, how its features are computed, and each trunk copy's checksum as loaded."""
+    from .encoders import PixelEncoder, describe, file_sha256, weights_file
+
+    built = frozen or next(m for m in model.policy.modules() if isinstance(m, PixelEncoder))
+    record = describe(built)
+    path = weights_file(built.weights, built.encoder_name)
+    record["weights_file"] = str(path.resolve()) if path is not None else None
+    record["weights_sha256"] = file_sha256(path) if path is not None and path.is_file() else None
+    record["features"] = ("computed once per observation (frozen, cached)" if frozen is not None
+                          else "computed in every update")
+    if not encoder.get("freeze") and "lr_scale" in encoder:
+        record["lr_scale"] = encoder["lr_scale"]
+    record["trunk_sha256_loaded"] = _trunk_checksums(model, frozen)
+    return record
+
+
 def _record_transfer(run: RunSpec, run_dir: Path, model: BaseAlgorithm,
-                     source_state: dict[str, torch.Tensor] | None,
-                     source_label: str) -> TransferReport | None:
-    """Initialize `model` for the run's condition and write transfer.json."""
+                     source_state: dict[str, torch.Tensor] | None, source_label: str,
+                     frozen: Any = None) -> tuple[TransferReport | None, dict[str, Any] | None]:
+    """Initialize `model` for the run's condition and write transfer.json; (the transfer
+    report, the record written or None)."""
     report = None
     encoder = algos.encoder_config(dict(run.agent.hparams))
     if run.condition in SOURCE_CONDITIONS:
@@ -349,31 +410,33 @@ def _record_transfer(run: RunSpec, run_dir: Path, model: BaseAlgorithm,
     else:
         record = {"condition": run.condition, "source": None}
     if encoder is not None:
-        from .encoders import describe
-
-        record["encoder"] = describe({k: v for k, v in encoder.items() if k != "lr_scale"},
-                                     model.observation_space)
-        if not encoder.get("freeze") and "lr_scale" in encoder:
-            record["encoder"]["lr_scale"] = encoder["lr_scale"]
-    if report is not None or run.condition == "pretrained-encoder":
-        atomic_write_json(run_dir / "transfer.json", record)
-    return report
+        record["encoder"] = _encoder_record(encoder, model, frozen)
+    if report is None and run.condition != "pretrained-encoder":
+        return report, None
+    atomic_write_json(run_dir / "transfer.json", record)
+    return report, record
 
 
 def _train(run: RunSpec, run_dir: Path, source_state: dict[str, torch.Tensor] | None,
            source_label: str, notify: Notify, resume: bool) -> RunResult:
     checkpoint, rows, how = _restart_point(run, run_dir, resume)
     offset = int(checkpoint["num_timesteps"]) if checkpoint else 0
+    train_env, frozen = frozen_features(run, make_vec(run.env, run.agent.n_envs,
+                                                      seed=run.seed + offset))
     # NaN/inf observations, rewards or actions stop the run with SB3's own message.
-    env = VecCheckNan(make_vec(run.env, run.agent.n_envs, seed=run.seed + offset),
-                      raise_exception=True)
+    env = VecCheckNan(train_env, raise_exception=True)
     # One env per evaluation episode (SB3's evaluate_policy spreads episodes over them), so
     # the policy runs batched: evaluation would otherwise cost more than training.
     eval_env = make_vec(run.env, min(run.eval_episodes, MAX_EVAL_ENVS),
                         seed=run.seed + EVAL_SEED_OFFSET)
+    if frozen is not None:
+        from .features import FrozenFeatures
+
+        eval_env = FrozenFeatures(eval_env, frozen)  # the same encoder: one copy in memory
     try:
         model = build_model(run, env, tensorboard_dir=run_dir)
-        report = _record_transfer(run, run_dir, model, source_state, source_label)
+        report, record = _record_transfer(run, run_dir, model, source_state, source_label,
+                                          frozen)
         if checkpoint is not None:
             _restore(model, checkpoint, run.seed)
         notify("start", {"total": run.timesteps, "resumed_from": offset, "note": how})
@@ -398,6 +461,9 @@ def _train(run: RunSpec, run_dir: Path, source_state: dict[str, torch.Tensor] | 
             raise _divergence_error(model, name) from err
         seconds = time.perf_counter() - start
         save_model(model, run_dir / "model.zip")
+        if record is not None and "encoder" in record:  # the trunk as saved, beside as loaded
+            record["encoder"]["trunk_sha256_saved"] = _trunk_checksums(model, frozen)
+            atomic_write_json(run_dir / "transfer.json", record)
         model.logger.close()
     finally:
         env.close()

@@ -112,19 +112,24 @@ def _add_study_options(run: argparse.ArgumentParser) -> None:
                              "mobilenet_v3_small, efficientnet_b0, vgg16 (default: resnet18)")
     pixels.add_argument("--encoder-weights", default=S, metavar="imagenet|none|PATH",
                         help="imagenet (torchvision's weights; must be in torch hub's cache "
-                             "offline), none (random init) or a state-dict file read with "
-                             "weights_only=True (default: imagenet)")
+                             "offline), none (random init), a state-dict file, or an SB3 "
+                             "model.zip whose CNN to reuse (both read with weights_only=True; "
+                             "default: imagenet)")
     frozen = pixels.add_mutually_exclusive_group()
     frozen.add_argument("--freeze-encoder", dest="freeze_encoder", action="store_true",
                         default=S, help="keep the pretrained encoder fixed (the default): no "
-                                        "gradient, BatchNorm statistics frozen")
+                                        "gradient, BatchNorm statistics frozen, and its "
+                                        "features computed once per observation (not with "
+                                        "--augment, which changes the images every update)")
     frozen.add_argument("--finetune-encoder", dest="freeze_encoder", action="store_false",
                         default=S, help="train the pretrained encoder too, at a lower rate")
     pixels.add_argument("--encoder-lr-scale", type=float, default=S, metavar="X",
                         help="learning-rate factor of a fine-tuned encoder (default: 0.1)")
     pixels.add_argument("--augment", default=S, metavar="random-shift",
                         help="DrQ's pad-4 random shift of image observations during updates, "
-                             "for every condition, scratch included (default: none)")
+                             "for every condition, scratch included; a frozen pretrained "
+                             "encoder then runs on every update instead of once per "
+                             "observation (default: none)")
     _add_execution_options(run)
     run.add_argument("--config", metavar="FILE.toml",
                      help="read any of these options from a TOML file (keys as the option "

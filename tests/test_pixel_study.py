@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,8 @@ import torchvision
 from rltransfer.cli import main
 from rltransfer.env_factory import make_env, make_vec
 from rltransfer.io_utils import read_json
-from rltransfer.specs import EnvSpec
+from rltransfer.runner import encoder_note, plan
+from rltransfer.specs import EnvSpec, StudySpec
 
 TINY = ["--seeds", "1", "--timesteps", "128", "--source-timesteps", "128", "--eval-freq", "64",
         "--eval-episodes", "2", "--n-envs", "2",
@@ -42,13 +45,17 @@ def resnet_weights(tmp_path_factory):
     return path
 
 
-def test_pixel_study_with_every_condition(tmp_path, resnet_weights):
+def test_pixel_study_with_every_condition(tmp_path, resnet_weights, capsys):
     conditions = "scratch,finetune,freeze-features,pretrained-encoder"
     code = main(["run", "rltransfer/PixelCatch-v0", "rltransfer/PixelCatch-v0:ball_hue=0.33",
                  "--conditions", conditions, "--encoder", "resnet18",
                  "--encoder-weights", str(resnet_weights), "--augment", "random-shift",
                  "--frame-stack", "2", "--out", str(tmp_path), "--name", "px", *TINY])
     assert code == 0
+    out = capsys.readouterr().out
+    # Said once, at the start: augmentation keeps the frozen encoder from being cached.
+    assert out.count("warning: --augment random-shift changes the images at every update, so "
+                     "the frozen encoder's features cannot be cached") == 1
     study = tmp_path / "px"
     record = read_json(study / "study.json")
     assert record["spec"]["target"]["frame_stack"] == 2
@@ -63,8 +70,21 @@ def test_pixel_study_with_every_condition(tmp_path, resnet_weights):
     assert pretrained["encoder"]["encoder"] == "resnet18"
     assert pretrained["encoder"]["weights"] == str(resnet_weights)
     assert pretrained["encoder"]["frozen"] is True
+    assert pretrained["encoder"]["features"] == "computed in every update"
     summary = read_json(study / "summary.json")
     assert set(summary["metrics"]["conditions"]) == set(conditions.split(","))
+
+
+def test_frozen_encoder_without_augmentation_is_cached_and_said_so():
+    spec = StudySpec(EnvSpec.parse("rltransfer/PixelCatch-v0"),
+                     EnvSpec.parse("rltransfer/PixelCatch-v0"),
+                     conditions=("scratch", "pretrained-encoder"), encoder="nature-cnn",
+                     encoder_weights="none", seeds=1, timesteps=64)
+    assert encoder_note(plan(spec)) == ("pretrained-encoder: the frozen encoder's features are "
+                                        "computed once per observation and reused by every "
+                                        "update")
+    assert encoder_note(plan(dataclasses.replace(spec, freeze_encoder=False))) is None
+    assert encoder_note(plan(dataclasses.replace(spec, conditions=("scratch",)))) is None
 
 
 def test_pixels_on_a_classic_control_target(tmp_path):

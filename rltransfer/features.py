@@ -64,6 +64,7 @@ def frozen_encoder(venv: VecEnv, encoder: Mapping[str, Any], device: str) -> Pix
     kwargs = {k: v for k, v in encoder.items() if k != "lr_scale"}
     built = PixelEncoder(channels_first(venv).observation_space,  # type: ignore[arg-type]
                          **{**kwargs, "freeze": True})
+    built._pretrained = None  # the trunk holds the file's weights; no SB3 build will reset them
     return built.to(device).eval()
 
 

@@ -145,6 +145,8 @@ def _agent(spec: StudySpec, hparams: dict[str, Any], env: EnvSpec, image: bool,
 def plan(spec: StudySpec) -> Plan:
     """Validate `spec` against the environments and algorithms and fill in every default."""
     spec.validate()
+    if spec.encoder_weights not in ("imagenet", "none"):  # workers may run in other folders
+        spec = dataclasses.replace(spec, encoder_weights=str(Path(spec.encoder_weights).resolve()))
     algo = algos.get_algorithm(spec.algo)
     source_hparams = _preset(spec, spec.source, algo)
     target_hparams = _preset(spec, spec.target, algo)

@@ -16,6 +16,7 @@ import math
 import os
 import socket
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from stable_baselines3.common.vec_env import VecCheckNan, VecEnv
 
 from . import algos
 from .env_factory import make_vec
+from .errors import EncoderError
 from .features import caches_features, mlp_hparams
 from .io_utils import (
     atomic_write_bytes,
@@ -213,7 +215,10 @@ def build_model(run: RunSpec, env: VecEnv, tensorboard_dir: Path | None = None) 
         hparams = mlp_hparams(hparams)
     policy = str(hparams.get("policy", "MlpPolicy"))
     kwargs = algos.model_kwargs(hparams, env.action_space)
-    model = algo.cls(policy, env, seed=run.seed, device=device, verbose=0, **kwargs)
+    with warnings.catch_warnings():
+        if caches_features(encoder):  # an MLP on the GPU is the point: the encoder is there
+            warnings.filterwarnings("ignore", "You are trying to run .* on the GPU")
+        model = algo.cls(policy, env, seed=run.seed, device=device, verbose=0, **kwargs)
     if encoder and not caches_features(encoder):
         from .encoders import apply_pretrained
 
@@ -336,15 +341,28 @@ def _restart_point(run: RunSpec, run_dir: Path,
     return None, [], how
 
 
-def _checkpointer(model: BaseAlgorithm, path: Path) -> Callable[[], None]:
+def _checkpointer(model: BaseAlgorithm, path: Path, frozen: Any = None) -> Callable[[], None]:
+    trunks = _trunk_checksums(model, frozen) if frozen is not None else {}
+
     def save() -> None:
         buffer = io.BytesIO()
-        torch.save({"num_timesteps": int(model.num_timesteps),
+        torch.save({"num_timesteps": int(model.num_timesteps), "trunk_sha256": trunks,
                     "n_updates": int(getattr(model, "_n_updates", 0)),
                     "policy": model.policy.state_dict(),
                     "optimizer": model.policy.optimizer.state_dict()}, buffer)
         atomic_write_bytes(path, buffer.getvalue())
     return save
+
+
+def _check_trunks(state: dict[str, Any], model: BaseAlgorithm, frozen: Any) -> None:
+    """A cached run's checkpoint holds only the policy on features: it continues only if its
+    encoder, re-read from the weights file, is the trunk it started with."""
+    if frozen is None or "trunk_sha256" not in state:
+        return
+    if state["trunk_sha256"] != _trunk_checksums(model, frozen):
+        raise EncoderError(
+            f"the encoder weights file {frozen.weights} changed since this run started, so its "
+            f"checkpoint does not fit it: put the original file back, or start a new study")
 
 
 def _restore(model: BaseAlgorithm, state: dict[str, Any], seed: int) -> int:
@@ -421,20 +439,23 @@ def _train(run: RunSpec, run_dir: Path, source_state: dict[str, torch.Tensor] | 
            source_label: str, notify: Notify, resume: bool) -> RunResult:
     checkpoint, rows, how = _restart_point(run, run_dir, resume)
     offset = int(checkpoint["num_timesteps"]) if checkpoint else 0
-    train_env, frozen = frozen_features(run, make_vec(run.env, run.agent.n_envs,
-                                                      seed=run.seed + offset))
     # NaN/inf observations, rewards or actions stop the run with SB3's own message.
-    env = VecCheckNan(train_env, raise_exception=True)
+    env = VecCheckNan(make_vec(run.env, run.agent.n_envs, seed=run.seed + offset),
+                      raise_exception=True)
     # One env per evaluation episode (SB3's evaluate_policy spreads episodes over them), so
     # the policy runs batched: evaluation would otherwise cost more than training.
     eval_env = make_vec(run.env, min(run.eval_episodes, MAX_EVAL_ENVS),
                         seed=run.seed + EVAL_SEED_OFFSET)
-    if frozen is not None:
-        from .features import FrozenFeatures
-
-        eval_env = FrozenFeatures(eval_env, frozen)  # the same encoder: one copy in memory
     try:
+        train_env, frozen = frozen_features(run, env.venv)
+        if frozen is not None:
+            from .features import FrozenFeatures
+
+            env = VecCheckNan(train_env, raise_exception=True)
+            eval_env = FrozenFeatures(eval_env, frozen)  # the same encoder: one copy in memory
         model = build_model(run, env, tensorboard_dir=run_dir)
+        if checkpoint is not None:
+            _check_trunks(checkpoint, model, frozen)  # before transfer.json is rewritten
         report, record = _record_transfer(run, run_dir, model, source_state, source_label,
                                           frozen)
         if checkpoint is not None:
@@ -443,7 +464,7 @@ def _train(run: RunSpec, run_dir: Path, source_state: dict[str, torch.Tensor] | 
         evaluation = EvaluationCallback(
             eval_env, run.eval_freq, run.eval_episodes, run_dir / "evaluations.csv",
             eval_seed=run.seed + EVAL_SEED_OFFSET, rows=rows,
-            checkpoint=(_checkpointer(model, run_dir / CHECKPOINT)
+            checkpoint=(_checkpointer(model, run_dir / CHECKPOINT, frozen)
                         if can_checkpoint(run.agent.algo) else None))
         callbacks: list[BaseCallback] = [DivergenceCallback(), evaluation,
                                          ProgressCallback(notify)]

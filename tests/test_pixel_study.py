@@ -117,3 +117,16 @@ def test_pixel_input_errors(tmp_path, monkeypatch, capsys, args, message):
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not out.exists() or [p.name for p in out.iterdir()] == []
+
+
+def test_an_encoder_weights_path_is_recorded_absolute(tmp_path, monkeypatch, resnet_weights):
+    # Workers, Ray nodes and `resume` may run in another folder than the one it was given in.
+    monkeypatch.chdir(resnet_weights.parent)
+    spec = StudySpec(EnvSpec.parse("rltransfer/PixelCatch-v0"),
+                     EnvSpec.parse("rltransfer/PixelCatch-v0"),
+                     conditions=("scratch", "pretrained-encoder"),
+                     encoder_weights=resnet_weights.name, seeds=1, timesteps=64)
+    resolved = plan(spec)
+    assert resolved.spec.encoder_weights == str(resnet_weights.resolve())
+    extractor = resolved.encoder_agent.hparams["policy_kwargs"]["features_extractor"]
+    assert extractor["weights"] == str(resnet_weights.resolve())

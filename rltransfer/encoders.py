@@ -276,10 +276,11 @@ def _strip_head(model: nn.Module) -> None:
 
 def _imagenet_model(name: str, kwargs: dict[str, Any]) -> nn.Module:
     weights = torchvision.models.get_model_weights(name).DEFAULT
-    filename = Path(urlparse(weights.url).path).name
-    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    cached = weights_file("imagenet", name)
+    assert cached is not None
+    filename, folder = cached.name, cached.parent
     # Look in the cache first, so that an offline machine fails at once with the fix.
-    if not (folder / filename).is_file() and not _reachable(weights.url):
+    if not cached.is_file() and not _reachable(weights.url):
         raise EncoderError(f"ImageNet weights for {name} are not in torch hub's cache and cannot "
                            f"be downloaded: put {filename} (from {weights.url}) into {folder}/, "
                            f"or pass --encoder-weights PATH")
@@ -430,14 +431,6 @@ def weights_file(weights: str, encoder: str) -> Path | None:
         url = torchvision.models.get_model_weights(encoder).DEFAULT.url
         return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
     return Path(weights)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _first_line(err: BaseException) -> str:

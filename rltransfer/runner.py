@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-import hashlib
 import os
 import platform
 import shutil
@@ -41,7 +40,7 @@ from .errors import (
 )
 from .execution import Execution, Job, Outcome, make_backend
 from .features import caches_features
-from .io_utils import atomic_write_json, read_json, remove_stale_temporaries
+from .io_utils import atomic_write_json, file_sha256, read_json, remove_stale_temporaries
 from .pixels import is_image_observation
 from .progress import StudyProgress
 from .specs import SOURCE_CONDITIONS, AgentSpec, EnvSpec, RunSpec, StudySpec, stable_hash
@@ -235,14 +234,6 @@ class Source:
     record: dict[str, Any]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _probe_model(run: RunSpec) -> BaseAlgorithm:
     """Build `run`'s model once, so a hyperparameter value SB3 rejects is a user error here,
     before the study folder exists, not a traceback mid-study."""
@@ -291,7 +282,7 @@ def _check_external(plan_: Plan) -> Source | None:
                                    n_eval_episodes=plan_.spec.eval_episodes)
     finally:
         source_env.close()
-    record = {"kind": "external", "path": str(path.resolve()), "sha256": _sha256(path),
+    record = {"kind": "external", "path": str(path.resolve()), "sha256": file_sha256(path),
               "algo_in_checkpoint": checkpoint.algo, "trained_steps": 0,
               "final_return": float(score)}
     return Source(checkpoint.state_dict, str(path), record)

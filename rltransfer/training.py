@@ -39,6 +39,7 @@ from .io_utils import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    file_sha256,
     read_json,
     remove_stale_temporaries,
 )
@@ -211,15 +212,16 @@ def build_model(run: RunSpec, env: VecEnv, tensorboard_dir: Path | None = None) 
     hparams = dict(run.agent.hparams)
     encoder = algos.encoder_config(hparams)
     device = run_device(run)
-    if caches_features(encoder):
+    cached = caches_features(encoder)
+    if cached:
         hparams = mlp_hparams(hparams)
     policy = str(hparams.get("policy", "MlpPolicy"))
     kwargs = algos.model_kwargs(hparams, env.action_space)
     with warnings.catch_warnings():
-        if caches_features(encoder):  # an MLP on the GPU is the point: the encoder is there
+        if cached:  # an MLP on the GPU is the point: the encoder is there
             warnings.filterwarnings("ignore", "You are trying to run .* on the GPU")
         model = algo.cls(policy, env, seed=run.seed, device=device, verbose=0, **kwargs)
-    if encoder and not caches_features(encoder):
+    if encoder and not cached:
         from .encoders import apply_pretrained
 
         apply_pretrained(model.policy)
@@ -398,7 +400,7 @@ def _trunk_checksums(model: BaseAlgorithm, frozen: Any) -> dict[str, str]:
 def _encoder_record(encoder: dict[str, Any], model: BaseAlgorithm, frozen: Any) -> dict[str, Any]:
     """What transfer.json says about the image encoder: its configuration, the weights file
     and its SHA-256, how its features are computed, and each trunk copy's checksum as loaded."""
-    from .encoders import PixelEncoder, describe, file_sha256, weights_file
+    from .encoders import PixelEncoder, describe, weights_file
 
     built = frozen or next(m for m in model.policy.modules() if isinstance(m, PixelEncoder))
     record = describe(built)
@@ -439,20 +441,19 @@ def _train(run: RunSpec, run_dir: Path, source_state: dict[str, torch.Tensor] | 
            source_label: str, notify: Notify, resume: bool) -> RunResult:
     checkpoint, rows, how = _restart_point(run, run_dir, resume)
     offset = int(checkpoint["num_timesteps"]) if checkpoint else 0
-    # NaN/inf observations, rewards or actions stop the run with SB3's own message.
-    env = VecCheckNan(make_vec(run.env, run.agent.n_envs, seed=run.seed + offset),
-                      raise_exception=True)
+    env = make_vec(run.env, run.agent.n_envs, seed=run.seed + offset)
     # One env per evaluation episode (SB3's evaluate_policy spreads episodes over them), so
     # the policy runs batched: evaluation would otherwise cost more than training.
     eval_env = make_vec(run.env, min(run.eval_episodes, MAX_EVAL_ENVS),
                         seed=run.seed + EVAL_SEED_OFFSET)
     try:
-        train_env, frozen = frozen_features(run, env.venv)
+        env, frozen = frozen_features(run, env)
         if frozen is not None:
             from .features import FrozenFeatures
 
-            env = VecCheckNan(train_env, raise_exception=True)
             eval_env = FrozenFeatures(eval_env, frozen)  # the same encoder: one copy in memory
+        # NaN/inf observations, rewards or actions stop the run with SB3's own message.
+        env = VecCheckNan(env, raise_exception=True)
         model = build_model(run, env, tensorboard_dir=run_dir)
         if checkpoint is not None:
             _check_trunks(checkpoint, model, frozen)  # before transfer.json is rewritten

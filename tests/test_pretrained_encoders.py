@@ -17,11 +17,11 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 
 import rltransfer.training as training
-from rltransfer import encoders, features
+from rltransfer import features
 from rltransfer.encoders import PixelEncoder, trunk_checksum
 from rltransfer.env_factory import make_vec
 from rltransfer.errors import EncoderError
-from rltransfer.io_utils import read_json
+from rltransfer.io_utils import file_sha256, read_json
 from rltransfer.specs import AgentSpec, EnvSpec, RunSpec
 from rltransfer.training import FROZEN_FEATURES, build_model, frozen_features, train_run
 
@@ -155,7 +155,7 @@ def test_frozen_trunk_features_are_cached_and_stay_the_file(tmp_path, weights, a
     record = read_json(tmp_path / "transfer.json")["encoder"]
     assert record["features"] == "computed once per observation (frozen, cached)"
     assert record["weights_file"] == str(file.resolve())
-    assert record["weights_sha256"] == encoders.file_sha256(file)
+    assert record["weights_sha256"] == file_sha256(file)
     loaded = record["trunk_sha256_loaded"]
     assert list(loaded) == [FROZEN_FEATURES]
     assert record["trunk_sha256_saved"] == loaded

@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import metrics
+from . import verdict as verdicts
 from .errors import ConfigError, OutputError
 from .execution import Execution
 from .io_utils import atomic_write_json, atomic_write_text, read_json
@@ -79,8 +80,10 @@ def run_matrix(base: StudySpec, sources: list[EnvSpec], targets: list[EnvSpec], 
 
 
 def summarize_matrix(folder: Path) -> dict[str, Any]:
-    """Collect every pair's summary into matrix.json and matrix.md."""
-    from .report import summarize_study
+    """Collect every pair's summary into matrix.json, matrix.md and matrix.png, with the
+    verdicts Holm-corrected across every condition x cell of the matrix. The studies'
+    own files (summary.json, report.md, ...) are read, never rewritten."""
+    from .report import MATRIX_METRICS, study_summary
 
     spec_path = folder / "matrix_spec.json"
     if not spec_path.is_file():
@@ -88,23 +91,28 @@ def summarize_matrix(folder: Path) -> dict[str, Any]:
     record = read_json(spec_path)
     sources = [EnvSpec.from_dict(s) for s in record["sources"]]
     targets = [EnvSpec.from_dict(t) for t in record["targets"]]
-    cells: dict[str, dict[str, dict[str, Any]]] = {}
+    alpha = float(record.get("base", {}).get("alpha", metrics.DEFAULT_ALPHA))
+    summaries = []
     for target in targets:
         for source in sources:
             study = folder / f"{source.slug}--{target.slug}"
             if not (study / "study.json").is_file():
                 continue
             try:
-                summary = summarize_study(study)
+                summary, _, _ = study_summary(study)
             except OutputError:
                 continue  # not finished yet
-            for condition, data in summary["metrics"]["conditions"].items():
-                if condition == summary["metrics"].get("reference"):
-                    continue
-                cells.setdefault(condition, {}).setdefault(str(source), {})[str(target)] = {
-                    key: data.get(key) for key in ("transfer_ratio", "jumpstart", "verdict")}
+            summaries.append((source, target, summary))
+    verdicts.judge([summary["metrics"] for _, _, summary in summaries], alpha)
+    cells: dict[str, dict[str, dict[str, Any]]] = {}
+    for source, target, summary in summaries:
+        for condition, data in summary["metrics"]["conditions"].items():
+            if condition == summary["metrics"].get("reference"):
+                continue
+            cells.setdefault(condition, {}).setdefault(str(source), {})[str(target)] = {
+                key: data.get(key) for key in (*(k for k, _ in MATRIX_METRICS), "verdict")}
     result = {"sources": [str(s) for s in sources], "targets": [str(t) for t in targets],
-              "cells": cells}
+              "alpha": alpha, "verdict_rule": verdicts.rule(alpha), "cells": cells}
     atomic_write_json(folder / "matrix.json", result)
     atomic_write_text(folder / "matrix.md", matrix_markdown(result, record.get("command", "")))
     if cells:
@@ -115,32 +123,48 @@ def summarize_matrix(folder: Path) -> dict[str, Any]:
 
 
 def matrix_markdown(result: dict[str, Any], command: str = "") -> str:
+    from .report import MATRIX_METRICS, format_claim
+
     lines = ["# Transfer matrix", ""]
     for condition, rows in result["cells"].items():
-        for key, title in (("transfer_ratio", "transfer ratio (area vs scratch)"),
-                           ("jumpstart", "jumpstart (normalized score at step 0 vs scratch)")):
+        tables = (*MATRIX_METRICS, ("verdict", "verdict (Holm across every cell)"))
+        for key, title in tables:
             lines += [f"## {condition}: {title}", "",
                       "| source \\ target | " + " | ".join(f"`{t}`" for t in result["targets"])
                       + " |", "|---|" + "---|" * len(result["targets"])]
             for source in result["sources"]:
-                cells = [metrics.format_estimate(rows.get(source, {}).get(target, {}).get(key)
-                                                 or {}) if rows.get(source, {}).get(target)
-                         else "—" for target in result["targets"]]
+                cells = [_matrix_cell(rows.get(source, {}).get(target), key, format_claim)
+                         for target in result["targets"]]
                 lines.append(f"| `{source}` | " + " | ".join(cells) + " |")
             lines.append("")
-    lines += ["95% bootstrap intervals over seeds; each cell is one study in this folder."]
+    lines += [f"{1 - result.get('alpha', metrics.DEFAULT_ALPHA):.0%} intervals over seeds; "
+              "each cell is one study in this folder.", "",
+              f"How verdicts are decided: {result.get('verdict_rule', '')}"]
     if command:
         lines += ["", "Reproduce:", "", "```", command, "```"]
     return "\n".join(lines) + "\n"
 
 
+def _matrix_cell(cell: dict[str, Any] | None, key: str, claim: Any) -> str:
+    if not cell:
+        return "—"
+    value = cell.get(key) or {}
+    if key == "verdict":
+        holm = value.get("p_holm")
+        return value.get("label", "—") + (f" (Holm p = {holm:.3g})" if holm is not None else "")
+    if key == "auc_difference":
+        return claim(value)
+    return metrics.format_estimate(value, signed=True)
+
+
 def compare_studies(studies: list[Path]) -> dict[str, Any]:
-    """Every condition of every study in one table (rows: study / condition)."""
-    from .report import summarize_study
+    """Every condition of every study in one table (rows: study / condition), each with its
+    own study's verdict (Holm within that study). The studies' files are not rewritten."""
+    from .report import METRICS, study_summary
 
     rows = []
     for study in studies:
-        summary = summarize_study(study)
+        summary, _, _ = study_summary(study)
         reference = summary["metrics"].get("reference")
         measured = summary["metrics"]["conditions"]
         for condition, runs in summary["runs"].items():
@@ -149,35 +173,34 @@ def compare_studies(studies: list[Path]) -> dict[str, Any]:
                 f"{condition} (no finished runs: {len(runs.get('failed', []))} failed)")
             rows.append({"study": study.name, "source": summary["source"],
                          "target": summary["target"], "condition": label,
-                         "reference": condition == reference, **{
-                             key: data.get(key) for key in (
-                                 "jumpstart", "time_to_threshold", "speedup",
-                                 "transfer_ratio", "asymptote")}})
+                         "reference": condition == reference,
+                         "verdict": (data.get("verdict") or {}).get("label"),
+                         **{metric.key: data.get(metric.key) for metric in METRICS}})
     return {"studies": [str(s) for s in studies], "rows": rows}
 
 
-_COMPARE_COLUMNS = (("jumpstart", metrics.format_estimate),
-                    ("time_to_threshold", metrics.format_time_to_threshold),
-                    ("speedup", metrics.format_speedup),
-                    ("transfer_ratio", metrics.format_estimate),
-                    ("asymptote", metrics.format_estimate))
-
-
 def _compare_cells(row: dict[str, Any]) -> list[str]:
+    from .report import METRICS
+
     cells = [row["study"], f"{row['source']} → {row['target']}", row["condition"]]
-    for key, formatter in _COMPARE_COLUMNS:
-        value = row.get(key)
-        cells.append(formatter(value) if value else ("(reference)" if row["reference"] else "—"))
-    return cells
+    for metric in METRICS:
+        value = row.get(metric.key)
+        cells.append(metric.formatter(value) if value else
+                     ("(reference)" if row["reference"] else "—"))
+    return cells + [row.get("verdict") or "—"]
 
 
-COMPARE_HEADERS = ["study", "source → target", "condition", "jumpstart", "time to threshold",
-                   "speedup vs scratch", "transfer ratio", "asymptote"]
+def compare_headers() -> list[str]:
+    from .report import METRICS
+
+    return (["study", "source → target", "condition"] + [m.title for m in METRICS]
+            + ["verdict (Holm within its study)"])
 
 
 def compare_table(result: dict[str, Any]) -> Table:
-    table = Table(title="studies compared (95% bootstrap CIs over seeds)", title_justify="left")
-    for header in COMPARE_HEADERS:
+    table = Table(title="studies compared (intervals over seeds; verdicts from each study's "
+                        "primary claim)", title_justify="left")
+    for header in compare_headers():
         table.add_column(header, overflow="fold")
     for row in result["rows"]:
         table.add_row(*(escape(cell) for cell in _compare_cells(row)))
@@ -185,7 +208,10 @@ def compare_table(result: dict[str, Any]) -> Table:
 
 
 def compare_markdown(result: dict[str, Any]) -> str:
-    lines = ["# Studies compared", "", "| " + " | ".join(COMPARE_HEADERS) + " |",
-             "|" + "---|" * len(COMPARE_HEADERS)]
+    headers = compare_headers()
+    lines = ["# Studies compared", "", "| " + " | ".join(headers) + " |",
+             "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(_compare_cells(row)) + " |" for row in result["rows"]]
+    lines += ["", "Each study's verdict is Holm-corrected across its own conditions only; "
+              "comparing verdicts across studies is itself a further comparison."]
     return "\n".join(lines) + "\n"

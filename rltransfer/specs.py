@@ -210,6 +210,7 @@ class StudySpec:
     freeze_encoder: bool = True
     encoder_lr_scale: float = 0.1  # learning-rate factor of a fine-tuned encoder
     augment: str | None = None  # random-shift (DrQ), for every condition
+    alpha: float = 0.05  # level of the verdict's test (Holm-corrected) and of every interval
 
     def validate(self) -> None:
         """Check the values that need no environment or library; raise ConfigError."""
@@ -242,6 +243,9 @@ class StudySpec:
             raise ConfigError(f"--seed must be 0 or more, got {self.seed}")
         if self.seed + self.seeds > MAX_SEED:
             raise ConfigError(f"--seed {self.seed} is too large: seeds must stay below {MAX_SEED}")
+        if isinstance(self.alpha, bool) or not 0.0001 <= self.alpha <= 0.5:
+            raise ConfigError(f"--alpha must be a level between 0.0001 and 0.5 (e.g. 0.05), "
+                              f"got {self.alpha!r}")
         if self.threshold is not None and not math.isfinite(self.threshold):
             raise ConfigError(f"--threshold must be a finite number, got {self.threshold}")
         if self.device != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
@@ -336,7 +340,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "out": (str,), "source_model": (str,), "retrain_source": (bool,), "pixels": (bool,),
     "image_size": (int,), "grayscale": (bool,), "frame_stack": (int,), "encoder": (str,),
     "encoder_weights": (str,), "freeze_encoder": (bool,), "encoder_lr_scale": (int, float),
-    "augment": (str,),
+    "augment": (str,), "alpha": (int, float),
 }
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 _OPTIONAL = {"timesteps", "source_timesteps", "eval_freq", "threshold", "n_envs", "name",

@@ -14,14 +14,13 @@ from rltransfer import metrics
 from rltransfer.errors import OutputError
 from rltransfer.io_utils import atomic_write_json
 from rltransfer.report import (
-    INCONCLUSIVE,
     NEGATIVE,
+    NO_CLEAR,
     POSITIVE,
     aggregate_curves,
     env_differences,
     summarize_study,
     terminal_table,
-    transfer_verdict,
 )
 
 STEPS = [0, 100, 200, 300, 400]
@@ -62,7 +61,12 @@ def test_summary_numbers_are_computed_from_the_curves(tmp_path, write_run):
     }, write_run=write_run)
     result = summarize_study(study)
     finetune = result["metrics"]["conditions"]["finetune"]
-    assert finetune["jumpstart"] == {"point": 0.5, "low": 0.5, "high": 0.5}
+    # identical seeds: no variability, so no Welch interval and no test (never a fake one)
+    assert finetune["jumpstart"]["point"] == 0.5
+    assert finetune["jumpstart"]["low"] is None and finetune["jumpstart"]["p_value"] is None
+    assert finetune["auc_difference"]["point"] == pytest.approx(0.9375 - 0.4)
+    assert finetune["verdict"]["label"] == NO_CLEAR
+    assert "no variability" in finetune["verdict"]["reason"]
     assert finetune["time_to_threshold"]["point"] == 100
     scratch = result["metrics"]["conditions"]["scratch"]
     assert scratch["time_to_threshold"]["point"] is None
@@ -71,7 +75,8 @@ def test_summary_numbers_are_computed_from_the_curves(tmp_path, write_run):
     assert scratch["auc"]["point"] == pytest.approx(0.4)
     # finetune area = (0.75*100 + 3*100)/400 = 0.9375; ratio (0.9375-0.4)/0.4
     assert finetune["transfer_ratio"]["point"] == pytest.approx((0.9375 - 0.4) / 0.4)
-    assert finetune["speedup"]["lower_bound"] is True
+    assert finetune["speedup"]["point_bound"] == ">"  # scratch censored: a lower bound
+    assert finetune["speedup"]["point"] == pytest.approx(400 / 100)
     assert result["per_run"]["finetune"]["seed_0"]["time_to_threshold"] == 100
     assert result["per_run"]["scratch"]["seed_0"]["time_to_threshold"] is None
 
@@ -97,91 +102,95 @@ def test_summary_numbers_are_computed_from_the_curves(tmp_path, write_run):
     assert not any(r["metric"] == "verdict" for r in rows)
 
 
+WIN = [[50, 100, 100, 100, 100], [40, 90, 100, 100, 100], [60, 100, 100, 100, 100],
+       [45, 95, 100, 100, 100], [55, 100, 100, 100, 100]]
+SCRATCH5 = [[0, 20, 40, 60, 80], [0, 30, 50, 70, 90], [0, 10, 30, 50, 70],
+            [0, 25, 45, 65, 85], [0, 15, 35, 55, 75]]
+
+
 def test_report_has_verdicts_figures_and_the_comparison(tmp_path, write_run):
-    study = _study(tmp_path, {"scratch": [[0, 20, 40, 60, 80]] * 3,
-                              "finetune": [[50, 100, 100, 100, 100]] * 3}, write_run=write_run)
+    study = _study(tmp_path, {"scratch": SCRATCH5, "finetune": WIN}, write_run=write_run)
     result = summarize_study(study)
     conditions = result["metrics"]["conditions"]
-    assert conditions["finetune"]["verdict"]["label"] == POSITIVE
+    verdict = conditions["finetune"]["verdict"]
+    assert verdict["label"] == POSITIVE
     assert conditions["scratch"]["verdict"]["label"] == "reference"
     assert json.loads((study / "summary.json").read_text())["metrics"]["conditions"][
-        "finetune"]["verdict"] == conditions["finetune"]["verdict"]
+        "finetune"]["verdict"] == verdict
+    diff = conditions["finetune"]["auc_difference"]
+    assert verdict["p_holm"] == diff["p_value"] and verdict["m"] == 1  # one comparison
+    assert verdict["reading"].startswith("starts better, reaches the threshold sooner, "
+                                         "reaches it in 5/5 runs vs scratch's 0/5, ends higher; "
+                                         f"area {metrics.format_estimate(diff, signed=True)}")
+    assert result["seed_note"] is None and result["alpha"] == 0.05
     markdown = (study / "report.md").read_text()
     finetune_row = next(line for line in markdown.splitlines() if line.startswith("| finetune"))
     assert finetune_row.endswith("| positive transfer |")
-    assert "- **finetune: positive transfer**. Transfer ratio 1.34 [1.34, 1.34]" in markdown
-    assert "How verdicts are decided: " in markdown
+    assert "- **finetune: positive transfer**: Starts better, reaches the threshold sooner" in (
+        markdown)
+    assert f"How verdicts are decided: {result['verdict_rule']}" in markdown
+    assert "Holm" in result["verdict_rule"] and "α = 0.05" in result["verdict_rule"]
     assert "`length`: 0.5 → 1 m (half the pole's length)" in markdown
-    assert "![Learning curves: mean over seeds with 95% bootstrap bands](curves.png)" in markdown
+    assert "](curves.png)" in markdown and "](profiles.png)" in markdown
     assert "](metrics.png)" in markdown
+    assert (study / "profiles.png").stat().st_size > 10_000
     assert "`policy=MlpPolicy" not in markdown and "`n_steps=32`" in markdown
+    page = (study / "report.html").read_text()
+    assert f"How verdicts are decided: {result['verdict_rule']}" in page
     console = Console(record=True, width=250)
     console.print(terminal_table(result))
     text = console.export_text()
     assert "verdict" in text and "positive transfer" in text and "(reference)" in text
+    assert "95% intervals" in text
 
 
-SCRATCH = [[0, 20, 40, 60, 80], [0, 30, 50, 70, 90], [0, 10, 30, 50, 70]]
+def test_fewer_than_five_runs_make_no_claim_and_say_why(tmp_path, write_run):
+    study = _study(tmp_path, {"scratch": SCRATCH5[:3], "finetune": WIN[:3]},
+                   write_run=write_run)
+    result = summarize_study(study)
+    verdict = result["metrics"]["conditions"]["finetune"]["verdict"]
+    assert verdict["label"] == NO_CLEAR
+    assert verdict["reason"].startswith("Only 3 vs 3 runs: no claim is possible at the 0.05 "
+                                        "level (with 3 vs 3 runs the smallest exact two-sided "
+                                        "permutation p is 0.1")
+    assert "run 10 seeds for claims" in verdict["reason"]
+    assert result["seed_note"].startswith("No claim is possible for finetune. Only 3 vs 3")
+    assert f"**Seeds:** {result['seed_note']}" in (study / "report.md").read_text()
 
 
 @pytest.mark.parametrize(("runs", "label"), [
-    ([[50, 100, 100, 100, 100], [40, 90, 100, 100, 100], [60, 100, 100, 100, 100]], POSITIVE),
-    ([[0, 0, 10, 10, 20], [0, 5, 5, 10, 10], [0, 0, 0, 5, 10]], NEGATIVE),
-    ([[0, 40, 50, 60, 70], [0, 10, 20, 40, 60], [0, 20, 40, 70, 100]], INCONCLUSIVE),
+    (WIN, POSITIVE),
+    ([[0, 0, 10, 10, 20], [0, 5, 5, 10, 10], [0, 0, 0, 5, 10], [0, 5, 10, 15, 20],
+      [0, 0, 5, 5, 5]], NEGATIVE),
+    ([[0, 40, 50, 60, 70], [0, 10, 20, 40, 60], [0, 20, 40, 70, 100], [0, 30, 40, 50, 60],
+      [0, 15, 30, 45, 90]], NO_CLEAR),
 ], ids=["clear-win", "clear-loss", "overlap"])
 def test_verdict_of_hand_made_studies(tmp_path, write_run, runs, label):
-    result = summarize_study(_study(tmp_path, {"scratch": SCRATCH, "transfer": runs},
+    result = summarize_study(_study(tmp_path, {"scratch": SCRATCH5, "transfer": runs},
                                            write_run=write_run))
     entry = result["metrics"]["conditions"]["transfer"]
     assert entry["verdict"]["label"] == label
-    ratio = entry["transfer_ratio"]
-    assert (ratio["low"] > 0) == (label == POSITIVE)
-    assert (ratio["high"] < 0) == (label == NEGATIVE)
-    assert metrics.format_estimate(ratio) in entry["verdict"]["reason"]
+    diff = entry["auc_difference"]
+    assert (diff["p_value"] <= 0.05) == (label != NO_CLEAR)
+    assert (diff["low"] > 0) == (label == POSITIVE)
+    assert (diff["high"] < 0) == (label == NEGATIVE)
+    assert metrics.format_estimate(diff, signed=True) in entry["verdict"]["reading"]
 
 
-def _est(point, low, high, **extra):
-    return {"point": point, "low": low, "high": high, **extra}
+def test_the_verdict_is_holm_corrected_across_conditions(tmp_path, write_run):
+    marginal = [[0, 30, 50, 70, 90], [0, 35, 55, 75, 95], [0, 20, 40, 60, 80],
+                [0, 30, 50, 75, 95], [0, 25, 45, 65, 90]]
+    study = _study(tmp_path, {"scratch": SCRATCH5, "a": WIN, "b": marginal},
+                   write_run=write_run)
+    conditions = summarize_study(study)["metrics"]["conditions"]
+    p = sorted((conditions[c]["auc_difference"]["p_value"], c) for c in ("a", "b"))
+    (p1, first), (p2, second) = p
+    assert conditions[first]["verdict"]["p_holm"] == pytest.approx(min(1, 2 * p1))
+    assert conditions[second]["verdict"]["p_holm"] == pytest.approx(max(2 * p1, p2))
+    assert conditions[second]["verdict"]["m"] == 2
 
 
-UNCLEAR = _est(0.1, -0.2, 0.4)
-
-
-@pytest.mark.parametrize(("comparison", "label", "says"), [
-    ({"transfer_ratio": _est(0.5, 0.1, 0.9)}, POSITIVE, "larger than scratch's"),
-    ({"transfer_ratio": _est(-0.5, -0.9, -0.1)}, NEGATIVE, "smaller than scratch's"),
-    ({"transfer_ratio": UNCLEAR}, INCONCLUSIVE, "the interval contains 0"),
-    # the area decides even when the jumpstart points the other way; the reason says so
-    ({"transfer_ratio": _est(0.5, 0.1, 0.9), "jumpstart": _est(-0.2, -0.3, -0.1)}, POSITIVE,
-     "starts worse than scratch"),
-    ({"transfer_ratio": _est(-0.5, -0.9, -0.1), "jumpstart": _est(0.2, 0.1, 0.3)}, NEGATIVE,
-     "starts better than scratch"),
-    # an unclear area: the secondary evidence decides
-    ({"transfer_ratio": UNCLEAR, "jumpstart": _est(0.2, 0.1, 0.3)}, POSITIVE, "starts better"),
-    ({"transfer_ratio": UNCLEAR, "jumpstart": _est(-0.2, -0.3, -0.1)}, NEGATIVE, "starts worse"),
-    ({"transfer_ratio": UNCLEAR, "speedup": _est(3.0, 1.5, 4.0, lower_bound=True,
-                                                 high_lower_bound=True)},
-     POSITIVE, "reaches the threshold faster"),
-    ({"transfer_ratio": UNCLEAR, "speedup": _est(0.5, 0.3, 0.8)}, NEGATIVE, "more slowly"),
-    # a speedup whose upper end is only a lower bound is no evidence of slowness
-    ({"transfer_ratio": UNCLEAR, "speedup": _est(0.5, 0.3, 0.8, high_lower_bound=True)},
-     INCONCLUSIVE, "Neither"),
-    ({"transfer_ratio": UNCLEAR, "jumpstart": _est(0.2, 0.1, 0.3),
-      "speedup": _est(0.5, 0.3, 0.8)}, INCONCLUSIVE, "points both ways"),
-    ({"transfer_ratio": _est(None, None, None, note="undefined: reference mean AUC is 0")},
-     INCONCLUSIVE, "Transfer ratio undefined (undefined: reference mean AUC is 0)"),
-    # identical curves averaged over different run counts: a ratio of 1e-16 is no effect
-    ({"transfer_ratio": _est(1.4e-16, 1.4e-16, 1.4e-16)}, INCONCLUSIVE, "contains 0"),
-    ({"transfer_ratio": _est(0.5, None, None), "jumpstart": _est(0.2, None, None)},
-     INCONCLUSIVE, "has no interval"),
-])
-def test_transfer_verdict_rule(comparison, label, says):
-    verdict = transfer_verdict(comparison)
-    assert verdict["label"] == label
-    assert says in verdict["reason"]
-
-
-def test_aggregate_curves_is_the_mean_over_seeds_with_a_bootstrap_band():
+def test_aggregate_curves_is_the_mean_over_seeds_with_a_t_band():
     steps = np.array([0, 100, 200])
     runs = [(steps, np.array([1.0, 2.0, 5.0])), (steps, np.array([3.0, 2.0, 7.0])),
             (steps, np.array([5.0, 2.0, 0.0]))]
@@ -190,8 +199,9 @@ def test_aggregate_curves_is_the_mean_over_seeds_with_a_bootstrap_band():
     np.testing.assert_allclose(curve.mean, [3.0, 2.0, 4.0])
     assert curve.low[1] == curve.high[1] == 2.0  # every seed equal: a degenerate interval
     assert np.all(curve.low <= curve.mean) and np.all(curve.mean <= curve.high)
-    assert curve.low[0] < 3.0 < curve.high[0] and 1.0 <= curve.low[0] and curve.high[0] <= 5.0
-    np.testing.assert_array_equal(aggregate_curves(runs).low, curve.low)  # fixed seed
+    # step 0: values 1, 3, 5: mean 3, sd 2, t(0.975, 2) = 4.3027
+    half = 4.302652729911275 * 2 / math.sqrt(3)
+    assert curve.low[0] == pytest.approx(3 - half) and curve.high[0] == pytest.approx(3 + half)
 
 
 def test_aggregate_curves_interpolates_onto_the_common_range():
@@ -258,8 +268,8 @@ def test_a_failed_run_is_named_with_its_error_and_left_out_of_the_metrics(tmp_pa
     finetune = result["metrics"]["conditions"]["finetune"]
     assert finetune["n_runs"] == 3
     assert set(result["per_run"]["finetune"]) == {"seed_0", "seed_1", "seed_3"}
-    assert finetune["jumpstart"] == {"point": 0.5, "low": 0.5, "high": 0.5}
-    assert finetune["verdict"]["label"] == POSITIVE
+    assert finetune["jumpstart"]["point"] == 0.5
+    assert finetune["verdict"]["label"] == NO_CLEAR  # 3 vs 3 runs: no claim
     assert json.loads((study / "summary.json").read_text())["warnings"] == [warning]
 
     markdown = (study / "report.md").read_text()
@@ -270,7 +280,7 @@ def test_a_failed_run_is_named_with_its_error_and_left_out_of_the_metrics(tmp_pa
     assert f"<li>{warning}</li>" in page
     assert page.index("⚠ Warnings") < page.index("<h2>Metrics</h2>")
     text = _table_text(result)
-    assert "3 of 4" in text and "positive transfer" in text
+    assert "3 of 4" in text and "no clear difference" in text
     header = (study / "summary.csv").read_text().splitlines()[0]
     assert header == "condition,metric,point,low,high,flags,display"
 
@@ -296,9 +306,9 @@ def test_a_condition_whose_runs_all_failed_is_reported_without_metrics(tmp_path,
 
     markdown = (study / "report.md").read_text()
     assert "- " + warning.replace("<obs>", "\\<obs\\>") + "\n" in markdown
-    assert "| finetune | 0 of 3 | — | — | — | — | — | — | no metrics (all 3 runs failed) |" in (
-        markdown)
-    assert ("- **finetune: no verdict**. No metrics: all 3 runs failed, so there is nothing "
+    assert ("| finetune | 0 of 3 | — | — | — | — | — | — | — | no metrics (all 3 runs "
+            "failed) |") in markdown
+    assert ("- **finetune: no verdict**: No metrics: all 3 runs failed, so there is nothing "
             "to judge.") in markdown
     page = (study / "report.html").read_text()
     assert "&lt;obs&gt; &amp; " in page and "<obs>" not in page
@@ -318,7 +328,7 @@ def test_without_finished_scratch_runs_the_others_have_no_reference(tmp_path, wr
         f"scratch: all 2 runs failed (seed_0, seed_1: {NAN_ERROR}); no metrics for it"]
     assert result["metrics"]["reference"] is None
     finetune = result["metrics"]["conditions"]["finetune"]
-    assert finetune["verdict"]["label"] == INCONCLUSIVE
+    assert finetune["verdict"]["label"] == NO_CLEAR
     assert "No finished scratch runs" in finetune["verdict"]["reason"]
     assert "jumpstart" not in finetune and finetune["n_runs"] == 2
     assert "| scratch | 0 of 2 |" in (study / "report.md").read_text()

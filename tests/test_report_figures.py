@@ -28,13 +28,19 @@ THRESHOLD, RANDOM = 200.0, 20.0
 RUNS = {
     "scratch": [([0, 100, 200, 300, 400], [20, 40, 60, 80, 100]),
                 ([0, 100, 200, 300, 400], [20, 50, 80, 110, 140]),
-                ([0, 100, 200, 300, 400], [20, 30, 40, 50, 60])],
+                ([0, 100, 200, 300, 400], [20, 30, 40, 50, 60]),
+                ([0, 100, 200, 300, 400], [20, 45, 70, 95, 120]),
+                ([0, 100, 200, 300, 400], [20, 35, 50, 65, 80])],
     "finetune": [([0, 100, 200, 300, 400], [110, 200, 200, 200, 200]),
                  ([0, 100, 200, 300, 400], [100, 150, 200, 200, 200]),
-                 ([0, 100, 200, 300, 400], [120, 200, 200, 200, 200])],
+                 ([0, 100, 200, 300, 400], [120, 200, 200, 200, 200]),
+                 ([0, 100, 200, 300, 400], [105, 180, 200, 200, 200]),
+                 ([0, 100, 200, 300, 400], [115, 200, 200, 200, 200])],
     "freeze-features": [([0, 100, 200, 300, 400], [20, 20, 20, 40, 40]),
                         ([0, 100, 200, 300, 400], [20, 30, 30, 30, 40]),
-                        ([0, 100, 200, 300, 400], [20, 20, 30, 30, 30])],
+                        ([0, 100, 200, 300, 400], [20, 20, 30, 30, 30]),
+                        ([0, 100, 200, 300, 400], [20, 25, 25, 35, 35]),
+                        ([0, 100, 200, 300, 400], [20, 20, 25, 30, 40])],
 }
 
 
@@ -43,7 +49,7 @@ def _study(tmp_path: Path, runs: dict = RUNS, *, write_run) -> Path:
     atomic_write_json(study / "study.json", {
         "spec": {"source": {"id": "CartPole-v1", "params": {}},
                  "target": {"id": "CartPole-v1", "params": {"masspole": 0.5}}, "algo": "ppo",
-                 "conditions": list(runs), "seeds": 3, "seed": 0, "timesteps": 400,
+                 "conditions": list(runs), "seeds": 5, "seed": 0, "timesteps": 400,
                  "source_timesteps": 1000, "eval_freq": 100, "eval_episodes": 5,
                  "out": str(tmp_path)},
         "target_agent": {"hparams": {"n_steps": 32}},
@@ -70,7 +76,9 @@ def test_figures_are_images_of_the_expected_size(report):
     assert curves.shape[:2] == (round(CURVES_SIZE[1] * FIGURE_DPI),
                                 round(CURVES_SIZE[0] * FIGURE_DPI))
     panel = matplotlib.image.imread(study / "metrics.png")
-    assert panel.shape[1] == 12 * FIGURE_DPI and panel.shape[0] > 2 * FIGURE_DPI
+    assert panel.shape[1] == 14 * FIGURE_DPI and panel.shape[0] > 2 * FIGURE_DPI
+    profiles = matplotlib.image.imread(study / "profiles.png")
+    assert profiles.shape[:2] == (round(4.5 * FIGURE_DPI), round(7.0 * FIGURE_DPI))
     svg = (study / "curves.svg").read_text()
     assert svg.startswith("<?xml") and "<svg" in svg and "</svg>" in svg
 
@@ -93,10 +101,11 @@ def test_html_page_is_self_contained(report):
     parser = _Page()
     parser.feed(page)
     assert parser.links == []
-    assert len(parser.images) == 2 and all(s.startswith("data:image/png;base64,")
+    assert len(parser.images) == 3 and all(s.startswith("data:image/png;base64,")
                                            for s in parser.images)
     embedded = [base64.b64decode(s.split(",", 1)[1]) for s in parser.images]
-    assert embedded == [(study / "curves.png").read_bytes(), (study / "metrics.png").read_bytes()]
+    assert embedded == [(study / name).read_bytes()
+                        for name in ("curves.png", "profiles.png", "metrics.png")]
     # the only http(s) text is inside the reproduce command
     command_block = page[page.index("<pre><code>"):page.index("</code></pre>")]
     assert "https://example.org/x" in command_block
@@ -111,8 +120,9 @@ def test_html_table_has_the_same_numbers_as_the_summary(report):
     study, result = report
     page = (study / "report.html").read_text()
     finetune = result["metrics"]["conditions"]["finetune"]
-    for text in (metrics.format_estimate(finetune["jumpstart"]),
-                 metrics.format_estimate(finetune["transfer_ratio"])):
+    for text in (metrics.format_estimate(finetune["jumpstart"], signed=True),
+                 metrics.format_estimate(finetune["transfer_ratio"], signed=True),
+                 metrics.format_estimate(finetune["auc_difference"], signed=True)):
         point, interval = text.split(" ", 1)
         assert f"{point} <span class=\"ci\">{interval}</span>" in page
 
@@ -125,7 +135,7 @@ def test_plotted_curves_are_the_means_over_seeds(report, tmp_path):
     colors = condition_colors(list(RUNS))
     for condition, pairs in RUNS.items():
         returns = np.array([r for _, r in pairs], dtype=float)
-        label = f"{condition} (n=3)"
+        label = f"{condition} (n=5)"
         raw = next(line for line in raw_ax.get_lines() if line.get_label() == label)
         np.testing.assert_array_equal(raw.get_xdata(), [0, 100, 200, 300, 400])
         np.testing.assert_allclose(raw.get_ydata(), returns.mean(axis=0))
@@ -146,19 +156,24 @@ def test_plotted_curves_are_the_means_over_seeds(report, tmp_path):
 def test_metrics_figure_marks_lower_bounds_and_censoring(report):
     _, result = report
     fig = metrics_figure(result)
-    jumpstart, speedup, ratio, asymptote = fig.axes
-    # finetune reaches the threshold, scratch never does: the speedup is a lower bound
-    assert result["metrics"]["conditions"]["finetune"]["speedup"]["lower_bound"]
+    primary, jumpstart, speedup, gain, improve = fig.axes
+    assert primary.get_title().startswith("PRIMARY: area vs scratch")
+    # finetune reaches the threshold, scratch never does: the speedup is a lower bound,
+    # drawn as a triangle, and its interval's upper end as an arrow (no measured bar end)
+    sp = result["metrics"]["conditions"]["finetune"]["speedup"]
+    assert sp["point_bound"] == ">" and sp["high_bound"] == ">"
     assert any(line.get_marker() == ">" for line in speedup.get_lines())
+    assert len(speedup.texts) >= 1 and any(
+        getattr(a, "arrow_patch", None) is not None for a in speedup.texts)
     # freeze-features never reaches it either: said in words, never drawn as a value
     texts = [" ".join(t.get_text().split()) for t in speedup.texts]  # wrapped lines joined
-    assert "not reached by either condition" in texts
+    assert "neither reaches the threshold" in texts
     assert texts.count("reference") == 1
     assert [line.get_xdata()[0] for line in jumpstart.get_lines()
             if line.get_linestyle() == "--"] == [0.0]
     assert [line.get_xdata()[0] for line in speedup.get_lines()
             if line.get_linestyle() == "--"] == [1.0]
-    rows = {t.get_text(): t.get_position()[1] for t in jumpstart.get_yticklabels()}
+    rows = {t.get_text(): t.get_position()[1] for t in primary.get_yticklabels()}
     assert rows == {"scratch": 2, "finetune": 1, "freeze-features": 0}  # study order, top down
 
 

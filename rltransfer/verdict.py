@@ -1,0 +1,175 @@
+"""The verdict: one pre-specified primary claim per condition, Holm-corrected.
+
+The primary claim is the difference in mean normalized area under the learning curve,
+condition - scratch (``auc_difference`` in `metrics.summarize`), tested with Welch's t test.
+The p-values of every condition of a study (or every condition x cell of a matrix) are
+Holm-adjusted together, and a condition is called positive or negative transfer only when
+its adjusted p-value is at most ``alpha`` and both it and scratch have at least
+`MIN_CLAIM_RUNS` finished runs. Everything else in the summary is descriptive; `reading`
+puts the descriptive effects into words beside the claim.
+
+Pure functions on `metrics.summarize` output; no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, MutableMapping, Sequence
+from typing import Any
+
+from . import metrics
+
+POSITIVE, NEGATIVE, NO_CLEAR = "positive transfer", "negative transfer", "no clear difference"
+REFERENCE = "reference"
+MIN_CLAIM_RUNS = 5
+"""Runs per condition below which no claim is made (see `too_few_runs_reason`)."""
+RECOMMENDED_SEEDS = 10
+
+
+def rule(alpha: float = metrics.DEFAULT_ALPHA) -> str:
+    """The verdict rule in words, as every report states it."""
+    return (
+        "The primary claim, fixed before the study, is the difference in mean normalized area "
+        "under the learning curve (condition − scratch; 0 = random, 1 = threshold), with a "
+        f"{1 - alpha:.0%} Welch t interval and a two-sided Welch t test. The p-values of all "
+        "conditions of the study (all conditions × cells of a matrix) are Holm-corrected "
+        f"together. A condition is called positive (negative) transfer when its Holm-adjusted "
+        f"p-value is at most α = {alpha:g} and the difference is above (below) 0; otherwise "
+        f"there is no clear difference. With fewer than {MIN_CLAIM_RUNS} runs in the "
+        "condition or in scratch no claim is made. Jumpstart, time to threshold, speedup, "
+        "asymptote, P(improve) and the transfer ratio are descriptive effects with their "
+        "own intervals; they never decide the verdict."
+    )
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (same order as given), monotone and capped at 1."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted = [1.0] * len(p_values)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+def smallest_permutation_p(n: int, m: int) -> float:
+    """The smallest two-sided p-value an exact permutation test can reach with n vs m runs."""
+    return min(1.0, 2 / math.comb(n + m, n))
+
+
+def too_few_runs_reason(n: int, m: int, alpha: float) -> str:
+    """Why no claim is made with n runs of the condition and m of scratch."""
+    return (f"Only {n} vs {m} runs: no claim is possible at the {alpha:g} level (with {n} vs "
+            f"{m} runs the smallest exact two-sided permutation p is "
+            f"{smallest_permutation_p(n, m):.2g}, and a t test's normality cannot be relied "
+            f"on). A claim needs at least {MIN_CLAIM_RUNS} runs per condition; run "
+            f"{RECOMMENDED_SEEDS} seeds for claims.")
+
+
+def judge(families: Sequence[MutableMapping[str, Any]], alpha: float) -> None:
+    """Set ``verdict`` on every compared condition of every summary in `families` (one
+    Holm family across all of them): ``{"label", "reason", "reading", "p_holm", "m"}``.
+
+    Each element is a `metrics.summarize` result; conditions equal to its reference get the
+    reference label, and a summary without a reference marks its conditions as unjudged.
+    """
+    tested = []  # (entry, p) of every comparison with a p-value
+    for summary in families:
+        for name, entry in summary["conditions"].items():
+            if summary.get("reference") is None:
+                entry["verdict"] = _plain(NO_CLEAR, "No finished scratch runs: there is "
+                                          "nothing to compare against.")
+            elif name == summary["reference"]:
+                entry["verdict"] = _plain(REFERENCE, "The baseline the other conditions are "
+                                          "compared against.")
+            else:
+                tested.append((entry, summary["conditions"][summary["reference"]]))
+    p_values = [entry["auc_difference"]["p_value"] for entry, _ in tested]
+    known = [i for i, p in enumerate(p_values) if p is not None]
+    adjusted = holm([p_values[i] for i in known])
+    holm_p: dict[int, float] = dict(zip(known, adjusted, strict=True))
+    for i, (entry, ref) in enumerate(tested):
+        entry["verdict"] = _verdict(entry, ref, holm_p.get(i), len(known), alpha)
+
+
+def _plain(label: str, reason: str) -> dict[str, Any]:
+    return {"label": label, "reason": reason, "reading": "", "p_holm": None, "m": None}
+
+
+def _verdict(entry: Mapping[str, Any], ref: Mapping[str, Any], p_holm: float | None, m: int,
+             alpha: float) -> dict[str, Any]:
+    diff = entry["auc_difference"]
+    n, n_ref = entry["n_runs"], ref["n_runs"]
+    claim = _claim_text(diff, p_holm, m)
+    if diff.get("p_value") is None or p_holm is None:
+        label, reason = NO_CLEAR, f"No test of the area difference ({diff.get('note')})."
+    elif min(n, n_ref) < MIN_CLAIM_RUNS:
+        label, reason = NO_CLEAR, too_few_runs_reason(n, n_ref, alpha)
+    elif p_holm <= alpha:
+        label = POSITIVE if diff["point"] > 0 else NEGATIVE
+        reason = (f"Area under the curve {'above' if diff['point'] > 0 else 'below'} "
+                  f"scratch's: {claim}, at most α = {alpha:g}.")
+    else:
+        reason = f"The area difference is not clear at α = {alpha:g}: {claim}."
+        label = NO_CLEAR
+    return {"label": label, "reason": reason, "reading": reading(entry, ref, claim),
+            "p_holm": p_holm, "m": m}
+
+
+def _claim_text(diff: Mapping[str, Any], p_holm: float | None, m: int) -> str:
+    text = f"area {metrics.format_estimate(diff, signed=True)}"
+    if p_holm is None:
+        return text + ", no test"
+    raw = metrics.format_p(diff["p_value"])
+    adjusted = metrics.format_p(p_holm).replace("p", "Holm p", 1)
+    return f"{text}, {raw}, {adjusted} ({m} comparison{'s' if m != 1 else ''})"
+
+
+def reading(entry: Mapping[str, Any], ref: Mapping[str, Any], claim: str) -> str:
+    """One line combining the descriptive effects with the claim, e.g. "starts worse, reaches
+    the threshold sooner; area +0.42 [0.18, 0.66], p = 0.004, Holm p = 0.008 (2 ...)". An
+    effect is named only when its interval excludes no change."""
+    parts = []
+    jump = _side(entry.get("jumpstart"), 0.0)
+    if jump:
+        parts.append("starts better" if jump > 0 else "starts worse")
+    ttt, ref_ttt = entry.get("time_to_threshold") or {}, ref.get("time_to_threshold") or {}
+    speed = _speed_side(entry.get("speedup"))
+    if speed:
+        parts.append("reaches the threshold sooner" if speed > 0 else
+                     "reaches the threshold later")
+    if ref_ttt and ttt and ttt.get("reached") != ref_ttt.get("reached"):
+        parts.append(f"reaches it in {ttt['reached']}/{ttt['n']} runs vs scratch's "
+                     f"{ref_ttt['reached']}/{ref_ttt['n']}")
+    end = _side(entry.get("asymptote_gain"), 0.0)
+    if end:
+        parts.append("ends higher" if end > 0 else "ends lower")
+    head = ", ".join(parts) if parts else "no descriptive effect stands out"
+    return f"{head}; {claim}"
+
+
+SIDE_TOLERANCE = 1e-9  # rounding noise (e.g. means over 2 vs 3 identical curves) is no effect
+
+
+def _side(est: Mapping[str, Any] | None, reference: float) -> int:
+    """+1 when the interval lies entirely above `reference`, -1 below, else 0."""
+    if not est or est.get("low") is None or est.get("high") is None:
+        return 0
+    if est["low"] > reference + SIDE_TOLERANCE:
+        return 1
+    return -1 if est["high"] < reference - SIDE_TOLERANCE else 0
+
+
+def _speed_side(sp: Mapping[str, Any] | None) -> int:
+    """+1 when the speedup interval lies above 1 (its low end exact or a lower bound), -1
+    when below 1 (its high end exact or an upper bound)."""
+    if not sp:
+        return 0
+    if sp.get("low") is not None and sp["low"] > 1 and sp.get("low_bound") in (
+            metrics.EXACT, metrics.ABOVE):
+        return 1
+    if sp.get("high") is not None and sp["high"] < 1 and sp.get("high_bound") in (
+            metrics.EXACT, metrics.BELOW):
+        return -1
+    return 0

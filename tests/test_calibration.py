@@ -1,0 +1,51 @@
+"""A fast run of benchmarks/calibration.py: the statistics are calibrated through the real
+summary and verdict code (the full run and its table: benchmarks/README.md)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "calibration.py"
+
+
+@pytest.fixture(scope="module")
+def calibration():
+    spec = importlib.util.spec_from_file_location("calibration", PATH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["calibration"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_vectorized_truth_matches_the_real_per_run_metrics(calibration):
+    calibration.check_fast_columns(np.random.default_rng(0))
+
+
+def test_intervals_cover_at_5_seeds(calibration):
+    """300 simulated 5-seed studies: every interval of the primary claim and the means
+    covers the truth at least 90% of the time (nominal 95%; the full run: >= 93%)."""
+    table = calibration.coverage(5, 300, np.random.default_rng(1))
+    for key in ("auc", "initial", "asymptote", "auc_difference", "jumpstart",
+                "asymptote_gain", "prob_improvement", "transfer_ratio"):
+        share, studies = table[key]
+        assert studies >= 290, key
+        assert share >= 0.90, (key, share)
+
+
+def test_a_condition_identical_to_scratch_gets_no_verdict(calibration):
+    """300 simulated 5-seed studies of 4 null conditions against scratch, Holm: at most 6%
+    of studies hold any false verdict (the goal is 5%; binomial slack for 300 studies)."""
+    rates = calibration.verdict_rates(5, 300, np.random.default_rng(2), 4)
+    assert rates["false_per_study"] <= 0.06
+    assert rates["false_per_comparison"] <= 0.03
+
+
+def test_a_strong_effect_is_found_at_10_seeds(calibration):
+    rates = calibration.verdict_rates(10, 100, np.random.default_rng(3), 1,
+                                      calibration.EFFECTS["strong"])
+    assert rates["power"] >= 0.85

@@ -1,0 +1,92 @@
+"""The verdict: one primary claim (area difference, Welch), Holm across the study."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rltransfer import metrics, verdict
+from rltransfer.verdict import NEGATIVE, NO_CLEAR, POSITIVE, holm, judge
+
+STEPS = np.arange(0, 2001, 100, dtype=float)
+NORM = {"random_return": 0.0, "threshold": 1.0, "budget": 2000}
+
+
+def _curve(start: float, end: float, tau: float) -> tuple[np.ndarray, np.ndarray]:
+    return STEPS, start + (end - start) * (1 - np.exp(-STEPS / tau))
+
+
+def test_holm_adjusts_step_down_and_stays_monotone():
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+    assert holm([0.02]) == [0.02] and holm([]) == []
+
+
+def test_smallest_exact_permutation_p():
+    assert verdict.smallest_permutation_p(3, 3) == pytest.approx(0.1)
+    assert verdict.smallest_permutation_p(5, 5) == pytest.approx(2 / 252)
+
+
+def _summary(curves: dict) -> dict:
+    summary = metrics.summarize(curves, **NORM)
+    judge([summary], 0.05)
+    return summary["conditions"]
+
+
+def test_starts_worse_but_learns_is_not_negative_transfer():
+    """The audit's case: slightly worse start, reaches the threshold in 4/5 seeds while
+    scratch reaches it in none; the old rule said "negative transfer"."""
+    scratch = [_curve(0.05 + 0.01 * k, 0.08 + 0.01 * k, 800.0) for k in range(5)]
+    learns = [_curve(0.0, 1.3 + 0.02 * k, 300.0 + 40 * k) for k in range(4)]
+    learns.append(_curve(0.0, 0.6, 500.0))
+    c = _summary({"scratch": scratch, "finetune": learns})["finetune"]
+    assert c["jumpstart"]["high"] < 0  # it does start worse
+    assert c["verdict"]["label"] == POSITIVE
+    # one run never reaches it either, so the speedup's lower end cannot be bounded
+    assert c["speedup"]["low"] is None
+    assert c["verdict"]["reading"].startswith("starts worse, reaches it in 4/5 runs vs "
+                                              "scratch's 0/5, ends higher; area +")
+
+
+def test_a_better_start_that_never_reaches_the_threshold_is_not_positive_transfer():
+    """The audit's other case: starts better, never reaches the threshold, which scratch
+    reaches in 5/5 seeds; the old rule said "positive transfer" from the jumpstart."""
+    scratch = [_curve(0.0, 1.5 + 0.05 * k, 300.0 + 30 * k) for k in range(5)]
+    stuck = [_curve(0.3 + 0.01 * k, 0.5 + 0.02 * k, 200.0) for k in range(5)]
+    c = _summary({"scratch": scratch, "frozen": stuck})["frozen"]
+    assert c["jumpstart"]["low"] > 0
+    assert c["speedup"]["point_bound"] == "<"
+    assert c["verdict"]["label"] == NEGATIVE
+    assert c["verdict"]["reading"].startswith("starts better, reaches the threshold later, "
+                                              "reaches it in 0/5 runs vs scratch's 5/5, "
+                                              "ends lower; area -")
+
+
+def test_holm_is_applied_across_every_summary_given():
+    rng = np.random.default_rng(3)
+    def study(effect: float) -> dict:
+        curves = {"scratch": [_curve(0, 1 + e, 500) for e in rng.normal(0, 0.1, 5)],
+                  "finetune": [_curve(0, 1 + effect + e, 500) for e in rng.normal(0, 0.1, 5)]}
+        return metrics.summarize(curves, **NORM)
+    cells = [study(0.3), study(0.0), study(0.05)]
+    judge(cells, 0.05)
+    raw = [cell["conditions"]["finetune"]["auc_difference"]["p_value"] for cell in cells]
+    adjusted = [cell["conditions"]["finetune"]["verdict"]["p_holm"] for cell in cells]
+    assert adjusted == pytest.approx(holm(raw))
+    assert {cell["conditions"]["finetune"]["verdict"]["m"] for cell in cells} == {3}
+    assert cells[1]["conditions"]["finetune"]["verdict"]["label"] == NO_CLEAR
+    assert cells[0]["conditions"]["scratch"]["verdict"]["label"] == verdict.REFERENCE
+
+
+def test_a_clear_difference_at_0_05_can_be_unclear_at_a_stricter_alpha():
+    rng = np.random.default_rng(5)
+    curves = {"scratch": [_curve(0, 1 + e, 500) for e in rng.normal(0, 0.2, 5)],
+              "finetune": [_curve(0, 1.35 + e, 500) for e in rng.normal(0, 0.2, 5)]}
+    summary = metrics.summarize(curves, **NORM)
+    p = summary["conditions"]["finetune"]["auc_difference"]["p_value"]
+    assert 0.001 < p < 0.05
+    judge([summary], 0.05)
+    assert summary["conditions"]["finetune"]["verdict"]["label"] == POSITIVE
+    judge([summary], 0.001)
+    assert summary["conditions"]["finetune"]["verdict"]["label"] == NO_CLEAR
+    assert "α = 0.001" in verdict.rule(0.001)

@@ -15,8 +15,6 @@ from typing import Any, NoReturn
 from rich.console import Console
 from rich.table import Table
 
-from . import envs as catalog
-from .algos import ALGORITHMS, parse_overrides
 from .errors import ConfigError, RLTransferError, did_you_mean
 from .execution import BACKENDS, Execution, available_cores
 from .specs import CONDITIONS, StudySpec
@@ -25,6 +23,10 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+# The names of algos.ALGORITHMS, for --help: importing algos imports torch and SB3, which
+# `report`, `compare` and `envs` must not (tests check the two lists agree).
+ALGORITHM_NAMES = ("ppo", "a2c", "dqn", "sac", "td3")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,7 +56,7 @@ def _add_study_options(run: argparse.ArgumentParser) -> None:
     """The options of a study, shared by `run` and `matrix`."""
     S = argparse.SUPPRESS  # unset options fall back to --config, then to the defaults
     run.add_argument("--algo", default=S, metavar="NAME",
-                     help=f"algorithm: {', '.join(ALGORITHMS)} (default: ppo)")
+                     help=f"algorithm: {', '.join(ALGORITHM_NAMES)} (default: ppo)")
     run.add_argument("--conditions", default=S, metavar="LIST",
                      help="comma-separated conditions to compare: "
                           f"{', '.join(CONDITIONS)} (default: scratch,finetune)")
@@ -269,6 +271,8 @@ def _read_config(path: str) -> dict[str, Any]:
 
 def study_spec(args: argparse.Namespace) -> StudySpec:
     """Merge defaults < config file < command line into a StudySpec."""
+    from .algos import parse_overrides
+
     values = _read_config(args.config) if args.config else {}
     cli = {k: v for k, v in vars(args).items()
            if k not in ("command", "config", "sources", "targets", *_EXECUTION_KEYS)}
@@ -377,6 +381,8 @@ def _cmd_tensorboard(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_envs(args: argparse.Namespace, console: Console) -> int:
+    from . import envs as catalog
+
     families = catalog.families()
     if args.family is None:
         table = Table(title="environment families (python -m rltransfer envs FAMILY for details)",

@@ -43,10 +43,11 @@ from .io_utils import (
     read_json,
     remove_stale_temporaries,
 )
+from .runfiles import EVAL_COLUMNS, read_evaluations  # noqa: F401  (the reader lives there)
+from .runfiles import read_rows as _read_rows
 from .specs import SOURCE_CONDITIONS, RunSpec
 from .transfer import SyncFrozenTargets, TransferReport, apply_transfer
 
-EVAL_COLUMNS = ("timesteps", "mean_return", "std_return", "n_episodes", "wall_time")
 EVAL_SEED_OFFSET = 100_000  # evaluation envs never share seeds with training envs
 MAX_EVAL_ENVS = 32
 CHECKPOINT = "checkpoint.pt"
@@ -54,15 +55,6 @@ CHECKPOINT = "checkpoint.pt"
 # notify(kind, value): "start" with {"total", "resumed_from", "note"}, then "advance" with
 # env steps; how a run reports to the study's progress display, in any process.
 Notify = Callable[[str, Any], None]
-
-
-def read_evaluations(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(timesteps, mean_return) from an evaluations.csv."""
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    steps = np.array([int(r["timesteps"]) for r in rows], dtype=np.int64)
-    returns = np.array([float(r["mean_return"]) for r in rows], dtype=np.float64)
-    return steps, returns
 
 
 class EvaluationCallback(BaseCallback):
@@ -306,15 +298,6 @@ def can_checkpoint(algo: str) -> bool:
     """Whether runs of `algo` continue from checkpoints: on-policy ones carry no replay
     buffer, so their weights and optimizer state are the whole training state."""
     return issubclass(algos.get_algorithm(algo).cls, OnPolicyAlgorithm)
-
-
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as handle:
-        return [{"timesteps": int(r["timesteps"]), "mean_return": float(r["mean_return"]),
-                 "std_return": float(r["std_return"]), "n_episodes": int(r["n_episodes"]),
-                 "wall_time": float(r["wall_time"])} for r in csv.DictReader(handle)]
 
 
 def _restart_point(run: RunSpec, run_dir: Path,

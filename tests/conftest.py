@@ -53,3 +53,63 @@ def _write_run(run_dir, steps, returns, state: str = "done") -> None:
 def write_run():
     """Write a hand-made run folder (for report tests that need no training)."""
     return _write_run
+
+
+def _custom_scalar_charts(logdir) -> dict[str, dict[str, list[float]]]:
+    """What TensorBoard's CUSTOM SCALARS dashboard draws for `logdir`, through the plugin's own
+    backend (layout route, scalars route): ``{chart title: {run: values of the series}}``.
+
+    The frontend (tf-custom-scalar-margin-chart-card) asks the scalars route, for every run,
+    for the tags matching one regex: each of the chart's value/lower/upper tags escaped, in
+    parentheses, joined by "|"; a run's series is drawn when all three tags come back, and a
+    run with some but not all of them is flagged "lacks data for tags" (an error here)."""
+    import json
+    import re
+
+    from tensorboard import context
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.custom_scalar import custom_scalars_plugin
+    from tensorboard.plugins.scalar import scalars_plugin
+
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(logdir))
+    multiplexer.Reload()
+    plugins: dict = {}
+    tb = base_plugin.TBContext(
+        logdir=str(logdir), multiplexer=multiplexer, plugin_name_to_instance=plugins,
+        data_provider=data_provider.MultiplexerDataProvider(multiplexer, str(logdir)))
+    for cls in (scalars_plugin.ScalarsPlugin, custom_scalars_plugin.CustomScalarsPlugin):
+        plugin = cls(tb)
+        plugins[plugin.plugin_name] = plugin
+    custom, request = plugins["custom_scalars"], context.RequestContext()
+    layout = json.loads(custom.layout_impl(request, ""))
+
+    def escaped(tag: str) -> str:  # the frontend's _escapeRegexCharacters
+        return re.sub(r"[.*+?^${}()|[\]\\]", lambda m: "\\" + m.group(0), tag)
+
+    charts: dict[str, dict[str, list[float]]] = {}
+    for category in layout["category"]:
+        for chart in category["chart"]:
+            series = chart["margin"]["series"]
+            regex = "|".join(f"({escaped(s[key])})" for s in series
+                             for key in ("value", "lower", "upper"))
+            drawn: dict[str, list[float]] = {}
+            for run in sorted(multiplexer.Runs()):
+                body = custom.scalars_impl(request, run, regex, "")
+                assert body["regex_valid"], regex
+                for s in series:
+                    found = [body["tag_to_events"].get(s[key])
+                             for key in ("value", "lower", "upper")]
+                    assert all(f is None for f in found) or None not in found, (
+                        f"{chart['title']}: run {run} lacks some of {s}")
+                    if None not in found:
+                        drawn[run] = [event[2] for event in found[0]]
+            charts[chart["title"]] = drawn
+    return charts
+
+
+@pytest.fixture(scope="session")
+def custom_scalar_charts():
+    """What TensorBoard's custom-scalars dashboard draws for a logdir (see above)."""
+    return _custom_scalar_charts

@@ -9,8 +9,15 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
+from tensorboard.plugins.hparams import plugin_data_pb2
 
-from rltransfer.board import AGGREGATE_DIR, start_tensorboard, write_aggregates
+from rltransfer.board import (
+    AGGREGATE_DIR,
+    SERIES,
+    series_tags,
+    start_tensorboard,
+    write_aggregates,
+)
 from rltransfer.errors import OutputError
 
 STEPS = np.array([0, 100, 200])
@@ -52,6 +59,59 @@ def test_custom_scalars_layout_names_every_condition(tmp_path):
     margin = layout.category[0].chart[0].margin.series[0]
     assert (margin.value, margin.lower, margin.upper) == (
         "aggregate/return/mean", "aggregate/return/low", "aggregate/return/high")
+
+
+def test_each_custom_scalars_chart_draws_exactly_its_conditions(tmp_path,
+                                                                 custom_scalar_charts):
+    root, raw = _write(tmp_path)
+    charts = custom_scalar_charts(tmp_path)  # as `tensorboard --logdir runs/<study>`
+    every = {f"{AGGREGATE_DIR}/{condition}" for condition in raw}
+    assert set(charts[SERIES[0][1]]) == set(charts[SERIES[1][1]]) == every
+    for condition, (_, mean, _, _) in raw.items():
+        own = charts[f"{condition}: {SERIES[0][1]}"]
+        assert list(own) == [f"{AGGREGATE_DIR}/{condition}"]  # that condition alone
+        assert own[f"{AGGREGATE_DIR}/{condition}"] == pytest.approx(list(mean))
+        assert charts[SERIES[0][1]][f"{AGGREGATE_DIR}/{condition}"] == pytest.approx(list(mean))
+
+
+def test_per_condition_tags_carry_the_condition(tmp_path):
+    root, raw = _write(tmp_path)
+    for condition, (steps, mean, low, high) in raw.items():
+        events = EventAccumulator(str(root / condition))
+        events.Reload()
+        own = [tag for tag in events.Tags()["scalars"] if condition in tag]
+        assert sorted(own) == sorted(series_tags("aggregate/return", condition))
+        for tag, values in zip(series_tags("aggregate/return", condition), (mean, low, high),
+                               strict=True):
+            assert [s.value for s in events.Scalars(tag)] == pytest.approx(list(values))
+            assert [s.step for s in events.Scalars(tag)] == list(steps)
+
+
+def test_summary_text_and_hparams_are_written_without_torch(tmp_path):
+    import subprocess
+    import sys
+
+    root, _ = _write(tmp_path)
+    events = EventAccumulator(str(root / "finetune"), size_guidance={"tensors": 0})
+    events.Reload()
+    assert events.Tensors("summary/text_summary")[0].tensor_proto.string_val == [b"| a | b |"]
+    hparams = EventAccumulator(str(root / "finetune" / "hparams"),
+                               size_guidance={"tensors": 0})
+    hparams.Reload()
+    assert {"_hparams_/experiment", "_hparams_/session_start_info",
+            "_hparams_/session_end_info"} <= set(hparams.Tags()["tensors"])
+    start = plugin_data_pb2.HParamsPluginData.FromString(hparams.SummaryMetadata(
+        "_hparams_/session_start_info").plugin_data.content).session_start_info
+    assert start.hparams["condition"].string_value == "finetune"
+    assert start.hparams["seeds"].number_value == 3
+    assert [s.value for s in hparams.Scalars("hparam/jumpstart")] == pytest.approx([0.3])
+    code = ("import sys, pathlib, numpy as np\n"
+            "from rltransfer.board import write_aggregates\n"
+            "s = np.array([0, 1])\n"
+            "write_aggregates(pathlib.Path(sys.argv[1]), {'scratch': (s, s, s, s)}, "
+            "{'scratch': (s, s, s, s)}, {}, {}, 'x')\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "again")], check=True)
 
 
 def test_rewriting_replaces_the_aggregate_runs(tmp_path):

@@ -112,6 +112,13 @@ def test_external_source_model_and_config_file(study, tmp_path):
     assert record["target_agent"]["hparams"]["n_steps"] == 64
     assert record["source"]["kind"] == "external" and record["source"]["trained_steps"] == 0
     assert not (tmp_path / ".cache").exists()  # no source was trained
+    # the report says where the source came from, not a source budget that was never spent
+    report = (tmp_path / "ext" / "report.md").read_text()
+    budgets = next(line for line in report.splitlines() if "budgets" in line)
+    model = study / "source" / "model.zip"
+    assert f"source: external checkpoint `{model}` (not trained by rltransfer)" in budgets
+    assert "source 256" not in budgets
+    assert f"external checkpoint `{model.resolve()}` (sha256 " in report
 
 
 def test_envs_lists_families(capsys):
@@ -289,3 +296,49 @@ def test_report_writes_aggregate_tensorboard_runs(study):
         assert [s.step for s in events.Scalars("aggregate/return/mean")] == [0, 128, 256]
     for name in ("curves.png", "curves.svg", "metrics.png", "report.html"):
         assert (study / name).is_file()
+
+
+def test_custom_scalars_of_a_real_study_chart_each_condition_alone(study, custom_scalar_charts):
+    charts = custom_scalar_charts(study)  # as `tensorboard --logdir runs/<study>`
+    title = "evaluation return: mean and 95% CI over seeds"
+    runs = {condition: f"_aggregate/{condition}" for condition in CONDITIONS}
+    assert set(charts[title]) == set(runs.values())  # every condition, no training run
+    for condition, run in runs.items():
+        events = EventAccumulator(str(study / run))
+        events.Reload()
+        mean = [s.value for s in events.Scalars("aggregate/return/mean")]
+        own = charts[f"{condition}: {title}"]
+        assert list(own) == [run]  # that condition's band alone
+        assert own[run] == pytest.approx(mean) and charts[title][run] == pytest.approx(mean)
+
+
+# Run the command line, then fail (status 99) if it imported a heavy module.
+_AUDIT = """\
+import sys
+from rltransfer.cli import main
+status = main(sys.argv[1:])
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"torch", "stable_baselines3",
+                                                         "tensorflow"})
+print("imported:", heavy)
+sys.exit(99 if heavy else status)
+"""
+
+
+@pytest.mark.parametrize("command", [["report", "{study}"],
+                                     ["compare", "{study}", "{study}", "--out", "{tmp}"],
+                                     ["envs", "CartPole"]])
+def test_reading_commands_import_neither_torch_nor_sb3(study, tmp_path, command):
+    import subprocess
+    import sys
+
+    args = [a.format(study=study, tmp=tmp_path) for a in command]
+    done = subprocess.run([sys.executable, "-c", _AUDIT, *args], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "imported: []" in done.stdout
+
+
+def test_the_help_lists_every_algorithm():
+    from rltransfer import algos, cli
+
+    assert cli.ALGORITHM_NAMES == tuple(algos.ALGORITHMS)

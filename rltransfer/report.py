@@ -5,7 +5,7 @@ self-contained report.html; render the terminal table.
 Reads only files, so it works on a finished, interrupted or copied study alike. This is the
 only module that imports a plotting library: matplotlib, through `matplotlib.figure.Figure`
 (no pyplot state; PNG/SVG canvases are non-interactive), imported lazily so that
-`aggregate_curves` and `transfer_verdict` work without it.
+`aggregate_curves` works without it. The verdict rule lives in `verdict`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import json
 import math
 import re
 import textwrap
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from rich.table import Table
 from scipy import stats
 
 from . import metrics
+from . import verdict as verdicts
 from .errors import OutputError, RLTransferError
 from .io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from .runfiles import read_evaluations
@@ -39,29 +39,43 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-# (summary key, column title, formatter) of the comparison table.
-_COLUMNS = (
-    ("jumpstart", "jumpstart", metrics.format_estimate),
-    ("time_to_threshold", "time to threshold (steps)", metrics.format_time_to_threshold),
-    ("speedup", "speedup vs scratch", metrics.format_speedup),
-    ("transfer_ratio", "transfer ratio (area)", metrics.format_estimate),
-    ("asymptote", "asymptote", metrics.format_estimate),
-    ("prob_improvement", "P(improve)", metrics.format_estimate),
-)
+POSITIVE, NEGATIVE, NO_CLEAR, REFERENCE = (verdicts.POSITIVE, verdicts.NEGATIVE,
+                                          verdicts.NO_CLEAR, verdicts.REFERENCE)
 
-POSITIVE, NEGATIVE, INCONCLUSIVE = "positive transfer", "negative transfer", "inconclusive"
-REFERENCE = "reference"
 
-VERDICT_RULE = (
-    "Each condition is judged against scratch from the 95% intervals. The transfer ratio "
-    "(area under the learning curve) decides first: positive transfer when its interval lies "
-    "entirely above 0, negative transfer when entirely below 0. When it contains 0 (or is "
-    "unavailable) the secondary evidence decides: a jumpstart interval entirely above 0, or a "
-    "time-to-threshold speedup whose lower end is above 1 (a valid bound even when scratch "
-    "never reached the threshold), counts for positive; a jumpstart interval entirely below 0, "
-    "or a speedup interval entirely below 1, counts for negative. Evidence in one direction "
-    "only gives that verdict; none, or both directions, is inconclusive."
+def format_claim(diff: Mapping[str, Any]) -> str:
+    """The primary claim's cell: "+0.42 [+0.18, +0.66], p = 0.004"."""
+    if diff.get("point") is None:
+        return "n/a"
+    return f"{metrics.format_estimate(diff, signed=True)}, {metrics.format_p(diff.get('p_value'))}"
+
+
+def format_signed(est: Mapping[str, Any]) -> str:
+    return metrics.format_estimate(est, signed=True)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One entry of the metric registry: summary key, column title, cell formatter, and
+    whether it is the primary claim (every other metric is descriptive)."""
+
+    key: str
+    title: str
+    formatter: Any
+    primary: bool = False
+
+
+METRICS = (
+    Metric("auc_difference", "area vs scratch (primary; Welch)", format_claim, primary=True),
+    Metric("jumpstart", "jumpstart", format_signed),
+    Metric("time_to_threshold", "time to threshold (steps)", metrics.format_time_to_threshold),
+    Metric("speedup", "speedup vs scratch", metrics.format_speedup),
+    Metric("asymptote", "asymptote", metrics.format_estimate),
+    Metric("prob_improvement", "P(improve)", metrics.format_estimate),
+    Metric("transfer_ratio", "transfer ratio (area)", format_signed),
 )
+"""The metrics every table shows, in order (terminal, summary.csv, report.md/html, compare)."""
+FORMATTERS = {m.key: m.formatter for m in METRICS}
 
 FIGURE_DPI = 150
 CURVES_SIZE = (12.0, 4.5)  # inches
@@ -179,9 +193,9 @@ def _without_metrics(result: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def summarize_study(study_dir: Path) -> dict[str, Any]:
-    """Compute the study's metrics and verdicts from its files; write summary.json/csv,
-    curves.png/.svg, metrics.png, report.md and report.html. Returns summary.json's content."""
+def study_summary(study_dir: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, list]]:
+    """(summary.json's content, study.json, the finished curves) of a study folder, computed
+    from its files without writing anything (what `compare` and `matrix` read)."""
     study_dir = Path(study_dir)
     study_path = study_dir / "study.json"
     if not study_path.is_file():
@@ -196,7 +210,15 @@ def summarize_study(study_dir: Path) -> dict[str, Any]:
         why = "; ".join(run_warnings(runs)) if any(r["failed"] for r in runs.values()) else ""
         raise OutputError(f"{study_dir} has no finished runs" + (
             f": nothing to report ({why})" if why else " yet: nothing to report"))
-    result = _result(study_dir.name, study, finished, folders, not_used)
+    return _result(study_dir.name, study, finished, folders, not_used), study, finished
+
+
+def summarize_study(study_dir: Path) -> dict[str, Any]:
+    """Compute the study's metrics and verdicts from its files; write summary.json/csv,
+    curves.png/.svg, profiles.png, metrics.png, report.md, report.html and the TensorBoard
+    aggregates. Returns summary.json's content."""
+    study_dir = Path(study_dir)
+    result, study, finished = study_summary(study_dir)
     atomic_write_json(study_dir / "summary.json", result)
     atomic_write_text(study_dir / "summary.csv", summary_csv(result))
     images = write_figures(study_dir, result, finished)
@@ -221,7 +243,7 @@ def write_tensorboard(study_dir: Path, result: dict[str, Any], study: dict[str, 
     hparams = {"source": result["source"], "target": result["target"], "algo": result["algo"],
                "seeds": spec["seeds"], "timesteps": spec["timesteps"],
                "source_timesteps": spec["source_timesteps"], "threshold": threshold}
-    points = {condition: {key: data[key]["point"] for key in ("jumpstart", "transfer_ratio",
+    points = {condition: {key: data[key]["point"] for key in ("auc_difference", "jumpstart",
                                                                "asymptote", "auc")
                           if isinstance(data.get(key), dict)
                           and data[key].get("point") is not None}
@@ -235,12 +257,12 @@ def _result(name: str, study: dict[str, Any], finished: dict[str, list], folders
             not_used: dict) -> dict[str, Any]:
     spec = study["spec"]
     budget = int(spec["timesteps"])  # runs may overshoot it by part of a rollout
+    alpha = float(spec.get("alpha", metrics.DEFAULT_ALPHA))  # studies from before --alpha
     normalization = {"random_return": study["target_random_return"],
                      "threshold": study["threshold"], "budget": budget}
     summary = metrics.summarize(finished, reference="scratch" if "scratch" in finished else None,
-                                **normalization)
-    for condition, entry in summary["conditions"].items():
-        entry["verdict"] = _condition_verdict(condition, entry, summary["reference"])
+                                alpha=alpha, **normalization)
+    verdicts.judge([summary], alpha)
     per_run = {
         condition: {
             folder: {k: _finite(v) for k, v in
@@ -255,9 +277,25 @@ def _result(name: str, study: dict[str, Any], finished: dict[str, list], folders
         "target": _env_label(spec["target"]), "algo": spec["algo"],
         "threshold": study["threshold"], "threshold_from": study.get("threshold_from"),
         "random_return": study["target_random_return"], "budget": budget,
-        "runs": runs, "warnings": run_warnings(runs), "metrics": summary,
-        "verdict_rule": VERDICT_RULE, "per_run": per_run,
+        "runs": runs, "warnings": run_warnings(runs), "metrics": summary, "alpha": alpha,
+        "verdict_rule": verdicts.rule(alpha), "seed_note": seed_note(summary, alpha),
+        "per_run": per_run,
     }
+
+
+def seed_note(summary: Mapping[str, Any], alpha: float) -> str | None:
+    """Why no claim is made, when a comparison has fewer runs than a claim needs."""
+    reference = summary.get("reference")
+    if reference is None:
+        return None
+    n_ref = summary["conditions"][reference]["n_runs"]
+    few = [name for name, data in summary["conditions"].items()
+           if name != reference and min(data["n_runs"], n_ref) < verdicts.MIN_CLAIM_RUNS]
+    if not few:
+        return None
+    n = min(summary["conditions"][name]["n_runs"] for name in few)
+    return f"No claim is possible for {', '.join(few)}. " + verdicts.too_few_runs_reason(
+        n, n_ref, alpha)
 
 
 def _env_label(env: dict[str, Any]) -> str:
@@ -271,7 +309,7 @@ def _env_label(env: dict[str, Any]) -> str:
 
 
 class AggregateCurve(NamedTuple):
-    """Across-seed mean of evaluation curves and a 95% bootstrap interval at each step."""
+    """Across-seed mean of evaluation curves and a 95% t interval at each step."""
 
     steps: np.ndarray
     mean: np.ndarray
@@ -283,32 +321,24 @@ def aggregate_curves(
     curves: Sequence[tuple[ArrayLike, ArrayLike]],
     *,
     confidence_level: float = 0.95,
-    n_resamples: int = 2000,
-    seed: int = 0,
 ) -> AggregateCurve:
-    """Mean over runs of ``[(timesteps, returns), ...]`` with a per-step bootstrap interval.
+    """Mean over runs of ``[(timesteps, returns), ...]`` with a per-step t interval.
 
     Runs of a study share their evaluation steps, and then those are the grid. If steps
     differ (e.g. rollout boundaries), the grid is the union of all steps inside the range
     every run covers, and each run is linearly interpolated onto it (never extrapolated).
-    ``low``/``high`` are the 95% percentile-bootstrap interval of the mean over runs at each
-    step (``scipy.stats.bootstrap``, fixed ``seed``), NaN with fewer than 2 runs. Works on
-    any values (raw returns or normalized scores); needs no plotting library.
+    ``low``/``high`` are the Student t interval of the mean over runs at each step (the
+    same method as the summary's means; a percentile bootstrap under-covers at 3-10 runs),
+    NaN with fewer than 2 runs. Works on any values (raw returns or normalized scores).
     """
     steps, values = _on_common_grid(curves)
     mean = values.mean(axis=0)
-    if values.shape[0] < 2:
+    n = values.shape[0]
+    if n < 2:
         nan = np.full_like(mean, np.nan)
         return AggregateCurve(steps, mean, nan, nan.copy())
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")  # degenerate (constant) steps are fixed below
-        ci = stats.bootstrap((values,), np.mean, axis=0, vectorized=True,
-                             n_resamples=n_resamples, confidence_level=confidence_level,
-                             method="percentile", rng=np.random.default_rng(seed))
-    constant = np.ptp(values, axis=0) == 0
-    low = np.where(constant, mean, np.asarray(ci.confidence_interval.low, dtype=float))
-    high = np.where(constant, mean, np.asarray(ci.confidence_interval.high, dtype=float))
-    return AggregateCurve(steps, mean, low, high)
+    half = stats.t.ppf(0.5 + confidence_level / 2, n - 1) * values.std(axis=0, ddof=1) / np.sqrt(n)
+    return AggregateCurve(steps, mean, mean - half, mean + half)
 
 
 def _on_common_grid(curves: Sequence[tuple[ArrayLike, ArrayLike]]) -> tuple[np.ndarray, ...]:
@@ -330,99 +360,6 @@ def _on_common_grid(curves: Sequence[tuple[ArrayLike, ArrayLike]]) -> tuple[np.n
     grid = np.unique(np.concatenate([t for t, _ in pairs]))
     grid = grid[(grid >= start) & (grid <= end)]
     return grid, np.stack([np.interp(grid, t, r) for t, r in pairs])
-
-
-# --------------------------------------------------------------------------- verdict
-
-
-def transfer_verdict(comparison: Mapping[str, Any]) -> dict[str, str]:
-    """``{"label", "reason"}`` for one condition versus the reference, from its summary entry
-    (``transfer_ratio``, ``jumpstart``, ``speedup`` as in `metrics.summarize`).
-
-    The rule (`VERDICT_RULE`): the transfer ratio's interval decides when it excludes 0
-    (``low > 0`` positive, ``high < 0`` negative). Otherwise secondary evidence decides:
-    ``jumpstart.low > 0`` or ``speedup.low > 1`` (a conservative bound, also when it is a lower
-    bound) count for positive; ``jumpstart.high < 0`` or ``speedup.high < 1`` (when ``high``
-    is not itself only a lower bound) count for negative. One direction only gives that
-    label; none or both give "inconclusive". The reason quotes the intervals.
-    """
-    area = _side(comparison.get("transfer_ratio"), 0.0)
-    jump = _side(comparison.get("jumpstart"), 0.0)
-    speed = _speedup_side(comparison.get("speedup"))
-    reasons = [_area_sentence(comparison.get("transfer_ratio"), area)]
-    reasons += _secondary_sentences(comparison, jump, speed)
-    if area:
-        label = POSITIVE if area > 0 else NEGATIVE
-    else:
-        sides = {s for s in (jump, speed) if s}
-        label = {frozenset({1}): POSITIVE, frozenset({-1}): NEGATIVE}.get(frozenset(sides),
-                                                                          INCONCLUSIVE)
-        if not sides:
-            reasons.append("Neither the jumpstart nor the time to threshold differs clearly "
-                           "from scratch.")
-        elif len(sides) == 2:
-            reasons.append("The secondary evidence points both ways.")
-    return {"label": label, "reason": " ".join(reasons)}
-
-
-def _condition_verdict(name: str, entry: Mapping[str, Any], reference: str | None) -> dict:
-    if reference is None:
-        return {"label": INCONCLUSIVE,
-                "reason": "No finished scratch runs: there is nothing to compare against."}
-    if name == reference:
-        return {"label": REFERENCE,
-                "reason": "The baseline the other conditions are compared against."}
-    return transfer_verdict(entry)
-
-
-SIDE_TOLERANCE = 1e-9  # rounding noise (e.g. means over 2 vs 3 identical curves) is no effect
-
-
-def _side(est: Mapping[str, Any] | None, reference: float) -> int:
-    """+1 when the interval lies entirely above `reference`, -1 below, else 0. Bounds
-    within rounding noise of `reference` count as touching it."""
-    if not est or est.get("low") is None or est.get("high") is None:
-        return 0
-    if est["low"] > reference + SIDE_TOLERANCE:
-        return 1
-    return -1 if est["high"] < reference - SIDE_TOLERANCE else 0
-
-
-def _speedup_side(sp: Mapping[str, Any] | None) -> int:
-    if not sp:
-        return 0
-    if sp.get("low") is not None and sp["low"] > 1:
-        return 1
-    if sp.get("high") is not None and sp["high"] < 1 and not sp.get("high_lower_bound"):
-        return -1
-    return 0
-
-
-def _area_sentence(ratio: Mapping[str, Any] | None, side: int) -> str:
-    if not ratio or ratio.get("point") is None:
-        note = (ratio or {}).get("note") or "not computed"
-        return f"Transfer ratio undefined ({note})."
-    text = f"Transfer ratio {metrics.format_estimate(ratio)}"
-    if side > 0:
-        return f"{text}: the area under its learning curve is larger than scratch's."
-    if side < 0:
-        return f"{text}: the area under its learning curve is smaller than scratch's."
-    if ratio.get("low") is None:
-        return f"{text} has no interval ({ratio.get('note') or 'fewer than 2 runs'})."
-    return f"{text}: the interval contains 0."
-
-
-def _secondary_sentences(comparison: Mapping[str, Any], jump: int, speed: int) -> list[str]:
-    out = []
-    if jump:
-        text = metrics.format_estimate(comparison["jumpstart"])
-        out.append(f"Jumpstart {text}: it starts {'better' if jump > 0 else 'worse'} than "
-                   "scratch.")
-    if speed:
-        text = metrics.format_speedup(comparison["speedup"])
-        out.append(f"Time-to-threshold speedup {text}: it reaches the threshold "
-                   f"{'faster' if speed > 0 else 'more slowly'} than scratch.")
-    return out
 
 
 # --------------------------------------------------------------------------- figures
@@ -451,14 +388,15 @@ def format_steps(value: float, _position: Any = None) -> str:
 
 def write_figures(study_dir: Path, result: dict[str, Any],
                   curves: Mapping[str, list]) -> dict[str, bytes]:
-    """Write curves.png, curves.svg and metrics.png; return the PNG bytes by file name."""
+    """Write curves.png, curves.svg, profiles.png and metrics.png; return the PNG bytes by
+    file name."""
     import matplotlib
 
     with matplotlib.rc_context(_RC):
         curves_fig = curves_figure(result, curves)
-        metrics_fig = metrics_figure(result)
         images = {"curves.png": _render(curves_fig, "png"),
-                  "metrics.png": _render(metrics_fig, "png")}
+                  "profiles.png": _render(profiles_figure(result), "png"),
+                  "metrics.png": _render(metrics_figure(result), "png")}
         svg = _render(curves_fig, "svg")
     for name, data in images.items():
         atomic_write_bytes(study_dir / name, data)
@@ -489,7 +427,7 @@ def _new_figure(width: float, height: float) -> Figure:
 
 def curves_figure(result: dict[str, Any], curves: Mapping[str, list]) -> Figure:
     """Normalized (left) and raw (right) evaluation return vs target env steps: the mean over
-    seeds per condition with a shaded 95% bootstrap band, threshold and random policy lines."""
+    seeds per condition with a shaded 1 - alpha t band, threshold and random policy lines."""
     from matplotlib.ticker import FuncFormatter
 
     norm = result["metrics"]["normalization"]
@@ -500,8 +438,9 @@ def curves_figure(result: dict[str, Any], curves: Mapping[str, list]) -> Figure:
         scores = [(t, metrics.normalize(r, norm["random_return"], norm["threshold"]))
                   for t, r in runs]
         label = f"{name} (n={len(runs)})"
-        _plot_band(ax_score, aggregate_curves(scores), colors[name], label)
-        _plot_band(ax_raw, aggregate_curves(runs), colors[name], label)
+        level = 1 - result.get("alpha", metrics.DEFAULT_ALPHA)
+        _plot_band(ax_score, aggregate_curves(scores, confidence_level=level), colors[name], label)
+        _plot_band(ax_raw, aggregate_curves(runs, confidence_level=level), colors[name], label)
     _reference_lines(ax_score, 1.0, 0.0, norm)
     _reference_lines(ax_raw, norm["threshold"], norm["random_return"], norm)
     ax_score.set(title="normalized score", ylabel="normalized return\n(0 = random, "
@@ -513,8 +452,40 @@ def curves_figure(result: dict[str, Any], curves: Mapping[str, list]) -> Figure:
         ax.set_xlim(left=0)
         ax.grid(alpha=0.25)
     fig.suptitle(f"{result['source']} → {result['target']} ({result['algo']}): mean over "
-                 "seeds, shaded 95% bootstrap CI")
+                 f"seeds, shaded {_level(result)} t interval")
     _legend_below(fig, *ax_score.get_legend_handles_labels())
+    return fig
+
+
+def _level(result: Mapping[str, Any]) -> str:
+    return f"{1 - result.get('alpha', metrics.DEFAULT_ALPHA):.0%}"
+
+
+def profiles_figure(result: dict[str, Any]) -> Figure:
+    """Performance profiles (rliable's score distributions): for each normalized score tau,
+    the fraction of a condition's runs whose final score (mean of the last 3 evaluations)
+    exceeds tau, as a step function with its exact (Clopper-Pearson) pointwise band."""
+    from matplotlib.ticker import PercentFormatter
+
+    profile = result["metrics"]["profile"]
+    taus = np.asarray(profile["taus"])
+    colors = condition_colors(list(profile["conditions"]))
+    fig = _new_figure(7.0, 4.5)
+    ax = fig.subplots()
+    for name, data in profile["conditions"].items():
+        ax.fill_between(taus, data["low"], data["high"], step="post", color=colors[name],
+                        alpha=0.15, lw=0)
+        ax.step(taus, data["fraction"], where="post", color=colors[name], lw=2,
+                label=f"{name} (n={data['n']})")
+    ax.axvline(1.0, color="black", ls="--", lw=1.2, label="threshold (1)")
+    ax.axvline(0.0, color="black", ls=":", lw=1.2, label="random policy (0)")
+    ax.set(xlabel="normalized final score τ (mean of the last 3 evaluations)",
+           ylabel="fraction of runs with score > τ", ylim=(-0.02, 1.02))
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.grid(alpha=0.25)
+    ax.set_title(f"performance profiles: {result['target']}\nshaded: exact {_level(result)} "
+                 "pointwise band (Clopper-Pearson)", fontsize=11)
+    ax.legend(loc="upper right", fontsize=9, frameon=False)
     return fig
 
 
@@ -550,27 +521,31 @@ class _Panel:
 
 
 _PANELS = (
+    _Panel("auc_difference", "PRIMARY: area vs scratch\n(mean normalized area, Welch t)", 0.0,
+           "no change"),
     _Panel("jumpstart", "jumpstart\n(initial score − scratch's)", 0.0, "no change"),
-    _Panel("speedup", "speedup to threshold\n(scratch's time / its time)", 1.0, "as fast"),
-    _Panel("transfer_ratio", "transfer ratio\n(relative area gain)", 0.0, "no change"),
-    _Panel("asymptote", "asymptote\n(mean of last 3 evaluations)", 1.0, "threshold"),
+    _Panel("speedup", "speedup to threshold\n(scratch's median time / its)", 1.0, "as fast"),
+    _Panel("asymptote_gain", "asymptote gain\n(last 3 evaluations − scratch's)", 0.0,
+           "no change"),
+    _Panel("prob_improvement", "P(improve)\nP(area > scratch's), Newcombe", 0.5, "even"),
 )
 
 _METRICS_CAPTION = (
-    "● point estimate (hollow: no interval, < 2 runs)     ▬ 95% bootstrap CI over seeds\n"
-    "▶ point is a lower bound (scratch never reached the threshold)     → interval open to the "
-    "right (its upper end is only a lower bound)"
+    "● point estimate (hollow: no interval, < 2 runs)     ▬ {level} interval over seeds\n"
+    "▶ / ◀ the value is only a lower / upper bound (a censored time: the threshold was not "
+    "reached)     → ← an interval end that is only a bound"
 )
 
 
 def metrics_figure(result: dict[str, Any]) -> Figure:
-    """Interval estimates in the style of rliable: a panel per metric, a row per condition,
-    the point estimate and its 95% CI; lower bounds and censored values drawn as such."""
+    """Interval estimates in the style of rliable: a panel per metric (the primary claim
+    first), a row per condition, the point estimate and its interval; censored values and
+    bounds drawn as bounds (arrows), never as measured bars."""
     summary = result["metrics"]
     names = list(summary["conditions"])
     colors = condition_colors(names)
     rows = {name: len(names) - 1 - i for i, name in enumerate(names)}
-    fig = _new_figure(12.0, 1.9 + 0.55 * len(names))
+    fig = _new_figure(14.0, 2.1 + 0.55 * len(names))
     axes = fig.subplots(1, len(_PANELS), sharey=True)
     for ax, panel in zip(axes, _PANELS, strict=True):
         _metric_panel(ax, panel, summary, rows, colors)
@@ -582,46 +557,59 @@ def metrics_figure(result: dict[str, Any]) -> Figure:
     axes[0].set_ylim(-0.6, len(names) - 0.4)
     fig.suptitle(f"{result['source']} → {result['target']}: transfer metrics vs "
                  f"{summary['reference'] or 'no reference'}")
-    fig.supxlabel(_METRICS_CAPTION, fontsize=9, color="#444444")
+    level = f"{1 - summary.get('alpha', metrics.DEFAULT_ALPHA):.0%}"
+    fig.supxlabel(_METRICS_CAPTION.format(level=level), fontsize=9, color="#444444")
     return fig
 
 
 def _metric_panel(ax: Axes, panel: _Panel, summary: Mapping, rows: Mapping[str, int],
                   colors: Mapping[str, str]) -> None:
     drawn: list[float] = [panel.line]
-    open_right = False
     for name, y in rows.items():
         est = summary["conditions"][name].get(panel.key)
         if est is None:
             _row_text(ax, y, "reference" if name == summary["reference"] else "no reference")
             continue
         drawn += _draw_interval(ax, y, est, colors[name])
-        open_right |= bool(est.get("high_lower_bound") or est.get("lower_bound"))
     ax.axvline(panel.line, color="#888888", ls="--", lw=1, zorder=0)
     ax.text(panel.line, 1.0, f" {panel.line_label}", transform=ax.get_xaxis_transform(),
             ha="left", va="top", fontsize=8, color="#666666")
-    ax.set_title(panel.title, fontsize=11)
+    ax.set_title(panel.title, fontsize=11, fontweight="bold" if panel.key == "auc_difference"
+                 else "normal")
     ax.tick_params(axis="y", length=0)
     ax.grid(axis="x", alpha=0.25)
     low, high = min(drawn), max(drawn)
-    pad = 0.1 * (high - low or 1.0)
-    ax.set_xlim(low - pad, high + pad * (3 if open_right else 1))
+    pad = 0.15 * (high - low or 1.0)
+    ax.set_xlim(low - pad, high + pad)
 
 
 def _draw_interval(ax: Axes, y: float, est: Mapping[str, Any], color: str) -> list[float]:
-    """Draw one estimate on row `y`; return the numbers drawn (for the axis limits)."""
+    """Draw one estimate on row `y`; return the numbers drawn (for the axis limits).
+
+    An interval end that is only a bound (``low_bound``/``high_bound`` ">" or "<") is drawn
+    as a dashed arrow running off in the direction the truth may lie, and a point that is
+    only a bound as a triangle pointing that way."""
     point, low, high = est.get("point"), est.get("low"), est.get("high")
     if point is None:  # undefined or censored: say so, draw nothing that reads as a value
         _row_text(ax, y, (est.get("note") or "n/a").split(":")[0], color="#b22222")
         return []
+    exact = (None, metrics.EXACT)
+    solid_low = low if est.get("low_bound") in exact else point
+    solid_high = high if est.get("high_bound") in exact else point
+    if low is not None and high is not None:
+        ax.plot([solid_low, solid_high], [y, y], color=color, lw=8, alpha=0.35,
+                solid_capstyle="butt")
+    for end, kind in ((low, est.get("low_bound")), (high, est.get("high_bound"))):
+        if end is None or kind in exact:
+            continue
+        edge = 1.0 if kind == metrics.ABOVE else 0.0  # the axis edge the truth runs towards
+        ax.plot([end], [y], marker="|", ms=12, color=color)
+        ax.annotate("", xy=(edge, y), xycoords=ax.get_yaxis_transform(), xytext=(end, y),
+                    textcoords="data", arrowprops={"arrowstyle": "-|>", "color": color,
+                                                   "lw": 1.5, "linestyle": (0, (4, 2))})
+    kind = est.get("point_bound")
+    marker = {metrics.ABOVE: ">", metrics.BELOW: "<"}.get(kind, "o")
     has_ci = low is not None and high is not None
-    if has_ci:
-        ax.plot([low, high], [y, y], color=color, lw=8, alpha=0.35, solid_capstyle="butt")
-    if est.get("high_lower_bound") and high is not None:
-        ax.annotate("", xy=(1.0, y), xycoords=ax.get_yaxis_transform(), xytext=(high, y),
-                    textcoords="data", arrowprops={"arrowstyle": "-|>", "color": color, "lw": 1.5,
-                                "linestyle": (0, (4, 2))})
-    marker = ">" if est.get("lower_bound") else "o"
     ax.plot([point], [y], marker=marker, ms=9, ls="none", color=color,
             mfc=color if has_ci else "white", mew=1.8, zorder=3)
     return [v for v in (point, low, high) if v is not None]
@@ -638,9 +626,9 @@ def _row_text(ax: Axes, y: float, text: str, color: str = "#666666") -> None:
 
 def _cells(name: str, data: dict[str, Any], reference: str | None) -> list[str]:
     cells = []
-    for key, _, formatter in _COLUMNS:
-        if key in data and data[key] is not None:
-            cells.append(formatter(data[key]))
+    for metric in METRICS:
+        if metric.key in data and data[metric.key] is not None:
+            cells.append(metric.formatter(data[metric.key]))
         else:
             cells.append("(reference)" if name == reference else "—")
     return cells
@@ -659,7 +647,7 @@ def _rows(result: dict[str, Any]) -> list[list[str]]:
     rows = []
     for name in [c for c in runs if c in summary["conditions"] or c in missing]:
         if name in missing:
-            rows.append([name, _runs_cell(0, runs[name])] + ["—"] * len(_COLUMNS)
+            rows.append([name, _runs_cell(0, runs[name])] + ["—"] * len(METRICS)
                         + [f"{NO_METRICS} ({missing[name]})"])
             continue
         data = summary["conditions"][name]
@@ -678,17 +666,18 @@ def _runs_cell(used: int, record: Mapping[str, Any]) -> str:
 
 
 def headers() -> list[str]:
-    return ["condition", "runs"] + [title for _, title, _ in _COLUMNS] + ["verdict"]
+    return ["condition", "runs"] + [metric.title for metric in METRICS] + ["verdict"]
 
 
-_TERMINAL_STYLES = {POSITIVE: "bold green", NEGATIVE: "bold red", INCONCLUSIVE: "dim"}
+_TERMINAL_STYLES = {POSITIVE: "bold green", NEGATIVE: "bold red", NO_CLEAR: "dim"}
 _TERMINAL_WARNING = "bold yellow"
 
 
 def terminal_table(result: dict[str, Any]) -> Table:
     """The comparison table, for the terminal."""
+    level = f"{1 - result.get('alpha', metrics.DEFAULT_ALPHA):.0%}"
     table = Table(title=escape(f"{result['source']} → {result['target']} ({result['algo']}), "
-                               f"95% bootstrap CIs over seeds"), title_justify="left")
+                               f"{level} intervals over seeds"), title_justify="left")
     for title in headers():
         table.add_column(title, overflow="fold")
     for row in _rows(result):
@@ -708,25 +697,28 @@ def summary_csv(result: dict[str, Any]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["condition", "metric", "point", "low", "high", "flags", "display"])
-    formatters = {key: formatter for key, _, formatter in _COLUMNS}
     for name, data in result["metrics"]["conditions"].items():
         for key, value in data.items():
             if not isinstance(value, dict) or key == "verdict":
                 continue
-            display = formatters.get(key, metrics.format_estimate)(value)
+            display = FORMATTERS.get(key, metrics.format_estimate)(value)
             writer.writerow([name, key, _csv(value.get("point")), _csv(value.get("low")),
                              _csv(value.get("high")), _flags(value), display])
     return buffer.getvalue()
 
 
 def _flags(value: dict[str, Any]) -> str:
-    """What an empty or plain number in the CSV means: censored values, lower bounds."""
+    """What an empty or plain number in the CSV means: censored values, bounds, p-values."""
     flags = [f"{part} censored (>{value['censored_at']})"
              for part in ("point", "low", "high") if value.get(f"{part}_censored")]
-    if value.get("lower_bound"):
-        flags.append("point is a lower bound")
-    if value.get("high_lower_bound"):
-        flags.append("high is a lower bound")
+    words = {metrics.ABOVE: "a lower bound (the truth is above it)",
+             metrics.BELOW: "an upper bound (the truth is below it)"}
+    flags += [f"{part} is {words[value[f'{part}_bound']]}" for part in ("point", "low", "high")
+              if value.get(f"{part}_bound") in words]
+    if value.get("p_value") is not None:
+        flags.append(f"p={value['p_value']:.6g}")
+    if value.get("level") is not None:
+        flags.append(f"interval level {value['level']:.4g}")
     return "; ".join(flags)
 
 
@@ -851,12 +843,20 @@ def _source_text(source: Mapping[str, Any]) -> str:
     return text
 
 
-_TABLE_NOTE = (
-    "Intervals are 95% percentile-bootstrap confidence intervals over seeds. Jumpstart, "
-    "asymptote and transfer ratio are on normalized scores; time to threshold is the median "
-    "over seeds, and a run that never reaches the threshold is censored (reported as not "
-    "reached, never as a number)."
-)
+def table_note(alpha: float) -> str:
+    """What the table's numbers are, under every table."""
+    return (
+        f"Intervals are {1 - alpha:.0%} intervals over seeds, on normalized scores (0 = random, "
+        "1 = threshold). Only the area difference (primary, Welch t) decides the verdict; "
+        "the other columns are descriptive effects. Means and differences: t and Welch t "
+        "intervals. Time to threshold: the median over seeds with its order-statistic "
+        "interval (its exact level is printed when below 95%); a run that never reaches the "
+        "threshold is censored, printed as >budget, never as a number. Speedup: scratch's "
+        "median time / the condition's, from those two intervals; >x and <x are bounds. "
+        "P(improve): P(area > scratch's area), Newcombe interval. Transfer ratio: (area − "
+        "scratch's) / scratch's area, Fieller interval, reported only when scratch's area is "
+        "clearly above 0; it depends on where 0 (the random policy) lies."
+    )
 
 
 _NO_VERDICTS = "No condition besides scratch: nothing to judge."
@@ -878,6 +878,14 @@ def _verdicts(result: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
 _WARNINGS_TITLE = "⚠ Warnings"
 
 
+def _reading(verdict: Mapping[str, Any]) -> str:
+    """The one-line reading, then the reason when it adds to it."""
+    reading, reason = verdict.get("reading") or "", verdict.get("reason") or ""
+    if not reading:
+        return reason
+    return f"{reading[0].upper()}{reading[1:]}. {reason}"
+
+
 def _tensorboard_command(result: dict[str, Any], study: dict[str, Any]) -> str:
     return f"tensorboard --logdir {Path(study['spec']['out']) / result['study']}"
 
@@ -896,16 +904,19 @@ def report_markdown(result: dict[str, Any], study: dict[str, Any]) -> str:
     lines += ["## What was compared", ""]
     lines += [f"- **{term}**: {text}" for term, text in _description(result, study)]
     lines += ["", "## Verdict", ""]
-    lines += [f"- **{name}: {verdict['label']}**. {verdict['reason']}"
+    lines += [f"- **{name}: {verdict['label']}**: {_reading(verdict)}"
               for name, verdict in _verdicts(result)] or [_NO_VERDICTS]
-    lines += ["", f"How verdicts are decided: {VERDICT_RULE}", "", "## Metrics", "",
+    if result.get("seed_note"):
+        lines += ["", f"**Seeds:** {result['seed_note']}"]
+    lines += ["", f"How verdicts are decided: {result['verdict_rule']}", "", "## Metrics", "",
               "| " + " | ".join(headers()) + " |", "|" + "---|" * len(headers())]
     lines += ["| " + " | ".join(row) + " |" for row in _rows(result)]
-    lines += ["", _TABLE_NOTE]
+    lines += ["", table_note(result["alpha"])]
     lines += ["", "## Figures", "",
-              "![Learning curves: mean over seeds with 95% bootstrap bands](curves.png)", "",
+              f"![{_FIGURE_CAPTIONS['curves.png']}](curves.png)", "",
               "(also as [curves.svg](curves.svg))", "",
-              "![Transfer metrics with 95% bootstrap intervals](metrics.png)", ""]
+              f"![{_FIGURE_CAPTIONS['profiles.png']}](profiles.png)", "",
+              f"![{_FIGURE_CAPTIONS['metrics.png']}](metrics.png)", ""]
     lines += ["## Reproduce", ""]
     if study.get("command"):
         lines += ["```", study["command"], "```", ""]
@@ -963,7 +974,7 @@ figure { margin: 12px 0 24px; } figure img { width: 100%; height: auto; }
 figcaption { color: #57606a; font-size: 13px; }
 """
 
-_VERDICT_CLASSES = {POSITIVE: "positive", NEGATIVE: "negative", INCONCLUSIVE: "inconclusive",
+_VERDICT_CLASSES = {POSITIVE: "positive", NEGATIVE: "negative", NO_CLEAR: "inconclusive",
                     REFERENCE: "reference", NO_VERDICT: "missing"}
 
 
@@ -1021,9 +1032,12 @@ def _html_verdicts(result: dict[str, Any]) -> str:
         css = _verdict_class(verdict["label"])
         cards.append(f"<div class=\"verdict {css}\"><strong>{_esc(name)}</strong> "
                      f"<span class=\"badge {css}\">{_esc(verdict['label'])}</span>"
-                     f"<p>{_esc(verdict['reason'])}</p></div>")
+                     f"<p>{_esc(_reading(verdict))}</p></div>")
     return ("<section><h2>Verdict</h2>" + ("".join(cards) or f"<p>{_NO_VERDICTS}</p>")
-            + f"<p class=\"note\">How verdicts are decided: {_esc(VERDICT_RULE)}</p></section>")
+            + (f"<p><strong>Seeds:</strong> {_esc(result['seed_note'])}</p>"
+               if result.get("seed_note") else "")
+            + f"<p class=\"note\">How verdicts are decided: {_esc(result['verdict_rule'])}</p>"
+            "</section>")
 
 
 def _html_table(result: dict[str, Any]) -> str:
@@ -1036,9 +1050,9 @@ def _html_table(result: dict[str, Any]) -> str:
         cells.append(f"<td><span class=\"badge {_verdict_class(label)}\">{_esc(label)}</span>"
                      "</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
+    note = _esc(table_note(result["alpha"]))
     return (f"<section><h2>Metrics</h2><table><thead><tr>{head}</tr></thead><tbody>"
-            + "".join(rows) + f"</tbody></table><p class=\"note\">{_esc(_TABLE_NOTE)}"
-            "</p></section>")
+            + "".join(rows) + f"</tbody></table><p class=\"note\">{note}</p></section>")
 
 
 def _interval_cell(text: str) -> str:
@@ -1047,11 +1061,14 @@ def _interval_cell(text: str) -> str:
 
 
 _FIGURE_CAPTIONS = {
-    "curves.png": "Learning curves on the target: mean over seeds per condition, shaded 95% "
-                  "bootstrap CI of the mean; left normalized (0 = random, 1 = threshold), "
+    "curves.png": "Learning curves on the target: mean over seeds per condition, shaded t "
+                  "interval of the mean; left normalized (0 = random, 1 = threshold), "
                   "right raw returns.",
-    "metrics.png": "Transfer metrics versus scratch: point estimates and 95% bootstrap CIs "
-                   "over seeds; lower bounds and censored values are marked as such.",
+    "profiles.png": "Performance profiles: the fraction of runs whose final normalized score "
+                    "exceeds each value, with exact pointwise bands.",
+    "metrics.png": "The primary claim (area vs scratch) and the descriptive effects: point "
+                   "estimates and intervals over seeds; bounds and censored values are drawn "
+                   "as arrows, never as measured bars.",
 }
 
 
@@ -1076,8 +1093,8 @@ def _html_reproduce(result: dict[str, Any], study: dict[str, Any]) -> str:
 
 # --- collections of studies: the transfer matrix and comparisons ---------------------------
 
-_MATRIX_METRICS = (("transfer_ratio", "transfer ratio (area vs scratch)"),
-                   ("jumpstart", "jumpstart (step 0 vs scratch)"))
+MATRIX_METRICS = (("auc_difference", "area vs scratch (primary)"),
+                  ("jumpstart", "jumpstart (step 0 vs scratch)"))
 
 
 def matrix_figure(result: Mapping[str, Any]) -> Figure:
@@ -1089,10 +1106,11 @@ def matrix_figure(result: Mapping[str, Any]) -> Figure:
                       1.0 + max(2.0, 1.0 * len(sources)) * max(1, len(conditions)))
     axes = fig.subplots(max(1, len(conditions)), 2, squeeze=False)
     for row, condition in enumerate(conditions):
-        for col, (key, title) in enumerate(_MATRIX_METRICS):
+        for col, (key, title) in enumerate(MATRIX_METRICS):
             _matrix_panel(fig, axes[row][col], result["cells"][condition], sources, targets, key)
             axes[row][col].set_title(f"{condition}: {title}")
-    fig.suptitle("transfer matrix: point estimate [95% CI] per source → target pair")
+    fig.suptitle("transfer matrix: point estimate [interval] per source → target pair; "
+                 "verdicts Holm-corrected across every cell")
     return fig
 
 

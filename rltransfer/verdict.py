@@ -42,6 +42,13 @@ def rule(alpha: float = metrics.DEFAULT_ALPHA) -> str:
     )
 
 
+def short_rule(alpha: float = metrics.DEFAULT_ALPHA) -> str:
+    """The rule in one line, for the terminal."""
+    return (f"verdict = Holm-corrected Welch t test of the area difference vs scratch at "
+            f"α = {alpha:g}, with at least {MIN_CLAIM_RUNS} runs each; every other column is "
+            "descriptive (full rule in report.md)")
+
+
 def holm(p_values: Sequence[float]) -> list[float]:
     """Holm's step-down adjusted p-values (same order as given), monotone and capped at 1."""
     order = sorted(range(len(p_values)), key=lambda i: p_values[i])

@@ -45,9 +45,22 @@ def test_matrix_trains_sources_and_scratch_once(tmp_path, training_calls):
 
     assert imread(tmp_path / "m" / "matrix.png").shape[2] in (3, 4)
 
+    # one Holm family across every cell: m counts every condition x cell with a test
+    verdicts = [cell["verdict"] for row in cells.values() for cell in row.values()]
+    tested = [v for v in verdicts if v["p_holm"] is not None]
+    assert tested and {v["m"] for v in tested} == {len(tested)}
+    assert "Holm-corrected together" in result["verdict_rule"]
+
     # compare two of the matrix's studies in one table
     studies = sorted(p for p in (tmp_path / "m").iterdir() if (p / "study.json").is_file())
+    written = {path: (path.read_bytes(), path.stat().st_mtime_ns) for study in studies
+               for path in study.iterdir() if path.is_file()}
     assert main(["compare", str(studies[0]), str(studies[1]), "--out", str(tmp_path)]) == 0
+    from rltransfer.matrix import summarize_matrix
+
+    summarize_matrix(tmp_path / "m")
+    # compare and matrix read the studies: their reports are not rewritten
+    assert {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in written} == written
     compared = read_json(tmp_path / "compare.json")
     assert len(compared["rows"]) == 4  # 2 studies x (scratch, finetune)
     assert (tmp_path / "compare.md").read_text().count("| finetune |") == 2

@@ -74,8 +74,12 @@ def _add_study_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--eval-episodes", type=int, default=S, metavar="N",
                      help="episodes per evaluation, deterministic policy (default: 10)")
     run.add_argument("--threshold", type=float, default=S, metavar="R",
-                     help="return that counts as solved (default: the target's "
-                          "reward_threshold, else the source policy's final score)")
+                     help="return that counts as solved, normalized score 1 (default: Atari: "
+                          "the published human score, with the published random score as 0; "
+                          "else the target's reward_threshold; else, with a warning, the "
+                          "source policy's mean over its last 3 evaluations). Refused unless "
+                          "it is at least 3 evaluation standard errors above the random "
+                          "policy's return")
     run.add_argument("--n-envs", type=int, default=S, metavar="N",
                      help="parallel envs per run (default: the preset's n_envs)")
     run.add_argument("--hparams", nargs="+", action="extend", default=S, metavar="KEY=VALUE",

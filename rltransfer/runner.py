@@ -41,6 +41,9 @@ from .errors import (
 from .execution import Execution, Job, Outcome, make_backend
 from .features import caches_features
 from .io_utils import atomic_write_json, file_sha256, read_json, remove_stale_temporaries
+from .metrics import ASYMPTOTE_WINDOW
+from .normalization import Normalization, RandomScore, choose, derived_warning, human_scores
+from .normalization import source_score as evaluations_score
 from .pixels import is_image_observation
 from .progress import StudyProgress
 from .specs import SOURCE_CONDITIONS, AgentSpec, EnvSpec, RunSpec, StudySpec, stable_hash
@@ -178,9 +181,10 @@ RANDOM_EPISODES = 100  # the random policy's return anchors every normalized sco
 RANDOM_STEP_CAP = 50_000  # but long-episode games (Atari) should not take minutes
 
 
-def random_return(env: EnvSpec, episodes: int, seed: int) -> float:
-    """Mean return of the uniformly random policy on `env` (the 0 of the normalized score),
-    over `episodes` episodes, or fewer (at least 10) once RANDOM_STEP_CAP steps are spent."""
+def random_return(env: EnvSpec, episodes: int, seed: int) -> RandomScore:
+    """Mean and std of the uniformly random policy's returns on `env` (the 0 of the normalized
+    score; the std sizes an evaluation's standard error), over `episodes` episodes, or fewer
+    (at least 10) once RANDOM_STEP_CAP steps are spent."""
     instance = make_env(env)
     instance.action_space.seed(seed)
     totals: list[float] = []
@@ -199,7 +203,8 @@ def random_return(env: EnvSpec, episodes: int, seed: int) -> float:
             totals.append(total)
     finally:
         instance.close()
-    return float(np.mean(totals))
+    return RandomScore(float(np.mean(totals)), float(np.std(totals, ddof=1)) if len(totals) > 1
+                       else 0.0, len(totals))
 
 
 def check_writable(out: Path) -> None:
@@ -273,19 +278,29 @@ def _check_external(plan_: Plan) -> Source | None:
     if plan_.spec.transfers:
         apply_transfer(_probe_model(plan_.policy_run()), checkpoint.state_dict, "finetune",
                        str(path))
-    # Its score on the source env: the default threshold for targets that register none.
-    source_env = make_vec(plan_.spec.source, min(plan_.spec.eval_episodes, MAX_EVAL_ENVS),
+    # Its score on the source env: the threshold for targets that register none. It then
+    # plays as many episodes as the last ASYMPTOTE_WINDOW evaluations of a trained source.
+    episodes = plan_.spec.eval_episodes * (ASYMPTOTE_WINDOW if _derives_threshold(plan_) else 1)
+    source_env = make_vec(plan_.spec.source, min(episodes, MAX_EVAL_ENVS),
                           plan_.spec.seed + EVAL_SEED_OFFSET)
     try:
         source_env.seed(plan_.spec.seed + EVAL_SEED_OFFSET)
-        score, _ = evaluate_policy(source_model, source_env,
-                                   n_eval_episodes=plan_.spec.eval_episodes)
+        score, _ = evaluate_policy(source_model, source_env, n_eval_episodes=episodes)
     finally:
         source_env.close()
     record = {"kind": "external", "path": str(path.resolve()), "sha256": file_sha256(path),
               "algo_in_checkpoint": checkpoint.algo, "trained_steps": 0,
-              "final_return": float(score)}
+              "final_return": float(score), "score": float(score),
+              "score_from": f"source checkpoint's mean return over {episodes} episodes on "
+                            f"{plan_.spec.source}"}
     return Source(checkpoint.state_dict, str(path), record)
+
+
+def _derives_threshold(plan_: Plan) -> bool:
+    """Whether the threshold will be the source's own score (nothing else gives one)."""
+    target = plan_.spec.target
+    return (plan_.spec.threshold is None and human_scores(target) is None
+            and reward_threshold(target) is None)
 
 
 def encoder_note(plan_: Plan) -> str | None:
@@ -397,11 +412,15 @@ def _store_source(plan_: Plan, trained: Path) -> Path:
 def _source_record(plan_: Plan, folder: Path, cache: Path, reused: bool) -> Source:
     """The source policy in `folder` (the study's source/), cached as `cache`."""
     checkpoint = load_checkpoint(folder / "model.zip")
-    _, returns = read_evaluations(folder / "evaluations.csv")
+    steps, returns = read_evaluations(folder / "evaluations.csv")
+    score, used = evaluations_score(steps, returns)
     status = read_json(folder / "status.json") if (folder / "status.json").is_file() else {}
     record = {"kind": "cache", "cache": str(cache.resolve()), "key": cache.name,
               "reused": reused, "trained_steps": 0 if reused else status.get("timesteps", 0),
-              "final_return": float(returns[-1]), "run": plan_.source_run().to_dict()}
+              "final_return": float(returns[-1]), "score": score,
+              "score_from": f"source's mean return over its last {used} evaluation"
+                            f"{'s' if used != 1 else ''} on {plan_.spec.source}",
+              "run": plan_.source_run().to_dict()}
     return Source(checkpoint.state_dict, f"cache:{cache.name}", record)
 
 
@@ -538,23 +557,33 @@ def _start_record(plan_: Plan, command: str) -> tuple[dict[str, Any], Source | N
     _probe_encoder(plan_)
     external = _check_external(plan_)
     eval_seed = plan_.spec.seed + EVAL_SEED_OFFSET
-    random_score = random_return(plan_.spec.target, max(plan_.spec.eval_episodes, RANDOM_EPISODES),
-                                 eval_seed)
-    known = _threshold(plan_, random_score, external)  # None: wait for the source's score
+    random = random_return(plan_.spec.target, max(plan_.spec.eval_episodes, RANDOM_EPISODES),
+                           eval_seed)
+    known = _threshold(plan_, random, external)  # None: wait for the source's score
     _probe(plan_, _needs_source(plan_, known, external))
     record: dict[str, Any] = {
         "spec": plan_.spec.to_dict(), "command": command, "versions": versions(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ended": None,
         "source_agent": plan_.source_agent.to_dict(),
         "target_agent": plan_.target_agent.to_dict(),
-        "target_random_return": random_score,
+        "target_random_return": random.mean,
+        "measured_random_return": random.mean, "measured_random_std": random.std,
+        "measured_random_episodes": random.episodes,
     }
     if known is not None:
-        record["threshold"], record["threshold_from"] = known
+        record.update(known.record())
     return record, external
 
 
-def _needs_source(plan_: Plan, known: tuple[float, str] | None, external: Source | None) -> bool:
+def _recorded_random(record: dict[str, Any]) -> RandomScore:
+    """The measured random returns of a study.json (a study started before the std was
+    recorded has none: its threshold is then checked against the mean only)."""
+    mean = record.get("measured_random_return", record["target_random_return"])
+    return RandomScore(float(mean), record.get("measured_random_std"),
+                       int(record.get("measured_random_episodes", 0)))
+
+
+def _needs_source(plan_: Plan, known: Normalization | None, external: Source | None) -> bool:
     return external is None and (plan_.spec.transfers or known is None)
 
 
@@ -590,6 +619,7 @@ class _Study:
         self.dir = plan_.study_dir.resolve()  # absolute: Ray tasks may run elsewhere
         self.threads = execution.torch_threads()
         self.source_error: str | None = None
+        self.threshold_warned = False
 
     def _save(self) -> None:
         atomic_write_json(self.dir / "study.json", self.record)
@@ -628,10 +658,10 @@ class _Study:
         atomic_write_json(self.dir / "source" / "source.json", source.record)
         self.record["source"] = source.record
         if "threshold" not in self.record:
-            known = _threshold(self.plan, self.record["target_random_return"], source,
-                               required=True)
+            known = _threshold(self.plan, _recorded_random(self.record), source, required=True)
             assert known is not None
-            self.record["threshold"], self.record["threshold_from"] = known
+            self.record.update(known.record())
+            self._warn_threshold()
         self._save()
         return str(self.dir / "source" / "model.zip")
 
@@ -675,6 +705,7 @@ class _Study:
         self.console.print(f"study {self.dir}: {len(runs)} target runs ({conditions} x "
                            f"{self.plan.spec.seeds} seeds) on {self._where()}", markup=False,
                            highlight=False, soft_wrap=True)
+        self._warn_threshold()
         note = encoder_note(self.plan)
         if note:
             self.console.print(note, markup=False, highlight=False, soft_wrap=True,
@@ -698,6 +729,26 @@ class _Study:
             raise SourceFailedError(
                 f"the source run failed ({self.source_error}), so no transfer run could start; "
                 f"fix the cause, then: python -m rltransfer resume {self.dir}")
+
+    def _warn(self, text: str) -> None:
+        printer = getattr(self, "progress", None)
+        if printer is not None:
+            printer.print(f"warning: {text}", style="yellow")
+        else:
+            self.console.print(f"warning: {text}", style="yellow", markup=False,
+                               highlight=False, soft_wrap=True)
+
+    def _warn_threshold(self) -> None:
+        """Say so, loudly, when the threshold is (or will be) the source's own score."""
+        record = self.record
+        if record.get("threshold_warning") and not self.threshold_warned:
+            self._warn(f"{record['threshold_warning']} (threshold {record['threshold']:g}, "
+                       f"{record['threshold_from']})")
+            self.threshold_warned = True
+        elif "threshold" not in record:
+            self._warn(derived_warning(self.plan.spec.target, self.plan.spec.source))
+        if record.get("normalization_note"):
+            self._warn(record["normalization_note"])
 
     def _where(self) -> str:
         e = self.execution
@@ -781,30 +832,14 @@ class _Study:
         self.progress.fail_run(job.key, job.label, error, job.run.timesteps)
 
 
-def _threshold(plan_: Plan, random_score: float, source: Source | None,
-               required: bool = False) -> tuple[float, str] | None:
-    """(threshold, where it came from): --threshold, else the target's reward_threshold,
-    else the source policy's final score; None while that score is not known yet."""
-    given = plan_.spec.threshold
-    if given is not None:
-        threshold, origin = float(given), "--threshold"
-    elif (registered := reward_threshold(plan_.spec.target)) is not None:
-        threshold, origin = float(registered), "target reward_threshold"
-    elif source is not None and "final_return" in source.record:
-        threshold, origin = float(source.record["final_return"]), "source final score"
-    elif not required:
-        return None
-    else:
-        raise ConfigError(
-            f"{plan_.spec.target} registers no reward_threshold and there is no source score: "
-            f"pass --threshold"
-        )
-    if threshold <= random_score:
-        raise ConfigError(
-            f"threshold {threshold:g} ({origin}) is not above the random policy's return "
-            f"{random_score:.4g} on {plan_.spec.target}: pass a higher --threshold"
-        )
-    return threshold, origin
+def _threshold(plan_: Plan, random: RandomScore, source: Source | None,
+               required: bool = False) -> Normalization | None:
+    """The study's normalization (`normalization.choose`): --threshold, else Atari's
+    human-normalized score, else the target's reward_threshold, else the source policy's mean
+    score over its last evaluations; None while that score is not known yet."""
+    return choose(plan_.spec.target, plan_.spec.source, plan_.spec.threshold, random,
+                  plan_.spec.eval_episodes, source.record if source is not None else None,
+                  required=required)
 
 
 def load_study(study_dir: Path) -> dict[str, Any]:

@@ -80,6 +80,11 @@ def _add_study_options(run: argparse.ArgumentParser) -> None:
                           "source policy's mean over its last 3 evaluations). Refused unless "
                           "it is at least 3 evaluation standard errors above the random "
                           "policy's return")
+    run.add_argument("--alpha", type=float, default=S, metavar="A",
+                     help="level of the verdict, fixed before the study: a condition is "
+                          "positive/negative transfer when the Holm-corrected Welch t test "
+                          "of its area difference against scratch has p <= A; intervals are "
+                          "1-A (default: 0.05)")
     run.add_argument("--n-envs", type=int, default=S, metavar="N",
                      help="parallel envs per run (default: the preset's n_envs)")
     run.add_argument("--hparams", nargs="+", action="extend", default=S, metavar="KEY=VALUE",
@@ -318,6 +323,19 @@ def _print_summary(result: dict, study_dir: Path, console: Console, table_fn) ->
                   f"1=threshold", highlight=False, markup=False)
     for warning in result.get("warnings", []):
         console.print(f"warning: {warning}", style="yellow", markup=False, highlight=False)
+    for name, data in result["metrics"]["conditions"].items():
+        verdict = data.get("verdict") or {}
+        if verdict.get("reading"):
+            console.print(f"{name}: {verdict['label']}: {verdict['reading']}", markup=False,
+                          highlight=False)
+    if result.get("seed_note"):
+        console.print(f"seeds: {result['seed_note']}", style="yellow", markup=False,
+                      highlight=False)
+    if result.get("verdict_rule"):
+        from .verdict import short_rule
+
+        console.print(f"rule: {short_rule(result['alpha'])}", style="dim", markup=False,
+                      highlight=False)
     console.print(f"report: {study_dir / 'report.html'}, {study_dir / 'report.md'}, "
                   f"{study_dir / 'curves.png'}, {study_dir / 'summary.json'}, "
                   f"{study_dir / 'summary.csv'}", highlight=False, markup=False)

@@ -504,7 +504,11 @@ _IGNORED_ON_RESUME = ("out", "name", "retrain_source")
 
 
 def _check_same_study(plan_: Plan, record: dict[str, Any], study_dir: Path) -> None:
-    before = {k: v for k, v in record["spec"].items() if k not in _IGNORED_ON_RESUME}
+    # an option added after the study was started had its default value then
+    defaults = {f.name: f.default for f in dataclasses.fields(StudySpec)
+                if f.default is not dataclasses.MISSING}
+    before = {k: v for k, v in {**defaults, **record["spec"]}.items()
+              if k not in _IGNORED_ON_RESUME}
     now = {k: v for k, v in plan_.spec.to_dict().items() if k not in _IGNORED_ON_RESUME}
     changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
     if changed:

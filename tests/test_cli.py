@@ -219,6 +219,8 @@ BAD = [
                                                                   "does not exist"),
     (["--config", "{d}/types.toml"], "seeds must be an integer, got True"),
     (["--config", "{d}/source.toml"], "source must be an environment like"),
+    (["CartPole-v1", "CartPole-v1", "--alpha", "0.7"], "--alpha must be a level between "
+                                                      "0.0001 and 0.5 (e.g. 0.05), got 0.7"),
 ]
 
 
@@ -342,3 +344,16 @@ def test_the_help_lists_every_algorithm():
     from rltransfer import algos, cli
 
     assert cli.ALGORITHM_NAMES == tuple(algos.ALGORITHMS)
+
+
+def test_alpha_is_fixed_with_the_study_and_sets_the_verdict_level(tmp_path, capsys):
+    assert _run(tmp_path, "a", "--conditions", "scratch,finetune", "--alpha", "0.01") == 0
+    study = tmp_path / "a"
+    assert read_json(study / "study.json")["spec"]["alpha"] == 0.01
+    summary = read_json(study / "summary.json")
+    assert summary["alpha"] == 0.01 and "α = 0.01" in summary["verdict_rule"]
+    assert summary["metrics"]["alpha"] == 0.01
+    out = capsys.readouterr().out
+    assert "99% intervals over seeds" in out and "at α = 0.01" in out
+    assert "No claim is possible for finetune. Only 2 vs 2 runs" in summary["seed_note"]
+    assert "How verdicts are decided:" in (study / "report.md").read_text()

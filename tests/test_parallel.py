@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from rltransfer.cli import main
-from rltransfer.io_utils import read_json
+from rltransfer.io_utils import atomic_write_json, read_json
 from rltransfer.runner import StudyLock
 
 TINY = ["--hparams", "n_steps=64", "batch_size=64", "n_epochs=2", "--n-envs", "2",
@@ -209,6 +209,14 @@ def test_a_finished_study_is_not_overwritten_and_resume_finishes_nothing_twice(
         False, True]
     assert _study(tmp_path, "done", "--workers", "1", "--resume", "--seed", "3") == 2
     assert "was started with other options (seed: 0 there, 3 now)" in capsys.readouterr().err
+    # a study started before --alpha existed resumes (its level was the default)
+    record = read_json(tmp_path / "done" / "study.json")
+    del record["spec"]["alpha"]
+    atomic_write_json(tmp_path / "done" / "study.json", record)
+    assert _study(tmp_path, "done", "--workers", "1", "--resume") == 0
+    assert training_calls == []
+    assert _study(tmp_path, "done", "--workers", "1", "--resume", "--alpha", "0.01") == 2
+    assert "(alpha: 0.05 there, 0.01 now)" in capsys.readouterr().err
 
 
 def test_a_second_study_on_a_locked_folder_gets_a_clear_error(tmp_path, capsys):
@@ -360,7 +368,7 @@ def _assert_same_curves(study: Path, whole: Path, resumed: dict[str, int], repla
 def _assert_same_summary(study: Path, whole: Path, resumed: dict[str, int]) -> None:
     """Every number that depends only on runs that did not resume is the same; a resumed
     run's own metrics are those of its whole curve on disk. Each other metric compared is a
-    mean, trimmed mean or seeded-bootstrap percentile of per-run normalized scores, so it
+    mean, trimmed mean or difference of means of per-run normalized scores, so it
     moves by no more than the resumed runs' normalized returns differ between the two
     studies (twice that for a difference of two conditions)."""
     from rltransfer.metrics import run_metrics
@@ -391,7 +399,14 @@ def _assert_same_summary(study: Path, whole: Path, resumed: dict[str, int]) -> N
             for key in ("auc", "asymptote"):
                 assert abs(got[key] - expected[key]) <= moved[run] + 1e-12, (run, key)
     my_conditions, their_conditions = my_metrics.pop("conditions"), their_metrics.pop("conditions")
+    # the performance profile's grid spans every run's score, resumed runs' included
+    my_profile, their_profile = my_metrics.pop("profile"), their_metrics.pop("profile")
+    assert my_profile["conditions"].keys() == their_profile["conditions"].keys()
     assert my_metrics == their_metrics and my_conditions.keys() == their_conditions.keys()
+    for got, expected in zip(my_conditions.values(), their_conditions.values(), strict=True):
+        # Holm adjusts every condition's p-value by the others', resumed ones' included
+        mine_verdict, their_verdict = got.pop("verdict"), expected.pop("verdict")
+        assert mine_verdict["m"] == their_verdict["m"]
     shaken, delta = {run.split("/")[0] for run in resumed}, max(moved.values())
     for condition, expected in their_conditions.items():
         got = my_conditions[condition]

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from .io_utils import read_json
+
 # evaluations.csv: one row per evaluation, the first at timesteps = 0 (before any training)
 EVAL_COLUMNS = ("timesteps", "mean_return", "std_return", "n_episodes", "wall_time")
 
@@ -34,3 +36,32 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         return [{"timesteps": int(r["timesteps"]), "mean_return": float(r["mean_return"]),
                  "std_return": float(r["std_return"]), "n_episodes": int(r["n_episodes"]),
                  "wall_time": float(r["wall_time"])} for r in csv.DictReader(handle)]
+
+
+def collect_runs(study_dir: Path, conditions: list[str]) -> tuple[dict, dict, dict]:
+    """Curves of finished runs by condition, their run folders, and the runs not used by
+    condition: ``{"failed": [{"run": "seed_3", "error": "Type: message"}], "left_out":
+    ["seed_2 (running)", ...]}`` (left out: pending, running, interrupted, no status)."""
+    curves: dict[str, list] = {}
+    folders: dict[str, list[str]] = {}
+    not_used: dict[str, dict[str, list]] = {}
+    for condition in conditions:
+        curves[condition], folders[condition] = [], []
+        failed: list[dict[str, str]] = []
+        left_out: list[str] = []
+        for run_dir in sorted((study_dir / condition).glob("seed_*"),
+                              key=lambda p: int(p.name.split("_")[1])):
+            status_path = run_dir / "status.json"
+            status = read_json(status_path) if status_path.is_file() else {"state": "missing"}
+            state = status.get("state")
+            csv_path = run_dir / "evaluations.csv"
+            if state == "failed":
+                failed.append({"run": run_dir.name,
+                               "error": str(status.get("error") or "no error recorded")})
+            elif state != "done" or not csv_path.is_file():
+                left_out.append(f"{run_dir.name} ({state})")
+            else:
+                curves[condition].append(read_evaluations(csv_path))
+                folders[condition].append(run_dir.name)
+        not_used[condition] = {"failed": failed, "left_out": left_out}
+    return curves, folders, not_used

@@ -5,11 +5,16 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from rich.console import Console
 
+import rltransfer
 from rltransfer import metrics
 from rltransfer.errors import OutputError
 from rltransfer.io_utils import atomic_write_json
@@ -376,3 +381,41 @@ def test_compare_lists_a_condition_whose_runs_all_failed(tmp_path, write_run):
     assert [row["condition"] for row in rows] == ["scratch",
                                                   "finetune (no finished runs: 2 failed)"]
     assert rows[1]["transfer_ratio"] is None
+
+
+# --------------------------------------------------------------- one module per stage
+
+PLOTTING_IMPORT = re.compile(r"^\s*(?:import|from)\s+matplotlib\b", re.MULTILINE)
+
+NO_PLOTTING = """
+import sys
+from pathlib import Path
+
+import rltransfer.pages
+import rltransfer.report
+import rltransfer.tables
+
+result, study, _ = rltransfer.report.study_summary(Path(sys.argv[1]))
+rltransfer.tables.summary_csv(result)
+rltransfer.tables.terminal_table(result)
+assert "| finetune | 5 |" in rltransfer.pages.report_markdown(result, study)
+assert "<strong>finetune</strong>" in rltransfer.pages.report_html(result, study, {})
+loaded = sorted(name for name in sys.modules if name.split(".")[0] == "matplotlib")
+assert not loaded, loaded
+"""
+
+
+def test_tables_and_pages_are_built_without_a_plotting_library(tmp_path, write_run):
+    study = _study(tmp_path, {"scratch": [[0, 20 + k, 40, 60, 80] for k in range(5)],
+                              "finetune": [[50, 90 + k, 100, 100, 100] for k in range(5)]},
+                   write_run=write_run)
+    done = subprocess.run([sys.executable, "-c", NO_PLOTTING, str(study)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+
+
+def test_only_the_figures_module_imports_a_plotting_library():
+    package = Path(rltransfer.__file__).parent
+    importing = {path.relative_to(package).as_posix() for path in package.rglob("*.py")
+                 if PLOTTING_IMPORT.search(path.read_text(encoding="utf-8"))}
+    assert importing == {"figures.py"}

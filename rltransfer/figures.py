@@ -375,7 +375,7 @@ def compare_figure(studies: Sequence[Path]) -> Figure:
     ax.set_ylabel("normalized return (0 = random, 1 = threshold)")
     ax.xaxis.set_major_formatter(lambda value, _: format_steps(value))
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9)
-    ax.set_title("studies compared: mean over seeds, shaded 95% bootstrap CI")
+    ax.set_title("studies compared: mean over seeds, shaded 95% t interval")
     return fig
 
 

@@ -212,7 +212,8 @@ def terminal_table(result: dict[str, Any]) -> Table:
 
 
 def summary_csv(result: dict[str, Any]) -> str:
-    """One row per condition x metric: point estimate, interval bounds, and the shown text."""
+    """One row per condition x metric: point estimate, interval bounds, and the shown text;
+    and a "verdict" row per compared condition (its Holm-adjusted p and label)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["condition", "metric", "point", "low", "high", "flags", "display"])
@@ -223,6 +224,11 @@ def summary_csv(result: dict[str, Any]) -> str:
             display = FORMATTERS.get(key, metrics.format_estimate)(value)
             writer.writerow([name, key, _csv(value.get("point")), _csv(value.get("low")),
                              _csv(value.get("high")), _flags(value), display])
+        verdict = data.get("verdict")
+        if verdict and verdict.get("p_holm") is not None:  # point: the Holm-adjusted p
+            writer.writerow([name, "verdict", _csv(verdict["p_holm"]), "", "",
+                             f"Holm over {verdict['m']} comparisons; alpha={result['alpha']:g}",
+                             verdict["label"]])
     return buffer.getvalue()
 
 

@@ -128,6 +128,12 @@ def test_report_has_verdicts_figures_and_the_comparison(tmp_path, write_run):
                                          "reaches it in 5/5 runs vs scratch's 0/5, ends higher; "
                                          f"area {metrics.format_estimate(diff, signed=True)}")
     assert result["seed_note"] is None and result["alpha"] == 0.05
+    rows = list(csv.DictReader((study / "summary.csv").open()))
+    row = next(r for r in rows if r["condition"] == "finetune" and r["metric"] == "verdict")
+    assert float(row["point"]) == verdict["p_holm"] and row["display"] == POSITIVE
+    claim = next(r for r in rows if r["condition"] == "finetune"
+                 and r["metric"] == "auc_difference")
+    assert f"p={diff['p_value']:.6g}" in claim["flags"]
     markdown = (study / "report.md").read_text()
     finetune_row = next(line for line in markdown.splitlines() if line.startswith("| finetune"))
     assert finetune_row.endswith("| positive transfer |")

@@ -8,7 +8,6 @@ input never leaves a half-written study behind.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import os
 import platform
 import shutil
@@ -24,11 +23,13 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from filelock import FileLock, Timeout
 from rich.console import Console
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from . import algos
+from . import conditions as registry
 from .env_factory import make_env, make_vec, resolve, reward_threshold
 from .errors import (
     CheckpointError,
@@ -46,7 +47,7 @@ from .normalization import Normalization, RandomScore, choose, derived_warning, 
 from .normalization import source_score as evaluations_score
 from .pixels import is_image_observation
 from .progress import StudyProgress
-from .specs import SOURCE_CONDITIONS, AgentSpec, EnvSpec, RunSpec, StudySpec, stable_hash
+from .specs import AgentSpec, EnvSpec, RunSpec, StudySpec, stable_hash
 from .training import (
     EVAL_SEED_OFFSET,
     MAX_EVAL_ENVS,
@@ -82,7 +83,7 @@ class Plan:
                        spec.eval_episodes)
 
     def agent_for(self, condition: str) -> AgentSpec:
-        if condition == "pretrained-encoder":
+        if registry.get(condition).image_encoder:
             assert self.encoder_agent is not None
             return self.encoder_agent
         return self.target_agent
@@ -90,7 +91,7 @@ class Plan:
     def policy_run(self) -> RunSpec:
         """A target run that uses the policy's own network (the one source weights go into)."""
         run = self.target_runs()[0]
-        return dataclasses.replace(run, agent=self.target_agent, condition="scratch")
+        return dataclasses.replace(run, agent=self.target_agent, condition=registry.REFERENCE)
 
     def target_runs(self) -> list[RunSpec]:
         spec = self.spec
@@ -157,7 +158,7 @@ def plan(spec: StudySpec) -> Plan:
     source_agent = _agent(spec, source_hparams, source, source_image, algo)
     target_agent = _agent(spec, target_hparams, target, target_image, algo)
     encoder_agent = None
-    if "pretrained-encoder" in spec.conditions:
+    if any(registry.get(c).image_encoder for c in spec.conditions):
         if not target_image:
             raise ConfigError(f"the pretrained-encoder condition needs image observations, but "
                               f"{spec.target} observes vectors: add --pixels")
@@ -322,7 +323,8 @@ def _probe_encoder(plan_: Plan) -> None:
     """Build the pretrained-encoder model (its weights file read as a run will), first: an
     unusable file is then an error at once, before the random policy is measured."""
     if plan_.encoder_agent is not None:
-        _probe_model(next(r for r in plan_.target_runs() if r.condition == "pretrained-encoder"))
+        _probe_model(next(r for r in plan_.target_runs()
+                          if registry.get(r.condition).image_encoder))
 
 
 def _probe(plan_: Plan, train_source: bool) -> None:
@@ -428,15 +430,19 @@ LOCK_FILE = ".lock"
 
 
 class StudyLock:
-    """An exclusive lock (flock) on a study folder while a process writes it, so a second
-    study started on the same folder stops with a clear error instead of interleaving files.
-    The lock dies with its process (kill -9 included); the file is removed on release."""
+    """An exclusive lock on a study folder while a process writes it, so a second study
+    started on the same folder stops with a clear error instead of interleaving files.
+
+    `filelock`'s native (flock) lock, with its fallback to a soft lock turned off: a flock
+    dies with its process (kill -9 included), a soft lock would outlive it. The holder writes
+    its pid and host into the lock file (read, never truncated, by a process that fails to
+    get the lock), and removes the file before it releases the lock."""
 
     def __init__(self, study_dir: Path) -> None:
         self.study_dir = study_dir
         self.path = study_dir / LOCK_FILE
         self.created = False
-        self._handle: Any = None
+        self._lock: FileLock | None = None
 
     def __enter__(self) -> StudyLock:
         try:
@@ -444,36 +450,34 @@ class StudyLock:
             self.created = True
         except FileExistsError:
             pass
-        while True:
-            handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held until exit
+        lock = FileLock(self.path, timeout=0, thread_local=False, fallback_to_soft=False,
+                        on_acquired=_write_holder)
+        try:
+            lock.acquire()
+        except Timeout:
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().strip() or "another process"
-                handle.close()
-                raise OutputError(f"{self.study_dir} is in use by {holder} (lock file "
-                                  f"{self.path}): wait for that study to finish, or choose "
-                                  f"another --name") from None
-            try:
-                if os.stat(self.path).st_ino == os.fstat(handle.fileno()).st_ino:
-                    break
-            except FileNotFoundError:
-                pass
-            handle.close()  # its holder removed it as we opened it: lock the new file
-        handle.truncate(0)
-        handle.write(f"rltransfer pid {os.getpid()} on {socket.gethostname()} since "
-                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-        handle.flush()
-        self._handle = handle
+                holder = self.path.read_text(encoding="utf-8").strip()
+            except OSError:
+                holder = ""
+            raise OutputError(f"{self.study_dir} is in use by {holder or 'another process'} "
+                              f"(lock file {self.path}): wait for that study to finish, or "
+                              f"choose another --name") from None
+        self._lock = lock
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._handle is not None:
+        if self._lock is not None:
             self.path.unlink(missing_ok=True)  # while still locked: no one can hold it stale
-            fcntl.flock(self._handle, fcntl.LOCK_UN)
-            self._handle.close()
-            self._handle = None
+            self._lock.release()
+            self._lock = None
+
+
+def _write_holder(fd: int) -> None:
+    """Write who holds the lock into the lock file (filelock's on_acquired hook)."""
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, f"rltransfer pid {os.getpid()} on {socket.gethostname()} since "
+                 f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
 
 
 def _run_states(study_dir: Path, runs: list[RunSpec]) -> dict[str, str]:
@@ -720,7 +724,7 @@ class _Study:
             ready: deque[Job] = deque([source_job] if source_job else [])
             waiting: list[Job] = []
             for job in jobs:
-                if job.run.condition in SOURCE_CONDITIONS and source_path is None:
+                if registry.get(job.run.condition).needs_source and source_path is None:
                     waiting.append(job)
                 else:
                     ready.append(dataclasses.replace(job, source=source_path,

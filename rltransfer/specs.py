@@ -14,13 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import conditions as registry
 from .errors import ConfigError, ParameterError, did_you_mean
 
-CONDITIONS = ("scratch", "finetune", "freeze-features", "reinit-head", "pretrained-encoder")
-"""Transfer conditions (DESIGN.md): how a target run is initialized."""
-
-SOURCE_CONDITIONS = ("finetune", "freeze-features", "reinit-head")
-"""Conditions that start from the source policy's weights."""
+CONDITIONS = tuple(registry.CONDITIONS)
+"""Transfer conditions (DESIGN.md), by name: `rltransfer.conditions` says what each does."""
 
 AUGMENTATIONS = ("random-shift",)
 
@@ -220,15 +218,13 @@ class StudySpec:
         self._check_pixels()
 
     def _check_conditions(self) -> None:
-        for condition in self.conditions:
-            if condition not in CONDITIONS:
-                raise ConfigError(
-                    f"unknown condition {condition!r}: choose from {', '.join(CONDITIONS)}."
-                    + did_you_mean(condition, CONDITIONS)
-                )
+        labels = [registry.parse(condition).label for condition in self.conditions]
         if not self.conditions:
             raise ConfigError("--conditions is empty: give at least one, e.g. scratch,finetune")
-        if len(set(self.conditions)) != len(self.conditions):
+        if labels != list(self.conditions):
+            raise ConfigError(f"--conditions: write {','.join(labels)} (each condition in its "
+                              f"canonical form)")
+        if len(set(labels)) != len(labels):
             raise ConfigError(f"--conditions lists a condition twice: {','.join(self.conditions)}")
 
     def _check_numbers(self) -> None:
@@ -289,7 +285,7 @@ class StudySpec:
     @property
     def transfers(self) -> bool:
         """Whether any condition needs the source policy."""
-        return any(c in SOURCE_CONDITIONS for c in self.conditions)
+        return registry.needs_source(self.conditions)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

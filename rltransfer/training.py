@@ -32,6 +32,7 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecCheckNan, VecEnv
 
 from . import algos
+from . import conditions as registry
 from .env_factory import make_vec
 from .errors import EncoderError
 from .features import caches_features, mlp_hparams
@@ -45,7 +46,7 @@ from .io_utils import (
 )
 from .runfiles import EVAL_COLUMNS, read_evaluations  # noqa: F401  (the reader lives there)
 from .runfiles import read_rows as _read_rows
-from .specs import SOURCE_CONDITIONS, RunSpec
+from .specs import RunSpec
 from .transfer import SyncFrozenTargets, TransferReport, apply_transfer
 
 EVAL_SEED_OFFSET = 100_000  # evaluation envs never share seeds with training envs
@@ -405,7 +406,8 @@ def _record_transfer(run: RunSpec, run_dir: Path, model: BaseAlgorithm,
     report, the record written or None)."""
     report = None
     encoder = algos.encoder_config(dict(run.agent.hparams))
-    if run.condition in SOURCE_CONDITIONS:
+    condition = registry.get(run.condition)
+    if condition.takes == registry.WEIGHTS:
         if source_state is None:
             raise ValueError(f"condition {run.condition} needs source weights")
         report = apply_transfer(model, source_state, run.condition, source_label)
@@ -414,7 +416,7 @@ def _record_transfer(run: RunSpec, run_dir: Path, model: BaseAlgorithm,
         record = {"condition": run.condition, "source": None}
     if encoder is not None:
         record["encoder"] = _encoder_record(encoder, model, frozen)
-    if report is None and run.condition != "pretrained-encoder":
+    if report is None and not condition.image_encoder:
         return report, None
     atomic_write_json(run_dir / "transfer.json", record)
     return report, record

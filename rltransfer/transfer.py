@@ -20,6 +20,7 @@ import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
+from . import conditions
 from .errors import CheckpointError, TransferError
 
 # Keys in an SB3 checkpoint's "data" JSON that only one algorithm writes.
@@ -176,11 +177,15 @@ def apply_transfer(model: BaseAlgorithm, source_state: dict[str, torch.Tensor],
                    condition: str, source_label: str = "") -> TransferReport:
     """Initialize `model`'s policy from `source_state` according to `condition`.
 
-    finetune: copy every tensor whose name and shape match; train all.
-    freeze-features: copy likewise; feature layers frozen (no grad, out of the optimizer,
-    eval mode), heads trained. reinit-head: copy feature layers only; heads stay fresh.
+    What is copied and frozen is the condition's registry entry (`rltransfer.conditions`):
+    finetune copies every tensor whose name and shape match and trains all; freeze-features
+    copies likewise and freezes the feature layers (no grad, out of the optimizer, eval
+    mode); reinit-head copies feature layers only, heads stay fresh.
     Must be called after model construction: SB3's `_build()` re-initializes weights.
     """
+    entry = conditions.get(condition)
+    if entry.takes != conditions.WEIGHTS:
+        raise ValueError(f"condition {condition} takes no source weights")
     policy = model.policy
     target_state = policy.state_dict()
     heads = head_parameters(policy)
@@ -188,8 +193,8 @@ def apply_transfer(model: BaseAlgorithm, source_state: dict[str, torch.Tensor],
     for name, tensor in target_state.items():
         role = "head" if name in heads else "features"
         source = source_state.get(name)
-        if condition == "reinit-head" and role == "head":
-            status, reason = "reinitialized", "fresh head (reinit-head)"
+        if entry.copies == conditions.FEATURES and role == "head":
+            status, reason = "reinitialized", f"fresh head ({entry.name})"
         elif source is None:
             status, reason = "reinitialized", "missing in source"
         elif source.shape != tensor.shape:
@@ -216,7 +221,7 @@ def apply_transfer(model: BaseAlgorithm, source_state: dict[str, torch.Tensor],
         )
     policy.load_state_dict(new_state, strict=False)
     report = TransferReport(condition, source_label, records)
-    if condition == "freeze-features":
+    if entry.freezes == conditions.FEATURES:
         # Only copied layers are frozen: a layer that could not be copied (e.g. the input
         # layer when observation sizes differ) stays trainable instead of frozen at random.
         frozen = {r.name for r in records

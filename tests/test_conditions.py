@@ -1,0 +1,66 @@
+"""The condition registry: every condition is one entry, spelled name or name:key=value."""
+
+from __future__ import annotations
+
+import pytest
+
+from rltransfer import conditions
+from rltransfer.conditions import CONDITIONS, Choice, Condition, Option, parse
+from rltransfer.errors import ConfigError
+from rltransfer.specs import CONDITIONS as SPEC_CONDITIONS
+from rltransfer.specs import EnvSpec, StudySpec
+
+
+def test_every_condition_is_one_registry_entry():
+    assert SPEC_CONDITIONS == ("scratch", "finetune", "freeze-features", "reinit-head",
+                               "pretrained-encoder")
+    assert [c for c in CONDITIONS if CONDITIONS[c].needs_source] == [
+        "finetune", "freeze-features", "reinit-head"]
+    assert CONDITIONS["freeze-features"].freezes == conditions.FEATURES
+    assert CONDITIONS["reinit-head"].copies == conditions.FEATURES
+    assert CONDITIONS["finetune"].copies == conditions.ALL
+    assert CONDITIONS["pretrained-encoder"].image_encoder
+    assert not CONDITIONS["scratch"].needs_source
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("finetunee", "unknown condition 'finetunee': choose from scratch, finetune, "
+                  "freeze-features, reinit-head, pretrained-encoder. Did you mean 'finetune'?"),
+    ("finetune:lr_scale=0.1", "condition 'finetune' takes no options (got 'lr_scale'): write "
+                              "finetune"),
+    ("finetune:0.1", "condition 'finetune:0.1': options are key=value, e.g. finetune:key=1"),
+])
+def test_bad_spellings_are_one_line_errors(text, message):
+    with pytest.raises(ConfigError) as error:
+        parse(text)
+    assert str(error.value) == message
+
+
+def test_options_parse_check_and_have_a_canonical_spelling():
+    demo = Condition("demo", "a condition with options", options=(
+        Option("lr_scale", float, 1.0, "learning-rate factor"),
+        Option("layers", int, 0, "layers frozen")))
+    choice = Choice(demo, {"layers": 2, "lr_scale": 0.1})
+    assert choice.label == "demo:layers=2,lr_scale=0.1"
+    assert Choice(demo, {"lr_scale": 1.0}).label == "demo"  # defaults are left out
+    registry = dict(CONDITIONS, demo=demo)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(conditions, "CONDITIONS", registry)
+        assert parse("demo:lr_scale=0.1, layers=2").label == "demo:layers=2,lr_scale=0.1"
+        with pytest.raises(ConfigError, match="condition 'demo' has no option 'layer': valid "
+                                              "options are lr_scale, layers. Did you mean "
+                                              "'layers'"):
+            parse("demo:layer=2")
+        with pytest.raises(ConfigError, match="layers must be int, got 'two'"):
+            parse("demo:layers=two")
+
+
+def test_a_study_needs_a_source_only_for_conditions_that_take_one():
+    def study(*names: str) -> StudySpec:
+        return StudySpec(EnvSpec.parse("CartPole-v1"), EnvSpec.parse("CartPole-v1"),
+                         conditions=names)
+    assert not study("scratch").transfers
+    assert not study("scratch", "pretrained-encoder").transfers
+    assert study("scratch", "reinit-head").transfers
+    with pytest.raises(ConfigError, match="lists a condition twice"):
+        study("scratch", "scratch").validate()

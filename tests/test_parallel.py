@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from scipy import stats
 
 from rltransfer.cli import main
 from rltransfer.io_utils import atomic_write_json, read_json
@@ -284,13 +285,16 @@ def _replay_resume(study: Path, run_key: str, step: int, folder: Path) -> list[t
     return _curve(folder / "evaluations.csv")
 
 
-def _close(got: dict | None, expected: dict | None, tolerance: float) -> bool:
-    """Point and bounds of two estimates agree within `tolerance` (unknown where both are)."""
+def _close(got: dict | None, expected: dict | None, tolerance: float,
+           bounds: float | None = None) -> bool:
+    """Two estimates agree: points within `tolerance`, bounds within `bounds` (default the
+    same), unknown where both are."""
     if got is None or expected is None:
         return got == expected
+    limits = {"point": tolerance, "low": bounds or tolerance, "high": bounds or tolerance}
     return all((got[k] is None) == (expected[k] is None) and
-               (got[k] is None or abs(got[k] - expected[k]) <= tolerance + 1e-12)
-               for k in ("point", "low", "high"))
+               (got[k] is None or abs(got[k] - expected[k]) <= limit + 1e-12)
+               for k, limit in limits.items())
 
 
 def test_resume_after_kill_9_finishes_the_study_as_if_uninterrupted(tmp_path, capsys):
@@ -415,9 +419,19 @@ def _assert_same_summary(study: Path, whole: Path, resumed: dict[str, int]) -> N
             continue
         assert got["n_runs"] == expected["n_runs"] and got["initial"] == expected["initial"]
         assert got.get("jumpstart") == expected.get("jumpstart"), condition
+        # A t interval's bounds move with the mean (<= delta) and with its half-width
+        # t * sd / sqrt(n), whose sd moves by at most delta * sqrt(n / (n - 1)).
+        n = got["n_runs"]
+        t = stats.t.ppf(0.975, n - 1)
         for key in ("auc", "asymptote", "iqm"):
-            assert _close(got[key], expected[key], delta), (condition, key)
-        assert _close(got.get("asymptote_gain"), expected.get("asymptote_gain"), 2 * delta)
+            assert _close(got[key], expected[key], delta, delta * (1 + t / math.sqrt(n - 1))), (
+                condition, key)
+        gain, before = got.get("asymptote_gain"), expected.get("asymptote_gain")
+        if before is not None:  # Welch: both samples' sd may move, and its df with them
+            half = (before["high"] - before["low"]) / 2
+            slack = (2 * delta + t * math.sqrt(2) * delta / math.sqrt(n - 1)
+                     + (t - stats.t.ppf(0.975, 2 * n - 2)) * half)
+            assert _close(gain, before, 2 * delta, slack), condition
 
 
 def test_ray_backend_writes_the_same_files_as_the_local_one(tmp_path):

@@ -128,7 +128,7 @@ def curves_figure(result: dict[str, Any], curves: Mapping[str, list]) -> Figure:
 
 
 def _level(result: Mapping[str, Any]) -> str:
-    return f"{1 - result.get('alpha', metrics.DEFAULT_ALPHA):.0%}"
+    return metrics.percent(1 - result.get('alpha', metrics.DEFAULT_ALPHA))
 
 
 def profiles_figure(result: dict[str, Any]) -> Figure:
@@ -227,7 +227,7 @@ def metrics_figure(result: dict[str, Any]) -> Figure:
     axes[0].set_ylim(-0.6, len(names) - 0.4)
     fig.suptitle(f"{result['source']} → {result['target']}: transfer metrics vs "
                  f"{summary['reference'] or 'no reference'}")
-    level = f"{1 - summary.get('alpha', metrics.DEFAULT_ALPHA):.0%}"
+    level = metrics.percent(1 - summary.get('alpha', metrics.DEFAULT_ALPHA))
     fig.supxlabel(_METRICS_CAPTION.format(level=level), fontsize=9, color="#444444")
     return fig
 

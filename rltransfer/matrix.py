@@ -103,7 +103,13 @@ def summarize_matrix(folder: Path) -> dict[str, Any]:
             except OutputError:
                 continue  # not finished yet
             summaries.append((source, target, summary))
-    verdicts.judge([summary["metrics"] for _, _, summary in summaries], alpha)
+    compared = [c for c in record.get("base", {}).get("conditions", []) if c != "scratch"]
+    done = sum(1 for _, _, summary in summaries for name in summary["metrics"]["conditions"]
+               if name != summary["metrics"].get("reference"))
+    planned = len(compared) * len(sources) * len(targets)
+    # cells not finished yet count with p = 1: m is the planned family's size
+    verdicts.judge([summary["metrics"] for _, _, summary in summaries], alpha,
+                   missing=max(planned - done, 0))
     cells: dict[str, dict[str, dict[str, Any]]] = {}
     for source, target, summary in summaries:
         for condition, data in summary["metrics"]["conditions"].items():
@@ -137,7 +143,8 @@ def matrix_markdown(result: dict[str, Any], command: str = "") -> str:
                          for target in result["targets"]]
                 lines.append(f"| `{source}` | " + " | ".join(cells) + " |")
             lines.append("")
-    lines += [f"{1 - result.get('alpha', metrics.DEFAULT_ALPHA):.0%} intervals over seeds; "
+    level = metrics.percent(1 - result.get("alpha", metrics.DEFAULT_ALPHA))
+    lines += [f"{level} intervals over seeds; "
               "each cell is one study in this folder.", "",
               f"How verdicts are decided: {result.get('verdict_rule', '')}"]
     if command:

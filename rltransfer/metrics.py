@@ -183,13 +183,15 @@ def welch(x: ArrayLike, y: ArrayLike, confidence: float = 0.95) -> Test:
     """Welch's t interval and test for ``mean(x) - mean(y)`` (unequal variances).
 
     Undefined (None) with fewer than 2 values in a sample, and when neither sample varies
-    (the t statistic would be 0/0 or infinite: no test is possible, so none is claimed).
+    beyond rounding noise (1e-9 of the values' scale: the t statistic would be 0/0 or
+    infinite, so no test is possible and none is claimed).
     """
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     point = float(np.mean(x) - np.mean(y))
     if min(x.size, y.size) < 2:
         return Test(Estimate(point, None, None), None, None, "fewer than 2 runs")
-    if np.ptp(x) == 0 and np.ptp(y) == 0:
+    scale = max(1.0, float(np.max(np.abs(np.concatenate([x, y])))))
+    if np.ptp(x) <= 1e-9 * scale and np.ptp(y) <= 1e-9 * scale:  # rounding noise is not data
         return Test(Estimate(point, None, None), None, None,
                     "no variability in either sample: no test")
     with warnings.catch_warnings():  # one constant sample is fine: its variance is 0
@@ -200,17 +202,20 @@ def welch(x: ArrayLike, y: ArrayLike, confidence: float = 0.95) -> Test:
                 float(result.df))
 
 
-def median_interval(x: ArrayLike, confidence: float = 0.95) -> tuple[Estimate, float]:
+def median_interval(x: ArrayLike, confidence: float = 0.95,
+                    budget: float | None = None) -> tuple[Estimate, float]:
     """Median and its distribution-free order-statistic interval ``[x_(k), x_(n-k+1)]``.
 
     ``k`` is the largest rank whose exact binomial level ``1 - 2 P(B <= k - 1)``,
     B ~ Binomial(n, 1/2), is at least `confidence`; with too few values for that (n < 6 at
     95%) it is ``[min, max]`` and the level is lower. Returns (estimate, exact level).
-    Works with censored (``inf``) values: a bound at ``inf`` is censored.
+    Works with censored (``inf``: beyond `budget`) values: a bound at ``inf`` is censored,
+    and when only the upper of two middle values is censored the point is the lower bound
+    ``(lower middle + budget) / 2`` (see `half_censored`), or inf without a budget.
     """
     s = np.sort(np.asarray(x, dtype=float))
     n = s.size
-    point = float(np.median(s)) if not np.isinf(s).any() else _censored_median(s)
+    point = float(np.median(s)) if not np.isinf(s).any() else _censored_median(s, budget)
     if n < 2:
         return Estimate(point, None, None), 0.0
     k, level = 1, order_statistic_level(n, 1)
@@ -225,20 +230,31 @@ def order_statistic_level(n: int, k: int) -> float:
     return float(1 - 2 * stats.binom.cdf(k - 1, n, 0.5))
 
 
-def _censored_median(s: np.ndarray) -> float:
-    """The median when some values are +inf: inf when the middle rank is censored."""
-    n = s.size
-    lo, hi = s[(n - 1) // 2], s[n // 2]
-    return float(lo if lo == hi else (math.inf if math.isinf(hi) else (lo + hi) / 2))
+def _censored_median(s: np.ndarray, budget: float | None) -> float:
+    """The median of sorted `s` when some values are +inf (censored beyond `budget`)."""
+    lo, hi = s[(s.size - 1) // 2], s[s.size // 2]
+    if lo == hi or not math.isinf(hi):
+        return float(lo if lo == hi else (lo + hi) / 2)
+    return math.inf if budget is None or math.isinf(lo) else float((lo + budget) / 2)
+
+
+def half_censored(x: ArrayLike) -> bool:
+    """Whether the median of `x` is only a lower bound: an even count whose upper middle
+    value is censored (inf) and lower middle value is not."""
+    s = np.sort(np.asarray(x, dtype=float))
+    if s.size % 2 or s.size == 0:
+        return False
+    return bool(np.isfinite(s[s.size // 2 - 1]) and np.isinf(s[s.size // 2]))
 
 
 def prob_improvement(x: ArrayLike, y: ArrayLike, confidence: float = 0.95) -> dict[str, Any]:
     """P(X > Y) + P(X = Y)/2 = U / (n m), Newcombe's (2006) method-5 score interval and the
-    two-sided Mann-Whitney p-value (exact without ties, else asymptotic)."""
+    two-sided Mann-Whitney p-value (scipy's "auto": exact for small samples without ties,
+    else the normal approximation)."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     n, m = x.size, y.size
-    u = stats.mannwhitneyu(x, y, method="auto").statistic if n and m else 0.0
-    theta = float(u / (n * m))
+    test = stats.mannwhitneyu(x, y, method="auto") if n and m else None
+    theta = float(test.statistic / (n * m)) if test is not None else 0.5
     out: dict[str, Any] = {"point": theta, "low": None, "high": None, "p_value": None,
                            "method": "Newcombe (2006) method 5; Mann-Whitney U"}
     if min(n, m) < 2:
@@ -254,7 +270,7 @@ def prob_improvement(x: ArrayLike, y: ArrayLike, confidence: float = 0.95) -> di
     inside = min(max(theta, eps), 1 - eps)
     out["low"] = 0.0 if excess(eps) <= 0 else optimize.brentq(excess, eps, inside)
     out["high"] = 1.0 if excess(1 - eps) <= 0 else optimize.brentq(excess, inside, 1 - eps)
-    out["p_value"] = float(stats.mannwhitneyu(x, y, method="auto").pvalue)
+    out["p_value"] = float(test.pvalue) if test is not None else None
     return out
 
 
@@ -263,7 +279,8 @@ def fieller_ratio(x: ArrayLike, y: ArrayLike, confidence: float = 0.95) -> dict[
     samples, unequal variances, Welch-Satterthwaite degrees of freedom at the estimate).
 
     The interval is bounded only when mean y is clearly above 0 (its t statistic exceeds the
-    critical value); otherwise the ratio is not reported (point None, with the reason).
+    critical value of the same Welch degrees of freedom); otherwise the ratio is not
+    reported (point None, with the reason).
     """
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     out: dict[str, Any] = {"point": None, "low": None, "high": None, "note": None,
@@ -281,6 +298,9 @@ def fieller_ratio(x: ArrayLike, y: ArrayLike, confidence: float = 0.95) -> dict[
                        "(the ratio's interval would be unbounded)")
         return out
     a = my * my - t * t * vy
+    if a <= 0:  # underflow of a tiny positive mean: as unbounded
+        out["note"] = f"not reported: scratch's mean area {my:.3g} is not clearly above 0"
+        return out
     b = -2 * mx * my
     c = mx * mx - t * t * vx
     root = math.sqrt(max(b * b - 4 * a * c, 0.0))
@@ -312,49 +332,61 @@ def speedup(ttt: ArrayLike, ttt_ref: ArrayLike, budget: int,
     """Speedup ``median TTT_ref / median TTT`` with an interval from the two medians'
     order-statistic intervals, ``[ref_low / high, ref_high / low]``.
 
-    A censored time is only known to exceed ``budget``, so a ratio that involves one is a
+    A censored time is only known to exceed ``budget`` (and a median whose upper middle
+    value is censored only to exceed its lower bound), so a ratio that involves one is a
     bound: ``point_bound``/``low_bound``/``high_bound`` say how each number relates to the
-    truth (``"="``, ``">"`` above it, ``"<"`` below it) and a value that cannot be bounded
-    is None. The interval covers whenever both medians' intervals do (at least the product
-    of their levels; ``benchmarks/calibration.py`` measures it).
+    truth (``"="``, ``">"`` above it, ``"<"`` below it), and a value that cannot be bounded
+    is None. The interval covers whenever both medians' intervals do: ``level`` is the
+    product of their levels (``benchmarks/calibration.py`` measures the actual coverage).
     """
-    med_est, level = median_interval(ttt, confidence)
-    ref_est, ref_level = median_interval(ttt_ref, confidence)
+    med_est, level = median_interval(ttt, confidence, budget)
+    ref_est, ref_level = median_interval(ttt_ref, confidence, budget)
     bounded = med_est.low is not None and ref_est.low is not None
     out: dict[str, Any] = {"point": None, "low": None, "high": None, "point_bound": None,
                            "low_bound": None, "high_bound": None, "note": None,
-                           "level": level * ref_level if bounded else None}
-    point = _ratio(ref_est.point, med_est.point, budget)
+                           "level": level * ref_level if bounded else None,
+                           "nominal": confidence}
+    point = _ratio(_time(ref_est.point, half_censored(ttt_ref), budget),
+                   _time(med_est.point, half_censored(ttt), budget))
     if point is None:
-        out["note"] = ("reached at t=0 (before training): speedup unbounded"
-                       if med_est.point == 0 else "neither reaches the threshold")
+        both = math.isinf(med_est.point) and math.isinf(ref_est.point)
+        out["note"] = ("neither reaches the threshold" if both else
+                       "reached at t=0 (before training): speedup unbounded"
+                       if med_est.point == 0 else "not bounded: both medians are censored")
         return out
     out["point"], out["point_bound"] = point
     if bounded:
-        low = _ratio(ref_est.low, med_est.high, budget)
-        high = _ratio(ref_est.high, med_est.low, budget)
+        low = _ratio(_time(ref_est.low, False, budget), _time(med_est.high, False, budget))
+        high = _ratio(_time(ref_est.high, False, budget), _time(med_est.low, False, budget))
         if low is not None:
             out["low"], out["low_bound"] = low
         if high is not None:
             out["high"], out["high_bound"] = high
     if out["point_bound"] == ABOVE:
-        out["note"] = "scratch not reached: the speedup is at least budget / median time"
+        out["note"] = "at least this: scratch's median time is censored (only a lower bound)"
     elif out["point_bound"] == BELOW:
-        out["note"] = "not reached: the speedup is at most scratch's median time / budget"
+        out["note"] = "at most this: the condition's median time is censored (a lower bound)"
     return out
 
 
-def _ratio(num: float, den: float, budget: int) -> tuple[float, str] | None:
-    """num / den for times where inf means "censored at budget": (value, bound kind)."""
-    if den == 0:
+def _time(value: float, lower_bound: bool, budget: int) -> tuple[float, bool]:
+    """A time as (value, whether it is only a lower bound); inf is censored at `budget`."""
+    return (float(budget), True) if math.isinf(value) else (value, lower_bound)
+
+
+def _ratio(num: tuple[float, bool], den: tuple[float, bool]) -> tuple[float, str] | None:
+    """num / den of two times given as (value, is only a lower bound): (value, bound kind),
+    or None when it cannot be bounded."""
+    (a, a_low), (b, b_low) = num, den
+    if a == 0 and not a_low:
+        return (0.0, EXACT) if b > 0 or b_low else None
+    if b == 0 and not b_low or a_low and b_low:
         return None
-    if math.isinf(num) and math.isinf(den):
-        return None
-    if math.isinf(num):
-        return budget / den, ABOVE
-    if math.isinf(den):
-        return num / budget, BELOW
-    return num / den, EXACT
+    if a_low:
+        return a / b, ABOVE
+    if b_low:
+        return a / b, BELOW
+    return a / b, EXACT
 
 
 # --------------------------------------------------------------------------- profiles
@@ -452,7 +484,7 @@ def _columns(values: list[dict[str, float]]) -> dict[str, np.ndarray]:
 def _condition_summary(cols: dict[str, np.ndarray], budget: int,
                        confidence: float) -> dict[str, Any]:
     ttt = cols["time_to_threshold"]
-    est, level = median_interval(ttt, confidence)
+    est, level = median_interval(ttt, confidence, budget)
     return {
         "n_runs": int(ttt.size),
         "initial": mean_interval(cols["initial"], confidence).to_dict(),
@@ -463,6 +495,8 @@ def _condition_summary(cols: dict[str, np.ndarray], budget: int,
         "time_to_threshold": {
             **est.to_dict(),
             "level": level,
+            "nominal": confidence,
+            "point_lower_bound": half_censored(ttt),
             "reached": int(np.isfinite(ttt).sum()),
             "n": int(ttt.size),
             "censored_at": int(budget),
@@ -507,7 +541,8 @@ def format_estimate(est: Mapping[str, Any], digits: int = 2, signed: bool = Fals
 def format_time_to_threshold(ttt: Mapping[str, Any]) -> str:
     """``"12,000 [8,000, 20,000] (5/5 reached)"``, or ``"not reached (>50,000 steps) (2/5
     reached)"`` when the median is censored; a censored bound prints as ``">50,000"``; an
-    interval below 95% states its level."""
+    interval below the nominal level states its exact level; a median that is only a lower
+    bound (its upper middle run censored) prints as ``">x"``."""
     reached = f"({ttt['reached']}/{ttt['n']} reached)"
     censored = f">{ttt['censored_at']:,}"
     if ttt["point_censored"] or ttt["point"] is None:
@@ -520,13 +555,24 @@ def format_time_to_threshold(ttt: Mapping[str, Any]) -> str:
 
     low = bound(ttt["low"], ttt["low_censored"])
     high = bound(ttt["high"], ttt["high_censored"])
-    text = f"{ttt['point']:,.0f}"
+    text = f"{'>' if ttt.get('point_lower_bound') else ''}{ttt['point']:,.0f}"
     if low is not None and high is not None:
         text += f" [{low}, {high}]"
-        level = ttt.get("level")
-        if level is not None and level < 0.945:
-            text += f" ({level:.0%} interval)"
+        text += level_note(ttt.get("level"), ttt.get("nominal", 0.95))
     return f"{text} {reached}"
+
+
+def level_note(level: float | None, nominal: float) -> str:
+    """`` (75% interval)`` when an interval's exact level is below the nominal one."""
+    if level is None or level >= nominal - 0.005:
+        return ""
+    return f" ({percent(level)} interval)"
+
+
+def percent(level: float) -> str:
+    """0.95 -> "95%", 0.975 -> "97.5%", 0.9375 -> "94%"."""
+    text = f"{level * 100:.1f}".rstrip("0").rstrip(".")
+    return f"{text}%" if len(text) <= 4 else f"{level:.0%}"
 
 
 def format_speedup(sp: Mapping[str, Any]) -> str:
@@ -544,6 +590,7 @@ def format_speedup(sp: Mapping[str, Any]) -> str:
     if sp.get("low") is not None or sp.get("high") is not None:
         text += (f" [{value(sp.get('low'), sp.get('low_bound'))}, "
                  f"{value(sp.get('high'), sp.get('high_bound'))}]")
+        text += level_note(sp.get("level"), sp.get("nominal", 0.95))
     return text
 
 

@@ -194,7 +194,7 @@ _TERMINAL_WARNING = "bold yellow"
 
 def terminal_table(result: dict[str, Any]) -> Table:
     """The comparison table, for the terminal."""
-    level = f"{1 - result.get('alpha', metrics.DEFAULT_ALPHA):.0%}"
+    level = metrics.percent(1 - result.get('alpha', metrics.DEFAULT_ALPHA))
     table = Table(title=escape(f"{result['source']} → {result['target']} ({result['algo']}), "
                                f"{level} intervals over seeds"), title_justify="left")
     for title in headers():
@@ -254,7 +254,8 @@ def _csv(value: float | None) -> str:
 def table_note(alpha: float) -> str:
     """What the table's numbers are, under every table."""
     return (
-        f"Intervals are {1 - alpha:.0%} intervals over seeds, on normalized scores (0 = random, "
+        f"Intervals are {metrics.percent(1 - alpha)} intervals over seeds, on normalized "
+        "scores (0 = random, "
         "1 = threshold). Only the area difference (primary, Welch t) decides the verdict; "
         "the other columns are descriptive effects. Means and differences: t and Welch t "
         "intervals. Time to threshold: the median over seeds with its order-statistic "

@@ -31,7 +31,8 @@ def rule(alpha: float = metrics.DEFAULT_ALPHA) -> str:
     return (
         "The primary claim, fixed before the study, is the difference in mean normalized area "
         "under the learning curve (condition − scratch; 0 = random, 1 = threshold), with a "
-        f"{1 - alpha:.0%} Welch t interval and a two-sided Welch t test. The p-values of all "
+        f"{metrics.percent(1 - alpha)} Welch t interval and a two-sided Welch t test. The "
+        "p-values of all "
         "conditions of the study (all conditions × cells of a matrix) are Holm-corrected "
         f"together. A condition is called positive (negative) transfer when its Holm-adjusted "
         f"p-value is at most α = {alpha:g} and the difference is above (below) 0; otherwise "
@@ -67,19 +68,28 @@ def smallest_permutation_p(n: int, m: int) -> float:
 
 def too_few_runs_reason(n: int, m: int, alpha: float) -> str:
     """Why no claim is made with n runs of the condition and m of scratch."""
-    return (f"Only {n} vs {m} runs: no claim is possible at the {alpha:g} level (with {n} vs "
-            f"{m} runs the smallest exact two-sided permutation p is "
-            f"{smallest_permutation_p(n, m):.2g}, and a t test's normality cannot be relied "
-            f"on). A claim needs at least {MIN_CLAIM_RUNS} runs per condition; run "
-            f"{RECOMMENDED_SEEDS} seeds for claims.")
+    smallest = smallest_permutation_p(n, m)
+    if smallest > alpha:
+        why = (f"no claim is possible at the {alpha:g} level (with {n} vs {m} runs the "
+               f"smallest exact two-sided permutation p is {smallest:.2g}, and a t test's "
+               "normality cannot be relied on)")
+    else:
+        why = (f"no claim is made: with {n} vs {m} runs a t test's normality cannot be relied "
+               f"on, and an exact permutation test leaves little room (its smallest two-sided "
+               f"p is {smallest:.2g}; 0.10 at 3 vs 3)")
+    return (f"Only {n} vs {m} runs: {why}. A claim needs at least {MIN_CLAIM_RUNS} runs per "
+            f"condition; run {RECOMMENDED_SEEDS} seeds for claims.")
 
 
-def judge(families: Sequence[MutableMapping[str, Any]], alpha: float) -> None:
+def judge(families: Sequence[MutableMapping[str, Any]], alpha: float, missing: int = 0) -> None:
     """Set ``verdict`` on every compared condition of every summary in `families` (one
     Holm family across all of them): ``{"label", "reason", "reading", "p_holm", "m"}``.
 
     Each element is a `metrics.summarize` result; conditions equal to its reference get the
     reference label, and a summary without a reference marks its conditions as unjudged.
+    `missing` planned comparisons without results yet (a matrix's unfinished cells) enter
+    the family with p = 1, so that m is the planned family's size. Comparisons with a
+    p-value but too few runs for a claim stay in the family (conservative).
     """
     tested = []  # (entry, p) of every comparison with a p-value
     for summary in families:
@@ -94,10 +104,10 @@ def judge(families: Sequence[MutableMapping[str, Any]], alpha: float) -> None:
                 tested.append((entry, summary["conditions"][summary["reference"]]))
     p_values = [entry["auc_difference"]["p_value"] for entry, _ in tested]
     known = [i for i, p in enumerate(p_values) if p is not None]
-    adjusted = holm([p_values[i] for i in known])
-    holm_p: dict[int, float] = dict(zip(known, adjusted, strict=True))
+    adjusted = holm([p_values[i] for i in known] + [1.0] * missing)
+    holm_p: dict[int, float] = dict(zip(known, adjusted, strict=False))
     for i, (entry, ref) in enumerate(tested):
-        entry["verdict"] = _verdict(entry, ref, holm_p.get(i), len(known), alpha)
+        entry["verdict"] = _verdict(entry, ref, holm_p.get(i), len(known) + missing, alpha)
 
 
 def _plain(label: str, reason: str) -> dict[str, Any]:
@@ -142,11 +152,14 @@ def reading(entry: Mapping[str, Any], ref: Mapping[str, Any], claim: str) -> str
     if jump:
         parts.append("starts better" if jump > 0 else "starts worse")
     ttt, ref_ttt = entry.get("time_to_threshold") or {}, ref.get("time_to_threshold") or {}
-    speed = _speed_side(entry.get("speedup"))
+    # the speedup interval's level is the product of two medians' levels: too low to name
+    # an effect below MIN_CLAIM_RUNS runs (0.25 at 2 vs 2, 0.56 at 3 vs 3)
+    enough = min(entry.get("n_runs", 0), ref.get("n_runs", 0)) >= MIN_CLAIM_RUNS
+    speed = _speed_side(entry.get("speedup")) if enough else 0
     if speed:
         parts.append("reaches the threshold sooner" if speed > 0 else
                      "reaches the threshold later")
-    if ref_ttt and ttt and ttt.get("reached") != ref_ttt.get("reached"):
+    if ref_ttt and ttt and ttt["reached"] * ref_ttt["n"] != ref_ttt["reached"] * ttt["n"]:
         parts.append(f"reaches it in {ttt['reached']}/{ttt['n']} runs vs scratch's "
                      f"{ref_ttt['reached']}/{ref_ttt['n']}")
     end = _side(entry.get("asymptote_gain"), 0.0)

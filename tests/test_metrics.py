@@ -146,6 +146,8 @@ def test_welch_matches_scipy_and_refuses_what_it_cannot_test():
     assert one.p_value is None and one.estimate.low is None and one.note == "fewer than 2 runs"
     flat = welch([1.0, 1.0, 1.0], [0.0, 0.0, 0.0])
     assert flat.p_value is None and "no variability" in flat.note
+    # rounding noise is not variability: no p = 1e-60 from a 1e-15 wobble
+    assert welch([0.5] * 5, [0.3] * 4 + [0.3 + 1e-15]).p_value is None
     assert welch([1.0, 1.0, 1.0], [0.0, 0.1, 0.2]).p_value < 0.05  # one constant sample is fine
 
 
@@ -207,10 +209,30 @@ def test_speedup_bounds_for_censored_times():
     assert both["point"] is None and format_speedup(both) == "n/a (neither reaches the threshold)"
     exact = speedup([100, 100, 100], [200, 200, 200], budget=400)
     assert (exact["point"], exact["low"], exact["high"]) == (2.0, 2.0, 2.0)
-    assert format_speedup(exact) == "2.00x [2.00x, 2.00x]"
-    assert exact["level"] == pytest.approx(0.75 ** 2)
+    assert exact["level"] == pytest.approx(0.75 ** 2)  # both [min, max] at 3 runs
+    assert format_speedup(exact) == "2.00x [2.00x, 2.00x] (56.2% interval)"
     at_zero = speedup([0, 0, 0], [100, 200, 300], budget=400)
     assert at_zero["point"] is None and "t=0" in at_zero["note"]
+    scratch_at_zero = speedup([inf] * 3, [0, 0, 0], budget=400)
+    assert (scratch_at_zero["point"], scratch_at_zero["point_bound"]) == (0.0, "=")
+
+
+def test_a_median_whose_upper_middle_run_is_censored_is_a_lower_bound():
+    """With [1000, 2000, never, never] the median is only known to exceed (2000 + budget)/2:
+    never "not reached" (half the runs did reach it), and the speedup is a bound."""
+    inf = math.inf
+    est, _ = median_interval([1000, 2000, inf, inf], budget=20_000)
+    assert est.point == 11_000
+    s = summarize({"scratch": [reach_at(100), reach_at(200), reach_at(None), reach_at(None)]},
+                  budget=400, **NORM)
+    ttt = s["conditions"]["scratch"]["time_to_threshold"]
+    assert ttt["point"] == 300 and ttt["point_lower_bound"] and not ttt["point_censored"]
+    assert format_time_to_threshold(ttt).startswith(">300 [100, >400]")
+    slower = speedup([1000, 2000, inf, inf], [3000, 4000, 5000, 6000], 20_000)
+    assert slower["point_bound"] == "<" and slower["point"] == pytest.approx(4500 / 11_000)
+    faster = speedup([3000, 4000, 5000, 6000], [1000, 2000, inf, inf], 20_000)
+    assert faster["point_bound"] == ">" and faster["point"] == pytest.approx(11_000 / 4500)
+    assert speedup([1000, inf, inf, inf], [1000, 2000, inf, inf], 20_000)["point"] is None
 
 
 def test_performance_profile_counts_runs_above_each_score_with_exact_bands():
@@ -266,7 +288,7 @@ def test_condition_with_2_of_5_censored_runs_has_censored_high_bound():
     assert ttt["high"] is None and ttt["high_censored"]
     assert ttt["low"] == 100 and not ttt["low_censored"]
     assert ttt["level"] == pytest.approx(0.9375)
-    assert format_time_to_threshold(ttt) == "300 [100, >400] (94% interval) (3/5 reached)"
+    assert format_time_to_threshold(ttt) == "300 [100, >400] (93.8% interval) (3/5 reached)"
 
 
 def test_summary_compares_every_condition_with_scratch():

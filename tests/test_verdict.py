@@ -90,3 +90,33 @@ def test_a_clear_difference_at_0_05_can_be_unclear_at_a_stricter_alpha():
     judge([summary], 0.001)
     assert summary["conditions"]["finetune"]["verdict"]["label"] == NO_CLEAR
     assert "α = 0.001" in verdict.rule(0.001)
+
+
+def test_four_vs_four_runs_make_no_claim_without_contradicting_themselves():
+    reason = verdict.too_few_runs_reason(4, 4, 0.05)
+    assert reason.startswith("Only 4 vs 4 runs: no claim is made: with 4 vs 4 runs a t test's")
+    assert "0.029" in reason and "no claim is possible" not in reason
+    assert verdict.too_few_runs_reason(3, 3, 0.05).startswith(
+        "Only 3 vs 3 runs: no claim is possible at the 0.05 level (with 3 vs 3 runs the "
+        "smallest exact two-sided permutation p is 0.1,")
+
+
+def test_the_reading_names_no_speedup_below_five_runs():
+    """Two [min, max] intervals of 3 runs miss each other under the null in 10% of studies:
+    too often to say "sooner" or "later" from them."""
+    scratch = [_curve(0.0, 1.5, 900.0 + 10 * k) for k in range(3)]
+    faster = [_curve(0.0, 1.5, 200.0 + 10 * k) for k in range(3)]
+    c = _summary({"scratch": scratch, "finetune": faster})["finetune"]
+    assert c["speedup"]["low"] > 1
+    assert "sooner" not in c["verdict"]["reading"]
+
+
+def test_planned_but_missing_comparisons_count_in_the_holm_family():
+    rng = np.random.default_rng(4)
+    curves = {"scratch": [_curve(0, 1 + e, 500) for e in rng.normal(0, 0.1, 5)],
+              "finetune": [_curve(0, 1.3 + e, 500) for e in rng.normal(0, 0.1, 5)]}
+    summary = metrics.summarize(curves, **NORM)
+    judge([summary], 0.05, missing=3)
+    v = summary["conditions"]["finetune"]["verdict"]
+    p = summary["conditions"]["finetune"]["auc_difference"]["p_value"]
+    assert v["m"] == 4 and v["p_holm"] == pytest.approx(min(1.0, 4 * p))

@@ -59,7 +59,10 @@ def _add_study_options(run: argparse.ArgumentParser) -> None:
                      help=f"algorithm: {', '.join(ALGORITHM_NAMES)} (default: ppo)")
     run.add_argument("--conditions", default=S, metavar="LIST",
                      help="comma-separated conditions to compare: "
-                          f"{', '.join(CONDITIONS)} (default: scratch,finetune)")
+                          f"{', '.join(CONDITIONS)}, each spelled name or "
+                          "name:key=value,... e.g. finetune:lr_scale=0.1, "
+                          "freeze-features:layers=1 (options: README, 'Transfer conditions') "
+                          "(default: scratch,finetune)")
     run.add_argument("--seeds", type=int, default=S, metavar="N",
                      help="number of seeds per condition (default: 5)")
     run.add_argument("--seed", type=int, default=S, metavar="K",

@@ -8,16 +8,19 @@ entry says, the runner plans a source only for conditions that take one, and tra
 `transfer.json` for every condition that takes something.
 
 On the command line a condition is ``name`` or ``name:key=value,...`` (like env variants).
-`parse` checks a spelling against the registry and returns its canonical form, which names
-the condition's run folders. No option is registered yet: the spelling is in place for the
-strategies of issue 11 (``finetune:lr_scale=0.1``, ``freeze-features:layers=1``, ...).
+`parse` checks a spelling against the registry, its option values against their ranges, and
+returns its canonical form, which names the condition's run folders. Options so far:
+``lr_scale`` (finetune, freeze-features, reinit-head: the copied parameters' own optimizer
+group trains at that factor of the schedule's rate) and ``layers`` (freeze-features: only the
+first k feature layers, counted from the input, are frozen).
 
 Torch-free, so the report stage can use it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,8 +38,10 @@ class Option:
 
     key: str
     kind: type
-    default: Any
-    doc: str
+    default: Any  # what leaving the option out means; never written in a label
+    doc: str  # one line, as the README's table of options says it
+    valid: str = ""  # the values allowed, for errors and docs: "a number in (0, 1]"
+    check: Callable[[Any], bool] | None = None  # whether a parsed value is allowed
 
 
 @dataclass(frozen=True)
@@ -57,15 +62,31 @@ class Condition:
         return self.takes != NOTHING
 
 
+def _scale_ok(value: float) -> bool:
+    return math.isfinite(value) and 0 < value <= 1
+
+
+LR_SCALE = Option(
+    "lr_scale", float, 1.0,
+    "copied tensors that train get their own optimizer group at lr_scale x the schedule's "
+    "learning rate; fresh ones train at the full rate (1: one rate for all)",
+    valid="a number in (0, 1]", check=_scale_ok)
+LAYERS = Option(
+    "layers", int, None,
+    "freeze only the first k feature layers (Linear/Conv), counted from the input along each "
+    "path (a features extractor's layers first; the policy and value towers' first layers "
+    "are both layer 1 after it); left out: all feature layers",
+    valid="an integer >= 1", check=lambda value: value >= 1)
+
 CONDITIONS: dict[str, Condition] = {c.name: c for c in (
     Condition("scratch", "the reference: trained from a fresh initialization"),
     Condition("finetune", "every source tensor that matches by name and shape is copied; "
-                          "all are trained", takes=WEIGHTS, copies=ALL),
+                          "all are trained", takes=WEIGHTS, copies=ALL, options=(LR_SCALE,)),
     Condition("freeze-features", "copied like finetune; feature layers frozen (no gradient, "
                                  "out of the optimizer, eval mode), heads trained",
-              takes=WEIGHTS, copies=ALL, freezes=FEATURES),
+              takes=WEIGHTS, copies=ALL, freezes=FEATURES, options=(LAYERS, LR_SCALE)),
     Condition("reinit-head", "feature layers copied, action/value heads fresh; all trained",
-              takes=WEIGHTS, copies=FEATURES),
+              takes=WEIGHTS, copies=FEATURES, options=(LR_SCALE,)),
     Condition("pretrained-encoder", "pixels: a pretrained image encoder (--encoder, "
                                     "--encoder-weights), frozen or fine-tuned, fresh heads",
               image_encoder=True),
@@ -91,6 +112,14 @@ class Choice:
             return self.condition.name
         return self.condition.name + ":" + ",".join(f"{k}={_text(v)}" for k, v in given.items())
 
+    def get(self, key: str) -> Any:
+        """The value of option `key`: as given, else its default; None for an option the
+        condition does not have."""
+        for option in self.condition.options:
+            if option.key == key:
+                return self.options.get(key, option.default)
+        return None
+
 
 def parse(text: str) -> Choice:
     """``name`` or ``name:key=value,...`` checked against the registry; ConfigError (one
@@ -111,11 +140,30 @@ def parse(text: str) -> Choice:
                               f"{name}")
         option = _option(condition, key)
         try:
-            values[key] = option.kind(raw.strip())
+            value = option.kind(raw.strip())
         except ValueError:
             raise ConfigError(f"condition {text!r}: {key} must be {option.kind.__name__}, got "
                               f"{raw.strip()!r}") from None
+        if option.check is not None and not option.check(value):
+            raise ConfigError(f"condition {text!r}: {key} must be {option.valid}, got "
+                              f"{raw.strip()}")
+        values[key] = value
     return Choice(condition, values)
+
+
+def split(text: str) -> list[str]:
+    """Split a comma-separated list of conditions: ``scratch,freeze-features:layers=1,
+    lr_scale=0.5`` is two conditions, since a ``key=value`` piece continues the condition
+    before it (as in env lists)."""
+    pieces: list[str] = []
+    for token in (t.strip() for t in text.split(",")):
+        if not token:
+            continue
+        if "=" in token and ":" not in token and pieces and ":" in pieces[-1]:
+            pieces[-1] += "," + token
+        else:
+            pieces.append(token)
+    return pieces
 
 
 def get(text: str) -> Condition:

@@ -55,7 +55,7 @@ from .training import (
     frozen_features,
     read_evaluations,
 )
-from .transfer import apply_transfer, check_algorithm, load_checkpoint
+from .transfer import apply_transfer, check_algorithm, check_options, load_checkpoint
 
 CACHE_DIR = ".cache/sources"
 RUN_CACHE_DIR = ".cache/scratch"  # finished scratch runs, reused by studies with the same target
@@ -330,6 +330,8 @@ def _probe_encoder(plan_: Plan) -> None:
 def _probe(plan_: Plan, train_source: bool) -> None:
     """Build every model the study will train; dry-run the transfer from a fresh source."""
     target = _probe_model(plan_.policy_run())
+    for condition in plan_.spec.conditions:  # e.g. freeze-features:layers=k fits the network
+        check_options(target.policy, condition)
     if train_source:
         source = _probe_model(plan_.source_run())
         if plan_.spec.transfers:

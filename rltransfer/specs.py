@@ -320,7 +320,7 @@ class StudySpec:
         if "conditions" in values:
             conditions = values["conditions"]
             if isinstance(conditions, str):
-                conditions = [c.strip() for c in conditions.split(",") if c.strip()]
+                conditions = registry.split(conditions)  # "a:x=1,y=2,b" is two
             values["conditions"] = tuple(conditions)
         if "source" not in values or "target" not in values:
             raise ConfigError("a study needs a source and a target environment")

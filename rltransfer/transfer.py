@@ -20,8 +20,8 @@ import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
-from . import conditions
-from .errors import CheckpointError, TransferError
+from . import conditions, optim_groups
+from .errors import CheckpointError, ConfigError, TransferError
 
 # Keys in an SB3 checkpoint's "data" JSON that only one algorithm writes.
 _ALGO_SIGNATURES = (
@@ -33,6 +33,7 @@ _ALGO_SIGNATURES = (
 )
 _HEAD_MODULES = {"action_net", "value_net", "mu", "log_std"}
 _HEAD_SEQUENTIALS = re.compile(r"^(q_net|qf\d+|mu)$")
+_LAYERS = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
 
 
 @dataclass
@@ -130,6 +131,10 @@ class TensorRecord:
     reason: str  # why re-initialized: missing / shape mismatch / fresh head; "" when copied
     frozen: bool
     role: str  # "features" or "head"
+    # the factor on the schedule's learning rate it trains at (lr_scale for copied tensors
+    # of a condition given one); None when no optimizer trains it: frozen, a target network,
+    # a buffer
+    lr_scale: float | None = None
 
 
 @dataclass
@@ -139,6 +144,9 @@ class TransferReport:
     condition: str
     source: str
     tensors: list[TensorRecord]
+    options: dict[str, Any] = field(default_factory=dict)  # the condition's, as spelled
+    # the frozen feature layers: [{"layer": module name, "depth": 1 for the input layer}]
+    frozen_layers: list[dict[str, Any]] = field(default_factory=list)
     # (online, target-network copy) of frozen layers, kept equal by SyncFrozenTargets
     frozen_targets: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
 
@@ -161,12 +169,21 @@ class TransferReport:
         frozen = sum(t.frozen for t in self.tensors)
         if frozen:
             line += f"; {frozen} frozen"
+        scaled: dict[float, int] = {}
+        for t in self.tensors:
+            if t.lr_scale is not None and t.lr_scale != 1:
+                scaled[t.lr_scale] = scaled.get(t.lr_scale, 0) + 1
+        for factor, n in scaled.items():
+            line += f"; {n} at {factor:g}x the learning rate"
         return line
 
     def to_dict(self) -> dict[str, Any]:
-        return {"condition": self.condition, "source": self.source,
+        data = {"condition": self.condition, "source": self.source, "options": self.options,
                 "copied": self.copied, "total": len(self.tensors), "summary": self.summary(),
                 "tensors": [asdict(t) for t in self.tensors]}
+        if self.frozen_layers:
+            data["frozen_layers"] = self.frozen_layers
+        return data
 
 
 def _shape(shape: torch.Size) -> str:
@@ -181,12 +198,17 @@ def apply_transfer(model: BaseAlgorithm, source_state: dict[str, torch.Tensor],
     finetune copies every tensor whose name and shape match and trains all; freeze-features
     copies likewise and freezes the feature layers (no grad, out of the optimizer, eval
     mode); reinit-head copies feature layers only, heads stay fresh.
+    Options: ``layers=k`` freezes only the feature layers of depth <= k (`feature_layers`);
+    ``lr_scale=S`` trains the copied tensors that are not frozen in their own optimizer
+    group at S x the schedule's rate (`rltransfer.optim_groups`).
     Must be called after model construction: SB3's `_build()` re-initializes weights.
     """
-    entry = conditions.get(condition)
+    choice = conditions.parse(condition)
+    entry = choice.condition
     if entry.takes != conditions.WEIGHTS:
         raise ValueError(f"condition {condition} takes no source weights")
     policy = model.policy
+    limit = _frozen_depth(policy, condition, choice.get("layers"))  # before anything changes
     target_state = policy.state_dict()
     heads = head_parameters(policy)
     records: list[TensorRecord] = []
@@ -220,18 +242,128 @@ def apply_transfer(model: BaseAlgorithm, source_state: dict[str, torch.Tensor],
             f"Use the same --algo and network (--hparams policy_kwargs=...) for source and target"
         )
     policy.load_state_dict(new_state, strict=False)
-    report = TransferReport(condition, source_label, records)
+    report = TransferReport(condition, source_label, records, dict(choice.options))
+    params = dict(policy.named_parameters())
+    frozen: set[str] = set()
     if entry.freezes == conditions.FEATURES:
         # Only copied layers are frozen: a layer that could not be copied (e.g. the input
         # layer when observation sizes differ) stays trainable instead of frozen at random.
-        frozen = {r.name for r in records
-                  if r.role == "features" and r.status == "copied" and r.name in learnable}
+        depth = parameter_depths(policy)
+        frozen = {r.name for r in records if r.role == "features" and r.status == "copied"
+                  and r.name in learnable and depth.get(r.name, 1) <= limit}
         freeze(model, frozen)
-        for record in records:
-            record.frozen = record.name in frozen
         report.frozen_targets = target_copies(policy, frozen)
         _sync(report.frozen_targets)
+        report.frozen_layers = [{"layer": name, "depth": d}
+                                for name, d in feature_layers(policy).items()
+                                if f"{name}.weight" in frozen]
+    factor = choice.get("lr_scale")
+    if factor is not None and factor != 1:
+        optim_groups.scale(policy, [params[r.name] for r in records if r.status == "copied"
+                                    and r.name in params and r.name not in frozen], factor)
+    # A shared features extractor has several names in the state dict: one Parameter.
+    tensors = policy.state_dict(keep_vars=True)
+    frozen_ids = {id(params[name]) for name in frozen}
+    factors = optim_groups.policy_lr_factors(policy)
+    for record in records:
+        record.frozen = id(tensors[record.name]) in frozen_ids
+        record.lr_scale = factors.get(id(tensors[record.name]))
     return report
+
+
+def feature_layers(policy: torch.nn.Module) -> dict[str, int]:
+    """Each feature layer (a Linear or Conv module that is not a head) of `policy` and its
+    depth: 1 for a layer that reads the observation.
+
+    Depth counts along the forward path: a features extractor's layers come first (in the
+    order they are registered, which is the order NatureCNN and MLPs apply them), then the
+    layers of each MLP that reads its features. Parallel MLPs count separately, so the policy
+    and value towers of an actor-critic, Q-networks qf0 and qf1, and target networks each have
+    their own layer 1 (after the extractor they read).
+    """
+    heads = head_parameters(policy)
+    names = {id(module): name for name, module in policy.named_modules()}
+    chains: dict[str, list[str]] = {}  # an extractor or an MLP -> its layers, input first
+    for name, module in policy.named_modules():
+        if isinstance(module, _LAYERS) and f"{name}.weight" not in heads:
+            chains.setdefault(_chain(name), []).append(name)
+    depths: dict[str, int] = {}
+    for chain, layers in chains.items():
+        before = _extractor_of(policy, chain, names)
+        offset = len(chains.get(before, [])) if before is not None else 0
+        for index, name in enumerate(layers):
+            depths[name] = offset + index + 1
+    return depths
+
+
+def parameter_depths(policy: torch.nn.Module) -> dict[str, int]:
+    """The depth (`feature_layers`) of each feature parameter of `policy`. A parameter outside
+    a layer (e.g. a BatchNorm's) goes with the layer registered before it in its extractor or
+    MLP (or is at depth 1)."""
+    layers = feature_layers(policy)
+    heads = head_parameters(policy)
+    last: dict[str, int] = {}
+    depths: dict[str, int] = {}
+    for name, module in policy.named_modules():
+        chain = _chain(name)
+        if name in layers:
+            last[chain] = layers[name]
+        for param_name, _ in module.named_parameters(prefix=name, recurse=False):
+            if param_name not in heads:
+                depths[param_name] = layers.get(name, last.get(chain, 1))
+    return depths
+
+
+def check_options(policy: torch.nn.Module, condition: str) -> None:
+    """ConfigError (one line) when `condition`'s options do not fit `policy`, e.g.
+    ``freeze-features:layers=3`` for a policy with two feature layers."""
+    _frozen_depth(policy, condition, conditions.parse(condition).get("layers"))
+
+
+def _frozen_depth(policy: torch.nn.Module, condition: str, layers: int | None) -> float:
+    """The depth up to which feature layers are frozen: `layers`, or all of them."""
+    if layers is None:
+        return float("inf")
+    count = max(feature_layers(policy).values(), default=0)
+    if layers > count:
+        raise ConfigError(
+            f"condition {condition!r}: the policy has {count} feature layer"
+            f"{'' if count == 1 else 's'} from the input to its heads, so layers must be "
+            f"1..{count} (or left out, to freeze them all)")
+    return layers
+
+
+def _chain(module: str) -> str:
+    """The features extractor a module is part of, or else its parent (an MLP)."""
+    parts = module.split(".")
+    for index, part in enumerate(parts):
+        if part.endswith("features_extractor"):
+            return ".".join(parts[:index + 1])
+    return module.rpartition(".")[0]
+
+
+def _extractor_of(policy: torch.nn.Module, chain: str, names: dict[int, str]) -> str | None:
+    """The features extractor whose output the MLP `chain` reads (None for an extractor):
+    ``mlp_extractor.policy_net`` reads pi_features_extractor (the shared one if it is),
+    ``q_net.q_net`` reads ``q_net.features_extractor``, ``critic.qf0`` reads
+    ``critic.features_extractor``."""
+    if chain.endswith("features_extractor"):
+        return None
+    owner, _, leaf = chain.rpartition(".")
+    root, _, last = owner.rpartition(".")
+    if last == "mlp_extractor":
+        prefix = f"{root}." if root else ""
+        tower = {"policy_net": "pi_", "value_net": "vf_"}.get(leaf, "")
+        candidates = [f"{prefix}{tower}features_extractor", f"{prefix}features_extractor"]
+    else:
+        candidates = [f"{owner}.features_extractor" if owner else "features_extractor"]
+    for path in candidates:
+        try:
+            module = policy.get_submodule(path)
+        except AttributeError:
+            continue
+        return names.get(id(module))
+    return None
 
 
 def _whole_layers(records: list[TensorRecord]) -> None:
@@ -303,26 +435,11 @@ def freeze(model: BaseAlgorithm, names: set[str]) -> None:
             param.requires_grad_(False)
             frozen_params.append(param)
     frozen_ids = {id(p) for p in frozen_params}
-    for optimizer in _optimizers(policy):
-        for group in optimizer.param_groups:
-            kept = [p for p in group["params"] if id(p) not in frozen_ids]
-            for p in group["params"]:
-                if id(p) in frozen_ids:
-                    optimizer.state.pop(p, None)
-            group["params"] = kept
+    optim_groups.remove(policy, frozen_params)  # saved as SB3 lays it out: SB3's load() reads it
     for _, module in policy.named_modules():
         params = list(module.parameters(recurse=True))
         if params and all(id(p) in frozen_ids for p in params):
             _pin_eval(module)
-
-
-def _optimizers(policy: torch.nn.Module) -> list[torch.optim.Optimizer]:
-    found = []
-    for module in policy.modules():
-        optimizer = getattr(module, "optimizer", None)
-        if isinstance(optimizer, torch.optim.Optimizer) and optimizer not in found:
-            found.append(optimizer)
-    return found
 
 
 def _pin_eval(module: torch.nn.Module) -> None:

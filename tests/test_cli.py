@@ -215,6 +215,14 @@ BAD = [
                                                                     "'learning_rat'"),
     (["CartPole-v1", "CartPole-v1", "--conditions", "scratch,finetunee"], "unknown condition "
                                                                           "'finetunee'"),
+    (["CartPole-v1", "CartPole-v1", "--conditions", "scratch,finetune:lr_scale=0"],
+     "condition 'finetune:lr_scale=0': lr_scale must be a number in (0, 1], got 0"),
+    (["CartPole-v1", "CartPole-v1", "--conditions", "scratch,freeze-features:layers=0"],
+     "layers must be an integer >= 1, got 0"),
+    (["CartPole-v1", "CartPole-v1", "--conditions",
+      "scratch,freeze-features:layers=3,lr_scale=0.5"],
+     "condition 'freeze-features:layers=3,lr_scale=0.5': the policy has 2 feature layers from "
+     "the input to its heads, so layers must be 1..2"),
     (["CartPole-v1", "CartPole-v1", "--config", "{d}/none.toml"], "--config {d}/none.toml "
                                                                   "does not exist"),
     (["--config", "{d}/types.toml"], "seeds must be an integer, got True"),

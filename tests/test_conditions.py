@@ -26,8 +26,20 @@ def test_every_condition_is_one_registry_entry():
 @pytest.mark.parametrize(("text", "message"), [
     ("finetunee", "unknown condition 'finetunee': choose from scratch, finetune, "
                   "freeze-features, reinit-head, pretrained-encoder. Did you mean 'finetune'?"),
-    ("finetune:lr_scale=0.1", "condition 'finetune' takes no options (got 'lr_scale'): write "
-                              "finetune"),
+    ("scratch:lr_scale=0.1", "condition 'scratch' takes no options (got 'lr_scale'): write "
+                             "scratch"),
+    ("reinit-head:layers=1", "condition 'reinit-head' has no option 'layers': valid options "
+                             "are lr_scale."),
+    ("finetune:lr_scale=0", "condition 'finetune:lr_scale=0': lr_scale must be a number in "
+                            "(0, 1], got 0"),
+    ("finetune:lr_scale=1.5", "condition 'finetune:lr_scale=1.5': lr_scale must be a number in "
+                              "(0, 1], got 1.5"),
+    ("reinit-head:lr_scale=nan", "condition 'reinit-head:lr_scale=nan': lr_scale must be a "
+                                 "number in (0, 1], got nan"),
+    ("freeze-features:layers=0", "condition 'freeze-features:layers=0': layers must be an "
+                                 "integer >= 1, got 0"),
+    ("freeze-features:layers=1.5", "condition 'freeze-features:layers=1.5': layers must be "
+                                   "int, got '1.5'"),
     ("finetune:0.1", "condition 'finetune:0.1': options are key=value, e.g. finetune:key=1"),
 ])
 def test_bad_spellings_are_one_line_errors(text, message):
@@ -64,3 +76,29 @@ def test_a_study_needs_a_source_only_for_conditions_that_take_one():
     assert study("scratch", "reinit-head").transfers
     with pytest.raises(ConfigError, match="lists a condition twice"):
         study("scratch", "scratch").validate()
+
+
+def test_strategies_are_options_of_their_conditions():
+    assert [o.key for o in CONDITIONS["finetune"].options] == ["lr_scale"]
+    assert [o.key for o in CONDITIONS["freeze-features"].options] == ["layers", "lr_scale"]
+    assert [o.key for o in CONDITIONS["reinit-head"].options] == ["lr_scale"]
+    choice = parse("freeze-features:lr_scale=0.50,layers=1")
+    assert choice.label == "freeze-features:layers=1,lr_scale=0.5"
+    assert choice.get("layers") == 1 and choice.get("lr_scale") == 0.5
+    plain = parse("freeze-features")
+    assert plain.get("layers") is None and plain.get("lr_scale") == 1.0  # all layers, one rate
+    assert parse("finetune:lr_scale=1").label == "finetune"  # the default: plain finetune
+    assert parse("scratch").get("lr_scale") is None
+
+
+def test_a_list_of_conditions_splits_between_conditions_not_options():
+    text = "scratch, freeze-features:layers=1,lr_scale=0.5,finetune:lr_scale=0.1,reinit-head"
+    assert conditions.split(text) == ["scratch", "freeze-features:layers=1,lr_scale=0.5",
+                                      "finetune:lr_scale=0.1", "reinit-head"]
+    spec = StudySpec.from_dict({"source": "CartPole-v1", "target": "CartPole-v1",
+                                "conditions": text.replace(" ", "")})
+    spec.validate()
+    assert spec.conditions == tuple(conditions.split(text))
+    with pytest.raises(ConfigError, match=r"--conditions: write scratch,finetune:lr_scale=0\.1 "):
+        StudySpec.from_dict({"source": "CartPole-v1", "target": "CartPole-v1",
+                             "conditions": "scratch,finetune:lr_scale=0.10"}).validate()

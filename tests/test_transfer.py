@@ -241,4 +241,8 @@ def test_transfer_report_is_json():
                             "src")
     data = json.loads(json.dumps(report.to_dict()))
     assert data["total"] == 12 and data["copied"] == report.copied
-    assert {"name", "shape", "status", "reason", "frozen", "role"} == set(data["tensors"][0])
+    assert {"name", "shape", "status", "reason", "frozen", "role", "lr_scale"} == set(
+        data["tensors"][0])
+    assert data["options"] == {} and data["frozen_layers"] == [
+        {"layer": "mlp_extractor.policy_net.2", "depth": 2},
+        {"layer": "mlp_extractor.value_net.2", "depth": 2}]  # layer 1 could not be copied

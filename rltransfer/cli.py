@@ -6,6 +6,7 @@ The only module that reads sys.argv. User mistakes print one line and exit with 
 from __future__ import annotations
 
 import argparse
+import gc
 import shlex
 import signal
 import sys
@@ -16,7 +17,13 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import ConfigError, RLTransferError, did_you_mean
-from .execution import BACKENDS, Execution, available_cores
+from .execution import (
+    BACKENDS,
+    Execution,
+    available_cores,
+    start_worker_server,
+    will_use_workers,
+)
 from .specs import CONDITIONS, StudySpec
 
 if sys.version_info >= (3, 11):
@@ -283,29 +290,44 @@ def _read_config(path: str) -> dict[str, Any]:
 
 def study_spec(args: argparse.Namespace) -> StudySpec:
     """Merge defaults < config file < command line into a StudySpec."""
-    from .algos import parse_overrides
-
     values = _read_config(args.config) if args.config else {}
     cli = {k: v for k, v in vars(args).items()
            if k not in ("command", "config", "sources", "targets", *_EXECUTION_KEYS)}
     if "hparams" in cli:
-        cli["hparams"] = {**values.get("hparams", {}), **parse_overrides(cli["hparams"])}
+        cli["hparams"] = {**values.get("hparams", {}), **_parse_overrides(cli["hparams"])}
     values.update(cli)
     if "source" not in values or "target" not in values:
         raise ConfigError("give SOURCE and TARGET environments (or set them in --config)")
     if isinstance(values.get("hparams"), list):
-        values["hparams"] = parse_overrides(values["hparams"])
+        values["hparams"] = _parse_overrides(values["hparams"])
     return StudySpec.from_dict(values)
 
 
+def _parse_overrides(items: list[str]) -> dict[str, Any]:
+    from .algos import parse_overrides  # imports torch: only when there are --hparams
+
+    return parse_overrides(items)
+
+
+def _start_workers_early(spec: StudySpec, execution: Execution) -> None:
+    """Start the server that worker processes fork from before this process imports torch
+    and checks the study, so the two overlap on separate cores, when the study may use
+    worker processes."""
+    execution.validate()
+    if will_use_workers(execution, len(spec.conditions) * spec.seeds):
+        start_worker_server()
+
+
 def _cmd_run(args: argparse.Namespace, argv: list[str], console: Console) -> int:
+    spec = study_spec(args)
+    execution = _execution(args)
+    _start_workers_early(spec, execution)
     from .report import summarize_study, terminal_table
     from .runner import run_study
 
-    spec = study_spec(args)
     command = "python -m rltransfer " + shlex.join(
         [a for a in argv if a != "--resume"])  # the command that reproduces the study
-    study_dir = run_study(spec, command=command, console=console, execution=_execution(args),
+    study_dir = run_study(spec, command=command, console=console, execution=execution,
                           resume=args.resume)
     return _print_summary(summarize_study(study_dir), study_dir, console, terminal_table)
 
@@ -363,7 +385,9 @@ def _cmd_matrix(args: argparse.Namespace, argv: list[str], console: Console) -> 
     sources, targets = parse_env_list(args.sources), parse_env_list(args.targets)
     args.source, args.target = str(sources[0]), str(targets[0])  # validated per pair below
     base = study_spec(args)
-    folder = run_matrix(base, sources, targets, console=console, execution=_execution(args),
+    execution = _execution(args)
+    _start_workers_early(base, execution)  # every study of the matrix forks from it
+    folder = run_matrix(base, sources, targets, console=console, execution=execution,
                         command="python -m rltransfer " + shlex.join(argv))
     summarize_matrix(folder)
     console.print((folder / "matrix.md").read_text(), markup=False, highlight=False)
@@ -443,6 +467,7 @@ def _cmd_envs(args: argparse.Namespace, console: Console) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``rltransfer`` and ``python -m rltransfer``; returns the exit status."""
+    entry_point = argv is None  # the process's own command, which exits next
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _build_parser().parse_args(argv)
     console = Console()
@@ -471,6 +496,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if entry_point:
+            # The process exits next. Shutdown's garbage collections walk every object torch
+            # and SB3 created (about a second); frozen objects are left out of them.
+            gc.freeze()
 
 
 def _terminate(signum: int, frame: object) -> None:

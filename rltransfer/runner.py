@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -221,6 +222,13 @@ def check_writable(out: Path) -> None:
 
 
 def versions() -> dict[str, str]:
+    """The versions of Python and the packages that shape a result."""
+    return dict(_versions())
+
+
+@lru_cache(maxsize=1)
+def _versions() -> tuple[tuple[str, str], ...]:
+    # Asked once per process: every cache key needs them, and each lookup scans sys.path.
     names = ["rltransfer", "gymnasium", "stable-baselines3", "torch", "numpy", "scipy"]
     found = {"python": platform.python_version()}
     for name in names:
@@ -228,7 +236,7 @@ def versions() -> dict[str, str]:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             found[name] = "not installed"
-    return found
+    return tuple(found.items())
 
 
 @dataclass
@@ -328,11 +336,20 @@ def _probe_encoder(plan_: Plan) -> None:
 
 
 def _probe(plan_: Plan, train_source: bool) -> None:
-    """Build every model the study will train; dry-run the transfer from a fresh source."""
+    """Build every model the study will train; dry-run the transfer from a fresh source (or
+    from the cached one the study will reuse)."""
     target = _probe_model(plan_.policy_run())
     for condition in plan_.spec.conditions:  # e.g. freeze-features:layers=k fits the network
         check_options(target.policy, condition)
     if train_source:
+        cached = _source_from_cache(plan_)
+        if cached is not None:
+            # Trained from this very run spec, so its model builds; the weights the study
+            # will transfer dry-run the transfer.
+            if plan_.spec.transfers:
+                apply_transfer(target, load_checkpoint(cached / "model.zip").state_dict,
+                               "finetune", f"the cached {plan_.spec.source} policy")
+            return
         source = _probe_model(plan_.source_run())
         if plan_.spec.transfers:
             apply_transfer(target, source.policy.state_dict(), "finetune",
@@ -771,7 +788,11 @@ class _Study:
 
     def _schedule(self, ready: deque[Job], waiting: list[Job]) -> None:
         in_flight: dict[str, Job] = {}
-        backend = make_backend(self.execution, lambda event: self._event(event, in_flight))
+        at_once = _at_once(ready, waiting)
+        if self.execution.backend == "local" and self.execution.n_workers > 1 and at_once == 1:
+            self.progress.print("one run to train at a time: it trains in this process")
+        backend = make_backend(self.execution, lambda event: self._event(event, in_flight),
+                               at_once)
         finished = False
         try:
             while ready or in_flight:
@@ -840,6 +861,14 @@ class _Study:
             atomic_write_json(status, {**current, "state": "failed", "error": error,
                                        "run": job.run.to_dict(), "ended": time.time()})
         self.progress.fail_run(job.key, job.label, error, job.run.timesteps)
+
+
+def _at_once(ready: deque[Job], waiting: list[Job]) -> int:
+    """The most jobs that can run at the same time: the ready ones, or, once the source (if
+    it is among them) is done, the others and the jobs that wait for it."""
+    if waiting and any(job.key == "source" for job in ready):
+        return max(len(ready), len(ready) - 1 + len(waiting))
+    return len(ready)
 
 
 def _threshold(plan_: Plan, random: RandomScore, source: Source | None,

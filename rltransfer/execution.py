@@ -22,6 +22,7 @@ import os
 import queue as queue_module
 import signal
 import threading
+import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
 from concurrent.futures import wait as wait_futures
@@ -350,12 +351,16 @@ class ProcessBackend:
         self._futures[self._pool.submit(_execute_in_worker, job)] = (job, self._pool)
 
     def wait(self, timeout: float) -> list[tuple[str, str, Any]]:
+        # Wait on the runs, not on their progress: a finished run is handled (and its worker
+        # given the next job) at once, not at the next progress event up to `timeout` later.
+        if self._futures:
+            wait_futures(list(self._futures), timeout=timeout, return_when=FIRST_COMPLETED)
+        else:  # pragma: no cover - the study only waits with runs in flight
+            time.sleep(timeout)
         items: list[tuple[str, str, Any]] = []
-        events = self._events
         try:
-            items.append(events.get(timeout=timeout))
             while True:
-                items.append(events.get_nowait())
+                items.append(self._events.get_nowait())
         except (queue_module.Empty, OSError, ValueError):
             pass
         return items + self._finished()  # outcomes come with the futures

@@ -103,9 +103,14 @@ def _add_study_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--device", default=S, metavar="DEV",
                      help="auto (CPU for MLP policies, CUDA for CNN ones when present), cpu, "
                           "cuda or cuda:N (default: auto)")
-    run.add_argument("--source-model", default=S, metavar="PATH.zip",
+    run.add_argument("--source-model", default=S, metavar="PATH.zip|hf://ORG/REPO",
                      help="use this Stable-Baselines3 checkpoint as the source instead of "
-                          "training one; only its weights are read (no pickled code runs)")
+                          "training one: a .zip, or an RL-Zoo agent on the Hugging Face Hub "
+                          "(hf://sb3/sac-Pendulum-v1, read from huggingface_hub's cache; "
+                          "downloaded unless HF_HUB_OFFLINE=1). The study adopts its network "
+                          "(net_arch, activation_fn, use_sde, log_std_init...) for source and "
+                          "targets; only its weights and JSON metadata are read (no pickled "
+                          "code runs)")
     run.add_argument("--retrain-source", action="store_true", default=S,
                      help="train the source again even if a cached policy exists")
     run.add_argument("--name", default=S, metavar="NAME",

@@ -29,7 +29,7 @@ from rich.console import Console
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.evaluation import evaluate_policy
 
-from . import algos
+from . import algos, checkpoints
 from . import conditions as registry
 from .env_factory import make_env, make_vec, resolve, reward_threshold
 from .errors import (
@@ -154,6 +154,9 @@ def plan(spec: StudySpec) -> Plan:
     algo = algos.get_algorithm(spec.algo)
     source_hparams = _preset(spec, spec.source, algo)
     target_hparams = _preset(spec, spec.target, algo)
+    if spec.source_model is not None:  # its network, for the source and every target
+        source_hparams, target_hparams = checkpoints.adopt_network(
+            spec.source_model, algo, spec.hparams, source_hparams, target_hparams)
     source, source_image = _observe(spec, spec.source, source_hparams, algo)
     target, target_image = _observe(spec, spec.target, target_hparams, algo)
     source_agent = _agent(spec, source_hparams, source, source_image, algo)
@@ -274,7 +277,7 @@ def _check_external(plan_: Plan) -> Source | None:
     before anything is written."""
     if plan_.spec.source_model is None:
         return None
-    path = Path(plan_.spec.source_model)
+    path = checkpoints.resolve_source_model(plan_.spec.source_model)  # hf:// in the hub cache
     checkpoint = load_checkpoint(path)
     check_algorithm(checkpoint, plan_.spec.algo)
     source_model = _probe_model(plan_.source_run())
@@ -297,11 +300,12 @@ def _check_external(plan_: Plan) -> Source | None:
         score, _ = evaluate_policy(source_model, source_env, n_eval_episodes=episodes)
     finally:
         source_env.close()
-    record = {"kind": "external", "path": str(path.resolve()), "sha256": file_sha256(path),
+    record = {"kind": "external", "path": os.path.abspath(path), "sha256": file_sha256(path),
               "algo_in_checkpoint": checkpoint.algo, "trained_steps": 0,
               "final_return": float(score), "score": float(score),
               "score_from": f"source checkpoint's mean return over {episodes} episodes on "
-                            f"{plan_.spec.source}"}
+                            f"{plan_.spec.source}",
+              **checkpoints.source_record(plan_.spec.source_model, path, checkpoint)}
     return Source(checkpoint.state_dict, str(path), record)
 
 

@@ -244,6 +244,29 @@ def test_blob_only_data_is_adopted_from_shapes_and_opcodes(sac_zip, ppo_zip, tmp
     _builds_and_loads(ppo_blobs, "ppo", "CartPole-v1")
 
 
+SHAPE_CASES = [
+    ("dqn", "CartPole-v1", {"net_arch": [48, 24]}, {}, {"net_arch": [48, 24]}, None),
+    ("td3", "Pendulum-v1", {"net_arch": {"pi": [40], "qf": [30, 20]}, "n_critics": 1}, {},
+     {"net_arch": {"pi": [40], "qf": [30, 20]}, "n_critics": 1}, None),
+    ("a2c", "Pendulum-v1", {"net_arch": [16]}, {"use_sde": True}, {"net_arch": [16]}, True),
+    ("sac", "Pendulum-v1", {"net_arch": [8, 8], "clip_mean": 0.0}, {"use_sde": True},
+     {"net_arch": [8, 8], "n_critics": 2, "clip_mean": 0.0}, True),
+]
+
+
+@pytest.mark.parametrize(("algo", "env_id", "policy_kwargs", "extra", "expected", "sde"),
+                         SHAPE_CASES)
+def test_every_algorithm_s_network_is_read_from_shapes(algo, env_id, policy_kwargs, extra,
+                                                       expected, sde, tmp_path):
+    model = algos.get_algorithm(algo).cls("MlpPolicy", make_vec(EnvSpec(env_id), 1, 0),
+                                          policy_kwargs=policy_kwargs, **extra)
+    model.save(tmp_path / "saved.zip")
+    _rewrite_data(tmp_path / "saved.zip", tmp_path / "blobs.zip", _blob_only)
+    read = checkpoints.read_architecture(load_checkpoint(tmp_path / "blobs.zip"))
+    assert read.policy_kwargs == expected and read.use_sde is sde
+    _builds_and_loads(tmp_path / "blobs.zip", algo, env_id)
+
+
 class _Payload:
     """Unpickling this writes a file: what a hostile checkpoint's blob could do."""
 

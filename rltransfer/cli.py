@@ -68,7 +68,10 @@ def _add_study_options(run: argparse.ArgumentParser) -> None:
                      help="comma-separated conditions to compare: "
                           f"{', '.join(CONDITIONS)}, each spelled name or "
                           "name:key=value,... e.g. finetune:lr_scale=0.1, "
-                          "freeze-features:layers=1 (options: README, 'Transfer conditions') "
+                          "freeze-features:layers=1, replay:n=5000 (off-policy: the buffer "
+                          "pre-filled by the source policy on the target; replay:dataset=ID "
+                          "from a local Minari dataset), finetune:eps=0.1 (DQN's starting "
+                          "epsilon) (options: README, 'Transfer conditions') "
                           "(default: scratch,finetune)")
     run.add_argument("--seeds", type=int, default=S, metavar="N",
                      help="number of seeds per condition (default: 5)")

@@ -48,6 +48,7 @@ from .normalization import Normalization, RandomScore, choose, derived_warning, 
 from .normalization import source_score as evaluations_score
 from .pixels import is_image_observation
 from .progress import StudyProgress
+from .replay import check as check_replay
 from .specs import AgentSpec, EnvSpec, RunSpec, StudySpec, stable_hash
 from .training import (
     EVAL_SEED_OFFSET,
@@ -288,8 +289,9 @@ def _check_external(plan_: Plan) -> Source | None:
             f": give a checkpoint trained on SOURCE or set --hparams policy_kwargs to its network"
         )
     if plan_.spec.transfers:
-        apply_transfer(_probe_model(plan_.policy_run()), checkpoint.state_dict, "finetune",
-                       str(path))
+        target = _probe_model(plan_.policy_run())
+        _probe_replay(plan_, target, checkpoint.state_dict, str(path))
+        apply_transfer(target, checkpoint.state_dict, "finetune", str(path))
     # Its score on the source env: the threshold for targets that register none. It then
     # plays as many episodes as the last ASYMPTOTE_WINDOW evaluations of a trained source.
     episodes = plan_.spec.eval_episodes * (ASYMPTOTE_WINDOW if _derives_threshold(plan_) else 1)
@@ -345,19 +347,33 @@ def _probe(plan_: Plan, train_source: bool) -> None:
     target = _probe_model(plan_.policy_run())
     for condition in plan_.spec.conditions:  # e.g. freeze-features:layers=k fits the network
         check_options(target.policy, condition)
+        # replay: the prefill fits the budget and the buffer; a dataset is there and fits
+        check_replay(target, condition, plan_.spec.timesteps, None, "", str(plan_.spec.target))
     if train_source:
         cached = _source_from_cache(plan_)
         if cached is not None:
             # Trained from this very run spec, so its model builds; the weights the study
             # will transfer dry-run the transfer.
             if plan_.spec.transfers:
-                apply_transfer(target, load_checkpoint(cached / "model.zip").state_dict,
-                               "finetune", f"the cached {plan_.spec.source} policy")
+                state = load_checkpoint(cached / "model.zip").state_dict
+                label = f"the cached {plan_.spec.source} policy"
+                _probe_replay(plan_, target, state, label)
+                apply_transfer(target, state, "finetune", label)
             return
         source = _probe_model(plan_.source_run())
         if plan_.spec.transfers:
-            apply_transfer(target, source.policy.state_dict(), "finetune",
-                           f"the {plan_.spec.source} policy")
+            label = f"the {plan_.spec.source} policy"
+            _probe_replay(plan_, target, source.policy.state_dict(), label)
+            apply_transfer(target, source.policy.state_dict(), "finetune", label)
+
+
+def _probe_replay(plan_: Plan, target: BaseAlgorithm, state: dict[str, torch.Tensor],
+                  label: str) -> None:
+    """Conditions whose replay buffer the source policy fills: it must act on the target."""
+    for condition in plan_.spec.conditions:
+        if registry.parse(condition).needs_source:
+            check_replay(target, condition, plan_.spec.timesteps, state, label,
+                         str(plan_.spec.target))
 
 
 def source_key(run: RunSpec) -> str:
@@ -747,7 +763,7 @@ class _Study:
             ready: deque[Job] = deque([source_job] if source_job else [])
             waiting: list[Job] = []
             for job in jobs:
-                if registry.get(job.run.condition).needs_source and source_path is None:
+                if registry.parse(job.run.condition).needs_source and source_path is None:
                     waiting.append(job)
                 else:
                     ready.append(dataclasses.replace(job, source=source_path,

@@ -226,6 +226,8 @@ class StudySpec:
                               f"canonical form)")
         if len(set(labels)) != len(labels):
             raise ConfigError(f"--conditions lists a condition twice: {','.join(self.conditions)}")
+        for condition in self.conditions:  # e.g. replay needs an off-policy algorithm
+            registry.check_algorithm(condition, self.algo)
 
     def _check_numbers(self) -> None:
         for option, value in (("--seeds", self.seeds), ("--timesteps", self.timesteps),

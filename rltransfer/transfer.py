@@ -197,16 +197,18 @@ def apply_transfer(model: BaseAlgorithm, source_state: dict[str, torch.Tensor],
     What is copied and frozen is the condition's registry entry (`rltransfer.conditions`):
     finetune copies every tensor whose name and shape match and trains all; freeze-features
     copies likewise and freezes the feature layers (no grad, out of the optimizer, eval
-    mode); reinit-head copies feature layers only, heads stay fresh.
+    mode); reinit-head copies feature layers only, heads stay fresh. A condition with an
+    ``init`` option (replay:init=finetune) copies as that condition does.
     Options: ``layers=k`` freezes only the feature layers of depth <= k (`feature_layers`);
     ``lr_scale=S`` trains the copied tensors that are not frozen in their own optimizer
     group at S x the schedule's rate (`rltransfer.optim_groups`).
     Must be called after model construction: SB3's `_build()` re-initializes weights.
     """
-    choice = conditions.parse(condition)
-    entry = choice.condition
-    if entry.takes != conditions.WEIGHTS:
+    spelled = conditions.parse(condition)
+    choice = spelled.weights  # replay:init=finetune copies as finetune does
+    if choice is None:
         raise ValueError(f"condition {condition} takes no source weights")
+    entry = choice.condition
     policy = model.policy
     limit = _frozen_depth(policy, condition, choice.get("layers"))  # before anything changes
     target_state = policy.state_dict()
@@ -242,7 +244,7 @@ def apply_transfer(model: BaseAlgorithm, source_state: dict[str, torch.Tensor],
             f"Use the same --algo and network (--hparams policy_kwargs=...) for source and target"
         )
     policy.load_state_dict(new_state, strict=False)
-    report = TransferReport(condition, source_label, records, dict(choice.options))
+    report = TransferReport(condition, source_label, records, dict(spelled.options))
     params = dict(policy.named_parameters())
     frozen: set[str] = set()
     if entry.freezes == conditions.FEATURES:

@@ -13,9 +13,9 @@ from rltransfer.specs import EnvSpec, StudySpec
 
 def test_every_condition_is_one_registry_entry():
     assert SPEC_CONDITIONS == ("scratch", "finetune", "freeze-features", "reinit-head",
-                               "pretrained-encoder")
+                               "pretrained-encoder", "replay")
     assert [c for c in CONDITIONS if CONDITIONS[c].needs_source] == [
-        "finetune", "freeze-features", "reinit-head"]
+        "finetune", "freeze-features", "reinit-head", "replay"]
     assert CONDITIONS["freeze-features"].freezes == conditions.FEATURES
     assert CONDITIONS["reinit-head"].copies == conditions.FEATURES
     assert CONDITIONS["finetune"].copies == conditions.ALL
@@ -25,11 +25,12 @@ def test_every_condition_is_one_registry_entry():
 
 @pytest.mark.parametrize(("text", "message"), [
     ("finetunee", "unknown condition 'finetunee': choose from scratch, finetune, "
-                  "freeze-features, reinit-head, pretrained-encoder. Did you mean 'finetune'?"),
+                  "freeze-features, reinit-head, pretrained-encoder, replay. Did you mean "
+                  "'finetune'?"),
     ("scratch:lr_scale=0.1", "condition 'scratch' takes no options (got 'lr_scale'): write "
                              "scratch"),
     ("reinit-head:layers=1", "condition 'reinit-head' has no option 'layers': valid options "
-                             "are lr_scale."),
+                             "are lr_scale, eps."),
     ("finetune:lr_scale=0", "condition 'finetune:lr_scale=0': lr_scale must be a number in "
                             "(0, 1], got 0"),
     ("finetune:lr_scale=1.5", "condition 'finetune:lr_scale=1.5': lr_scale must be a number in "
@@ -79,9 +80,10 @@ def test_a_study_needs_a_source_only_for_conditions_that_take_one():
 
 
 def test_strategies_are_options_of_their_conditions():
-    assert [o.key for o in CONDITIONS["finetune"].options] == ["lr_scale"]
-    assert [o.key for o in CONDITIONS["freeze-features"].options] == ["layers", "lr_scale"]
-    assert [o.key for o in CONDITIONS["reinit-head"].options] == ["lr_scale"]
+    assert [o.key for o in CONDITIONS["finetune"].options] == ["lr_scale", "eps"]
+    assert [o.key for o in CONDITIONS["freeze-features"].options] == ["layers", "lr_scale",
+                                                                      "eps"]
+    assert [o.key for o in CONDITIONS["reinit-head"].options] == ["lr_scale", "eps"]
     choice = parse("freeze-features:lr_scale=0.50,layers=1")
     assert choice.label == "freeze-features:layers=1,lr_scale=0.5"
     assert choice.get("layers") == 1 and choice.get("lr_scale") == 0.5

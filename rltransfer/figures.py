@@ -21,6 +21,7 @@ from . import metrics
 from .curves import AggregateCurve, aggregate_curves
 from .io_utils import atomic_write_bytes, read_json
 from .runfiles import collect_runs
+from .study_spec import flat_spec
 from .tables import MATRIX_METRICS
 
 if TYPE_CHECKING:
@@ -352,12 +353,12 @@ def compare_figure(studies: Sequence[Path]) -> Figure:
     condition, line style the study; mean over seeds with a shaded 95% band."""
     fig = _new_figure(*CURVES_SIZE)
     ax = fig.subplots()
-    names = {name for study in studies for name in read_json(study / "study.json")["spec"][
-        "conditions"]}
+    names = {name for study in studies
+             for name in flat_spec(read_json(study / "study.json")["spec"])["conditions"]}
     colors = condition_colors(sorted(names, key=lambda c: (c != "scratch", c)))
     for index, study in enumerate(studies):
         record = read_json(study / "study.json")
-        curves, _, _ = collect_runs(study, list(record["spec"]["conditions"]))
+        curves, _, _ = collect_runs(study, list(flat_spec(record["spec"])["conditions"]))
         style = _STUDY_STYLES[index % len(_STUDY_STYLES)]
         for condition, runs in curves.items():
             if not runs:

@@ -7,7 +7,6 @@ trains S sources, T scratch baselines and S x T transfer conditions.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,8 @@ from . import verdict as verdicts
 from .errors import ConfigError, OutputError
 from .execution import Execution
 from .io_utils import atomic_write_json, atomic_write_text, read_json
-from .specs import EnvSpec, StudySpec
+from .specs import EnvSpec
+from .study_spec import StudySpec, flat_values
 
 
 def parse_env_list(text: str) -> list[EnvSpec]:
@@ -45,13 +45,13 @@ def parse_env_list(text: str) -> list[EnvSpec]:
 def matrix_specs(base: StudySpec, sources: list[EnvSpec],
                  targets: list[EnvSpec]) -> tuple[Path, list[StudySpec]]:
     """The matrix folder and one study spec per source x target pair (targets outer)."""
-    if "scratch" not in base.conditions:
+    if "scratch" not in base.transfer.conditions:
         raise ConfigError("a transfer matrix compares against scratch: include scratch in "
                           "--conditions")
-    name = base.name or f"matrix-{base.algo}-{time.strftime('%Y%m%d-%H%M%S')}"
-    folder = Path(base.out) / name
-    specs = [dataclasses.replace(base, source=source, target=target, out=str(folder),
-                                 name=f"{source.slug}--{target.slug}")
+    name = base.output.name or f"matrix-{base.agent.algo}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder = Path(base.output.out) / name
+    specs = [base.update(source=source, target=target, out=str(folder),
+                         name=f"{source.slug}--{target.slug}")
              for target in targets for source in sources]
     return folder, specs
 
@@ -73,7 +73,7 @@ def run_matrix(base: StudySpec, sources: list[EnvSpec], targets: list[EnvSpec], 
         "command": command, "sources": [s.to_dict() for s in sources],
         "targets": [t.to_dict() for t in targets], "base": base.to_dict()})
     for index, spec in enumerate(specs, 1):
-        console.print(f"matrix study {index}/{len(specs)}: {spec.source} → {spec.target}",
+        console.print(f"matrix study {index}/{len(specs)}: {spec.env.source} → {spec.env.target}",
                       markup=False, highlight=False)
         run_study(spec, command=command, console=console, execution=execution)
     return folder
@@ -91,7 +91,8 @@ def summarize_matrix(folder: Path) -> dict[str, Any]:
     record = read_json(spec_path)
     sources = [EnvSpec.from_dict(s) for s in record["sources"]]
     targets = [EnvSpec.from_dict(t) for t in record["targets"]]
-    alpha = float(record.get("base", {}).get("alpha", metrics.DEFAULT_ALPHA))
+    base = flat_values(record.get("base", {}))  # flat before the nested study spec, or nested
+    alpha = float(base.get("alpha", metrics.DEFAULT_ALPHA))
     summaries = []
     for target in targets:
         for source in sources:
@@ -103,7 +104,7 @@ def summarize_matrix(folder: Path) -> dict[str, Any]:
             except OutputError:
                 continue  # not finished yet
             summaries.append((source, target, summary))
-    compared = [c for c in record.get("base", {}).get("conditions", []) if c != "scratch"]
+    compared = [c for c in base.get("conditions", []) if c != "scratch"]
     done = sum(1 for _, _, summary in summaries for name in summary["metrics"]["conditions"]
                if name != summary["metrics"].get("reference"))
     planned = len(compared) * len(sources) * len(targets)

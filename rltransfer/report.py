@@ -40,6 +40,7 @@ from .figures import (
 from .io_utils import atomic_write_json, atomic_write_text, read_json
 from .pages import env_differences, report_html, report_markdown
 from .runfiles import collect_runs
+from .study_spec import flat_spec
 from .tables import (
     MATRIX_METRICS,
     METRICS,
@@ -75,6 +76,7 @@ def study_summary(study_dir: Path) -> tuple[dict[str, Any], dict[str, Any], dict
     if not study_path.is_file():
         raise OutputError(f"{study_dir} is not a study folder (no study.json): give runs/<study>")
     study = read_json(study_path)
+    study["spec"] = flat_spec(study["spec"])  # any study.json format, read flat
     if "threshold" not in study:
         raise OutputError(f"{study_dir} stopped before its first target run: nothing to report")
     curves, folders, not_used = collect_runs(study_dir, list(study["spec"]["conditions"]))

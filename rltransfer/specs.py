@@ -1,21 +1,20 @@
-"""Specs: frozen, JSON-round-trippable descriptions of environments, agents, runs and studies.
+"""Specs: frozen, JSON-round-trippable descriptions of environments, agents and runs
+(the study spec, made of these, is `rltransfer.study_spec`).
 
 A spec's `stable_hash` names its cache entry, so the same source policy is trained once.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import conditions as registry
-from .errors import ConfigError, ParameterError, did_you_mean
+from .errors import ParameterError
 
 CONDITIONS = tuple(registry.CONDITIONS)
 """Transfer conditions (DESIGN.md), by name: `rltransfer.conditions` says what each does."""
@@ -171,175 +170,3 @@ class RunSpec:
         data = self.to_dict()
         data["agent"].pop("device")
         return stable_hash(data)
-
-
-@dataclass(frozen=True)
-class StudySpec:
-    """A whole study: a source, a target, the conditions compared, and the protocol.
-
-    `None` means "resolve from the preset / target" (see `runner.resolve`); a resolved spec
-    has every field set and is what `study.json` records.
-    """
-
-    source: EnvSpec
-    target: EnvSpec
-    algo: str = "ppo"
-    hparams: Mapping[str, Any] = field(default_factory=dict)
-    conditions: tuple[str, ...] = ("scratch", "finetune")
-    seeds: int = 5
-    seed: int = 0
-    timesteps: int | None = None
-    source_timesteps: int | None = None
-    eval_freq: int | None = None
-    eval_episodes: int = 10
-    threshold: float | None = None
-    n_envs: int | None = None
-    device: str = "auto"
-    name: str | None = None
-    out: str = "runs"
-    source_model: str | None = None
-    retrain_source: bool = False
-    pixels: bool = False
-    image_size: int = 84
-    grayscale: bool = False
-    frame_stack: int | None = None  # None: the preset's, else 4 for image observations, else 1
-    encoder: str = "resnet18"  # image encoder of the pretrained-encoder condition
-    encoder_weights: str = "imagenet"  # imagenet, none, or a state-dict file
-    freeze_encoder: bool = True
-    encoder_lr_scale: float = 0.1  # learning-rate factor of a fine-tuned encoder
-    augment: str | None = None  # random-shift (DrQ), for every condition
-    alpha: float = 0.05  # level of the verdict's test (Holm-corrected) and of every interval
-
-    def validate(self) -> None:
-        """Check the values that need no environment or library; raise ConfigError."""
-        self._check_types()
-        self._check_conditions()
-        self._check_numbers()
-        self._check_pixels()
-
-    def _check_conditions(self) -> None:
-        labels = [registry.parse(condition).label for condition in self.conditions]
-        if not self.conditions:
-            raise ConfigError("--conditions is empty: give at least one, e.g. scratch,finetune")
-        if labels != list(self.conditions):
-            raise ConfigError(f"--conditions: write {','.join(labels)} (each condition in its "
-                              f"canonical form)")
-        if len(set(labels)) != len(labels):
-            raise ConfigError(f"--conditions lists a condition twice: {','.join(self.conditions)}")
-        for condition in self.conditions:  # e.g. replay needs an off-policy algorithm
-            registry.check_algorithm(condition, self.algo)
-
-    def _check_numbers(self) -> None:
-        for option, value in (("--seeds", self.seeds), ("--timesteps", self.timesteps),
-                              ("--source-timesteps", self.source_timesteps),
-                              ("--eval-freq", self.eval_freq),
-                              ("--eval-episodes", self.eval_episodes),
-                              ("--n-envs", self.n_envs)):
-            if value is not None and (not isinstance(value, int) or value <= 0):
-                raise ConfigError(f"{option} must be a positive integer, got {value!r}")
-        if self.seed < 0:
-            raise ConfigError(f"--seed must be 0 or more, got {self.seed}")
-        if self.seed + self.seeds > MAX_SEED:
-            raise ConfigError(f"--seed {self.seed} is too large: seeds must stay below {MAX_SEED}")
-        if isinstance(self.alpha, bool) or not 0.0001 <= self.alpha <= 0.5:
-            raise ConfigError(f"--alpha must be a level between 0.0001 and 0.5 (e.g. 0.05), "
-                              f"got {self.alpha!r}")
-        if self.threshold is not None and not math.isfinite(self.threshold):
-            raise ConfigError(f"--threshold must be a finite number, got {self.threshold}")
-        if self.device != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
-            raise ConfigError(f"--device {self.device!r} is not one of auto, cpu, cuda, cuda:N")
-        if self.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
-            raise ConfigError(
-                f"--name {self.name!r} must be a folder name: letters, digits, '.', '_', '-'"
-            )
-
-    def _check_pixels(self) -> None:
-        if self.augment is not None and self.augment not in AUGMENTATIONS:
-            raise ConfigError(
-                f"--augment {self.augment!r} is not one of {', '.join(AUGMENTATIONS)}")
-        if not 36 <= self.image_size <= 1024:
-            raise ConfigError(f"--image-size must be between 36 (the smallest input NatureCNN "
-                              f"takes) and 1024, got {self.image_size}")
-        if self.frame_stack is not None and not 1 <= self.frame_stack <= 64:
-            raise ConfigError(f"--frame-stack must be between 1 and 64, got {self.frame_stack}")
-        if not (math.isfinite(self.encoder_lr_scale) and self.encoder_lr_scale > 0):
-            raise ConfigError(f"--encoder-lr-scale must be a positive number, "
-                              f"got {self.encoder_lr_scale}")
-
-    def _check_types(self) -> None:
-        for name, kinds in _FIELD_TYPES.items():
-            value = getattr(self, name)
-            if value is None and name in _OPTIONAL:
-                continue
-            if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-                wanted = " or ".join(_TYPE_NAMES[k] for k in kinds)
-                raise ConfigError(f"{name} must be {wanted}, got {value!r}")
-        for item in self.conditions:
-            if not isinstance(item, str):
-                raise ConfigError(f"conditions must be names, got {item!r}")
-        if not isinstance(self.hparams, Mapping):
-            raise ConfigError(f"hparams must be a table of key = value, got {self.hparams!r}")
-
-    @property
-    def seed_list(self) -> list[int]:
-        return list(range(self.seed, self.seed + self.seeds))
-
-    @property
-    def transfers(self) -> bool:
-        """Whether any condition needs the source policy."""
-        return registry.needs_source(self.conditions)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["source"] = self.source.to_dict()
-        data["target"] = self.target.to_dict()
-        data["conditions"] = list(self.conditions)
-        data["hparams"] = dict(self.hparams)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> StudySpec:
-        """Build from a dict (study.json, a config file); unknown keys are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in data:
-            if key not in known:
-                raise ConfigError(
-                    f"unknown study option {key!r}." + did_you_mean(key, known)
-                    + f" Valid options: {', '.join(sorted(known))}"
-                )
-        values = dict(data)
-        for key in ("source", "target"):
-            if key in values:
-                value = values[key]
-                try:
-                    values[key] = (EnvSpec.parse(value) if isinstance(value, str)
-                                   else EnvSpec.from_dict(value))
-                except (KeyError, TypeError, ValueError, AttributeError):
-                    raise ConfigError(
-                        f"{key} must be an environment like 'CartPole-v1:length=1.0', "
-                        f"got {value!r}"
-                    ) from None
-        if "conditions" in values:
-            conditions = values["conditions"]
-            if isinstance(conditions, str):
-                conditions = registry.split(conditions)  # "a:x=1,y=2,b" is two
-            values["conditions"] = tuple(conditions)
-        if "source" not in values or "target" not in values:
-            raise ConfigError("a study needs a source and a target environment")
-        spec = cls(**values)
-        spec._check_types()
-        return spec
-
-
-_FIELD_TYPES: dict[str, tuple[type, ...]] = {
-    "algo": (str,), "seeds": (int,), "seed": (int,), "timesteps": (int,),
-    "source_timesteps": (int,), "eval_freq": (int,), "eval_episodes": (int,),
-    "threshold": (int, float), "n_envs": (int,), "device": (str,), "name": (str,),
-    "out": (str,), "source_model": (str,), "retrain_source": (bool,), "pixels": (bool,),
-    "image_size": (int,), "grayscale": (bool,), "frame_stack": (int,), "encoder": (str,),
-    "encoder_weights": (str,), "freeze_encoder": (bool,), "encoder_lr_scale": (int, float),
-    "augment": (str,), "alpha": (int, float),
-}
-_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
-_OPTIONAL = {"timesteps", "source_timesteps", "eval_freq", "threshold", "n_envs", "name",
-             "source_model", "frame_stack", "augment"}

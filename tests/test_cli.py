@@ -15,6 +15,7 @@ from rltransfer.cli import main
 from rltransfer.env_factory import make_vec
 from rltransfer.io_utils import read_json
 from rltransfer.specs import EnvSpec
+from rltransfer.study_spec import flat_spec
 from rltransfer.training import save_model
 
 TINY_CLI = ["--hparams", "n_steps=64", "batch_size=64", "n_epochs=2", "--n-envs", "2",
@@ -37,6 +38,7 @@ def study(tmp_path_factory) -> Path:
 
 def test_study_writes_the_design_run_folder(study):
     record = read_json(study / "study.json")
+    record["spec"] = flat_spec(record["spec"])
     assert record["spec"]["conditions"] == CONDITIONS
     assert record["spec"]["timesteps"] == 256 and record["ended"]
     assert record["threshold"] == 475.0 and record["threshold_from"] == "target reward_threshold"
@@ -106,6 +108,7 @@ def test_external_source_model_and_config_file(study, tmp_path):
                  *BUDGET, "--n-envs", "2", "--hparams", "n_steps=64", "batch_size=64"])
     assert code == 0
     record = read_json(tmp_path / "ext" / "study.json")
+    record["spec"] = flat_spec(record["spec"])
     assert record["spec"]["seeds"] == 1  # the command line overrides the file
     assert record["spec"]["target"] == {"id": "CartPole-v1", "params": {"masspole": 0.5}}
     assert record["target_agent"]["hparams"]["n_epochs"] == 1
@@ -357,7 +360,7 @@ def test_the_help_lists_every_algorithm():
 def test_alpha_is_fixed_with_the_study_and_sets_the_verdict_level(tmp_path, capsys):
     assert _run(tmp_path, "a", "--conditions", "scratch,finetune", "--alpha", "0.01") == 0
     study = tmp_path / "a"
-    assert read_json(study / "study.json")["spec"]["alpha"] == 0.01
+    assert flat_spec(read_json(study / "study.json")["spec"])["alpha"] == 0.01
     summary = read_json(study / "summary.json")
     assert summary["alpha"] == 0.01 and "α = 0.01" in summary["verdict_rule"]
     assert summary["metrics"]["alpha"] == 0.01

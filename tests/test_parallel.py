@@ -212,7 +212,7 @@ def test_a_finished_study_is_not_overwritten_and_resume_finishes_nothing_twice(
     assert "was started with other options (seed: 0 there, 3 now)" in capsys.readouterr().err
     # a study started before --alpha existed resumes (its level was the default)
     record = read_json(tmp_path / "done" / "study.json")
-    del record["spec"]["alpha"]
+    del record["spec"]["protocol"]["alpha"]
     atomic_write_json(tmp_path / "done" / "study.json", record)
     assert _study(tmp_path, "done", "--workers", "1", "--resume") == 0
     assert training_calls == []

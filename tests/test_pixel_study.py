@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
@@ -13,7 +11,8 @@ from rltransfer.cli import main
 from rltransfer.env_factory import make_env, make_vec
 from rltransfer.io_utils import read_json
 from rltransfer.runner import encoder_note, plan
-from rltransfer.specs import EnvSpec, StudySpec
+from rltransfer.specs import EnvSpec
+from rltransfer.study_spec import StudySpec, flat_spec
 
 TINY = ["--seeds", "1", "--timesteps", "128", "--source-timesteps", "128", "--eval-freq", "64",
         "--eval-episodes", "2", "--n-envs", "2",
@@ -59,7 +58,7 @@ def test_pixel_study_with_every_condition(tmp_path, resnet_weights, capsys):
                      "the frozen encoder's features cannot be cached") == 1
     study = tmp_path / "px"
     record = read_json(study / "study.json")
-    assert record["spec"]["target"]["frame_stack"] == 2
+    assert flat_spec(record["spec"])["target"]["frame_stack"] == 2
     assert record["target_agent"]["hparams"]["policy"] == "CnnPolicy"
     finetune = read_json(study / "finetune" / "seed_0" / "transfer.json")
     assert finetune["copied"] == finetune["total"]  # same architecture: every tensor moves
@@ -77,15 +76,15 @@ def test_pixel_study_with_every_condition(tmp_path, resnet_weights, capsys):
 
 
 def test_frozen_encoder_without_augmentation_is_cached_and_said_so():
-    spec = StudySpec(EnvSpec.parse("rltransfer/PixelCatch-v0"),
-                     EnvSpec.parse("rltransfer/PixelCatch-v0"),
-                     conditions=("scratch", "pretrained-encoder"), encoder="nature-cnn",
-                     encoder_weights="none", seeds=1, timesteps=64)
+    spec = StudySpec.build(EnvSpec.parse("rltransfer/PixelCatch-v0"),
+                           EnvSpec.parse("rltransfer/PixelCatch-v0"),
+                           conditions=("scratch", "pretrained-encoder"), encoder="nature-cnn",
+                           encoder_weights="none", seeds=1, timesteps=64)
     assert encoder_note(plan(spec)) == ("pretrained-encoder: the frozen encoder's features are "
                                         "computed once per observation and reused by every "
                                         "update")
-    assert encoder_note(plan(dataclasses.replace(spec, freeze_encoder=False))) is None
-    assert encoder_note(plan(dataclasses.replace(spec, conditions=("scratch",)))) is None
+    assert encoder_note(plan(spec.update(freeze_encoder=False))) is None
+    assert encoder_note(plan(spec.update(conditions=("scratch",)))) is None
 
 
 def test_pixels_on_a_classic_control_target(tmp_path):
@@ -93,7 +92,7 @@ def test_pixels_on_a_classic_control_target(tmp_path):
                  "36", "--grayscale", "--conditions", "scratch,finetune", "--out",
                  str(tmp_path), "--name", "cp", *TINY])
     assert code == 0
-    target = read_json(tmp_path / "cp" / "study.json")["spec"]["target"]
+    target = flat_spec(read_json(tmp_path / "cp" / "study.json")["spec"])["target"]
     assert target["pixels"] is True and target["image_size"] == 36 and target["frame_stack"] == 4
 
 
@@ -123,11 +122,11 @@ def test_pixel_input_errors(tmp_path, monkeypatch, capsys, args, message):
 def test_an_encoder_weights_path_is_recorded_absolute(tmp_path, monkeypatch, resnet_weights):
     # Workers, Ray nodes and `resume` may run in another folder than the one it was given in.
     monkeypatch.chdir(resnet_weights.parent)
-    spec = StudySpec(EnvSpec.parse("rltransfer/PixelCatch-v0"),
-                     EnvSpec.parse("rltransfer/PixelCatch-v0"),
-                     conditions=("scratch", "pretrained-encoder"),
-                     encoder_weights=resnet_weights.name, seeds=1, timesteps=64)
+    spec = StudySpec.build(EnvSpec.parse("rltransfer/PixelCatch-v0"),
+                           EnvSpec.parse("rltransfer/PixelCatch-v0"),
+                           conditions=("scratch", "pretrained-encoder"),
+                           encoder_weights=resnet_weights.name, seeds=1, timesteps=64)
     resolved = plan(spec)
-    assert resolved.spec.encoder_weights == str(resnet_weights.resolve())
+    assert resolved.spec.transfer.encoder_weights == str(resnet_weights.resolve())
     extractor = resolved.encoder_agent.hparams["policy_kwargs"]["features_extractor"]
     assert extractor["weights"] == str(resnet_weights.resolve())

@@ -9,7 +9,8 @@ import pytest
 
 from rltransfer.env_factory import resolve
 from rltransfer.errors import ConfigError, ParameterError, UnknownEnvError
-from rltransfer.specs import AgentSpec, EnvSpec, RunSpec, StudySpec, stable_hash
+from rltransfer.specs import AgentSpec, EnvSpec, RunSpec, stable_hash
+from rltransfer.study_spec import StudySpec
 
 
 def test_parse_variant():
@@ -67,8 +68,8 @@ def test_run_spec_round_trip_and_stable_hash():
 
 
 def test_study_spec_round_trip():
-    spec = StudySpec(EnvSpec("CartPole-v1"), EnvSpec.parse("CartPole-v1:length=1"),
-                     conditions=("scratch", "freeze-features"), hparams={"n_epochs": 4})
+    spec = StudySpec.build(EnvSpec("CartPole-v1"), EnvSpec.parse("CartPole-v1:length=1"),
+                           conditions=("scratch", "freeze-features"), hparams={"n_epochs": 4})
     assert StudySpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
 
 
@@ -81,7 +82,7 @@ def test_study_spec_round_trip():
     ({"name": "../x"}, "--name '../x' must be a folder name"),
 ])
 def test_study_spec_validation(changes, message):
-    spec = StudySpec(EnvSpec("CartPole-v1"), EnvSpec("CartPole-v1"), **changes)
+    spec = StudySpec.build(EnvSpec("CartPole-v1"), EnvSpec("CartPole-v1"), **changes)
     with pytest.raises(ConfigError, match=re.escape(message)):
         spec.validate()
 

@@ -23,6 +23,7 @@ from rltransfer import execution, runner
 from rltransfer.cli import main
 from rltransfer.execution import Job
 from rltransfer.io_utils import read_json
+from rltransfer.study_spec import StudySpec
 
 PAIR = ["CartPole-v1", "CartPole-v1:length=1.0"]
 TINY = ["--hparams", "n_steps=64", "batch_size=64", "n_epochs=2", "--n-envs", "2",
@@ -80,7 +81,7 @@ def test_a_cached_source_is_not_built_again_and_its_weights_dry_run_the_transfer
 
     monkeypatch.setattr(runner, "_probe_model", probe)
     monkeypatch.setattr(runner, "apply_transfer", transfer)
-    runner._probe(runner.plan(runner.StudySpec.from_dict({
+    runner._probe(runner.plan(StudySpec.from_dict({
         "source": PAIR[0], "target": PAIR[1], "seeds": 1, "out": str(tmp_path),
         "timesteps": 256, "source_timesteps": 256, "eval_freq": 128, "eval_episodes": 2,
         "n_envs": 2, "hparams": {"n_steps": 64, "batch_size": 64, "n_epochs": 2}})),
@@ -96,7 +97,7 @@ def test_reading_a_study_from_the_command_line_imports_no_torch():
         args = _build_parser().parse_args(["run", "CartPole-v1", "CartPole-v1:length=1.0",
                                            "--seeds", "3"])
         spec, execution = study_spec(args), _execution(args)
-        assert spec.seeds == 3 and execution.backend == "local"
+        assert spec.protocol.seeds == 3 and execution.backend == "local"
         assert "torch" not in sys.modules, "torch imported before the worker server starts"
     """)
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

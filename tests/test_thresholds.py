@@ -26,7 +26,8 @@ from rltransfer.normalization import (
     human_scores,
     source_score,
 )
-from rltransfer.specs import EnvSpec, StudySpec
+from rltransfer.specs import EnvSpec
+from rltransfer.study_spec import StudySpec
 from rltransfer.training import EVAL_COLUMNS, read_evaluations
 
 BUDGET = ["--timesteps", "128", "--source-timesteps", "256", "--eval-freq", "64",
@@ -104,9 +105,9 @@ def test_atari_with_threshold_or_unknown_game_uses_the_generic_rule():
 
 def test_plan_of_the_pong_mode_study_is_human_normalized():
     pytest.importorskip("ale_py")
-    spec = StudySpec(_spec("ALE/Pong-v5"), _spec("ALE/Pong-v5:mode=1,difficulty=1"),
-                     seeds=2, timesteps=256, source_timesteps=256, eval_freq=128,
-                     eval_episodes=1, name="pong")
+    spec = StudySpec.build(_spec("ALE/Pong-v5"), _spec("ALE/Pong-v5:mode=1,difficulty=1"),
+                           seeds=2, timesteps=256, source_timesteps=256, eval_freq=128,
+                           eval_episodes=1, name="pong")
     found = runner._threshold(runner.plan(spec), RandomScore(-20.3, 0.78, 52), None)
     assert (found.threshold, found.random_return) == (14.6, -20.7)
 

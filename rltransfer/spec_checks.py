@@ -1,0 +1,108 @@
+"""The checks of a study spec that need no environment or library: each raises a one-line
+ConfigError naming the option (as the CLI spells it) and the fix."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from . import conditions as registry
+from .errors import ConfigError
+from .specs import AUGMENTATIONS, MAX_SEED
+
+if TYPE_CHECKING:
+    from .study_spec import StudySpec
+
+
+def check_study(spec: StudySpec) -> None:
+    """Every check below, types first."""
+    check_types(spec)
+    _check_conditions(spec.transfer.conditions)
+    for condition in spec.transfer.conditions:  # e.g. replay needs an off-policy algorithm
+        registry.check_algorithm(condition, spec.agent.algo)
+    _check_numbers(spec)
+    _check_pixels(spec)
+
+
+def check_types(spec: StudySpec) -> None:
+    """Each option has the type its option takes (a config file can give any)."""
+    values = spec.flat()
+    for name, kinds in _FIELD_TYPES.items():
+        value = values[name]
+        if value is None and name in _OPTIONAL:
+            continue
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            wanted = " or ".join(_TYPE_NAMES[k] for k in kinds)
+            raise ConfigError(f"{name} must be {wanted}, got {value!r}")
+    for item in spec.transfer.conditions:
+        if not isinstance(item, str):
+            raise ConfigError(f"conditions must be names, got {item!r}")
+    if not isinstance(spec.agent.hparams, Mapping):
+        raise ConfigError(f"hparams must be a table of key = value, got {spec.agent.hparams!r}")
+
+
+def _check_conditions(conditions: tuple[str, ...]) -> None:
+    labels = [registry.parse(condition).label for condition in conditions]
+    if not conditions:
+        raise ConfigError("--conditions is empty: give at least one, e.g. scratch,finetune")
+    if labels != list(conditions):
+        raise ConfigError(f"--conditions: write {','.join(labels)} (each condition in its "
+                          f"canonical form)")
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"--conditions lists a condition twice: {','.join(conditions)}")
+
+
+def _check_numbers(spec: StudySpec) -> None:
+    protocol, agent, name = spec.protocol, spec.agent, spec.output.name
+    for option, value in (("--seeds", protocol.seeds), ("--timesteps", protocol.timesteps),
+                          ("--source-timesteps", protocol.source_timesteps),
+                          ("--eval-freq", protocol.eval_freq),
+                          ("--eval-episodes", protocol.eval_episodes),
+                          ("--n-envs", agent.n_envs)):
+        if value is not None and (not isinstance(value, int) or value <= 0):
+            raise ConfigError(f"{option} must be a positive integer, got {value!r}")
+    if protocol.seed < 0:
+        raise ConfigError(f"--seed must be 0 or more, got {protocol.seed}")
+    if protocol.seed + protocol.seeds > MAX_SEED:
+        raise ConfigError(f"--seed {protocol.seed} is too large: seeds must stay below "
+                          f"{MAX_SEED}")
+    if isinstance(protocol.alpha, bool) or not 0.0001 <= protocol.alpha <= 0.5:
+        raise ConfigError(f"--alpha must be a level between 0.0001 and 0.5 (e.g. 0.05), "
+                          f"got {protocol.alpha!r}")
+    if protocol.threshold is not None and not math.isfinite(protocol.threshold):
+        raise ConfigError(f"--threshold must be a finite number, got {protocol.threshold}")
+    if agent.device != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?", agent.device):
+        raise ConfigError(f"--device {agent.device!r} is not one of auto, cpu, cuda, cuda:N")
+    if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise ConfigError(f"--name {name!r} must be a folder name: letters, digits, '.', "
+                          f"'_', '-'")
+
+
+def _check_pixels(spec: StudySpec) -> None:
+    env, augment = spec.env, spec.agent.augment
+    if augment is not None and augment not in AUGMENTATIONS:
+        raise ConfigError(f"--augment {augment!r} is not one of {', '.join(AUGMENTATIONS)}")
+    if not 36 <= env.image_size <= 1024:
+        raise ConfigError(f"--image-size must be between 36 (the smallest input NatureCNN "
+                          f"takes) and 1024, got {env.image_size}")
+    if env.frame_stack is not None and not 1 <= env.frame_stack <= 64:
+        raise ConfigError(f"--frame-stack must be between 1 and 64, got {env.frame_stack}")
+    scale = spec.transfer.encoder_lr_scale
+    if not (math.isfinite(scale) and scale > 0):
+        raise ConfigError(f"--encoder-lr-scale must be a positive number, got {scale}")
+
+
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "algo": (str,), "seeds": (int,), "seed": (int,), "timesteps": (int,),
+    "source_timesteps": (int,), "eval_freq": (int,), "eval_episodes": (int,),
+    "threshold": (int, float), "n_envs": (int,), "device": (str,), "name": (str,),
+    "out": (str,), "source_model": (str,), "retrain_source": (bool,), "pixels": (bool,),
+    "image_size": (int,), "grayscale": (bool,), "frame_stack": (int,), "encoder": (str,),
+    "encoder_weights": (str,), "freeze_encoder": (bool,), "encoder_lr_scale": (int, float),
+    "augment": (str,), "alpha": (int, float),
+}
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+_OPTIONAL = {"timesteps", "source_timesteps", "eval_freq", "threshold", "n_envs", "name",
+             "source_model", "frame_stack", "augment"}

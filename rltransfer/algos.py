@@ -29,7 +29,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 # Keys of a preset that are not constructor arguments of the SB3 class.
-STUDY_KEYS = ("policy", "n_envs", "n_timesteps", "noise_type", "noise_std", "frame_stack")
+STUDY_KEYS = ("policy", "n_envs", "n_timesteps", "noise_type", "noise_std", "frame_stack",
+              "normalize")  # normalize: VecNormalize around the env (rltransfer.vecnorm)
 
 _ACTIVATIONS = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "elu": torch.nn.ELU,
                 "leaky_relu": torch.nn.LeakyReLU, "silu": torch.nn.SiLU, "gelu": torch.nn.GELU}
@@ -146,6 +147,10 @@ def validate_hparams(algo: Algorithm, hparams: dict[str, Any]) -> None:
         if key in ("n_envs", "n_timesteps") and (
                 isinstance(value, bool) or not isinstance(value, int) or value <= 0):
             raise HyperparameterError(f"--hparams {key} must be a positive integer, got {value!r}")
+        if key == "normalize":
+            from .vecnorm import config
+
+            config(hparams)  # HyperparameterError for a value VecNormalize cannot take
         if key == "policy_kwargs" and not isinstance(value, dict):
             raise HyperparameterError(
                 "--hparams policy_kwargs must be a table, e.g. "

@@ -147,6 +147,7 @@ def execute(job: Job, events: EventSink) -> Outcome:
     exception (an interruption still propagates)."""
     import torch
 
+    from . import vecnorm
     from .training import one_line, train_run
     from .transfer import load_checkpoint
 
@@ -159,11 +160,14 @@ def execute(job: Job, events: EventSink) -> Outcome:
 
     try:
         state = load_checkpoint(job.source).state_dict if job.source else None
+        found = vecnorm.source_stats(job.source) if job.source else None
         result = train_run(job.run, Path(job.run_dir), source_state=state,
-                           source_label=job.source_label, notify=notify, resume=job.resume)
+                           source_label=job.source_label, notify=notify, resume=job.resume,
+                           source_stats=found[0] if found else None)
+        summary = "; ".join(filter(None, (result.transfer.summary() if result.transfer else "",
+                                          vecnorm.note(result.normalization))))
         outcome = Outcome(job.key, True, timesteps=result.timesteps,
-                          final_return=result.final_return,
-                          transfer=result.transfer.summary() if result.transfer else "",
+                          final_return=result.final_return, transfer=summary,
                           resumed_from=result.resumed_from)
     except Exception as err:  # noqa: BLE001 - a run's failure must not stop the study
         outcome = Outcome(job.key, False, error=one_line(err))

@@ -1,10 +1,11 @@
 """Train one run: build the model, initialize it (scratch or from the source), evaluate on a
 separate env at step 0 and every `eval_freq` steps, and write the run's files.
 
-Files of a run folder: evaluations.csv, TensorBoard events, model.zip, status.json and, for
-transferred runs, transfer.json. Every file is written atomically. While an on-policy run
-(PPO, A2C) trains, checkpoint.pt holds its weights and optimizer state as of its last
-evaluation, so an interrupted run continues from there (`train_run(..., resume=True)`).
+Files of a run folder: evaluations.csv, TensorBoard events, model.zip, status.json, for
+transferred runs transfer.json, and for runs that normalize (`vecnorm`) vecnormalize.npz.
+Every file is written atomically. While an on-policy run (PPO, A2C) trains, checkpoint.pt
+holds its weights, optimizer state and normalization statistics as of its last evaluation,
+so an interrupted run continues from there (`train_run(..., resume=True)`).
 Off-policy runs (DQN, SAC, TD3) would also need their replay buffer, so they restart.
 """
 
@@ -31,7 +32,7 @@ from stable_baselines3.common.logger import TensorBoardOutputFormat, configure
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecCheckNan, VecEnv
 
-from . import algos, exploration, replay
+from . import algos, vecnorm
 from . import conditions as registry
 from .env_factory import make_vec
 from .errors import EncoderError
@@ -98,6 +99,7 @@ class EvaluationCallback(BaseCallback):
             self._evaluate()
 
     def _evaluate(self) -> None:
+        vecnorm.sync(self.training_env, self.eval_env)  # the statistics training has now
         self.eval_env.seed(self.eval_seed)
         returns, _ = evaluate_policy(self.model, self.eval_env, n_eval_episodes=self.n_episodes,
                                      deterministic=True, return_episode_rewards=True)
@@ -237,6 +239,7 @@ class RunResult:
     final_return: float
     transfer: TransferReport | None
     resumed_from: int | None = None  # the checkpoint's step, when it continued from one
+    normalization: dict[str, Any] | None = None  # what the source's statistics did (vecnorm)
 
     @property
     def steps_per_second(self) -> float:
@@ -264,12 +267,14 @@ def one_line(err: BaseException) -> str:
 
 def train_run(run: RunSpec, run_dir: Path, *,
               source_state: dict[str, torch.Tensor] | None = None, source_label: str = "",
-              notify: Notify | None = None, resume: bool = False) -> RunResult:
+              notify: Notify | None = None, resume: bool = False,
+              source_stats: vecnorm.Stats | None = None) -> RunResult:
     """Train `run` into `run_dir` and return its result; status.json tracks the state
     (running, then done, failed with its error, or interrupted).
 
     With `resume`, an on-policy run continues from its checkpoint when it has one; otherwise
-    (and always without `resume`) the files of an earlier attempt are replaced."""
+    (and always without `resume`) the files of an earlier attempt are replaced.
+    `source_stats`: the source's normalization statistics (`vecnorm`), if it has any."""
     run_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(run_dir)  # an earlier attempt killed mid-write
     status_path = run_dir / "status.json"
@@ -279,7 +284,8 @@ def train_run(run: RunSpec, run_dir: Path, *,
             "host": socket.gethostname(), "pid": os.getpid()}
     atomic_write_json(status_path, {"state": "running", **base})
     try:
-        result = _train(run, run_dir, source_state, source_label, notify or _ignore, resume)
+        result = _train(run, run_dir, source_state, source_label, notify or _ignore, resume,
+                        source_stats)
     except BaseException as err:
         state = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
         atomic_write_json(status_path, {"state": state, "error": one_line(err), **base,
@@ -313,7 +319,7 @@ def _restart_point(run: RunSpec, run_dir: Path,
         if rows and rows[-1]["timesteps"] == step:
             return state, rows, f"continues from its checkpoint at step {step:,}"
     stale = [run_dir / name for name in ("evaluations.csv", "model.zip", CHECKPOINT,
-                                         "transfer.json")]
+                                         "transfer.json", vecnorm.NPZ)]
     stale = [p for p in stale if p.exists()] + list(run_dir.glob("events.out.tfevents.*"))
     if not (resume and stale):
         how = ""  # a first attempt
@@ -332,10 +338,15 @@ def _checkpointer(model: BaseAlgorithm, path: Path, frozen: Any = None) -> Calla
 
     def save() -> None:
         buffer = io.BytesIO()
-        torch.save({"num_timesteps": int(model.num_timesteps), "trunk_sha256": trunks,
-                    "n_updates": int(getattr(model, "_n_updates", 0)),
-                    "policy": model.policy.state_dict(),
-                    "optimizer": model.policy.optimizer.state_dict()}, buffer)
+        state = {"num_timesteps": int(model.num_timesteps), "trunk_sha256": trunks,
+                 "n_updates": int(getattr(model, "_n_updates", 0)),
+                 "policy": model.policy.state_dict(),
+                 "optimizer": model.policy.optimizer.state_dict()}
+        normalizer = vecnorm.find(model.get_env())
+        if normalizer is not None:  # plain tensors: checkpoint.pt is read with weights_only
+            state["vecnormalize"] = {k: torch.from_numpy(v)
+                                     for k, v in vecnorm.arrays(normalizer).items()}
+        torch.save(state, buffer)
         atomic_write_bytes(path, buffer.getvalue())
     return save
 
@@ -358,6 +369,9 @@ def _restore(model: BaseAlgorithm, state: dict[str, Any], seed: int) -> int:
     model.policy.optimizer.load_state_dict(state["optimizer"])
     model.num_timesteps = step
     model._n_updates = int(state["n_updates"])  # type: ignore[attr-defined]
+    normalizer = vecnorm.find(model.get_env())
+    if normalizer is not None and "vecnormalize" in state:
+        vecnorm.load_into(normalizer, {k: v.numpy() for k, v in state["vecnormalize"].items()})
     model.set_random_seed(seed + step)  # a fresh random stream for the rest of the run
     # TensorBoard drops what the interrupted attempt logged after the checkpoint (as
     # SummaryWriter's purge_step does), so no step appears twice.
@@ -401,7 +415,8 @@ def _encoder_record(encoder: dict[str, Any], model: BaseAlgorithm, frozen: Any) 
 
 def _record_transfer(run: RunSpec, run_dir: Path, model: BaseAlgorithm,
                      source_state: dict[str, torch.Tensor] | None, source_label: str,
-                     frozen: Any = None) -> tuple[TransferReport | None, dict[str, Any] | None]:
+                     frozen: Any = None, normalization: dict[str, Any] | None = None,
+                     ) -> tuple[TransferReport | None, dict[str, Any] | None]:
     """Initialize `model` for the run's condition and write transfer.json; (the transfer
     report, the record written or None)."""
     report = None
@@ -412,38 +427,28 @@ def _record_transfer(run: RunSpec, run_dir: Path, model: BaseAlgorithm,
             raise ValueError(f"condition {run.condition} needs source weights")
         report = apply_transfer(model, source_state, run.condition, source_label)
         record = report.to_dict()
-    elif condition.takes == registry.TRANSITIONS:  # weights now (init=...), the buffer in _train
-        choice = registry.parse(run.condition)
-        if choice.weights is not None:
-            if source_state is None:
-                raise ValueError(f"condition {run.condition} needs source weights")
-            report = apply_transfer(model, source_state, run.condition, source_label)
-            record = report.to_dict()
-        else:
-            record = {"condition": run.condition, "options": dict(choice.options),
-                      "source": source_label if choice.needs_source else None}
+        record["normalization"] = normalization
     else:
         record = {"condition": run.condition, "source": None}
-    schedule = exploration.apply(model, registry.parse(run.condition))  # DQN's epsilon
-    if schedule is not None:
-        record["exploration"] = schedule
     if encoder is not None:
         record["encoder"] = _encoder_record(encoder, model, frozen)
-    if not condition.needs_source and not condition.image_encoder:
+    if report is None and not condition.image_encoder:
         return report, None
     atomic_write_json(run_dir / "transfer.json", record)
     return report, record
 
 
 def _train(run: RunSpec, run_dir: Path, source_state: dict[str, torch.Tensor] | None,
-           source_label: str, notify: Notify, resume: bool) -> RunResult:
+           source_label: str, notify: Notify, resume: bool,
+           source_stats: vecnorm.Stats | None = None) -> RunResult:
     checkpoint, rows, how = _restart_point(run, run_dir, resume)
     offset = int(checkpoint["num_timesteps"]) if checkpoint else 0
-    env = make_vec(run.env, run.agent.n_envs, seed=run.seed + offset)
+    normalize = vecnorm.config(dict(run.agent.hparams))  # None: the run does not normalize
+    env = vecnorm.wrap(make_vec(run.env, run.agent.n_envs, seed=run.seed + offset), normalize)
     # One env per evaluation episode (SB3's evaluate_policy spreads episodes over them), so
     # the policy runs batched: evaluation would otherwise cost more than training.
-    eval_env = make_vec(run.env, min(run.eval_episodes, MAX_EVAL_ENVS),
-                        seed=run.seed + EVAL_SEED_OFFSET)
+    eval_env = vecnorm.wrap(make_vec(run.env, min(run.eval_episodes, MAX_EVAL_ENVS),
+                                     seed=run.seed + EVAL_SEED_OFFSET), normalize, evaluation=True)
     try:
         env, frozen = frozen_features(run, env)
         if frozen is not None:
@@ -455,8 +460,13 @@ def _train(run: RunSpec, run_dir: Path, source_state: dict[str, torch.Tensor] | 
         model = build_model(run, env, tensorboard_dir=run_dir)
         if checkpoint is not None:
             _check_trunks(checkpoint, model, frozen)  # before transfer.json is rewritten
+        choice = registry.parse(run.condition)
+        normalization = None
+        if choice.condition.needs_source:  # the source's statistics, after _build
+            normalization = vecnorm.apply(env, source_stats, choice.get("norm") or vecnorm.RESET,
+                                          source_label)
         report, record = _record_transfer(run, run_dir, model, source_state, source_label,
-                                          frozen)
+                                          frozen, normalization)
         if checkpoint is not None:
             _restore(model, checkpoint, run.seed)
         notify("start", {"total": run.timesteps, "resumed_from": offset, "note": how})
@@ -470,18 +480,10 @@ def _train(run: RunSpec, run_dir: Path, source_state: dict[str, torch.Tensor] | 
         if report is not None and report.frozen_targets:
             callbacks.insert(0, SyncFrozenTargets(report.frozen_targets))
         start = time.perf_counter()
-        choice = registry.parse(run.condition)
-        if choice.condition.takes == registry.TRANSITIONS:  # the buffer, before any update
-            assert record is not None
-            record["replay"] = replay.prefill(model, choice, run.timesteps, source_state,
-                                              source_label, str(run.env), evaluation)
-            atomic_write_json(run_dir / "transfer.json", record)
-            notify("advance", model.num_timesteps)  # the prefill's env steps, of the budget
-        prefilled = int(model.num_timesteps) if checkpoint is None else 0
         try:
-            model.learn(total_timesteps=run.timesteps - offset - prefilled,
+            model.learn(total_timesteps=run.timesteps - offset,
                         callback=CallbackList(callbacks), progress_bar=False,
-                        reset_num_timesteps=checkpoint is None and not prefilled)
+                        reset_num_timesteps=checkpoint is None)
         except (ValueError, RuntimeError) as err:  # e.g. torch's check of NaN logits
             name = _diverged(model)
             if name is None:
@@ -489,6 +491,7 @@ def _train(run: RunSpec, run_dir: Path, source_state: dict[str, torch.Tensor] | 
             raise _divergence_error(model, name) from err
         seconds = time.perf_counter() - start
         save_model(model, run_dir / "model.zip")
+        vecnorm.save_npz(run_dir / vecnorm.NPZ, env)  # beside model.zip, as plain arrays
         if record is not None and "encoder" in record:  # the trunk as saved, beside as loaded
             record["encoder"]["trunk_sha256_saved"] = _trunk_checksums(model, frozen)
             atomic_write_json(run_dir / "transfer.json", record)
@@ -498,4 +501,4 @@ def _train(run: RunSpec, run_dir: Path, source_state: dict[str, torch.Tensor] | 
         eval_env.close()
     return RunResult(run_dir, int(model.num_timesteps), seconds,
                      evaluation.rows[-1]["mean_return"], report,
-                     offset if checkpoint is not None else None)
+                     offset if checkpoint is not None else None, normalization)

@@ -351,3 +351,13 @@ def test_bad_replay_input_is_one_line_exit_2_and_writes_nothing(datasets, monkey
     assert message.replace("{d}", str(datasets)) in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_help_lists_replay_and_its_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split()).replace("- ", "-")  # argparse's wrap
+    assert "conditions to compare: scratch, finetune, freeze-features, reinit-head" in text
+    assert ", replay, each spelled name" in text  # from the registry
+    assert "replay:n=5000 (off-policy: the buffer pre-filled by the source policy on the " \
+           "target; replay:dataset=ID from a local Minari dataset), finetune:eps=0.1" in text

@@ -24,7 +24,8 @@ from .execution import (
     start_worker_server,
     will_use_workers,
 )
-from .specs import CONDITIONS, StudySpec
+from .specs import CONDITIONS
+from .study_spec import PARTS, StudySpec, flat_values
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -68,8 +69,12 @@ def _add_study_options(run: argparse.ArgumentParser) -> None:
                      help="comma-separated conditions to compare: "
                           f"{', '.join(CONDITIONS)}, each spelled name or "
                           "name:key=value,... e.g. finetune:lr_scale=0.1, "
-                          "freeze-features:layers=1, finetune:norm=freeze (the source's "
-                          "VecNormalize statistics: freeze, update or reset) "
+                          "freeze-features:layers=1, kickstart:steps=5000,init=finetune, "
+                          "replay:n=5000 (off-policy: the buffer pre-filled by the source "
+                          "policy on the target; replay:dataset=ID from a local Minari "
+                          "dataset), finetune:eps=0.1 (DQN's starting epsilon), "
+                          "finetune:norm=freeze (the source's VecNormalize statistics: "
+                          "freeze, update or reset) "
                           "(options: README, 'Transfer conditions') "
                           "(default: scratch,finetune)")
     run.add_argument("--seeds", type=int, default=S, metavar="N",
@@ -163,7 +168,9 @@ def _add_study_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--config", metavar="FILE.toml",
                      help="read any of these options from a TOML file (keys as the option "
                           "names, e.g. source, target, timesteps, source_timesteps, hparams = "
-                          "{learning_rate = 3e-4}); options given here override it")
+                          "{learning_rate = 3e-4}), or grouped in the spec's tables [env], "
+                          "[agent], [transfer], [protocol], [output]; options given here "
+                          "override it")
 
 
 def _add_execution_options(parser: argparse.ArgumentParser) -> None:
@@ -293,12 +300,18 @@ def _read_config(path: str) -> dict[str, Any]:
         raise ConfigError(f"--config {path} does not exist: give the path of a TOML file") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"--config {path} is not valid TOML: {err}") from None
-    return {key.replace("-", "_"): value for key, value in data.items()}
+    def key_of(key: str) -> str:
+        return key.replace("-", "_")
+
+    return {key_of(key): {key_of(k): v for k, v in value.items()}
+            if key_of(key) in PARTS and isinstance(value, dict) else value
+            for key, value in data.items()}
 
 
 def study_spec(args: argparse.Namespace) -> StudySpec:
-    """Merge defaults < config file < command line into a StudySpec."""
-    values = _read_config(args.config) if args.config else {}
+    """Merge defaults < config file < command line into a StudySpec; the file may spell
+    the options flat (``seeds = 3``) or in the spec's parts (``[protocol]``, ``seeds = 3``)."""
+    values = flat_values(_read_config(args.config)) if args.config else {}
     cli = {k: v for k, v in vars(args).items()
            if k not in ("command", "config", "sources", "targets", *_EXECUTION_KEYS)}
     if "hparams" in cli:
@@ -322,7 +335,7 @@ def _start_workers_early(spec: StudySpec, execution: Execution) -> None:
     and checks the study, so the two overlap on separate cores, when the study may use
     worker processes."""
     execution.validate()
-    if will_use_workers(execution, len(spec.conditions) * spec.seeds):
+    if will_use_workers(execution, len(spec.transfer.conditions) * spec.protocol.seeds):
         start_worker_server()
 
 

@@ -12,9 +12,10 @@ On the command line a condition is ``name`` or ``name:key=value,...`` (like env 
 returns its canonical form, which names the condition's run folders. Options so far:
 ``lr_scale`` (finetune, freeze-features, reinit-head: the copied parameters' own optimizer
 group trains at that factor of the schedule's rate) and ``layers`` (freeze-features: only the
-first k feature layers, counted from the input, are frozen) and ``norm`` (the conditions
-that take weights: what the target does with the source's VecNormalize statistics,
-`rltransfer.vecnorm`).
+first k feature layers, counted from the input, are frozen); replay's ``n``, ``dataset`` and
+``init`` (`rltransfer.replay`); ``eps`` (DQN's epsilon schedule after a transfer,
+`rltransfer.exploration`); ``norm`` (the conditions that take weights: what the target
+does with the source's VecNormalize statistics, `rltransfer.vecnorm`).
 
 Torch-free, so the report stage can use it.
 """
@@ -22,14 +23,17 @@ Torch-free, so the report stage can use it.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError, did_you_mean
 
-NOTHING, WEIGHTS = "nothing", "weights"
-"""What a condition takes from the source (more kinds come with kickstart and replay)."""
+NOTHING, WEIGHTS, TRANSITIONS = "nothing", "weights", "transitions"
+"""What a condition takes from the source: nothing, its weights (copied into the target before
+training), or transitions: a replay buffer pre-filled by the source policy acting on the target
+(or from a dataset, which needs no source). More kinds come with kickstart."""
 ALL, FEATURES, NONE = "all", "features", "none"
 """Which matching target tensors it copies / which copied tensors it freezes."""
 
@@ -44,6 +48,7 @@ class Option:
     doc: str  # one line, as the README's table of options says it
     valid: str = ""  # the values allowed, for errors and docs: "a number in (0, 1]"
     check: Callable[[Any], bool] | None = None  # whether a parsed value is allowed
+    algos: tuple[str, ...] = ()  # the algorithms it applies to; () for every one
 
 
 @dataclass(frozen=True)
@@ -52,15 +57,20 @@ class Condition:
 
     name: str
     doc: str  # one line: --help and the README's table
-    takes: str = NOTHING  # from the source: NOTHING or WEIGHTS
+    takes: str = NOTHING  # from the source: NOTHING, WEIGHTS or TRANSITIONS
     copies: str = NONE  # source tensors copied by name and shape: ALL, FEATURES or NONE
     freezes: str = NONE  # copied tensors frozen: FEATURES or NONE
     image_encoder: bool = False  # a pretrained image encoder instead of source weights
     options: tuple[Option, ...] = field(default_factory=tuple)
+    algos: tuple[str, ...] = ()  # the algorithms it works with; () for every one
+    # whether it needs a source policy given its options (replay:dataset=ID needs none);
+    # None: whenever it takes something
+    source_when: Callable[[Choice], bool] | None = None
 
     @property
     def needs_source(self) -> bool:
-        """Whether the study must train or load a source policy for this condition."""
+        """Whether the study may need a source policy for this condition (with some options;
+        `Choice.needs_source` says for a spelled one)."""
         return self.takes != NOTHING
 
 
@@ -79,6 +89,34 @@ LAYERS = Option(
     "path (a features extractor's layers first; the policy and value towers' first layers "
     "are both layer 1 after it); left out: all feature layers",
     valid="an integer >= 1", check=lambda value: value >= 1)
+EPS = Option(
+    "eps", float, None,
+    "DQN: the epsilon schedule starts at E and decays to the final epsilon (stays at E if E is "
+    "below it); left out: a copied Q-network starts at the final epsilon, a fresh head at the "
+    "target's initial one",
+    valid="a number in [0, 1]", check=lambda value: 0 <= value <= 1, algos=("dqn",))
+
+REFERENCE = "scratch"
+_INITS = (REFERENCE, "finetune", "freeze-features", "reinit-head")
+OFF_POLICY = ("dqn", "sac", "td3")  # the algorithms that learn from a replay buffer
+_DATASET_ID = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*-v\d+$")
+REPLAY_OPTIONS = (
+    Option("n", int, None,
+           "transitions collected by the source policy before training, env steps that count "
+           "toward --timesteps (rounded up to whole rollouts: train_freq x n_envs); with "
+           "dataset: its first n; left out: a tenth of --timesteps (dataset: all of it)",
+           valid="an integer >= 1", check=lambda value: value >= 1),
+    Option("dataset", str, None,
+           "a local Minari dataset recorded on the target, read instead of the source "
+           "policy's transitions (they take none of the run's env steps)",
+           valid="a Minari dataset id such as cartpole/expert-v0",
+           check=lambda value: bool(_DATASET_ID.match(value))),
+    Option("init", str, REFERENCE,
+           "how the target's weights start: scratch (fresh), or copied from the source as "
+           "that condition does (its default options)",
+           valid="one of " + ", ".join(_INITS), check=lambda value: value in _INITS),
+    EPS,
+)
 
 _NORM_DOC = ("the source's VecNormalize statistics (when the target normalizes): freeze: the "
              "source's throughout; update: start from them, keep updating; reset: fresh")
@@ -98,20 +136,23 @@ CONDITIONS: dict[str, Condition] = {c.name: c for c in (
     Condition("scratch", "the reference: trained from a fresh initialization"),
     Condition("finetune", "every source tensor that matches by name and shape is copied; "
                           "all are trained", takes=WEIGHTS, copies=ALL,
-              options=(LR_SCALE, NORM_UPDATE)),
+              options=(LR_SCALE, NORM_UPDATE, EPS)),
     Condition("freeze-features", "copied like finetune; feature layers frozen (no gradient, "
                                  "out of the optimizer, eval mode), heads trained",
               takes=WEIGHTS, copies=ALL, freezes=FEATURES,
-              options=(LAYERS, LR_SCALE, NORM_FREEZE)),
+              options=(LAYERS, LR_SCALE, NORM_FREEZE, EPS)),
     Condition("reinit-head", "feature layers copied, action/value heads fresh; all trained",
-              takes=WEIGHTS, copies=FEATURES, options=(LR_SCALE, NORM_UPDATE)),
+              takes=WEIGHTS, copies=FEATURES, options=(LR_SCALE, NORM_UPDATE, EPS)),
     Condition("pretrained-encoder", "pixels: a pretrained image encoder (--encoder, "
                                     "--encoder-weights), frozen or fine-tuned, fresh heads",
               image_encoder=True),
+    Condition("replay", "instance transfer: the replay buffer pre-filled with n transitions "
+                        "the source policy collects on the target (or a Minari dataset's); "
+                        "trained from scratch or init=... (DQN, SAC, TD3)",
+              takes=TRANSITIONS, options=REPLAY_OPTIONS, algos=OFF_POLICY,
+              source_when=lambda c: c.get("dataset") is None or c.get("init") != REFERENCE),
 )}
 """Every condition, in the order `--help` lists them."""
-
-REFERENCE = "scratch"
 
 
 @dataclass(frozen=True)
@@ -137,6 +178,24 @@ class Choice:
             if option.key == key:
                 return self.options.get(key, option.default)
         return None
+
+    @property
+    def needs_source(self) -> bool:
+        """Whether the study must train or load a source policy for this choice."""
+        if self.condition.source_when is not None:
+            return self.condition.source_when(self)
+        return self.condition.takes != NOTHING
+
+    @property
+    def weights(self) -> Choice | None:
+        """The weight-copying condition the run starts from: itself when it takes weights,
+        its ``init`` option's condition (replay:init=finetune), None for a fresh start."""
+        if self.condition.takes == WEIGHTS:
+            return self
+        start = self.get("init")
+        if start is None or start == REFERENCE:
+            return None
+        return parse(start)
 
 
 def parse(text: str) -> Choice:
@@ -191,7 +250,24 @@ def get(text: str) -> Condition:
 
 def needs_source(conditions: tuple[str, ...] | list[str]) -> bool:
     """Whether any of the spelled conditions takes something from a source policy."""
-    return any(get(c).needs_source for c in conditions)
+    return any(parse(c).needs_source for c in conditions)
+
+
+def check_algorithm(text: str, algo: str) -> None:
+    """ConfigError (one line) when the spelled condition, or one of its options, does not
+    work with `algo`."""
+    choice, algo = parse(text), algo.lower()
+    entry = choice.condition
+    if entry.algos and algo not in entry.algos:
+        raise ConfigError(f"condition {entry.name!r} works with {', '.join(entry.algos)} "
+                          f"only, not {algo}: use --algo {_either(entry.algos)}, or drop "
+                          f"{entry.name}")
+    for option in entry.options:
+        if option.key in choice.options and option.algos and algo not in option.algos:
+            raise ConfigError(f"condition {text!r}: {option.key} applies to "
+                              f"{', '.join(option.algos)} only, not {algo}: drop {option.key}")
+
+
 
 
 def _option(condition: Condition, key: str) -> Option:
@@ -201,6 +277,10 @@ def _option(condition: Condition, key: str) -> Option:
     keys = [o.key for o in condition.options]
     raise ConfigError(f"condition {condition.name!r} has no option {key!r}: valid options "
                       f"are {', '.join(keys)}." + did_you_mean(key, keys))
+
+
+def _either(names: tuple[str, ...]) -> str:
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
 
 
 def _text(value: Any) -> str:

@@ -43,12 +43,15 @@ from .errors import (
 from .execution import Execution, Job, Outcome, make_backend
 from .features import caches_features
 from .io_utils import atomic_write_json, file_sha256, read_json, remove_stale_temporaries
+from .kickstart import check_teacher
 from .metrics import ASYMPTOTE_WINDOW
 from .normalization import Normalization, RandomScore, choose, derived_warning, human_scores
 from .normalization import source_score as evaluations_score
 from .pixels import is_image_observation
 from .progress import StudyProgress
-from .specs import AgentSpec, EnvSpec, RunSpec, StudySpec, stable_hash
+from .replay import check as check_replay
+from .specs import AgentSpec, EnvSpec, RunSpec, stable_hash
+from .study_spec import STUDY_FORMAT, ResolvedStudySpec, StudySpec, flat_spec
 from .training import (
     EVAL_SEED_OFFSET,
     MAX_EVAL_ENVS,
@@ -66,22 +69,20 @@ RUN_CACHE_DIR = ".cache/scratch"  # finished scratch runs, reused by studies wit
 class Plan:
     """A resolved study: every default filled in, the agents for source and target."""
 
-    spec: StudySpec
+    spec: ResolvedStudySpec
     source_agent: AgentSpec
     target_agent: AgentSpec
     encoder_agent: AgentSpec | None = None  # the target agent of the pretrained-encoder condition
 
     @property
     def study_dir(self) -> Path:
-        assert self.spec.name is not None
-        return Path(self.spec.out) / self.spec.name
+        return self.spec.study_dir
 
     def source_run(self) -> RunSpec:
         spec = self.spec
-        assert spec.source_timesteps is not None
-        return RunSpec(spec.source, self.source_agent, "scratch", spec.seed,
+        return RunSpec(spec.env.source, self.source_agent, "scratch", spec.protocol.seed,
                        spec.source_timesteps, max(spec.source_timesteps // 20, 1),
-                       spec.eval_episodes)
+                       spec.protocol.eval_episodes)
 
     def agent_for(self, condition: str) -> AgentSpec:
         if registry.get(condition).image_encoder:
@@ -96,10 +97,9 @@ class Plan:
 
     def target_runs(self) -> list[RunSpec]:
         spec = self.spec
-        assert spec.timesteps is not None and spec.eval_freq is not None
-        return [RunSpec(spec.target, self.agent_for(condition), condition, seed, spec.timesteps,
-                        spec.eval_freq, spec.eval_episodes)
-                for condition in spec.conditions for seed in spec.seed_list]
+        return [RunSpec(spec.env.target, self.agent_for(condition), condition, seed,
+                        spec.timesteps, spec.eval_freq, spec.protocol.eval_episodes)
+                for condition in spec.transfer.conditions for seed in spec.protocol.seed_list]
 
 
 def _preset(spec: StudySpec, env: EnvSpec, algo: algos.Algorithm) -> dict[str, Any]:
@@ -108,10 +108,11 @@ def _preset(spec: StudySpec, env: EnvSpec, algo: algos.Algorithm) -> dict[str, A
     if base_id.startswith("ALE/"):
         ids.append("atari")  # RL-Zoo keys its Atari hyperparameters by "atari"
     preset = algos.preset(algo.name, ids)
-    hparams = {**preset, **spec.hparams}
+    given = spec.agent.hparams
+    hparams = {**preset, **given}
     if isinstance(preset.get("policy_kwargs"), dict) and isinstance(
-            spec.hparams.get("policy_kwargs"), dict):  # override the tuned table key by key
-        hparams["policy_kwargs"] = {**preset["policy_kwargs"], **spec.hparams["policy_kwargs"]}
+            given.get("policy_kwargs"), dict):  # override the tuned table key by key
+        hparams["policy_kwargs"] = {**preset["policy_kwargs"], **given["policy_kwargs"]}
     algos.validate_hparams(algo, hparams)
     return hparams
 
@@ -119,8 +120,8 @@ def _preset(spec: StudySpec, env: EnvSpec, algo: algos.Algorithm) -> dict[str, A
 def _observe(spec: StudySpec, env: EnvSpec, hparams: dict[str, Any],
              algo: algos.Algorithm) -> tuple[EnvSpec, bool]:
     """`env` with the study's observation options, and whether it observes images."""
-    env = dataclasses.replace(env, pixels=spec.pixels, image_size=spec.image_size,
-                              grayscale=spec.grayscale)
+    env = dataclasses.replace(env, pixels=spec.env.pixels, image_size=spec.env.image_size,
+                              grayscale=spec.env.grayscale)
     probe = make_env(env)
     try:
         algos.check_action_space(algo, probe.action_space, str(env))
@@ -128,7 +129,7 @@ def _observe(spec: StudySpec, env: EnvSpec, hparams: dict[str, Any],
     finally:
         probe.close()
     default_stack = int(hparams.get("frame_stack", 4 if image else 1))
-    return dataclasses.replace(env, frame_stack=spec.frame_stack or default_stack), image
+    return dataclasses.replace(env, frame_stack=spec.env.frame_stack or default_stack), image
 
 
 def _agent(spec: StudySpec, hparams: dict[str, Any], env: EnvSpec, image: bool,
@@ -141,44 +142,49 @@ def _agent(spec: StudySpec, hparams: dict[str, Any], env: EnvSpec, image: bool,
         hparams["policy_kwargs"] = {
             **(hparams.get("policy_kwargs") or {}),
             "features_extractor": {**encoder, "frame_stack": env.frame_stack,
-                                   "augment": spec.augment},
+                                   "augment": spec.agent.augment},
         }
-    return AgentSpec(algo.name, hparams, spec.n_envs or hparams.get("n_envs", 1), spec.device)
+    return AgentSpec(algo.name, hparams, spec.agent.n_envs or hparams.get("n_envs", 1),
+                     spec.agent.device)
 
 
 def plan(spec: StudySpec) -> Plan:
     """Validate `spec` against the environments and algorithms and fill in every default."""
     spec.validate()
-    if spec.encoder_weights not in ("imagenet", "none"):  # workers may run in other folders
-        spec = dataclasses.replace(spec, encoder_weights=str(Path(spec.encoder_weights).resolve()))
-    algo = algos.get_algorithm(spec.algo)
-    source_hparams = _preset(spec, spec.source, algo)
-    target_hparams = _preset(spec, spec.target, algo)
-    if spec.source_model is not None:  # its network, for the source and every target
+    weights = spec.transfer.encoder_weights
+    if weights not in ("imagenet", "none"):  # workers may run in other folders
+        spec = spec.update(encoder_weights=str(Path(weights).resolve()))
+    algo = algos.get_algorithm(spec.agent.algo)
+    source_hparams = _preset(spec, spec.env.source, algo)
+    target_hparams = _preset(spec, spec.env.target, algo)
+    if spec.transfer.source_model is not None:  # its network, for the source and every target
         source_hparams, target_hparams = checkpoints.adopt_network(
-            spec.source_model, algo, spec.hparams, source_hparams, target_hparams)
-    source, source_image = _observe(spec, spec.source, source_hparams, algo)
-    target, target_image = _observe(spec, spec.target, target_hparams, algo)
+            spec.transfer.source_model, algo, spec.agent.hparams, source_hparams, target_hparams)
+    source, source_image = _observe(spec, spec.env.source, source_hparams, algo)
+    target, target_image = _observe(spec, spec.env.target, target_hparams, algo)
     source_agent = _agent(spec, source_hparams, source, source_image, algo)
     target_agent = _agent(spec, target_hparams, target, target_image, algo)
     encoder_agent = None
-    if any(registry.get(c).image_encoder for c in spec.conditions):
+    if any(registry.get(c).image_encoder for c in spec.transfer.conditions):
         if not target_image:
             raise ConfigError(f"the pretrained-encoder condition needs image observations, but "
-                              f"{spec.target} observes vectors: add --pixels")
-        encoder_agent = _agent(spec, target_hparams, target, True, algo, {
-            "encoder": spec.encoder, "weights": spec.encoder_weights,
-            "freeze": spec.freeze_encoder, "lr_scale": spec.encoder_lr_scale})
-    algos.resolve_device(spec.device, str(target_agent.hparams.get("policy", "MlpPolicy")))
-    timesteps = spec.timesteps or target_hparams.get("n_timesteps", 100_000)
-    name = spec.name or "{}--{}--{}-{}".format(
-        spec.source.slug, spec.target.slug, algo.name, time.strftime("%Y%m%d-%H%M%S"))
-    resolved = dataclasses.replace(
-        spec, algo=algo.name, source=source, target=target, timesteps=timesteps,
-        source_timesteps=spec.source_timesteps or source_hparams.get("n_timesteps", 100_000),
-        eval_freq=spec.eval_freq or max(timesteps // 20, 1),
-        n_envs=target_agent.n_envs, name=name, frame_stack=target.frame_stack,
-    )
+                              f"{spec.env.target} observes vectors: add --pixels")
+        encoder_agent = _agent(spec, target_hparams, target, True, algo,
+                               spec.transfer.encoder_config())
+    algos.resolve_device(spec.agent.device,
+                         str(target_agent.hparams.get("policy", "MlpPolicy")))
+    protocol = spec.protocol
+    timesteps = protocol.timesteps or target_hparams.get("n_timesteps", 100_000)
+    name = spec.output.name or "{}--{}--{}-{}".format(
+        spec.env.source.slug, spec.env.target.slug, algo.name, time.strftime("%Y%m%d-%H%M%S"))
+    given = spec.update(
+        algo=algo.name, source=source, target=target, timesteps=timesteps,
+        source_timesteps=protocol.source_timesteps or source_hparams.get("n_timesteps",
+                                                                         100_000),
+        eval_freq=protocol.eval_freq or max(timesteps // 20, 1),
+        n_envs=target_agent.n_envs, name=name, frame_stack=target.frame_stack)
+    resolved = ResolvedStudySpec(given.env, given.agent, given.transfer, given.protocol,
+                                 given.output)
     return Plan(resolved, source_agent, target_agent, encoder_agent)
 
 
@@ -275,29 +281,33 @@ _MODEL_ERRORS = (TypeError, ValueError, AssertionError, KeyError, NotImplemented
 def _check_external(plan_: Plan) -> Source | None:
     """Load --source-model and make sure it fits the source and transfers to the target,
     before anything is written."""
-    if plan_.spec.source_model is None:
+    if plan_.spec.transfer.source_model is None:
         return None
-    path = checkpoints.resolve_source_model(plan_.spec.source_model)  # hf:// in the hub cache
+    model = plan_.spec.transfer.source_model
+    path = checkpoints.resolve_source_model(model)  # hf:// in the hub cache
     checkpoint = load_checkpoint(path)
-    check_algorithm(checkpoint, plan_.spec.algo)
+    check_algorithm(checkpoint, plan_.spec.agent.algo)
     stats = vecnorm.source_stats(path)  # a refused vecnormalize.pkl stops the study here
     source_model = _probe_model(plan_.source_run())
     fit = apply_transfer(source_model, checkpoint.state_dict, "finetune", str(path))
     if fit.copied != len(fit.tensors):
         raise CheckpointError(
-            f"{path} does not fit {plan_.spec.source} with this study's network ({fit.summary()})"
+            f"{path} does not fit {plan_.spec.env.source} with this study's network "
+            f"({fit.summary()})"
             f": give a checkpoint trained on SOURCE or set --hparams policy_kwargs to its network"
         )
     if plan_.spec.transfers:
-        apply_transfer(_probe_model(plan_.policy_run()), checkpoint.state_dict, "finetune",
-                       str(path))
+        target = _probe_model(plan_.policy_run())
+        _probe_teachers(plan_, target, checkpoint.state_dict, source_model, str(path))
+        apply_transfer(target, checkpoint.state_dict, "finetune", str(path))
     # Its score on the source env: the threshold for targets that register none. It then
     # plays as many episodes as the last ASYMPTOTE_WINDOW evaluations of a trained source.
-    episodes = plan_.spec.eval_episodes * (ASYMPTOTE_WINDOW if _derives_threshold(plan_) else 1)
-    source_env = make_vec(plan_.spec.source, min(episodes, MAX_EVAL_ENVS),
-                          plan_.spec.seed + EVAL_SEED_OFFSET)
+    window = ASYMPTOTE_WINDOW if _derives_threshold(plan_) else 1
+    episodes = plan_.spec.protocol.eval_episodes * window
+    source_env = make_vec(plan_.spec.env.source, min(episodes, MAX_EVAL_ENVS),
+                          plan_.spec.protocol.seed + EVAL_SEED_OFFSET)
     try:
-        source_env.seed(plan_.spec.seed + EVAL_SEED_OFFSET)
+        source_env.seed(plan_.spec.protocol.seed + EVAL_SEED_OFFSET)
         source_env = vecnorm.evaluation_env(source_env, stats[0] if stats else None,
                                             dict(plan_.source_agent.hparams))
         score, _ = evaluate_policy(source_model, source_env, n_eval_episodes=episodes)
@@ -307,15 +317,15 @@ def _check_external(plan_: Plan) -> Source | None:
               "algo_in_checkpoint": checkpoint.algo, "trained_steps": 0,
               "final_return": float(score), "score": float(score),
               "score_from": f"source checkpoint's mean return over {episodes} episodes on "
-                            f"{plan_.spec.source}",
-              **checkpoints.source_record(plan_.spec.source_model, path, checkpoint)}
+                            f"{plan_.spec.env.source}",
+              **checkpoints.source_record(plan_.spec.transfer.source_model, path, checkpoint)}
     return Source(checkpoint.state_dict, str(path), record)
 
 
 def _derives_threshold(plan_: Plan) -> bool:
     """Whether the threshold will be the source's own score (nothing else gives one)."""
-    target = plan_.spec.target
-    return (plan_.spec.threshold is None and human_scores(target) is None
+    target = plan_.spec.env.target
+    return (plan_.spec.protocol.threshold is None and human_scores(target) is None
             and reward_threshold(target) is None)
 
 
@@ -346,21 +356,46 @@ def _probe(plan_: Plan, train_source: bool) -> None:
     """Build every model the study will train; dry-run the transfer from a fresh source (or
     from the cached one the study will reuse)."""
     target = _probe_model(plan_.policy_run())
-    for condition in plan_.spec.conditions:  # e.g. freeze-features:layers=k fits the network
+    for condition in plan_.spec.transfer.conditions:  # e.g. freeze-features:layers=k fits
         check_options(target.policy, condition)
+        # replay: the prefill fits the budget and the buffer; a dataset is there and fits
+        check_replay(target, condition, plan_.spec.timesteps, None, "", str(plan_.spec.env.target))
     if train_source:
         cached = _source_from_cache(plan_)
         if cached is not None:
             # Trained from this very run spec, so its model builds; the weights the study
             # will transfer dry-run the transfer.
             if plan_.spec.transfers:
-                apply_transfer(target, load_checkpoint(cached / "model.zip").state_dict,
-                               "finetune", f"the cached {plan_.spec.source} policy")
+                state = load_checkpoint(cached / "model.zip").state_dict
+                label = f"the cached {plan_.spec.env.source} policy"
+                if _takes_policy(plan_):  # a teacher's spaces: those of the source's model
+                    _probe_teachers(plan_, target, state, _probe_model(plan_.source_run()),
+                                    label)
+                apply_transfer(target, state, "finetune", label)
             return
         source = _probe_model(plan_.source_run())
         if plan_.spec.transfers:
-            apply_transfer(target, source.policy.state_dict(), "finetune",
-                           f"the {plan_.spec.source} policy")
+            label = f"the {plan_.spec.env.source} policy"
+            _probe_teachers(plan_, target, source.policy.state_dict(), source, label)
+            apply_transfer(target, source.policy.state_dict(), "finetune", label)
+
+
+def _takes_policy(plan_: Plan) -> bool:
+    return any(registry.get(c).takes in (registry.POLICY, registry.TRANSITIONS)  # replay's too
+               for c in plan_.spec.transfer.conditions)
+
+
+def _probe_teachers(plan_: Plan, target: BaseAlgorithm, state: dict[str, torch.Tensor],
+                    source: BaseAlgorithm, label: str) -> None:
+    """Conditions that take the source policy as a teacher: it must fit the target's policy
+    (`kickstart.check_teacher`: spaces, network, algorithm)."""
+    for condition in plan_.spec.transfer.conditions:
+        if registry.get(condition).takes == registry.POLICY:
+            check_teacher(target, state, (source.observation_space, source.action_space),
+                          condition, label)
+        if registry.parse(condition).needs_source:  # replay: the source acts on the target
+            check_replay(target, condition, plan_.spec.timesteps, state, label,
+                         str(plan_.spec.env.target))
 
 
 def source_key(run: RunSpec) -> str:
@@ -371,7 +406,7 @@ def source_key(run: RunSpec) -> str:
 
 
 def _scratch_cache(plan_: Plan, run: RunSpec) -> Path:
-    return Path(plan_.spec.out) / RUN_CACHE_DIR / source_key(run)
+    return Path(plan_.spec.output.out) / RUN_CACHE_DIR / source_key(run)
 
 
 def _reuse_scratch(plan_: Plan, run: RunSpec, run_dir: Path) -> str | None:
@@ -409,8 +444,8 @@ def _store_scratch(plan_: Plan, run: RunSpec, run_dir: Path) -> None:
 
 def _source_from_cache(plan_: Plan) -> Path | None:
     """The cached source policy's folder, when there is one to reuse."""
-    cache = Path(plan_.spec.out) / CACHE_DIR / source_key(plan_.source_run())
-    if (cache / "model.zip").is_file() and not plan_.spec.retrain_source:
+    cache = Path(plan_.spec.output.out) / CACHE_DIR / source_key(plan_.source_run())
+    if (cache / "model.zip").is_file() and not plan_.spec.transfer.retrain_source:
         return cache
     return None
 
@@ -419,9 +454,9 @@ def _store_source(plan_: Plan, trained: Path) -> Path:
     """Copy a source policy trained in a study into the cache; return the cache folder."""
     run = plan_.source_run()
     key = source_key(run)
-    cache = Path(plan_.spec.out) / CACHE_DIR / key
+    cache = Path(plan_.spec.output.out) / CACHE_DIR / key
     atomic_write_json(trained / "spec.json", run.to_dict())
-    if cache.exists() and not plan_.spec.retrain_source:
+    if cache.exists() and not plan_.spec.transfer.retrain_source:
         return cache  # another study cached the same source meanwhile: keep that one
     tmp = cache.with_name(f"{key}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -447,7 +482,7 @@ def _source_record(plan_: Plan, folder: Path, cache: Path, reused: bool) -> Sour
               "reused": reused, "trained_steps": 0 if reused else status.get("timesteps", 0),
               "final_return": float(returns[-1]), "score": score,
               "score_from": f"source's mean return over its last {used} evaluation"
-                            f"{'s' if used != 1 else ''} on {plan_.spec.source}",
+                            f"{'s' if used != 1 else ''} on {plan_.spec.env.source}",
               "run": plan_.source_run().to_dict()}
     return Source(checkpoint.state_dict, f"cache:{cache.name}", record)
 
@@ -534,12 +569,11 @@ _IGNORED_ON_RESUME = ("out", "name", "retrain_source")
 
 
 def _check_same_study(plan_: Plan, record: dict[str, Any], study_dir: Path) -> None:
-    # an option added after the study was started had its default value then
-    defaults = {f.name: f.default for f in dataclasses.fields(StudySpec)
-                if f.default is not dataclasses.MISSING}
-    before = {k: v for k, v in {**defaults, **record["spec"]}.items()
-              if k not in _IGNORED_ON_RESUME}
-    now = {k: v for k, v in plan_.spec.to_dict().items() if k not in _IGNORED_ON_RESUME}
+    # compared flat, so a study.json of any format compares; an option added after the
+    # study was started had its default value then (flat_spec)
+    before = {k: v for k, v in flat_spec(record["spec"]).items() if k not in _IGNORED_ON_RESUME}
+    now = {k: v for k, v in flat_spec(plan_.spec.to_dict()).items()
+           if k not in _IGNORED_ON_RESUME}
     changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
     if changed:
         key = changed[0]
@@ -557,11 +591,11 @@ def run_study(spec: StudySpec, *, command: str = "", console: Console | None = N
     console = console or Console()
     execution = execution or Execution()
     execution.validate()
-    if resume and spec.name is None:
+    if resume and spec.output.name is None:
         raise ConfigError("--resume needs --name NAME, the study to finish (or run "
                           "'python -m rltransfer resume runs/<study>')")
     plan_ = plan(spec)
-    check_writable(Path(plan_.spec.out))
+    check_writable(Path(plan_.spec.output.out))
     study_dir = plan_.study_dir
     with StudyLock(study_dir) as lock:
         try:
@@ -580,8 +614,8 @@ def resume_study(study_dir: Path, *, console: Console | None = None,
     """Finish the study in `study_dir` with the options it was started with."""
     study_dir = Path(study_dir).resolve()
     record = load_study(study_dir)
-    spec = StudySpec.from_dict({**record["spec"], "out": str(study_dir.parent),
-                                "name": study_dir.name})
+    spec = StudySpec.from_dict(record["spec"]).update(out=str(study_dir.parent),
+                                                      name=study_dir.name)
     return run_study(spec, command=record.get("command", ""), console=console,
                      execution=execution, resume=True)
 
@@ -590,13 +624,14 @@ def _start_record(plan_: Plan, command: str) -> tuple[dict[str, Any], Source | N
     """Check everything a new study needs before its first file, and its study.json."""
     _probe_encoder(plan_)
     external = _check_external(plan_)
-    eval_seed = plan_.spec.seed + EVAL_SEED_OFFSET
-    random = random_return(plan_.spec.target, max(plan_.spec.eval_episodes, RANDOM_EPISODES),
-                           eval_seed)
+    eval_seed = plan_.spec.protocol.seed + EVAL_SEED_OFFSET
+    random = random_return(plan_.spec.env.target,
+                           max(plan_.spec.protocol.eval_episodes, RANDOM_EPISODES), eval_seed)
     known = _threshold(plan_, random, external)  # None: wait for the source's score
     _probe(plan_, _needs_source(plan_, known, external))
     record: dict[str, Any] = {
-        "spec": plan_.spec.to_dict(), "command": command, "versions": versions(),
+        "format": STUDY_FORMAT, "spec": plan_.spec.to_dict(), "command": command,
+        "versions": versions(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ended": None,
         "source_agent": plan_.source_agent.to_dict(),
         "target_agent": plan_.target_agent.to_dict(),
@@ -735,10 +770,10 @@ class _Study:
         source_path, source_label, source_job = self._source(external)
         runs = self.plan.target_runs()
         total = sum(r.timesteps for r in runs) + (source_job.run.timesteps if source_job else 0)
-        conditions = ", ".join(self.plan.spec.conditions)
+        conditions = ", ".join(self.plan.spec.transfer.conditions)
         self.console.print(f"study {self.dir}: {len(runs)} target runs ({conditions} x "
-                           f"{self.plan.spec.seeds} seeds) on {self._where()}", markup=False,
-                           highlight=False, soft_wrap=True)
+                           f"{self.plan.spec.protocol.seeds} seeds) on {self._where()}",
+                           markup=False, highlight=False, soft_wrap=True)
         self._warn_threshold()
         note = encoder_note(self.plan)
         if note:
@@ -750,7 +785,7 @@ class _Study:
             ready: deque[Job] = deque([source_job] if source_job else [])
             waiting: list[Job] = []
             for job in jobs:
-                if registry.get(job.run.condition).needs_source and source_path is None:
+                if registry.parse(job.run.condition).needs_source and source_path is None:
                     waiting.append(job)
                 else:
                     ready.append(dataclasses.replace(job, source=source_path,
@@ -780,7 +815,7 @@ class _Study:
                        f"{record['threshold_from']})")
             self.threshold_warned = True
         elif "threshold" not in record:
-            self._warn(derived_warning(self.plan.spec.target, self.plan.spec.source))
+            self._warn(derived_warning(self.plan.spec.env.target, self.plan.spec.env.source))
         if record.get("normalization_note"):
             self._warn(record["normalization_note"])
 
@@ -883,8 +918,9 @@ def _threshold(plan_: Plan, random: RandomScore, source: Source | None,
     """The study's normalization (`normalization.choose`): --threshold, else Atari's
     human-normalized score, else the target's reward_threshold, else the source policy's mean
     score over its last evaluations; None while that score is not known yet."""
-    return choose(plan_.spec.target, plan_.spec.source, plan_.spec.threshold, random,
-                  plan_.spec.eval_episodes, source.record if source is not None else None,
+    spec = plan_.spec
+    return choose(spec.env.target, spec.env.source, spec.protocol.threshold, random,
+                  spec.protocol.eval_episodes, source.record if source is not None else None,
                   required=required)
 
 

@@ -32,7 +32,7 @@ from stable_baselines3.common.logger import TensorBoardOutputFormat, configure
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecCheckNan, VecEnv
 
-from . import algos, vecnorm
+from . import algos, exploration, replay, vecnorm
 from . import conditions as registry
 from .env_factory import make_vec
 from .errors import EncoderError
@@ -428,11 +428,24 @@ def _record_transfer(run: RunSpec, run_dir: Path, model: BaseAlgorithm,
         report = apply_transfer(model, source_state, run.condition, source_label)
         record = report.to_dict()
         record["normalization"] = normalization
+    elif condition.takes == registry.TRANSITIONS:  # weights now (init=...), the buffer in _train
+        choice = registry.parse(run.condition)
+        if choice.weights is not None:
+            if source_state is None:
+                raise ValueError(f"condition {run.condition} needs source weights")
+            report = apply_transfer(model, source_state, run.condition, source_label)
+            record = report.to_dict()
+        else:
+            record = {"condition": run.condition, "options": dict(choice.options),
+                      "source": source_label if choice.needs_source else None}
     else:
         record = {"condition": run.condition, "source": None}
+    schedule = exploration.apply(model, registry.parse(run.condition))  # DQN's epsilon
+    if schedule is not None:
+        record["exploration"] = schedule
     if encoder is not None:
         record["encoder"] = _encoder_record(encoder, model, frozen)
-    if report is None and not condition.image_encoder:
+    if not condition.needs_source and not condition.image_encoder:
         return report, None
     atomic_write_json(run_dir / "transfer.json", record)
     return report, record
@@ -480,10 +493,18 @@ def _train(run: RunSpec, run_dir: Path, source_state: dict[str, torch.Tensor] | 
         if report is not None and report.frozen_targets:
             callbacks.insert(0, SyncFrozenTargets(report.frozen_targets))
         start = time.perf_counter()
+        choice = registry.parse(run.condition)
+        if choice.condition.takes == registry.TRANSITIONS:  # the buffer, before any update
+            assert record is not None
+            record["replay"] = replay.prefill(model, choice, run.timesteps, source_state,
+                                              source_label, str(run.env), evaluation)
+            atomic_write_json(run_dir / "transfer.json", record)
+            notify("advance", model.num_timesteps)  # the prefill's env steps, of the budget
+        prefilled = int(model.num_timesteps) if checkpoint is None else 0
         try:
-            model.learn(total_timesteps=run.timesteps - offset,
+            model.learn(total_timesteps=run.timesteps - offset - prefilled,
                         callback=CallbackList(callbacks), progress_bar=False,
-                        reset_num_timesteps=checkpoint is None)
+                        reset_num_timesteps=checkpoint is None and not prefilled)
         except (ValueError, RuntimeError) as err:  # e.g. torch's check of NaN logits
             name = _diverged(model)
             if name is None:

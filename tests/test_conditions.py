@@ -8,14 +8,15 @@ from rltransfer import conditions
 from rltransfer.conditions import CONDITIONS, Choice, Condition, Option, parse
 from rltransfer.errors import ConfigError
 from rltransfer.specs import CONDITIONS as SPEC_CONDITIONS
-from rltransfer.specs import EnvSpec, StudySpec
+from rltransfer.specs import EnvSpec
+from rltransfer.study_spec import StudySpec
 
 
 def test_every_condition_is_one_registry_entry():
     assert SPEC_CONDITIONS == ("scratch", "finetune", "freeze-features", "reinit-head",
-                               "pretrained-encoder")
+                               "pretrained-encoder", "kickstart", "replay")
     assert [c for c in CONDITIONS if CONDITIONS[c].needs_source] == [
-        "finetune", "freeze-features", "reinit-head"]
+        "finetune", "freeze-features", "reinit-head", "kickstart", "replay"]
     assert CONDITIONS["freeze-features"].freezes == conditions.FEATURES
     assert CONDITIONS["reinit-head"].copies == conditions.FEATURES
     assert CONDITIONS["finetune"].copies == conditions.ALL
@@ -25,11 +26,12 @@ def test_every_condition_is_one_registry_entry():
 
 @pytest.mark.parametrize(("text", "message"), [
     ("finetunee", "unknown condition 'finetunee': choose from scratch, finetune, "
-                  "freeze-features, reinit-head, pretrained-encoder. Did you mean 'finetune'?"),
+                  "freeze-features, reinit-head, pretrained-encoder, kickstart, replay. Did "
+                  "you mean 'finetune'?"),
     ("scratch:lr_scale=0.1", "condition 'scratch' takes no options (got 'lr_scale'): write "
                              "scratch"),
     ("reinit-head:layers=1", "condition 'reinit-head' has no option 'layers': valid options "
-                             "are lr_scale, norm."),
+                             "are lr_scale, norm, eps."),
     ("finetune:lr_scale=0", "condition 'finetune:lr_scale=0': lr_scale must be a number in "
                             "(0, 1], got 0"),
     ("finetune:lr_scale=1.5", "condition 'finetune:lr_scale=1.5': lr_scale must be a number in "
@@ -69,8 +71,8 @@ def test_options_parse_check_and_have_a_canonical_spelling():
 
 def test_a_study_needs_a_source_only_for_conditions_that_take_one():
     def study(*names: str) -> StudySpec:
-        return StudySpec(EnvSpec.parse("CartPole-v1"), EnvSpec.parse("CartPole-v1"),
-                         conditions=names)
+        return StudySpec.build(EnvSpec.parse("CartPole-v1"), EnvSpec.parse("CartPole-v1"),
+                               conditions=names)
     assert not study("scratch").transfers
     assert not study("scratch", "pretrained-encoder").transfers
     assert study("scratch", "reinit-head").transfers
@@ -79,10 +81,10 @@ def test_a_study_needs_a_source_only_for_conditions_that_take_one():
 
 
 def test_strategies_are_options_of_their_conditions():
-    assert [o.key for o in CONDITIONS["finetune"].options] == ["lr_scale", "norm"]
+    assert [o.key for o in CONDITIONS["finetune"].options] == ["lr_scale", "norm", "eps"]
     assert [o.key for o in CONDITIONS["freeze-features"].options] == ["layers", "lr_scale",
-                                                                       "norm"]
-    assert [o.key for o in CONDITIONS["reinit-head"].options] == ["lr_scale", "norm"]
+                                                                       "norm", "eps"]
+    assert [o.key for o in CONDITIONS["reinit-head"].options] == ["lr_scale", "norm", "eps"]
     choice = parse("freeze-features:lr_scale=0.50,layers=1")
     assert choice.label == "freeze-features:layers=1,lr_scale=0.5"
     assert choice.get("layers") == 1 and choice.get("lr_scale") == 0.5
@@ -99,7 +101,7 @@ def test_a_list_of_conditions_splits_between_conditions_not_options():
     spec = StudySpec.from_dict({"source": "CartPole-v1", "target": "CartPole-v1",
                                 "conditions": text.replace(" ", "")})
     spec.validate()
-    assert spec.conditions == tuple(conditions.split(text))
+    assert spec.transfer.conditions == tuple(conditions.split(text))
     with pytest.raises(ConfigError, match=r"--conditions: write scratch,finetune:lr_scale=0\.1 "):
         StudySpec.from_dict({"source": "CartPole-v1", "target": "CartPole-v1",
                              "conditions": "scratch,finetune:lr_scale=0.10"}).validate()

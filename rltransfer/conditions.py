@@ -12,10 +12,12 @@ On the command line a condition is ``name`` or ``name:key=value,...`` (like env 
 returns its canonical form, which names the condition's run folders. Options so far:
 ``lr_scale`` (finetune, freeze-features, reinit-head: the copied parameters' own optimizer
 group trains at that factor of the schedule's rate) and ``layers`` (freeze-features: only the
-first k feature layers, counted from the input, are frozen); replay's ``n``, ``dataset`` and
+first k feature layers, counted from the input, are frozen) and ``norm`` (the conditions
+that take weights: what the target does with the source's VecNormalize statistics,
+`rltransfer.vecnorm`); kickstart's ``steps``, ``weight`` and ``init`` (its distillation loss's
+schedule and how the target starts, `rltransfer.kickstart`); replay's ``n``, ``dataset`` and
 ``init`` (`rltransfer.replay`); ``eps`` (DQN's epsilon schedule after a transfer,
-`rltransfer.exploration`); ``norm`` (the conditions that take weights: what the target
-does with the source's VecNormalize statistics, `rltransfer.vecnorm`).
+`rltransfer.exploration`).
 
 Torch-free, so the report stage can use it.
 """
@@ -30,10 +32,11 @@ from typing import Any
 
 from .errors import ConfigError, did_you_mean
 
-NOTHING, WEIGHTS, TRANSITIONS = "nothing", "weights", "transitions"
+NOTHING, WEIGHTS, POLICY, TRANSITIONS = "nothing", "weights", "policy", "transitions"
 """What a condition takes from the source: nothing, its weights (copied into the target before
-training), or transitions: a replay buffer pre-filled by the source policy acting on the target
-(or from a dataset, which needs no source). More kinds come with kickstart."""
+training), its policy, rebuilt from its weights and queried while the target trains (a
+teacher), or transitions: a replay buffer pre-filled by the source policy acting on the target
+(or from a dataset, which needs no source)."""
 ALL, FEATURES, NONE = "all", "features", "none"
 """Which matching target tensors it copies / which copied tensors it freezes."""
 
@@ -57,7 +60,7 @@ class Condition:
 
     name: str
     doc: str  # one line: --help and the README's table
-    takes: str = NOTHING  # from the source: NOTHING, WEIGHTS or TRANSITIONS
+    takes: str = NOTHING  # from the source: NOTHING, WEIGHTS, POLICY or TRANSITIONS
     copies: str = NONE  # source tensors copied by name and shape: ALL, FEATURES or NONE
     freezes: str = NONE  # copied tensors frozen: FEATURES or NONE
     image_encoder: bool = False  # a pretrained image encoder instead of source weights
@@ -96,8 +99,59 @@ EPS = Option(
     "target's initial one",
     valid="a number in [0, 1]", check=lambda value: 0 <= value <= 1, algos=("dqn",))
 
+_NORM_DOC = ("the source's VecNormalize statistics (when the target normalizes): freeze: the "
+             "source's throughout; update: start from them, keep updating; reset: fresh")
+_NORM_VALID = "freeze, update or reset"
+
+
+def _norm(default: str) -> Option:
+    return Option("norm", str, default, _NORM_DOC + f" (default {default})", valid=_NORM_VALID,
+                  check=lambda value: value in ("freeze", "update", "reset"))
+
+
+# Frozen feature layers were trained on inputs scaled by the source's statistics, so
+# freeze-features keeps them by default; conditions that train every layer follow the target.
+NORM_UPDATE, NORM_FREEZE = _norm("update"), _norm("freeze")
+
+_BASE = (
+    Condition("scratch", "the reference: trained from a fresh initialization"),
+    Condition("finetune", "every source tensor that matches by name and shape is copied; "
+                          "all are trained", takes=WEIGHTS, copies=ALL,
+              options=(LR_SCALE, NORM_UPDATE, EPS)),
+    Condition("freeze-features", "copied like finetune; feature layers frozen (no gradient, "
+                                 "out of the optimizer, eval mode), heads trained",
+              takes=WEIGHTS, copies=ALL, freezes=FEATURES,
+              options=(LAYERS, LR_SCALE, NORM_FREEZE, EPS)),
+    Condition("reinit-head", "feature layers copied, action/value heads fresh; all trained",
+              takes=WEIGHTS, copies=FEATURES, options=(LR_SCALE, NORM_UPDATE, EPS)),
+    Condition("pretrained-encoder", "pixels: a pretrained image encoder (--encoder, "
+                                    "--encoder-weights), frozen or fine-tuned, fresh heads",
+              image_encoder=True),
+)
 REFERENCE = "scratch"
-_INITS = (REFERENCE, "finetune", "freeze-features", "reinit-head")
+
+_INITS = (REFERENCE, *(c.name for c in _BASE if c.takes == WEIGHTS))
+
+
+def _positive(value: float) -> bool:
+    return math.isfinite(value) and value > 0
+
+
+KICKSTART_OPTIONS = (
+    Option("steps", int, None,
+           "the distillation loss's weight decays linearly to 0 over the first N env steps; "
+           "left out: half the target's budget (--timesteps)",
+           valid="an integer >= 1", check=lambda value: value >= 1),
+    Option("weight", float, 1.0,
+           "the distillation loss's weight at step 0, relative to SB3's own loss (weight 1)",
+           valid="a number > 0", check=_positive),
+    Option("init", str, REFERENCE,
+           "how the target starts: scratch (a fresh initialization), or initialized from the "
+           "source's weights as that condition does (its default options)",
+           valid="one of " + ", ".join(_INITS), check=lambda value: value in _INITS),
+    NORM_FREEZE,  # the teacher reads observations scaled as in its own training
+)
+
 OFF_POLICY = ("dqn", "sac", "td3")  # the algorithms that learn from a replay buffer
 _DATASET_ID = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*-v\d+$")
 REPLAY_OPTIONS = (
@@ -118,34 +172,12 @@ REPLAY_OPTIONS = (
     EPS,
 )
 
-_NORM_DOC = ("the source's VecNormalize statistics (when the target normalizes): freeze: the "
-             "source's throughout; update: start from them, keep updating; reset: fresh")
-_NORM_VALID = "freeze, update or reset"
-
-
-def _norm(default: str) -> Option:
-    return Option("norm", str, default, _NORM_DOC + f" (default {default})", valid=_NORM_VALID,
-                  check=lambda value: value in ("freeze", "update", "reset"))
-
-
-# Frozen feature layers were trained on inputs scaled by the source's statistics, so
-# freeze-features keeps them by default; conditions that train every layer follow the target.
-NORM_UPDATE, NORM_FREEZE = _norm("update"), _norm("freeze")
-
 CONDITIONS: dict[str, Condition] = {c.name: c for c in (
-    Condition("scratch", "the reference: trained from a fresh initialization"),
-    Condition("finetune", "every source tensor that matches by name and shape is copied; "
-                          "all are trained", takes=WEIGHTS, copies=ALL,
-              options=(LR_SCALE, NORM_UPDATE, EPS)),
-    Condition("freeze-features", "copied like finetune; feature layers frozen (no gradient, "
-                                 "out of the optimizer, eval mode), heads trained",
-              takes=WEIGHTS, copies=ALL, freezes=FEATURES,
-              options=(LAYERS, LR_SCALE, NORM_FREEZE, EPS)),
-    Condition("reinit-head", "feature layers copied, action/value heads fresh; all trained",
-              takes=WEIGHTS, copies=FEATURES, options=(LR_SCALE, NORM_UPDATE, EPS)),
-    Condition("pretrained-encoder", "pixels: a pretrained image encoder (--encoder, "
-                                    "--encoder-weights), frozen or fine-tuned, fresh heads",
-              image_encoder=True),
+    *_BASE,
+    Condition("kickstart", "distillation: trained (from scratch, or init=finetune) with an "
+                           "extra loss toward the source policy's actions, its weight "
+                           "decaying to 0 (PPO, A2C)",
+              takes=POLICY, options=KICKSTART_OPTIONS, algos=("ppo", "a2c")),
     Condition("replay", "instance transfer: the replay buffer pre-filled with n transitions "
                         "the source policy collects on the target (or a Minari dataset's); "
                         "trained from scratch or init=... (DQN, SAC, TD3)",
@@ -266,8 +298,6 @@ def check_algorithm(text: str, algo: str) -> None:
         if option.key in choice.options and option.algos and algo not in option.algos:
             raise ConfigError(f"condition {text!r}: {option.key} applies to "
                               f"{', '.join(option.algos)} only, not {algo}: drop {option.key}")
-
-
 
 
 def _option(condition: Condition, key: str) -> Option:

@@ -428,6 +428,14 @@ def _record_transfer(run: RunSpec, run_dir: Path, model: BaseAlgorithm,
         report = apply_transfer(model, source_state, run.condition, source_label)
         record = report.to_dict()
         record["normalization"] = normalization
+    elif condition.takes == registry.POLICY:  # a teacher, queried in every update
+        if source_state is None:
+            raise ValueError(f"condition {run.condition} needs the source policy's weights")
+        from .kickstart import kickstart
+
+        _, report, record = kickstart(model, source_state, run.condition, run.timesteps,
+                                      source_label)
+        record["normalization"] = normalization
     elif condition.takes == registry.TRANSITIONS:  # weights now (init=...), the buffer in _train
         choice = registry.parse(run.condition)
         if choice.weights is not None:
@@ -438,6 +446,7 @@ def _record_transfer(run: RunSpec, run_dir: Path, model: BaseAlgorithm,
         else:
             record = {"condition": run.condition, "options": dict(choice.options),
                       "source": source_label if choice.needs_source else None}
+        record["normalization"] = normalization
     else:
         record = {"condition": run.condition, "source": None}
     schedule = exploration.apply(model, registry.parse(run.condition))  # DQN's epsilon
@@ -493,7 +502,6 @@ def _train(run: RunSpec, run_dir: Path, source_state: dict[str, torch.Tensor] | 
         if report is not None and report.frozen_targets:
             callbacks.insert(0, SyncFrozenTargets(report.frozen_targets))
         start = time.perf_counter()
-        choice = registry.parse(run.condition)
         if choice.condition.takes == registry.TRANSITIONS:  # the buffer, before any update
             assert record is not None
             record["replay"] = replay.prefill(model, choice, run.timesteps, source_state,

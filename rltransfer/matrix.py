@@ -60,7 +60,9 @@ def run_matrix(base: StudySpec, sources: list[EnvSpec], targets: list[EnvSpec], 
                command: str = "", console: Console | None = None,
                execution: Execution | None = None) -> Path:
     """Run every pair (checking all of them first), then write matrix.md and matrix.json."""
-    from .runner import check_writable, plan, run_study
+    from .plan import plan
+    from .preflight import check_writable
+    from .runner import run_study
 
     console = console or Console()
     folder, specs = matrix_specs(base, sources, targets)

@@ -265,7 +265,7 @@ def _budgets_text(spec: Mapping[str, Any]) -> str:
 
 def _source_text(source: Mapping[str, Any]) -> str:
     text = str(source.get("kind", "?"))
-    if text == "external":  # --source-model (runner._check_external's record)
+    if text == "external":  # --source-model (preflight.check_external's record)
         text = f"external checkpoint `{source.get('path', '?')}`"
         if source.get("sha256"):
             text += f" (sha256 {str(source['sha256'])[:12]}…)"

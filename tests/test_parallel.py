@@ -17,7 +17,7 @@ from scipy import stats
 
 from rltransfer.cli import main
 from rltransfer.io_utils import atomic_write_json, read_json
-from rltransfer.runner import StudyLock
+from rltransfer.study_folder import StudyLock
 
 TINY = ["--hparams", "n_steps=64", "batch_size=64", "n_epochs=2", "--n-envs", "2",
         "--eval-episodes", "2"]

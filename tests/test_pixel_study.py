@@ -10,7 +10,7 @@ import torchvision
 from rltransfer.cli import main
 from rltransfer.env_factory import make_env, make_vec
 from rltransfer.io_utils import read_json
-from rltransfer.runner import encoder_note, plan
+from rltransfer.plan import encoder_note, plan
 from rltransfer.specs import EnvSpec
 from rltransfer.study_spec import StudySpec, flat_spec
 

@@ -14,15 +14,16 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections import deque
 from pathlib import Path
 
 import pytest
 
-from rltransfer import execution, runner
+from rltransfer import conditions, execution, preflight
 from rltransfer.cli import main
 from rltransfer.execution import Job
 from rltransfer.io_utils import read_json
+from rltransfer.plan import plan
+from rltransfer.scheduler import Task, at_once
 from rltransfer.study_spec import StudySpec
 
 PAIR = ["CartPole-v1", "CartPole-v1:length=1.0"]
@@ -45,7 +46,9 @@ def _jobs(*keys: str) -> list[Job]:
     (["scratch/seed_0", "scratch/seed_1"], [], 2),
 ])
 def test_at_once_counts_the_jobs_that_can_run_together(ready, waiting, expected):
-    assert runner._at_once(deque(_jobs(*ready)), _jobs(*waiting)) == expected
+    tasks = [Task(job) for job in _jobs(*ready)]
+    tasks += [Task(job, after="source") for job in _jobs(*waiting)]
+    assert at_once(tasks) == expected
 
 
 def test_a_study_with_one_run_to_train_starts_no_worker_process(tmp_path, capsys, monkeypatch):
@@ -69,7 +72,7 @@ def test_a_cached_source_is_not_built_again_and_its_weights_dry_run_the_transfer
     base = ["run", *PAIR, "--seeds", "1", "--workers", "1", "--out", str(tmp_path), *TINY]
     assert main([*base, "--name", "first"]) == 0  # trains and caches the source
     built, transferred = [], []
-    real_probe, real_transfer = runner._probe_model, runner.apply_transfer
+    real_probe, real_transfer = preflight.probe_model, preflight.apply_transfer
 
     def probe(run):
         built.append(run.condition)
@@ -79,14 +82,14 @@ def test_a_cached_source_is_not_built_again_and_its_weights_dry_run_the_transfer
         transferred.append(label)
         return real_transfer(model, state, condition, label)
 
-    monkeypatch.setattr(runner, "_probe_model", probe)
-    monkeypatch.setattr(runner, "apply_transfer", transfer)
-    runner._probe(runner.plan(StudySpec.from_dict({
+    monkeypatch.setattr(preflight, "probe_model", probe)
+    monkeypatch.setattr(preflight, "apply_transfer", transfer)
+    preflight.probe(plan(StudySpec.from_dict({
         "source": PAIR[0], "target": PAIR[1], "seeds": 1, "out": str(tmp_path),
         "timesteps": 256, "source_timesteps": 256, "eval_freq": 128, "eval_episodes": 2,
         "n_envs": 2, "hparams": {"n_steps": 64, "batch_size": 64, "n_epochs": 2}})),
         train_source=True)
-    assert built == [runner.registry.REFERENCE]  # the target's network only
+    assert built == [conditions.REFERENCE]  # the target's network only
     assert transferred == ["the cached CartPole-v1 policy"]
 
 

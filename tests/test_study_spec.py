@@ -13,7 +13,7 @@ import pytest
 from rltransfer.cli import _build_parser, main, study_spec
 from rltransfer.errors import ConfigError
 from rltransfer.io_utils import read_json
-from rltransfer.runner import plan
+from rltransfer.plan import plan
 from rltransfer.specs import EnvSpec
 from rltransfer.study_spec import (
     STUDY_FORMAT,

@@ -11,7 +11,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from rltransfer import runner
+from rltransfer import preflight
 from rltransfer.cli import main
 from rltransfer.errors import ConfigError
 from rltransfer.io_utils import read_json
@@ -26,6 +26,7 @@ from rltransfer.normalization import (
     human_scores,
     source_score,
 )
+from rltransfer.plan import plan
 from rltransfer.specs import EnvSpec
 from rltransfer.study_spec import StudySpec
 from rltransfer.training import EVAL_COLUMNS, read_evaluations
@@ -108,7 +109,7 @@ def test_plan_of_the_pong_mode_study_is_human_normalized():
     spec = StudySpec.build(_spec("ALE/Pong-v5"), _spec("ALE/Pong-v5:mode=1,difficulty=1"),
                            seeds=2, timesteps=256, source_timesteps=256, eval_freq=128,
                            eval_episodes=1, name="pong")
-    found = runner._threshold(runner.plan(spec), RandomScore(-20.3, 0.78, 52), None)
+    found = preflight.normalization(plan(spec), RandomScore(-20.3, 0.78, 52), None)
     assert (found.threshold, found.random_return) == (14.6, -20.7)
 
 
@@ -149,7 +150,7 @@ def test_derived_threshold_is_the_mean_of_the_last_evaluations(tmp_path):
 
 def test_study_derives_the_threshold_from_the_source_and_warns(tmp_path, capsys, monkeypatch):
     # a random policy far below anything the tiny source scores: the gap check passes
-    monkeypatch.setattr(runner, "random_return", lambda *a: RandomScore(-5000.0, 1.0, 100))
+    monkeypatch.setattr(preflight, "random_return", lambda *a: RandomScore(-5000.0, 1.0, 100))
     code = main(["run", "Pendulum-v1", "Pendulum-v1:m=1.2", "--out", str(tmp_path),
                  "--name", "derived", *BUDGET])
     assert code == 0

@@ -1,0 +1,227 @@
+"""Pre-flight checks: everything a study needs is built once (models, the transfer
+from the source, an external checkpoint, the random policy's score and the threshold)
+before the study folder gets its first file, so a bad input never leaves half a study.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.evaluation import evaluate_policy
+
+from . import checkpoints, vecnorm
+from . import conditions as registry
+from .caches import Source, source_from_cache
+from .env_factory import make_env, make_vec, reward_threshold
+from .errors import CheckpointError, HyperparameterError, OutputError
+from .io_utils import file_sha256
+from .kickstart import check_teacher
+from .metrics import ASYMPTOTE_WINDOW
+from .normalization import Normalization, RandomScore, choose, human_scores
+from .plan import Plan
+from .replay import check as check_replay
+from .specs import EnvSpec, RunSpec
+from .training import EVAL_SEED_OFFSET, MAX_EVAL_ENVS, build_model, frozen_features
+from .transfer import apply_transfer, check_algorithm, check_options, load_checkpoint
+
+RANDOM_EPISODES = 100  # the random policy's return anchors every normalized score
+RANDOM_STEP_CAP = 50_000  # but long-episode games (Atari) should not take minutes
+
+
+def random_return(env: EnvSpec, episodes: int, seed: int) -> RandomScore:
+    """Mean and std of the uniformly random policy's returns on `env` (the 0 of the normalized
+    score; the std sizes an evaluation's standard error), over `episodes` episodes, or fewer
+    (at least 10) once RANDOM_STEP_CAP steps are spent."""
+    instance = make_env(env)
+    instance.action_space.seed(seed)
+    totals: list[float] = []
+    steps = 0
+    try:
+        for episode in range(episodes):
+            if len(totals) >= 10 and steps >= RANDOM_STEP_CAP:
+                break
+            instance.reset(seed=seed + episode)
+            total, done = 0.0, False
+            while not done:
+                _, reward, terminated, truncated, _ = instance.step(instance.action_space.sample())
+                total += float(reward)
+                steps += 1
+                done = terminated or truncated
+            totals.append(total)
+    finally:
+        instance.close()
+    return RandomScore(float(np.mean(totals)), float(np.std(totals, ddof=1)) if len(totals) > 1
+                       else 0.0, len(totals))
+
+
+def check_writable(out: Path) -> None:
+    """Raise OutputError unless files can be created in `out`."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise OutputError(
+            f"cannot write to --out {out}: {err.strerror or err}; choose a folder you can write"
+        ) from None
+
+
+def probe_model(run: RunSpec) -> BaseAlgorithm:
+    """Build `run`'s model once, so a hyperparameter value SB3 rejects is a user error here,
+    before the study folder exists, not a traceback mid-study."""
+    env = make_vec(run.env, run.agent.n_envs, run.seed)
+    try:
+        env, _ = frozen_features(run, env)  # reads the encoder's weights file, as a run will
+        return build_model(run, env)
+    except _MODEL_ERRORS as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise HyperparameterError(
+            f"cannot build {run.agent.algo} for {run.env} with these hyperparameters "
+            f"({type(err).__name__}: {reason}): fix --hparams"
+        ) from None
+    finally:
+        env.close()
+
+
+_MODEL_ERRORS = (TypeError, ValueError, AssertionError, KeyError, NotImplementedError,
+                 IndexError, gym.error.Error)
+
+
+def check_external(plan_: Plan) -> Source | None:
+    """Load --source-model and make sure it fits the source and transfers to the target,
+    before anything is written."""
+    if plan_.spec.transfer.source_model is None:
+        return None
+    model = plan_.spec.transfer.source_model
+    path = checkpoints.resolve_source_model(model)  # hf:// in the hub cache
+    checkpoint = load_checkpoint(path)
+    check_algorithm(checkpoint, plan_.spec.agent.algo)
+    stats = vecnorm.source_stats(path)  # a refused vecnormalize.pkl stops the study here
+    source_model = probe_model(plan_.source_run())
+    fit = apply_transfer(source_model, checkpoint.state_dict, "finetune", str(path))
+    if fit.copied != len(fit.tensors):
+        raise CheckpointError(
+            f"{path} does not fit {plan_.spec.env.source} with this study's network "
+            f"({fit.summary()})"
+            f": give a checkpoint trained on SOURCE or set --hparams policy_kwargs to its network"
+        )
+    if plan_.spec.transfers:
+        target = probe_model(plan_.policy_run())
+        _probe_teachers(plan_, target, checkpoint.state_dict, source_model, str(path))
+        apply_transfer(target, checkpoint.state_dict, "finetune", str(path))
+    # Its score on the source env: the threshold for targets that register none. It then
+    # plays as many episodes as the last ASYMPTOTE_WINDOW evaluations of a trained source.
+    window = ASYMPTOTE_WINDOW if derives_threshold(plan_) else 1
+    episodes = plan_.spec.protocol.eval_episodes * window
+    source_env = make_vec(plan_.spec.env.source, min(episodes, MAX_EVAL_ENVS),
+                          plan_.spec.protocol.seed + EVAL_SEED_OFFSET)
+    try:
+        source_env.seed(plan_.spec.protocol.seed + EVAL_SEED_OFFSET)
+        source_env = vecnorm.evaluation_env(source_env, stats[0] if stats else None,
+                                            dict(plan_.source_agent.hparams))
+        score, _ = evaluate_policy(source_model, source_env, n_eval_episodes=episodes)
+    finally:
+        source_env.close()
+    record = {"kind": "external", "path": os.path.abspath(path), "sha256": file_sha256(path),
+              "algo_in_checkpoint": checkpoint.algo, "trained_steps": 0,
+              "final_return": float(score), "score": float(score),
+              "score_from": f"source checkpoint's mean return over {episodes} episodes on "
+                            f"{plan_.spec.env.source}",
+              **checkpoints.source_record(plan_.spec.transfer.source_model, path, checkpoint)}
+    return Source(checkpoint.state_dict, str(path), record)
+
+
+def derives_threshold(plan_: Plan) -> bool:
+    """Whether the threshold will be the source's own score (nothing else gives one)."""
+    target = plan_.spec.env.target
+    return (plan_.spec.protocol.threshold is None and human_scores(target) is None
+            and reward_threshold(target) is None)
+
+
+def probe_encoder(plan_: Plan) -> None:
+    """Build the pretrained-encoder model (its weights file read as a run will), first: an
+    unusable file is then an error at once, before the random policy is measured."""
+    if plan_.encoder_agent is not None:
+        probe_model(next(r for r in plan_.target_runs()
+                          if registry.get(r.condition).image_encoder))
+
+
+def probe(plan_: Plan, train_source: bool) -> None:
+    """Build every model the study will train; dry-run the transfer from a fresh source (or
+    from the cached one the study will reuse)."""
+    target = probe_model(plan_.policy_run())
+    for condition in plan_.spec.transfer.conditions:  # e.g. freeze-features:layers=k fits
+        check_options(target.policy, condition)
+        # replay: the prefill fits the budget and the buffer; a dataset is there and fits
+        check_replay(target, condition, plan_.spec.timesteps, None, "", str(plan_.spec.env.target))
+    if train_source:
+        cached = source_from_cache(plan_)
+        if cached is not None:
+            # Trained from this very run spec, so its model builds; the weights the study
+            # will transfer dry-run the transfer.
+            if plan_.spec.transfers:
+                state = load_checkpoint(cached / "model.zip").state_dict
+                label = f"the cached {plan_.spec.env.source} policy"
+                if _takes_policy(plan_):  # a teacher's spaces: those of the source's model
+                    _probe_teachers(plan_, target, state, probe_model(plan_.source_run()),
+                                    label)
+                apply_transfer(target, state, "finetune", label)
+            return
+        source = probe_model(plan_.source_run())
+        if plan_.spec.transfers:
+            label = f"the {plan_.spec.env.source} policy"
+            _probe_teachers(plan_, target, source.policy.state_dict(), source, label)
+            apply_transfer(target, source.policy.state_dict(), "finetune", label)
+
+
+def _takes_policy(plan_: Plan) -> bool:
+    return any(registry.get(c).takes in (registry.POLICY, registry.TRANSITIONS)  # replay's too
+               for c in plan_.spec.transfer.conditions)
+
+
+def _probe_teachers(plan_: Plan, target: BaseAlgorithm, state: dict[str, torch.Tensor],
+                    source: BaseAlgorithm, label: str) -> None:
+    """Conditions that take the source policy as a teacher: it must fit the target's policy
+    (`kickstart.check_teacher`: spaces, network, algorithm)."""
+    for condition in plan_.spec.transfer.conditions:
+        if registry.get(condition).takes == registry.POLICY:
+            check_teacher(target, state, (source.observation_space, source.action_space),
+                          condition, label)
+        if registry.parse(condition).needs_source:  # replay: the source acts on the target
+            check_replay(target, condition, plan_.spec.timesteps, state, label,
+                         str(plan_.spec.env.target))
+
+
+def needs_source(plan_: Plan, known: Normalization | None, external: Source | None) -> bool:
+    return external is None and (plan_.spec.transfers or known is None)
+
+
+def normalization(plan_: Plan, random: RandomScore, source: Source | None,
+                  required: bool = False) -> Normalization | None:
+    """The study's normalization (`normalization.choose`): --threshold, else Atari's
+    human-normalized score, else the target's reward_threshold, else the source policy's mean
+    score over its last evaluations; None while that score is not known yet."""
+    spec = plan_.spec
+    return choose(spec.env.target, spec.env.source, spec.protocol.threshold, random,
+                  spec.protocol.eval_episodes, source.record if source is not None else None,
+                  required=required)
+
+
+def check_new_study(plan_: Plan) -> tuple[RandomScore, Normalization | None, Source | None]:
+    """Check everything a new study needs before its first file. Returns the random policy's
+    score on the target, the normalization when it is known already (None: the source's
+    score sets it) and the --source-model checkpoint (None without one)."""
+    probe_encoder(plan_)
+    external = check_external(plan_)
+    spec = plan_.spec
+    random = random_return(spec.env.target, max(spec.protocol.eval_episodes, RANDOM_EPISODES),
+                           spec.protocol.seed + EVAL_SEED_OFFSET)
+    known = normalization(plan_, random, external)  # None: wait for the source's score
+    probe(plan_, needs_source(plan_, known, external))
+    return random, known, external

@@ -22,6 +22,7 @@ from .execution import (
     Execution,
     available_cores,
     start_worker_server,
+    summarize_elsewhere,
     will_use_workers,
 )
 from .specs import CONDITIONS
@@ -333,32 +334,35 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
 def _start_workers_early(spec: StudySpec, execution: Execution) -> None:
     """Start the server that worker processes fork from before this process imports torch
     and checks the study, so the two overlap on separate cores, when the study may use
-    worker processes."""
+    worker processes. A study process (`python -m rltransfer run`) starts it anyway, with
+    only the report's imports, so they happen on the other core while the run trains."""
     execution.validate()
     if will_use_workers(execution, len(spec.transfer.conditions) * spec.protocol.seeds):
         start_worker_server()
+    elif _PROCESS["command"] and execution.backend == "local":
+        start_worker_server(workers=False)  # the report's libraries, for the end
 
 
 def _cmd_run(args: argparse.Namespace, argv: list[str], console: Console) -> int:
     spec = study_spec(args)
     execution = _execution(args)
     _start_workers_early(spec, execution)
-    from .report import summarize_study, terminal_table
     from .runner import run_study
+    from .tables import terminal_table
 
     command = "python -m rltransfer " + shlex.join(
         [a for a in argv if a != "--resume"])  # the command that reproduces the study
     study_dir = run_study(spec, command=command, console=console, execution=execution,
                           resume=args.resume)
-    return _print_summary(summarize_study(study_dir), study_dir, console, terminal_table)
+    return _print_summary(summarize_elsewhere(study_dir), study_dir, console, terminal_table)
 
 
 def _cmd_resume(args: argparse.Namespace, console: Console) -> int:
-    from .report import summarize_study, terminal_table
     from .runner import resume_study
+    from .tables import terminal_table
 
     study_dir = resume_study(Path(args.study), console=console, execution=_execution(args))
-    return _print_summary(summarize_study(study_dir), study_dir, console, terminal_table)
+    return _print_summary(summarize_elsewhere(study_dir), study_dir, console, terminal_table)
 
 
 def _print_summary(result: dict, study_dir: Path, console: Console, table_fn) -> int:
@@ -486,9 +490,14 @@ def _cmd_envs(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+_PROCESS = {"command": False}
+"""Whether `main` runs as the process's own command (not called from Python, e.g. a test)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``rltransfer`` and ``python -m rltransfer``; returns the exit status."""
     entry_point = argv is None  # the process's own command, which exits next
+    _PROCESS["command"] = entry_point
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _build_parser().parse_args(argv)
     console = Console()

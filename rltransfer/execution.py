@@ -272,27 +272,40 @@ def _init_worker(events: Any, threads: int) -> None:
 # worker still creates its own CUDA context.
 WORKER_PRELOAD = ("rltransfer.cli", "rltransfer.execution", "rltransfer.training",
                   "torch._dynamo")
+# What it imports for the study's report (`summarize_elsewhere`): none of it imports torch.
+REPORT_PRELOAD = ("rltransfer.execution", "rltransfer.report", "rltransfer.board",
+                  "scipy.stats", "scipy.optimize", "matplotlib.figure",
+                  "matplotlib.backends.backend_agg", "matplotlib.backends.backend_svg",
+                  "tensorboard.summary.writer.event_file_writer",
+                  "tensorboard.plugins.custom_scalar.layout_pb2")
+_SERVER: dict[str, Any] = {"preload": WORKER_PRELOAD + REPORT_PRELOAD, "started": False}
 
 
 def _worker_context() -> Any:
-    """Forked from a server that imported WORKER_PRELOAD where the platform has one (Linux,
-    macOS); spawned otherwise."""
+    """Forked from a server that imported its preload (WORKER_PRELOAD and REPORT_PRELOAD
+    unless `start_worker_server` chose less) where the platform has one (Linux, macOS);
+    spawned otherwise."""
     if "forkserver" not in multiprocessing.get_all_start_methods():  # pragma: no cover
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(list(WORKER_PRELOAD))
+    context.set_forkserver_preload(list(_SERVER["preload"]))  # no effect once it runs
     return context
 
 
-def start_worker_server() -> None:
-    """Start the server that worker processes fork from, now: it imports WORKER_PRELOAD on a
-    core of its own while this process checks the study, so workers start at once. A study
-    with worker processes starts it anyway, when it starts its first worker."""
+def start_worker_server(workers: bool = True) -> None:
+    """Start the server that worker processes fork from, now: it imports its preload on a
+    core of its own while this process checks the study (and trains its run), so workers
+    start at once and the report's libraries are ready at the end. Without `workers` it
+    imports only what the report needs. A study with worker processes starts it anyway,
+    when it starts its first worker."""
+    if not workers and not _SERVER["started"]:
+        _SERVER["preload"] = REPORT_PRELOAD
     context = _worker_context()
     if context.get_start_method() != "forkserver":  # pragma: no cover
         return
     from multiprocessing import forkserver
 
+    _SERVER["started"] = True
     if threading.current_thread() is not threading.main_thread():  # pragma: no cover
         forkserver.ensure_running()  # (only the main thread may set signal handlers)
         return
@@ -304,6 +317,29 @@ def start_worker_server() -> None:
         forkserver.ensure_running()
     finally:
         signal.signal(signal.SIGINT, handler)
+
+
+def _summarize(study_dir: str) -> dict[str, Any]:
+    from .report import summarize_study
+
+    return summarize_study(Path(study_dir))
+
+
+def summarize_elsewhere(study_dir: Path) -> dict[str, Any]:
+    """`report.summarize_study(study_dir)`, computed in a process forked from the worker
+    server when one runs: it imported SciPy, matplotlib, Jinja2 and TensorBoard's writer
+    (about 1 s) on another core while the study trained, and this process never imports
+    them. Without a server (or should its process die), in this process."""
+    if _SERVER["started"]:
+        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            with ProcessPoolExecutor(1, mp_context=_worker_context()) as pool:
+                return pool.submit(_summarize, str(study_dir)).result()
+        except BrokenProcessPool:  # pragma: no cover - e.g. killed by the OOM killer
+            pass
+    return _summarize(str(study_dir))
 
 
 def will_use_workers(execution: Execution, runs: int) -> bool:

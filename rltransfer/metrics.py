@@ -37,9 +37,25 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import optimize, stats
 
 from rltransfer.errors import ConfigError
+
+
+class _Lazy:
+    """A SciPy submodule imported at its first use: the study process prints the terminal
+    table from a report computed elsewhere (`execution.summarize_elsewhere`) and so never
+    pays SciPy's import (about 0.6 s)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(self._name), attr)
+
+
+stats, optimize = _Lazy("scipy.stats"), _Lazy("scipy.optimize")
 
 ASYMPTOTE_WINDOW = 3
 """Number of final evaluations averaged into the asymptote."""

@@ -4,9 +4,10 @@
 `pickle.Unpickler.find_class` is the only way a pickle reaches code; here it answers from an
 explicit allowlist: numpy's array and scalar reconstruction functions and ``numpy.dtype``,
 and, for SB3's ``VecNormalize`` and ``RunningMeanStd`` and the Gymnasium spaces a
-VecNormalize holds, inert stand-in records of this module (SB3's and Gymnasium's classes are
-never imported or called). Any other global is refused with a one-line `CheckpointError`
-naming the file and the global. What comes back is plain: `read_vecnormalize` returns a dict
+VecNormalize holds (and the numpy random generator a seeded space keeps), inert stand-in
+records of this module (SB3's, Gymnasium's and numpy.random's classes are never imported or
+called). Any other global is refused with a one-line `CheckpointError` naming the file and
+the global. What comes back is plain: `read_vecnormalize` returns a dict
 of numpy arrays and numbers.
 
 SB3's ``VecNormalize.__getstate__`` drops ``venv``, ``class_attributes`` and ``returns``, so a
@@ -41,7 +42,8 @@ class Record:
         pass
 
     def __setstate__(self, state: Any) -> None:
-        if isinstance(state, tuple) and len(state) == 2:  # (dict, slots)
+        if (isinstance(state, tuple) and len(state) == 2
+                and all(isinstance(part, dict | None) for part in state)):  # (dict, slots)
             state = {**(state[0] or {}), **(state[1] or {})}
         self.state = dict(state) if isinstance(state, dict) else {"value": state}
 
@@ -56,7 +58,16 @@ _SPACES = [f"{package}.spaces.{module}.{name}" for package in ("gymnasium", "gym
            for module, name in (("box", "Box"), ("discrete", "Discrete"), ("dict", "Dict"),
                                 ("multi_discrete", "MultiDiscrete"),
                                 ("multi_binary", "MultiBinary"))]
-_RECORDS = {name: _record(name) for name in (VECNORMALIZE, RUNNING_MEAN_STD, *_SPACES)}
+# A seeded space holds its numpy Generator; it is recorded, never rebuilt.
+_RANDOM = [f"numpy.random._pickle.{name}" for name in
+           ("__generator_ctor", "__bit_generator_ctor", "__randomstate_ctor")] + [
+    "numpy.random._pcg64.PCG64", "numpy.random._pcg64.PCG64DXSM", "numpy.random._sfc64.SFC64",
+    "numpy.random._mt19937.MT19937", "numpy.random._philox.Philox",
+    "numpy.random._generator.Generator", "numpy.random.mtrand.RandomState",
+    "numpy.random.bit_generator.SeedSequence",
+    "numpy.random.bit_generator.__pyx_unpickle_SeedSequence"]
+_RECORDS = {name: _record(name) for name in (VECNORMALIZE, RUNNING_MEAN_STD, *_SPACES,
+                                             *_RANDOM)}
 
 
 def _numpy_globals() -> dict[str, Any]:

@@ -89,18 +89,57 @@ def test_bad_normalize_values_are_one_line_errors(tmp_path):
         algos.validate_hparams(ppo, {"normalize": {"norm_ob": True}})
 
 
-def test_hparams_normalize_false_turns_the_presets_off(tmp_path, capsys):
-    common = ["run", "Acrobot-v1", "Acrobot-v1", "--conditions", "scratch", "--seeds", "1",
-              "--timesteps", "64", "--eval-freq", "64", "--eval-episodes", "1",
-              "--n-envs", "2", "--out", str(tmp_path), "--workers", "1",
-              "--hparams", "n_steps=32", "batch_size=64", "n_epochs=1"]
-    assert main([*common, "--name", "on"]) == 0
-    assert main([*common, "normalize=false", "--name", "off"]) == 0
-    on, off = tmp_path / "on" / "scratch" / "seed_0", tmp_path / "off" / "scratch" / "seed_0"
-    assert read_json(tmp_path / "on" / "study.json")["target_agent"]["hparams"]["normalize"]
-    assert vecnorm.load_npz(on / "vecnormalize.npz")["obs_rms.mean"].shape == (6,)
-    assert not read_json(tmp_path / "off" / "study.json")["target_agent"]["hparams"]["normalize"]
-    assert not (off / "vecnormalize.npz").exists()
+ACROBOT = ["--seeds", "1", "--timesteps", "64", "--source-timesteps", "64", "--eval-freq", "64",
+           "--eval-episodes", "1", "--n-envs", "2", "--workers", "1",
+           "--hparams", "n_steps=32", "batch_size=64", "n_epochs=1"]
+
+
+def test_a_normalized_preset_study_hands_the_sources_statistics_on(tmp_path, capsys):
+    """Acrobot's preset normalizes: the study's source saves its statistics, the frozen
+    target keeps them; --hparams normalize=false turns normalization off."""
+    assert main(["run", "Acrobot-v1", "Acrobot-v1", "--conditions", "scratch,finetune:norm=freeze",
+                 "--out", str(tmp_path), "--name", "on", *ACROBOT]) == 0
+    study = tmp_path / "on"
+    assert read_json(study / "study.json")["target_agent"]["hparams"]["normalize"] is True
+    source = vecnorm.load_npz(study / "source" / "vecnormalize.npz")
+    target = vecnorm.load_npz(study / "finetune:norm=freeze" / "seed_0" / "vecnormalize.npz")
+    assert source["obs_rms.mean"].shape == (6,) and _same(target, source)
+    record = read_json(study / "finetune:norm=freeze" / "seed_0" / "transfer.json")
+    assert record["normalization"]["copied"] == ["obs_rms", "ret_rms"]
+    scratch = vecnorm.load_npz(study / "scratch" / "seed_0" / "vecnormalize.npz")
+    assert float(scratch["obs_rms.count"]) == pytest.approx(INITIAL_COUNT + 64 + 2, rel=1e-12)
+    assert "normalization statistics: the source's, frozen (norm=freeze)" in capsys.readouterr().out
+
+    assert main(["run", "Acrobot-v1", "Acrobot-v1", "--conditions", "scratch", "--out",
+                 str(tmp_path), "--name", "off", *ACROBOT, "normalize=false"]) == 0
+    assert read_json(tmp_path / "off" / "study.json")["target_agent"]["hparams"][
+        "normalize"] is False
+    assert not (tmp_path / "off" / "scratch" / "seed_0" / "vecnormalize.npz").exists()
+
+
+def test_an_rl_zoo_folders_statistics_go_with_its_checkpoint(tmp_path):
+    """logs/ppo/CartPole-v1_1/CartPole-v1.zip with CartPole-v1/vecnormalize.pkl, written by SB3
+    itself as RL-Zoo does: the frozen target's statistics are the pickle's."""
+    from stable_baselines3 import PPO
+
+    folder = tmp_path / "logs" / "ppo" / "CartPole-v1_1"
+    venv = VecNormalize(DummyVecEnv([lambda: gym.make("CartPole-v1")] * 2))
+    model = PPO("MlpPolicy", venv, n_steps=64, batch_size=64, n_epochs=1, seed=0)
+    model.learn(128)
+    model.save(folder / "CartPole-v1.zip")
+    (folder / "CartPole-v1").mkdir()
+    venv.save(str(folder / "CartPole-v1" / "vecnormalize.pkl"))
+    assert main(["run", "CartPole-v1", "CartPole-v1", "--conditions", "finetune:norm=freeze",
+                 "--source-model", str(folder / "CartPole-v1.zip"), "--out", str(tmp_path),
+                 "--name", "zoo", "--seeds", "1", "--timesteps", "128", "--eval-freq", "128",
+                 "--eval-episodes", "2", "--n-envs", "2", "--workers", "1", "--hparams",
+                 "n_steps=64", "batch_size=64", "n_epochs=1", "normalize=true"]) == 0
+    run = tmp_path / "zoo" / "finetune:norm=freeze" / "seed_0"
+    stats = vecnorm.load_npz(run / "vecnormalize.npz")
+    assert np.array_equal(stats["obs_rms.mean"], venv.obs_rms.mean)
+    assert np.array_equal(stats["obs_rms.var"], venv.obs_rms.var)
+    assert float(stats["obs_rms.count"]) == venv.obs_rms.count
+    assert read_json(run / "transfer.json")["normalization"]["copied"] == ["obs_rms", "ret_rms"]
 
 
 # --- the norm option ---------------------------------------------------------------------

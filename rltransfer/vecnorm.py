@@ -201,7 +201,8 @@ def apply(venv: VecEnv, stats: Stats | None, mode: str, source: str = "") -> dic
     target = find(venv)
     record: dict[str, Any] = {"mode": mode, "source": source or None, "copied": [],
                               "fresh": {}, "updated": True}
-    if target is None:
+    if target is None:  # nothing to copy, freeze or update: say so, and only that
+        record = {"mode": mode, "source": source or None, "target_normalizes": False}
         if stats and mode != RESET:
             record["note"] = ("the source's normalization statistics are not used: the target "
                               "does not normalize (--hparams normalize=true to use them)")
@@ -245,7 +246,7 @@ def note(record: dict[str, Any] | None) -> str:
         return ""
     if "note" in record:
         return f"warning: {record['note']}"
-    if record["copied"]:
+    if record.get("copied"):
         return (f"normalization statistics: the source's, "
                 f"{'updated' if record['updated'] else 'frozen'} (norm={record['mode']})")
     return ""

@@ -330,3 +330,15 @@ def test_a_planted_payload_is_refused_and_never_runs(tmp_path):
             f"{nested}: refused to unpickle global posix.system")):
         read_vecnormalize(nested)
     assert not marker.exists()
+
+
+def test_a_target_that_does_not_normalize_records_only_that():
+    from stable_baselines3.common.env_util import make_vec_env
+
+    venv = make_vec_env("CartPole-v1", n_envs=1)
+    try:
+        record = vecnorm.apply(venv, None, "freeze", "cache:abc")
+    finally:
+        venv.close()
+    assert record == {"mode": "freeze", "source": "cache:abc", "target_normalizes": False}
+    assert vecnorm.note(record) == ""

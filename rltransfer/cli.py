@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 from rich.console import Console
 from rich.table import Table
 
+from . import conditions as registry
 from .errors import ConfigError, RLTransferError, did_you_mean
 from .execution import (
     BACKENDS,
@@ -218,7 +219,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser(
-        "run", help="run a transfer study", epilog=RUN_EPILOG,
+        "run", help="run a transfer study", epilog=RUN_EPILOG + "\n" + registry.help_text(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run a transfer study from SOURCE to TARGET. Environments are Gymnasium "
                     "ids, optionally with family parameters: CartPole-v1:length=1.0,force_mag=5 "

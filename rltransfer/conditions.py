@@ -260,6 +260,26 @@ def parse(text: str) -> Choice:
     return Choice(condition, values)
 
 
+def help_text(width: int = 88) -> str:
+    """Every condition and its options, from the registry, as `run --help` lists them."""
+    import textwrap
+
+    lines = ["conditions (--conditions NAME or NAME:key=value,...):"]
+
+    def wrap(text: str, first: str, rest: str) -> None:
+        lines.extend(textwrap.wrap(text, width, initial_indent=first, subsequent_indent=rest))
+
+    for condition in CONDITIONS.values():
+        only = f" [{', '.join(condition.algos)} only]" if condition.algos else ""
+        wrap(f"{condition.name}{only}: {condition.doc}", "  ", "      ")
+        for option in condition.options:
+            default = "" if option.default is None else f"; default {_text(option.default)}"
+            only = f" [{', '.join(option.algos)} only]" if option.algos else ""
+            wrap(f"{option.key}={option.valid or option.kind.__name__}{default}{only}: "
+                 f"{option.doc}", "    ", "        ")
+    return "\n".join(lines)
+
+
 def split(text: str) -> list[str]:
     """Split a comma-separated list of conditions: ``scratch,freeze-features:layers=1,
     lr_scale=0.5`` is two conditions, since a ``key=value`` piece continues the condition

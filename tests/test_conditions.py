@@ -105,3 +105,17 @@ def test_a_list_of_conditions_splits_between_conditions_not_options():
     with pytest.raises(ConfigError, match=r"--conditions: write scratch,finetune:lr_scale=0\.1 "):
         StudySpec.from_dict({"source": "CartPole-v1", "target": "CartPole-v1",
                              "conditions": "scratch,finetune:lr_scale=0.10"}).validate()
+
+
+def test_run_help_lists_every_condition_and_option(capsys):
+    from rltransfer.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["run", "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    listed = text[text.index("conditions (--conditions NAME"):]
+    for condition in conditions.CONDITIONS.values():
+        block = listed[listed.index(f"\n  {condition.name}"):]
+        for option in condition.options:
+            assert f"\n    {option.key}=" in block, (condition.name, option.key)

@@ -69,6 +69,9 @@ class Condition:
     # whether it needs a source policy given its options (replay:dataset=ID needs none);
     # None: whenever it takes something
     source_when: Callable[[Choice], bool] | None = None
+    # "module:OBJECT": how it initializes the target, what it adds to training and writes
+    # into transfer.json, and its pre-flight check (`rltransfer.strategy`); "" for none
+    hooks: str = ""
 
     @property
     def needs_source(self) -> bool:
@@ -105,7 +108,7 @@ _NORM_VALID = "freeze, update or reset"
 
 
 def _norm(default: str) -> Option:
-    return Option("norm", str, default, _NORM_DOC + f" (default {default})", valid=_NORM_VALID,
+    return Option("norm", str, default, _NORM_DOC, valid=_NORM_VALID,
                   check=lambda value: value in ("freeze", "update", "reset"))
 
 
@@ -113,17 +116,20 @@ def _norm(default: str) -> Option:
 # freeze-features keeps them by default; conditions that train every layer follow the target.
 NORM_UPDATE, NORM_FREEZE = _norm("update"), _norm("freeze")
 
+_WEIGHTS_HOOKS = "rltransfer.transfer:COPY_WEIGHTS"
+
 _BASE = (
     Condition("scratch", "the reference: trained from a fresh initialization"),
     Condition("finetune", "every source tensor that matches by name and shape is copied; "
                           "all are trained", takes=WEIGHTS, copies=ALL,
-              options=(LR_SCALE, NORM_UPDATE, EPS)),
+              options=(LR_SCALE, NORM_UPDATE, EPS), hooks=_WEIGHTS_HOOKS),
     Condition("freeze-features", "copied like finetune; feature layers frozen (no gradient, "
                                  "out of the optimizer, eval mode), heads trained",
               takes=WEIGHTS, copies=ALL, freezes=FEATURES,
-              options=(LAYERS, LR_SCALE, NORM_FREEZE, EPS)),
+              options=(LAYERS, LR_SCALE, NORM_FREEZE, EPS), hooks=_WEIGHTS_HOOKS),
     Condition("reinit-head", "feature layers copied, action/value heads fresh; all trained",
-              takes=WEIGHTS, copies=FEATURES, options=(LR_SCALE, NORM_UPDATE, EPS)),
+              takes=WEIGHTS, copies=FEATURES, options=(LR_SCALE, NORM_UPDATE, EPS),
+              hooks=_WEIGHTS_HOOKS),
     Condition("pretrained-encoder", "pixels: a pretrained image encoder (--encoder, "
                                     "--encoder-weights), frozen or fine-tuned, fresh heads",
               image_encoder=True),
@@ -170,6 +176,7 @@ REPLAY_OPTIONS = (
            "that condition does (its default options)",
            valid="one of " + ", ".join(_INITS), check=lambda value: value in _INITS),
     EPS,
+    NORM_FREEZE,  # the source acts on the target during the prefill, on its own scaling
 )
 
 CONDITIONS: dict[str, Condition] = {c.name: c for c in (
@@ -177,12 +184,14 @@ CONDITIONS: dict[str, Condition] = {c.name: c for c in (
     Condition("kickstart", "distillation: trained (from scratch, or init=finetune) with an "
                            "extra loss toward the source policy's actions, its weight "
                            "decaying to 0 (PPO, A2C)",
-              takes=POLICY, options=KICKSTART_OPTIONS, algos=("ppo", "a2c")),
+              takes=POLICY, options=KICKSTART_OPTIONS, algos=("ppo", "a2c"),
+              hooks="rltransfer.kickstart:HOOKS"),
     Condition("replay", "instance transfer: the replay buffer pre-filled with n transitions "
                         "the source policy collects on the target (or a Minari dataset's); "
                         "trained from scratch or init=... (DQN, SAC, TD3)",
               takes=TRANSITIONS, options=REPLAY_OPTIONS, algos=OFF_POLICY,
-              source_when=lambda c: c.get("dataset") is None or c.get("init") != REFERENCE),
+              source_when=lambda c: c.get("dataset") is None or c.get("init") != REFERENCE,
+              hooks="rltransfer.replay:HOOKS"),
 )}
 """Every condition, in the order `--help` lists them."""
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import metrics
+from .conditions import REFERENCE
 from .curves import AggregateCurve, aggregate_curves
 from .io_utils import atomic_write_bytes, read_json
 from .runfiles import collect_runs
@@ -42,7 +43,7 @@ def condition_colors(conditions: Sequence[str]) -> dict[str, str]:
     free = iter(_OTHER_COLORS)
     colors = {}
     for name in conditions:
-        if name == "scratch":
+        if name == REFERENCE:
             colors[name] = _SCRATCH_COLOR
         else:
             colors[name] = _KNOWN_COLORS.get(name) or next(free, "#7f7f7f")

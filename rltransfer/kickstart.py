@@ -212,3 +212,28 @@ def kickstart(model: BaseAlgorithm, source_state: dict[str, torch.Tensor], condi
         "schedule": "weight x max(0, 1 - t / steps) at the update after t env steps",
     }
     return Kickstart(model, teacher, weights), report, record
+
+
+class Hooks:
+    """kickstart's hooks (`rltransfer.strategy`): the teacher checked before the study, the
+    loss attached after the target is built (and initialized as ``init`` says)."""
+
+    def check(self, target: BaseAlgorithm, condition: str, context: Any) -> None:
+        if context.source_state is not None:
+            check_teacher(target, context.source_state, context.source_spaces, condition,
+                          context.source_label)
+
+    def initialize(self, model: BaseAlgorithm, condition: str,
+                   context: Any) -> tuple[TransferReport | None, dict[str, Any]]:
+        if context.source_state is None:
+            raise ValueError(f"condition {condition} needs the source policy's weights")
+        _, report, record = kickstart(model, context.source_state, condition,
+                                      context.timesteps, context.source_label)
+        return report, record
+
+    def before_learning(self, model: BaseAlgorithm, condition: str, context: Any,
+                        evaluation: Any) -> None:
+        return None
+
+
+HOOKS = Hooks()

@@ -38,13 +38,14 @@ class Plan:
 
     def source_run(self) -> RunSpec:
         spec = self.spec
-        return RunSpec(spec.env.source, self.source_agent, "scratch", spec.protocol.seed,
+        return RunSpec(spec.env.source, self.source_agent, registry.REFERENCE, spec.protocol.seed,
                        spec.source_timesteps, max(spec.source_timesteps // 20, 1),
                        spec.protocol.eval_episodes)
 
     def agent_for(self, condition: str) -> AgentSpec:
         if registry.get(condition).image_encoder:
-            assert self.encoder_agent is not None
+            if self.encoder_agent is None:  # plan() sets it whenever such a condition is listed
+                raise ValueError(f"{condition} is not among this plan's conditions")
             return self.encoder_agent
         return self.target_agent
 

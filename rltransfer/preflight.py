@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -15,20 +16,18 @@ import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.evaluation import evaluate_policy
 
-from . import checkpoints, vecnorm
+from . import checkpoints, strategy, vecnorm
 from . import conditions as registry
 from .caches import Source, source_from_cache
 from .env_factory import make_env, make_vec, reward_threshold
 from .errors import CheckpointError, HyperparameterError, OutputError
 from .io_utils import file_sha256
-from .kickstart import check_teacher
 from .metrics import ASYMPTOTE_WINDOW
 from .normalization import Normalization, RandomScore, choose, human_scores
 from .plan import Plan
-from .replay import check as check_replay
 from .specs import EnvSpec, RunSpec
 from .training import EVAL_SEED_OFFSET, MAX_EVAL_ENVS, build_model, frozen_features
-from .transfer import apply_transfer, check_algorithm, check_options, load_checkpoint
+from .transfer import apply_transfer, check_algorithm, load_checkpoint
 
 RANDOM_EPISODES = 100  # the random policy's return anchors every normalized score
 RANDOM_STEP_CAP = 50_000  # but long-episode games (Atari) should not take minutes
@@ -156,10 +155,10 @@ def probe(plan_: Plan, train_source: bool) -> None:
     """Build every model the study will train; dry-run the transfer from a fresh source (or
     from the cached one the study will reuse)."""
     target = probe_model(plan_.policy_run())
-    for condition in plan_.spec.transfer.conditions:  # e.g. freeze-features:layers=k fits
-        check_options(target.policy, condition)
-        # replay: the prefill fits the budget and the buffer; a dataset is there and fits
-        check_replay(target, condition, plan_.spec.timesteps, None, "", str(plan_.spec.env.target))
+    for condition in plan_.spec.transfer.conditions:  # each entry's own check, no source yet:
+        hooks = strategy.of(condition)  # e.g. layers=k fits; replay's prefill fits the budget
+        if hooks is not None:
+            hooks.check(target, condition, _context(plan_))
     if train_source:
         cached = source_from_cache(plan_)
         if cached is not None:
@@ -187,15 +186,20 @@ def _takes_policy(plan_: Plan) -> bool:
 
 def _probe_teachers(plan_: Plan, target: BaseAlgorithm, state: dict[str, torch.Tensor],
                     source: BaseAlgorithm, label: str) -> None:
-    """Conditions that take the source policy as a teacher: it must fit the target's policy
-    (`kickstart.check_teacher`: spaces, network, algorithm)."""
+    """Each condition's own check with the weights the study will use (`strategy`): e.g.
+    kickstart's teacher must fit the target's policy (spaces, network, algorithm), replay's
+    source must be able to act on the target."""
     for condition in plan_.spec.transfer.conditions:
-        if registry.get(condition).takes == registry.POLICY:
-            check_teacher(target, state, (source.observation_space, source.action_space),
-                          condition, label)
-        if registry.parse(condition).needs_source:  # replay: the source acts on the target
-            check_replay(target, condition, plan_.spec.timesteps, state, label,
-                         str(plan_.spec.env.target))
+        hooks = strategy.of(condition)
+        if hooks is not None and registry.parse(condition).needs_source:
+            hooks.check(target, condition, _context(
+                plan_, state, label, (source.observation_space, source.action_space)))
+
+
+def _context(plan_: Plan, state: dict[str, torch.Tensor] | None = None, label: str = "",
+             spaces: tuple[Any, Any] | None = None) -> strategy.Context:
+    return strategy.Context(plan_.spec.timesteps, str(plan_.spec.env.target), state, label,
+                            spaces)
 
 
 def needs_source(plan_: Plan, known: Normalization | None, external: Source | None) -> bool:

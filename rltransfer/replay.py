@@ -216,7 +216,8 @@ def load_dataset(dataset_id: str) -> Any:
             f"`minari download {dataset_id}`, or set MINARI_DATASETS_PATH to the folder that "
             f"holds it") from None
     except (ValueError, OSError, KeyError) as err:
-        raise ConfigError(f"replay:dataset={dataset_id}: Minari cannot read it ({err}): "
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"replay:dataset={dataset_id}: Minari cannot read it ({reason}): "
                           f"download it again with `minari download {dataset_id}`") from None
 
 
@@ -337,3 +338,34 @@ def prefill(model: OffPolicyAlgorithm, choice: registry.Choice, timesteps: int,
             "transitions": steps, "env_steps": int(model.num_timesteps),
             "counts_toward_budget": True, "rollout_steps": rollout_steps(model),
             "behaviour": behaviour(model)}
+
+
+class Hooks:
+    """replay's hooks (`rltransfer.strategy`): the prefill checked before the study, weights
+    copied first with ``init``, the buffer filled before ``learn``."""
+
+    def check(self, target: OffPolicyAlgorithm, condition: str, context: Any) -> None:
+        check(target, condition, context.timesteps, context.source_state,
+              context.source_label, context.target)
+
+    def initialize(self, model: OffPolicyAlgorithm, condition: str,
+                   context: Any) -> tuple[Any, dict[str, Any]]:
+        choice = registry.parse(condition)
+        if choice.weights is None:
+            return None, {"condition": condition, "options": dict(choice.options),
+                          "source": context.source_label if choice.needs_source else None}
+        if context.source_state is None:
+            raise ValueError(f"condition {condition} needs source weights")
+        from .transfer import apply_transfer
+
+        report = apply_transfer(model, context.source_state, condition, context.source_label)
+        return report, report.to_dict()
+
+    def before_learning(self, model: OffPolicyAlgorithm, condition: str, context: Any,
+                        evaluation: BaseCallback) -> dict[str, Any]:
+        return {"replay": prefill(model, registry.parse(condition), context.timesteps,
+                                  context.source_state, context.source_label, context.target,
+                                  evaluation)}
+
+
+HOOKS = Hooks()

@@ -125,7 +125,8 @@ class Scheduler:
             if state == "done":
                 progress.skip_run(label, run.timesteps, "done before this resume")
                 continue
-            if run.condition == "scratch" and (cached := reuse_scratch(self.plan, run, run_dir)):
+            reference = run.condition == registry.REFERENCE
+            if reference and (cached := reuse_scratch(self.plan, run, run_dir)):
                 progress.skip_run(label, run.timesteps,
                                   f"reused cached run {cached} (0 training steps)")
                 continue
@@ -273,7 +274,7 @@ class Scheduler:
         if job.key == "source":
             return [dataclasses.replace(d, source=path, source_label=f"cache:{cache.name}")
                     for d in dependents]
-        if job.run.condition == "scratch" and outcome.resumed_from is None:
+        if job.run.condition == registry.REFERENCE and outcome.resumed_from is None:
             store_scratch(self.plan, job.run, Path(job.run_dir))  # only uninterrupted runs
         return []
 

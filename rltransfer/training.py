@@ -32,7 +32,7 @@ from stable_baselines3.common.logger import TensorBoardOutputFormat, configure
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecCheckNan, VecEnv
 
-from . import algos, exploration, replay, vecnorm
+from . import algos, exploration, strategy, vecnorm
 from . import conditions as registry
 from .env_factory import make_vec
 from .errors import EncoderError
@@ -48,7 +48,7 @@ from .io_utils import (
 from .runfiles import EVAL_COLUMNS, read_evaluations  # noqa: F401  (the reader lives there)
 from .runfiles import read_rows as _read_rows
 from .specs import RunSpec
-from .transfer import SyncFrozenTargets, TransferReport, apply_transfer
+from .transfer import SyncFrozenTargets, TransferReport
 
 EVAL_SEED_OFFSET = 100_000  # evaluation envs never share seeds with training envs
 MAX_EVAL_ENVS = 32
@@ -413,6 +413,11 @@ def _encoder_record(encoder: dict[str, Any], model: BaseAlgorithm, frozen: Any) 
     return record
 
 
+def _context(run: RunSpec, source_state: dict[str, torch.Tensor] | None,
+             source_label: str) -> strategy.Context:
+    return strategy.Context(run.timesteps, str(run.env), source_state, source_label)
+
+
 def _record_transfer(run: RunSpec, run_dir: Path, model: BaseAlgorithm,
                      source_state: dict[str, torch.Tensor] | None, source_label: str,
                      frozen: Any = None, normalization: dict[str, Any] | None = None,
@@ -422,30 +427,10 @@ def _record_transfer(run: RunSpec, run_dir: Path, model: BaseAlgorithm,
     report = None
     encoder = algos.encoder_config(dict(run.agent.hparams))
     condition = registry.get(run.condition)
-    if condition.takes == registry.WEIGHTS:
-        if source_state is None:
-            raise ValueError(f"condition {run.condition} needs source weights")
-        report = apply_transfer(model, source_state, run.condition, source_label)
-        record = report.to_dict()
-        record["normalization"] = normalization
-    elif condition.takes == registry.POLICY:  # a teacher, queried in every update
-        if source_state is None:
-            raise ValueError(f"condition {run.condition} needs the source policy's weights")
-        from .kickstart import kickstart
-
-        _, report, record = kickstart(model, source_state, run.condition, run.timesteps,
-                                      source_label)
-        record["normalization"] = normalization
-    elif condition.takes == registry.TRANSITIONS:  # weights now (init=...), the buffer in _train
-        choice = registry.parse(run.condition)
-        if choice.weights is not None:
-            if source_state is None:
-                raise ValueError(f"condition {run.condition} needs source weights")
-            report = apply_transfer(model, source_state, run.condition, source_label)
-            record = report.to_dict()
-        else:
-            record = {"condition": run.condition, "options": dict(choice.options),
-                      "source": source_label if choice.needs_source else None}
+    hooks = strategy.of(condition)
+    if hooks is not None:  # as the condition's registry entry says (rltransfer.strategy)
+        report, record = hooks.initialize(model, run.condition, _context(run, source_state,
+                                                                         source_label))
         record["normalization"] = normalization
     else:
         record = {"condition": run.condition, "source": None}
@@ -454,7 +439,7 @@ def _record_transfer(run: RunSpec, run_dir: Path, model: BaseAlgorithm,
         record["exploration"] = schedule
     if encoder is not None:
         record["encoder"] = _encoder_record(encoder, model, frozen)
-    if not condition.needs_source and not condition.image_encoder:
+    if hooks is None and not condition.image_encoder:  # scratch: nothing to record
         return report, None
     atomic_write_json(run_dir / "transfer.json", record)
     return report, record
@@ -502,12 +487,15 @@ def _train(run: RunSpec, run_dir: Path, source_state: dict[str, torch.Tensor] | 
         if report is not None and report.frozen_targets:
             callbacks.insert(0, SyncFrozenTargets(report.frozen_targets))
         start = time.perf_counter()
-        if choice.condition.takes == registry.TRANSITIONS:  # the buffer, before any update
-            assert record is not None
-            record["replay"] = replay.prefill(model, choice, run.timesteps, source_state,
-                                              source_label, str(run.env), evaluation)
+        hooks = strategy.of(choice.condition)
+        added = (hooks.before_learning(model, run.condition,
+                                       _context(run, source_state, source_label), evaluation)
+                 if hooks is not None and checkpoint is None else None)
+        if added:  # e.g. replay's buffer, filled before any update
+            assert record is not None  # a condition with hooks always has a record
+            record.update(added)
             atomic_write_json(run_dir / "transfer.json", record)
-            notify("advance", model.num_timesteps)  # the prefill's env steps, of the budget
+            notify("advance", model.num_timesteps)  # env steps it took, of the budget
         prefilled = int(model.num_timesteps) if checkpoint is None else 0
         try:
             model.learn(total_timesteps=run.timesteps - offset - prefilled,

@@ -451,3 +451,25 @@ def _pin_eval(module: torch.nn.Module) -> None:
         return self  # stays in eval mode: its parameters are frozen
 
     module.train = types.MethodType(train, module)  # type: ignore[method-assign]
+
+
+class CopyWeights:
+    """The hooks of the conditions that copy the source's weights (finetune, freeze-features,
+    reinit-head; `rltransfer.strategy`): copied and frozen as their registry entry says."""
+
+    def check(self, target: BaseAlgorithm, condition: str, context: Any) -> None:
+        check_options(target.policy, condition)  # e.g. layers=k against the network's depth
+
+    def initialize(self, model: BaseAlgorithm, condition: str,
+                   context: Any) -> tuple[TransferReport, dict[str, Any]]:
+        if context.source_state is None:
+            raise ValueError(f"condition {condition} needs source weights")
+        report = apply_transfer(model, context.source_state, condition, context.source_label)
+        return report, report.to_dict()
+
+    def before_learning(self, model: BaseAlgorithm, condition: str, context: Any,
+                        evaluation: Any) -> None:
+        return None
+
+
+COPY_WEIGHTS = CopyWeights()

@@ -71,6 +71,7 @@ def run_matrix(base: StudySpec, sources: list[EnvSpec], targets: list[EnvSpec], 
     for spec in specs:  # every bad input fails before anything trains
         plan(spec)
     check_writable(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / "matrix_spec.json", {
         "command": command, "sources": [s.to_dict() for s in sources],
         "targets": [t.to_dict() for t in targets], "base": base.to_dict()})

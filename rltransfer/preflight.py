@@ -60,9 +60,21 @@ def random_return(env: EnvSpec, episodes: int, seed: int) -> RandomScore:
 
 
 def check_writable(out: Path) -> None:
-    """Raise OutputError unless files can be created in `out`."""
+    """Raise OutputError unless files can be created in `out`, without creating it: a
+    missing `out` is checked at the nearest folder above it that exists (the study creates
+    it once every check has passed)."""
+    folder = out
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputError(f"cannot write to --out {out}: {folder} is not a folder; choose a "
+                          f"folder you can write")
+    if folder != out:
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise OutputError(f"cannot write to --out {out}: {folder} is not writable; choose "
+                              f"a folder you can write")
+        return
     try:
-        out.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
             pass
     except OSError as err:

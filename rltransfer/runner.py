@@ -40,7 +40,9 @@ def run_study(spec: StudySpec, *, command: str = "", console: Console | None = N
         raise ConfigError("--resume needs --name NAME, the study to finish (or run "
                           "'python -m rltransfer resume runs/<study>')")
     plan_ = plan(spec)
-    check_writable(Path(plan_.spec.output.out))
+    out = Path(plan_.spec.output.out)
+    check_writable(out)
+    new_out = [folder for folder in (out, *out.parents) if not folder.exists()]
     study_dir = plan_.study_dir
     with StudyLock(study_dir) as lock:
         try:
@@ -50,6 +52,7 @@ def run_study(spec: StudySpec, *, command: str = "", console: Console | None = N
             if lock.created and set(states.values()) <= {"missing", "pending"} \
                     and not (study_dir / "source" / "status.json").is_file():
                 shutil.rmtree(study_dir, ignore_errors=True)  # nothing trained: no half study
+                _remove_if_empty(new_out)  # nor an --out folder made only for it
             raise
     return study_dir
 
@@ -85,3 +88,12 @@ def _run_locked(plan_: Plan, command: str, console: Console, execution: Executio
         check_same_study(plan_, record, study_dir)
     study = Scheduler(plan_, record, console, execution, resume)
     study.run(external)
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove the folders this study created (innermost first) while they are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return

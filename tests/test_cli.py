@@ -368,3 +368,15 @@ def test_alpha_is_fixed_with_the_study_and_sets_the_verdict_level(tmp_path, caps
     assert "99% intervals over seeds" in out and "at α = 0.01" in out
     assert "No claim is possible for finetune. Only 2 vs 2 runs" in summary["seed_note"]
     assert "How verdicts are decided:" in (study / "report.md").read_text()
+
+
+def test_a_study_stopped_by_its_checks_leaves_no_new_out_folder(tmp_path, capsys):
+    # the probe's check (the layers option against the network) fails after planning: the
+    # --out folder (and the parent) that did not exist before are not left behind
+    out = tmp_path / "new" / "runs"
+    code = main(["run", *BUDGET, "CartPole-v1", "CartPole-v1", "--conditions",
+                 "scratch,freeze-features:layers=3", "--out", str(out)])
+    assert code == 2
+    assert "so layers must be 1..2" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -9,10 +9,11 @@ package is imported only when one of their envs is made.
 # Import order is the order `python -m rltransfer envs` lists the families in.
 # isort: off
 from . import classic_control, pixel_catch  # noqa: F401  (they register their families)
-from . import car_racing, doorkey, atari  # noqa: F401
+from . import car_racing, lunar_lander, doorkey, atari  # noqa: F401
 # isort: on
 from .family import (
     ATTRIBUTE,
+    DERIVE,
     ENV_ID,
     MAKE_KWARG,
     Family,
@@ -26,6 +27,7 @@ from .family import (
 
 __all__ = [
     "ATTRIBUTE",
+    "DERIVE",
     "ENV_ID",
     "MAKE_KWARG",
     "Family",

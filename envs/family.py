@@ -4,11 +4,13 @@ A *family* knows which parameters of an environment can be varied, their default
 ranges and units, and how to apply them so that the dynamics really change (derived
 quantities included). A *variant* is a family plus parameter values.
 
-A parameter reaches the env in one of three ways (`Parameter.via`):
+A parameter reaches the env in one of four ways (`Parameter.via`):
 
 * ``"attribute"``: set on the unwrapped env after ``gym.make`` (CartPole's ``length``);
 * ``"make"``: a ``gym.make`` keyword argument (CarRacing's ``domain_randomize``, ALE's ``mode``);
-* ``"id"``: picks the registered id through the family's ``id_template`` (MiniGrid's sizes).
+* ``"id"``: picks the registered id through the family's ``id_template`` (MiniGrid's sizes);
+* ``"derive"``: applied after ``gym.make`` by the family's ``derive`` alone, for values the env
+  keeps outside its attributes (LunarLander's engine powers, module constants of its env).
 
 Families whose env lives in an optional package (``requires``) import it only when such an
 env is made, so the catalog imports and lists them without the package.
@@ -32,7 +34,8 @@ from rltransfer.errors import MissingDependencyError, ParameterError
 ATTRIBUTE = "attribute"
 MAKE_KWARG = "make"
 ENV_ID = "id"
-_VIA = (ATTRIBUTE, MAKE_KWARG, ENV_ID)
+DERIVE = "derive"
+_VIA = (ATTRIBUTE, MAKE_KWARG, ENV_ID, DERIVE)
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ class Parameter:
     unit: str
     doc: str
     attr: str = ""  # attribute on the unwrapped env; defaults to `name` (via "attribute")
-    via: str = ATTRIBUTE  # how the value reaches the env: "attribute", "make" or "id"
+    via: str = ATTRIBUTE  # how the value reaches the env: "attribute", "make", "id", "derive"
     value_type: type = float  # float, int or bool (bool values are given as 0 or 1)
     choices: tuple[float, ...] = ()  # the only valid values, when not every value in range is
 
@@ -179,21 +182,24 @@ class Family:
             if problem:
                 raise ParameterError(problem) from None
             raise
-        if groups[ATTRIBUTE] or self.wrap is not None or inner is not None:
-            env = ParamWrapper(env, family=self.name, params=groups[ATTRIBUTE], inner=inner)
+        applied = {**groups[ATTRIBUTE], **groups[DERIVE]}
+        if applied or self.wrap is not None or inner is not None:
+            env = ParamWrapper(env, family=self.name, params=applied, inner=inner)
         return env
 
     def apply(self, env: gym.Env, params: Mapping[str, float]) -> None:
-        """Set attribute `params` on the unwrapped env and recompute what depends on them."""
+        """Set attribute `params` on the unwrapped env and recompute what depends on them
+        (`derive`, which also applies the "derive" parameters)."""
         unwrapped = env.unwrapped
         for name, value in params.items():
             parameter = self.parameter(name)
             if parameter is None:
                 raise KeyError(f"{self.name} has no parameter {name!r}")
-            if parameter.via != ATTRIBUTE:
+            if parameter.via not in (ATTRIBUTE, DERIVE):
                 raise KeyError(f"{self.name}.{name} is a {parameter.via!r} parameter: "
                                f"make the env with it (Family.make), it cannot be set after")
-            setattr(unwrapped, parameter.attribute, parameter.convert(value))
+            if parameter.via == ATTRIBUTE:
+                setattr(unwrapped, parameter.attribute, parameter.convert(value))
         if self.derive is not None:
             self.derive(unwrapped, params)
 
@@ -225,11 +231,11 @@ def add_family(family: Family) -> Family:
             assert base is not None, f"{family.name}: {base_id} is not registered"
             entry_point, kwargs = base.entry_point, {**base.kwargs, **kwargs}
         wrappers = ()
-        if groups[ATTRIBUTE] or family.wrap is not None:
+        applied = {**groups[ATTRIBUTE], **groups[DERIVE]}
+        if applied or family.wrap is not None:
             wrappers = (WrapperSpec(name="ParamWrapper",
                                     entry_point="rltransfer.envs.family:ParamWrapper",
-                                    kwargs={"family": family.name,
-                                            "params": groups[ATTRIBUTE]}),)
+                                    kwargs={"family": family.name, "params": applied}),)
         gym.register(
             id=variant_id,
             entry_point=entry_point,

@@ -9,7 +9,7 @@ package is imported only when one of their envs is made.
 # Import order is the order `python -m rltransfer envs` lists the families in.
 # isort: off
 from . import classic_control, pixel_catch  # noqa: F401  (they register their families)
-from . import car_racing, lunar_lander, doorkey, atari  # noqa: F401
+from . import car_racing, lunar_lander, bipedal_walker, doorkey, atari  # noqa: F401
 # isort: on
 from .family import (
     ATTRIBUTE,

@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/throughput.py
 	$(PY) benchmarks/pixel_throughput.py
 	$(PY) benchmarks/scaling.py
+	$(PY) benchmarks/env_speed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -24,12 +24,11 @@ MissingDependencyError.
 
 from __future__ import annotations
 
-import types
 from collections.abc import Mapping
 
 import gymnasium as gym
 
-from .family import DERIVE, MAKE_KWARG, Family, Parameter, add_family
+from .family import DERIVE, MAKE_KWARG, Family, Parameter, add_family, method_copy
 
 # Gymnasium's values, the defaults (gymnasium.envs.box2d.bipedal_walker)
 FRICTION = 2.5
@@ -44,21 +43,6 @@ CONSTANTS = {"motors_torque": "MOTORS_TORQUE", "speed_hip": "SPEED_HIP",
 DEFAULTS = {"motors_torque": MOTORS_TORQUE, "speed_hip": SPEED_HIP, "speed_knee": SPEED_KNEE,
             "lidar_range": LIDAR_RANGE}
 READERS = ("reset", "step")  # the BipedalWalker methods that read those constants
-
-
-def method_copy(env: gym.Env, name: str, constants: Mapping[str, float]) -> types.MethodType:
-    """The class's method `name` bound to `env` (unwrapped), reading `constants` as globals.
-
-    The function shares the class's code and closure (``super()`` keeps working); only its
-    globals differ: a copy of the module's namespace with the constants replaced.
-    """
-    function = getattr(type(env), name)
-    namespace = {**function.__globals__, **{key: float(value) for key, value in constants.items()}}
-    copy = types.FunctionType(function.__code__, namespace, function.__name__,
-                              function.__defaults__, function.__closure__)
-    copy.__kwdefaults__ = function.__kwdefaults__
-    copy.__qualname__ = function.__qualname__
-    return types.MethodType(copy, env)
 
 
 def _derive(env: gym.Env, params: Mapping[str, float]) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import math
+import types
 from collections.abc import Callable, Mapping
 from copy import deepcopy
 from dataclasses import dataclass, field
@@ -344,3 +345,19 @@ class ParamWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
             spec.additional_wrappers += (self.wrapper_spec(**self._saved_kwargs),)
             self._cached_spec = spec
         return self._cached_spec
+
+
+def method_copy(env: gym.Env, name: str, constants: Mapping[str, float]) -> types.MethodType:
+    """The class's method `name` bound to `env` (unwrapped), reading `constants` as globals:
+    how DERIVE parameters replace an env module's constants for one instance only.
+
+    The function shares the class's code and closure (``super()`` keeps working); only its
+    globals differ: a copy of the module's namespace with the constants replaced.
+    """
+    function = getattr(type(env), name)
+    namespace = {**function.__globals__, **{key: float(value) for key, value in constants.items()}}
+    copy = types.FunctionType(function.__code__, namespace, function.__name__,
+                              function.__defaults__, function.__closure__)
+    copy.__kwdefaults__ = function.__kwdefaults__
+    copy.__qualname__ = function.__qualname__
+    return types.MethodType(copy, env)

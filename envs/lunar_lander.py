@@ -13,32 +13,14 @@ MissingDependencyError.
 
 from __future__ import annotations
 
-import types
 from collections.abc import Mapping
 
 import gymnasium as gym
 
-from .family import DERIVE, MAKE_KWARG, Family, Parameter, add_family
+from .family import DERIVE, MAKE_KWARG, Family, Parameter, add_family, method_copy
 
 MAIN_ENGINE_POWER = 13.0  # Gymnasium's values, the defaults
 SIDE_ENGINE_POWER = 0.6
-
-
-def engine_step(env: gym.Env, main_engine_power: float,
-                side_engine_power: float) -> types.MethodType:
-    """``LunarLander.step`` bound to `env` (unwrapped), reading the given engine powers.
-
-    The function shares the class's code; only its globals differ: a copy of the module's
-    namespace with the two constants replaced.
-    """
-    step = type(env).step
-    namespace = {**step.__globals__, "MAIN_ENGINE_POWER": float(main_engine_power),
-                 "SIDE_ENGINE_POWER": float(side_engine_power)}
-    copy = types.FunctionType(step.__code__, namespace, step.__name__, step.__defaults__,
-                              step.__closure__)
-    copy.__kwdefaults__ = step.__kwdefaults__
-    copy.__qualname__ = step.__qualname__
-    return types.MethodType(copy, env)
 
 
 def _derive(env: gym.Env, params: Mapping[str, float]) -> None:
@@ -47,7 +29,8 @@ def _derive(env: gym.Env, params: Mapping[str, float]) -> None:
     if (main, side) == (MAIN_ENGINE_POWER, SIDE_ENGINE_POWER):
         vars(env).pop("step", None)  # the class's own step reads these
     else:
-        env.step = engine_step(env, main, side)
+        env.step = method_copy(env, "step", {"MAIN_ENGINE_POWER": main,
+                                             "SIDE_ENGINE_POWER": side})
 
 
 LUNAR_LANDER = add_family(Family(

@@ -20,7 +20,7 @@ from . import verdict as verdicts
 from .errors import ConfigError, OutputError
 from .execution import Execution
 from .io_utils import atomic_write_json, atomic_write_text, read_json
-from .specs import EnvSpec
+from .specs import EnvSpec, split_top_level
 from .study_spec import StudySpec, flat_values
 
 
@@ -28,8 +28,8 @@ def parse_env_list(text: str) -> list[EnvSpec]:
     """Split 'A,B:x=1,y=2;C' into env specs: ';' always separates; ',' separates unless the
     next piece is a name=value parameter of the env before it."""
     pieces: list[str] = []
-    for part in text.split(";"):
-        for token in part.split(","):
+    for part in split_top_level(text, ";"):
+        for token in split_top_level(part):
             token = token.strip()
             if not token:
                 continue

@@ -23,9 +23,26 @@ AUGMENTATIONS = ("random-shift",)
 
 MAX_SEED = 2**31 - 1_000_000  # room for the evaluation seed offset below 2**32
 
-_PARAM_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(\S+)\s*$")
+# Names may be dotted: MuJoCo's per-body parameters are mass.<body> (e.g. mass.torso=1.5).
+_PARAM_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*=\s*(\S+)\s*$")
 _MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _ENV_ID_RE = re.compile(r"^[A-Za-z0-9_/.-]+-v\d+$")
+
+
+def split_top_level(text: str, sep: str = ",") -> list[str]:
+    """Split `text` at `sep` outside parentheses: 'a=1,b=uniform(0,1)' -> ['a=1',
+    'b=uniform(0,1)'] (distributions and grids carry commas inside their parentheses)."""
+    pieces, depth, start = [], 0, 0
+    for index, char in enumerate(text):
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth = max(depth - 1, 0)
+        elif char == sep and depth == 0:
+            pieces.append(text[start:index])
+            start = index + 1
+    pieces.append(text[start:])
+    return pieces
 
 
 def stable_hash(data: Any) -> str:
@@ -60,7 +77,7 @@ class EnvSpec:
         if not env_id:
             raise ParameterError(f"empty environment in {text!r}: write ID or ID:name=value")
         params: dict[str, float] = {}
-        for item in filter(None, (s.strip() for s in rest.split(","))) if rest else ():
+        for item in filter(None, (s.strip() for s in split_top_level(rest))) if rest else ():
             match = _PARAM_RE.match(item)
             if not match:
                 raise ParameterError(

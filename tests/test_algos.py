@@ -12,6 +12,9 @@ from stable_baselines3.common.utils import LinearSchedule
 
 from rltransfer import algos
 from rltransfer.errors import AlgorithmError, ConfigError, HyperparameterError
+from rltransfer.plan import plan
+from rltransfer.specs import EnvSpec
+from rltransfer.study_spec import StudySpec
 
 
 def test_ppo_cartpole_preset_is_rl_zoos():
@@ -26,6 +29,45 @@ def test_ppo_cartpole_preset_is_rl_zoos():
 
 def test_preset_falls_back_to_default():
     assert algos.preset("ppo", ["Taxi-v3"]) == algos.load_presets()["ppo"]["default"]
+
+
+def _planned_hparams(algo: str, source: str, target: str) -> tuple[dict, dict]:
+    resolved = plan(StudySpec.build(EnvSpec.parse(source), EnvSpec.parse(target), algo=algo,
+                                    seeds=1))
+    return resolved.source_agent.hparams, resolved.target_agent.hparams
+
+
+def test_box2d_variants_get_the_base_envs_zoo_preset():
+    source, target = _planned_hparams("dqn", "rltransfer/LunarLander-LowGravity-v0",
+                                      "LunarLander-v3:gravity=-11")
+    assert source == target == algos.preset("dqn", ["LunarLander-v3"])
+    assert (source["learning_rate"], source["target_update_interval"], source["gradient_steps"],
+            source["n_timesteps"]) == (6.3e-4, 250, -1, 100_000)  # the zoo's, not the default
+    # SAC's LunarLander-v3 table is the zoo's LunarLanderContinuous-v3 entry (continuous=1)
+    source, target = _planned_hparams("sac", "rltransfer/LunarLander-Continuous-v0",
+                                      "LunarLander-v3:continuous=1,gravity=-5")
+    assert source == target
+    assert (source["n_timesteps"], source["learning_rate"], source["policy_kwargs"]) == (
+        500_000, "lin_7.3e-4", {"net_arch": [400, 300]})
+    # hardcore=1 is the same id: the BipedalWalker-v3 table, not the zoo's Hardcore entry
+    source, _ = _planned_hparams("ppo", "rltransfer/BipedalWalker-Hardcore-v0",
+                                 "BipedalWalker-v3:friction=1")
+    assert (source["normalize"], source["n_envs"], source["clip_range"]) == (True, 32, 0.18)
+
+
+def test_mujoco_presets_are_the_zoos_v4_and_v2_entries_applied_to_v5():
+    hopper = algos.preset("ppo", ["Hopper-v5"])
+    assert (hopper["normalize"], hopper["n_envs"], hopper["learning_rate"],
+            hopper["policy_kwargs"]["activation_fn"]) == (True, 1, 9.80828e-05, "relu")
+    # "<<: *mujoco-defaults" merged; n_envs is the zoo's 1, not [a2c.default]'s 4
+    assert algos.preset("a2c", ["Walker2d-v5"]) == {
+        "normalize": True, "policy": "MlpPolicy", "n_envs": 1, "n_timesteps": 1_000_000}
+    assert algos.preset("sac", ["Ant-v5"])["learning_starts"] == 10_000
+    assert algos.preset("td3", ["HalfCheetah-v5"])["policy_kwargs"] == {"net_arch": [400, 300]}
+    assert algos.preset("ppo", ["InvertedPendulum-v5"])["n_steps"] == 32  # the zoo's -v2 entry
+    for algo in ("a2c", "sac", "td3"):  # the zoo has no MuJoCo pendulum entry for them
+        assert algos.preset(algo, ["InvertedDoublePendulum-v5"]) == algos.load_presets()[algo][
+            "default"]
 
 
 @pytest.mark.parametrize("algo", list(algos.ALGORITHMS))

@@ -32,6 +32,8 @@ from gymnasium.envs.registration import EnvSpec, WrapperSpec, load_env_creator
 
 from rltransfer.errors import MissingDependencyError, ParameterError
 
+from . import randomization
+
 ATTRIBUTE = "attribute"
 MAKE_KWARG = "make"
 ENV_ID = "id"
@@ -65,6 +67,13 @@ class Parameter:
     @property
     def attribute(self) -> str:
         return self.attr or self.name
+
+    @property
+    def randomizable(self) -> bool:
+        """Whether the value can be a distribution, resampled at every reset
+        (`rltransfer.envs.randomization`): only float values applied after the env is built;
+        "make" and "id" values are fixed when it is constructed."""
+        return self.via in (ATTRIBUTE, DERIVE) and self.value_type is float and not self.choices
 
     def convert(self, value: float) -> float | int | bool:
         """`value` as the env expects it (`value_type`)."""
@@ -144,14 +153,20 @@ class Family:
                 f"{self.name} environments need the {self.requires} package: {hint}"
             ) from None
 
-    def _split(self, params: Mapping[str, float]) -> dict[str, dict[str, Any]]:
-        """Converted values of `params` grouped by how they reach the env."""
+    def _split(self, params: Mapping[str, float | str]) -> dict[str, dict[str, Any]]:
+        """Converted values of `params` grouped by how they reach the env; distributions stay
+        as their text (ParamWrapper draws from them)."""
         groups: dict[str, dict[str, Any]] = {via: {} for via in _VIA}
         for name, value in params.items():
             parameter = self.parameter(name)
             if parameter is None:
                 raise KeyError(f"{self.name} has no parameter {name!r}")
-            groups[parameter.via][name] = parameter.convert(value)
+            if isinstance(value, str):
+                if not parameter.randomizable:
+                    raise ParameterError(randomization.not_randomizable(self, parameter))
+                groups[parameter.via][name] = value
+            else:
+                groups[parameter.via][name] = parameter.convert(value)
         return groups
 
     def env_id(self, base_id: str, params: Mapping[str, float]) -> str:
@@ -321,21 +336,51 @@ class ParamWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     It records its constructor arguments, so ``gym.make(env.spec)`` rebuilds the variant; the
     preprocessing wrappers it adds are rebuilt by it, so they are left out of the spec.
+
+    Values given as distributions (their text, `rltransfer.envs.randomization`) are drawn
+    anew before every reset, from the wrapper's own generator (re-created from the seed of a
+    seeded reset), and applied with the fixed values, all of them: derive functions treat an
+    absent parameter as its default. The values in effect are ``info["context"]`` in reset's
+    and every step's info. Until the first reset the env has each distribution's lowest value.
     """
 
-    def __init__(self, env: gym.Env, family: str, params: Mapping[str, float],
+    def __init__(self, env: gym.Env, family: str, params: Mapping[str, float | str],
                  inner: WrapFn | None = None):
         # `inner` (e.g. a Monitor, see Family.make) is not recorded: a rebuilt env has none.
         gym.utils.RecordConstructorArgs.__init__(self, family=family, params=dict(params))
         found = get_family(family)
         if found is None:
             raise KeyError(f"unknown environment family {family!r}")
-        found.apply(env, params)
+        self.fixed = {k: v for k, v in params.items() if not isinstance(v, str)}
+        distributions = randomization.distributions(found, params)
+        self.randomizer = (randomization.Randomizer(found, distributions)
+                           if distributions else None)
+        self.context: dict[str, float] = {}
+        if distributions:
+            randomization.check_spaces(found, env, self.fixed, distributions)
+        else:
+            found.apply(env, params)
         self._given = env
         wrapped = inner(env) if inner is not None else env
         gym.Wrapper.__init__(self, found.wrap(wrapped) if found.wrap is not None else wrapped)
         self.family = found
         self.params = dict(params)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if self.randomizer is None:
+            return super().reset(seed=seed, options=options)
+        if seed is not None:
+            self.randomizer.seed(seed)
+        self.context = self.randomizer.draw(self._given.unwrapped.np_random)
+        self.family.apply(self._given, {**self.fixed, **self.context})
+        obs, info = super().reset(seed=seed, options=options)
+        return obs, {**info, "context": dict(self.context)}
+
+    def step(self, action: Any):
+        obs, reward, terminated, truncated, info = super().step(action)
+        if self.randomizer is not None:
+            info = {**info, "context": dict(self.context)}
+        return obs, reward, terminated, truncated, info
 
     @property
     def spec(self) -> EnvSpec | None:

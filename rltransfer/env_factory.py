@@ -10,12 +10,13 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from . import envs as catalog
+from .envs import randomization
 from .errors import MissingDependencyError, ParameterError, UnknownEnvError, did_you_mean
 from .pixels import add_pixel_observations, headless_rendering, stack_frames
 from .specs import EnvSpec
 
 
-def resolve(spec: EnvSpec) -> tuple[catalog.Family | None, str, dict[str, float]]:
+def resolve(spec: EnvSpec) -> tuple[catalog.Family | None, str, dict[str, float | str]]:
     """Validate `spec` and return (family, base Gymnasium id, full parameter values).
 
     Raises UnknownEnvError / ParameterError with a message that says how to fix the input.
@@ -47,11 +48,30 @@ def resolve(spec: EnvSpec) -> tuple[catalog.Family | None, str, dict[str, float]
                 f"{family.name} has no parameter {name!r}.{hint}"
                 f" Valid parameters: {', '.join(family.parameter_names)}"
             )
+        if isinstance(value, str):  # a distribution (EnvSpec keeps its canonical text)
+            params[name] = _check_distribution(family, parameter, value, spec)
+            continue
         problem = parameter.check(value)
         if problem:
             raise ParameterError(f"{problem} in {spec}: pick a value inside the range")
         params[name] = value
     return family, base_id, params
+
+
+def _check_distribution(family: catalog.Family, parameter: catalog.Parameter, value: str,
+                        spec: EnvSpec) -> str:
+    """`value` (a distribution's text) if `parameter` can be randomized and its values stay in
+    the parameter's valid range; otherwise a one-line ParameterError that says what to give."""
+    if not parameter.randomizable:
+        raise ParameterError(randomization.not_randomizable(family, parameter))
+    distribution = randomization.parse_distribution(value, where=f"{parameter.name}={value}")
+    if distribution is None:
+        raise ParameterError(f"{parameter.name}={value!r} in {spec} is neither a number nor a "
+                             f"distribution: give e.g. {parameter.name}=1.0")
+    problem = randomization.check(parameter, distribution, str(spec))
+    if problem:
+        raise ParameterError(problem)
+    return distribution.text
 
 
 def _import_registering_module(env_id: str) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import conditions as registry
+from .envs.randomization import parse_distribution
 from .errors import ParameterError
 
 CONDITIONS = tuple(registry.CONDITIONS)
@@ -24,7 +25,9 @@ AUGMENTATIONS = ("random-shift",)
 MAX_SEED = 2**31 - 1_000_000  # room for the evaluation seed offset below 2**32
 
 # Names may be dotted: MuJoCo's per-body parameters are mass.<body> (e.g. mass.torso=1.5).
-_PARAM_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*=\s*(\S+)\s*$")
+_PARAM_RE = re.compile(
+    r"^\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*=\s*(\S(?:.*\S)?)\s*$")
+_GRID_RE = re.compile(r"^grid\s*\(")
 _MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _ENV_ID_RE = re.compile(r"^[A-Za-z0-9_/.-]+-v\d+$")
 
@@ -55,11 +58,14 @@ def stable_hash(data: Any) -> str:
 class EnvSpec:
     """An environment: a Gymnasium id plus family parameter values.
 
-    On the command line: ``CartPole-v1:length=1.0,force_mag=5``.
+    On the command line: ``CartPole-v1:length=1.0,force_mag=5``. A value is a float, or a
+    distribution resampled at every reset (``length=uniform(0.25,1)``, see
+    `rltransfer.envs.randomization`), stored as its canonical text: fixed values hash as
+    they always did, and a distribution is part of the spec's hash like any value.
     """
 
     id: str
-    params: Mapping[str, float] = field(default_factory=dict)
+    params: Mapping[str, float | str] = field(default_factory=dict)
     pixels: bool = False  # observe rendered rgb_array frames instead of the env's state
     image_size: int = 84  # rendered frames are resized to image_size x image_size
     grayscale: bool = False
@@ -76,7 +82,7 @@ class EnvSpec:
             env_id, rest = f"{env_id}:{first}", after
         if not env_id:
             raise ParameterError(f"empty environment in {text!r}: write ID or ID:name=value")
-        params: dict[str, float] = {}
+        params: dict[str, float | str] = {}
         for item in filter(None, (s.strip() for s in split_top_level(rest))) if rest else ():
             match = _PARAM_RE.match(item)
             if not match:
@@ -85,12 +91,7 @@ class EnvSpec:
                     f"e.g. CartPole-v1:length=1.0,force_mag=5"
                 )
             name, raw = match.groups()
-            try:
-                value = float(raw)
-            except ValueError:
-                raise ParameterError(
-                    f"{name}={raw!r} in {text!r} is not a number: give a value like {name}=1.0"
-                ) from None
+            value = _parse_value(name, raw, text)
             if name in params:
                 raise ParameterError(f"{name} is given twice in {text!r}: give it once")
             params[name] = value
@@ -103,7 +104,7 @@ class EnvSpec:
     def __str__(self) -> str:
         text = self.id
         if self.params:
-            text += ":" + ",".join(f"{k}={v:g}" for k, v in sorted(self.params.items()))
+            text += ":" + ",".join(f"{k}={format_value(v)}" for k, v in sorted(self.params.items()))
         return text + self.observation_label
 
     @property
@@ -126,13 +127,47 @@ class EnvSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EnvSpec:
         extra = {name: data[name] for name in _OBSERVATION_FIELDS if name in data}
-        return cls(str(data["id"]), {k: float(v) for k, v in dict(data.get("params", {})).items()},
-                   **extra)
+        params = {k: _stored_value(k, v) for k, v in dict(data.get("params", {})).items()}
+        return cls(str(data["id"]), params, **extra)
 
     @property
     def slug(self) -> str:
         """A file-name-safe form of the spec."""
         return re.sub(r"[^A-Za-z0-9.-]+", "_", str(self)).strip("_")
+
+
+def format_value(value: float | str) -> str:
+    """A parameter value as written: a float with ``:g``, a distribution as its text."""
+    return value if isinstance(value, str) else f"{value:g}"
+
+
+def _parse_value(name: str, raw: str, text: str) -> float | str:
+    """A float, or a distribution's canonical text."""
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    if _GRID_RE.match(raw):
+        raise ParameterError(
+            f"{name}=grid(...) in {text!r} is a sweep of several envs: give it to matrix "
+            f"--sources/--targets, which expand it")
+    distribution = parse_distribution(raw, where=f"{name}={raw} in {text!r}")
+    if distribution is None:
+        raise ParameterError(
+            f"{name}={raw!r} in {text!r} is not a number: give a value like {name}=1.0, or a "
+            f"distribution like {name}=uniform(0.5,2)")
+    return distribution.text
+
+
+def _stored_value(name: str, value: Any) -> float | str:
+    """A value read back from JSON: a number, or a distribution's text (made canonical)."""
+    if isinstance(value, str):
+        distribution = parse_distribution(value)
+        if distribution is None:
+            raise ParameterError(f"parameter {name}={value!r} is neither a number nor a "
+                                 f"distribution")
+        return distribution.text
+    return float(value)
 
 
 _OBSERVATION_FIELDS = ("pixels", "image_size", "grayscale", "frame_stack")

@@ -240,16 +240,25 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run every SOURCE x TARGET study (each source trained once, each target's "
                     "scratch runs trained once and reused) into runs/<name>/, then write "
-                    "matrix.md and matrix.json with transfer ratio and jumpstart per pair.",
+                    "matrix.md, matrix.json and matrix.png with the area difference vs scratch "
+                    "and the jumpstart per pair.",
         epilog="example:\n  python -m rltransfer matrix --sources CartPole-v1:length=0.25,"
                "CartPole-v1:length=0.5 \\\n      --targets CartPole-v1:length=1.0,"
-               "CartPole-v1:length=2.0 --seeds 5\n\nEnvironments are separated by ';' "
-               "or by ',' before an env id (parameters keep their own commas).")
+               "CartPole-v1:length=2.0 --seeds 5\n"
+               "  python -m rltransfer matrix --sources CartPole-v1 \\\n"
+               "      --targets 'CartPole-v1:length=grid(0.25,2.0,8)' --seeds 10\n\n"
+               "Environments are separated by ';' or by ',' before an env id (parameters "
+               "keep their own commas).\nA sweep: name=grid(low,high,n) is n values evenly "
+               "spaced from low to high, both\nincluded (n >= 2), one env each; several "
+               "grids in one env give every combination\n(Cartesian product). matrix.png "
+               "then adds the area difference and jumpstart\nagainst the swept value, one "
+               "line per source, its value marked.")
     matrix.add_argument("--sources", required=True, metavar="ENVS",
                         help="source environments, e.g. CartPole-v1:length=0.25;"
-                             "CartPole-v1:length=0.5")
+                             "CartPole-v1:length=0.5 (grid(low,high,n) as for --targets)")
     matrix.add_argument("--targets", required=True, metavar="ENVS",
-                        help="target environments, same syntax")
+                        help="target environments, same syntax; name=grid(low,high,n) sweeps "
+                             "a parameter, e.g. 'CartPole-v1:length=grid(0.25,2.0,8)'")
     _add_study_options(matrix)
 
     resume = sub.add_parser(
@@ -408,7 +417,8 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
 def _cmd_matrix(args: argparse.Namespace, argv: list[str], console: Console) -> int:
     from .matrix import parse_env_list, run_matrix, summarize_matrix
 
-    sources, targets = parse_env_list(args.sources), parse_env_list(args.targets)
+    sources = parse_env_list(args.sources, "--sources")
+    targets = parse_env_list(args.targets, "--targets")
     args.source, args.target = str(sources[0]), str(targets[0])  # validated per pair below
     base = study_spec(args)
     execution = _execution(args)

@@ -1,7 +1,8 @@
 """The report's figures: learning curves, performance profiles, the metrics panel, the
 transfer matrix's heatmaps and the comparison of studies, as PNG/SVG bytes.
 
-The only module that imports a plotting library: matplotlib, through
+The only module that imports a plotting library (with `sweep_figure`, which draws the
+matrix's sweep panels into the figure made here): matplotlib, through
 `matplotlib.figure.Figure` (no pyplot state; PNG/SVG canvases are non-interactive), imported
 inside the functions that draw, so that importing the report stage never loads it.
 """
@@ -27,7 +28,9 @@ from .tables import MATRIX_METRICS
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure, SubFigure
+
+    from .sweep_figure import Sweep
 
 FIGURE_DPI = 150
 CURVES_SIZE = (12.0, 4.5)  # inches
@@ -296,25 +299,36 @@ def _row_text(ax: Axes, y: float, text: str, color: str = "#666666") -> None:
 # --------------------------------------------------------------------------- collections of studies
 
 
-def matrix_figure(result: Mapping[str, Any]) -> Figure:
-    """Heatmaps per condition of transfer ratio and jumpstart: rows are sources, columns
+def matrix_figure(result: Mapping[str, Any], sweep: Sweep | None = None) -> Figure:
+    """Heatmaps per condition of the area difference and jumpstart: rows are sources, columns
     targets; colour is the point estimate (diverging at 0) and each cell prints the estimate
-    with its 95% interval, so the interval width is visible next to the colour."""
+    with its 95% interval, so the interval width is visible next to the colour. A matrix whose
+    targets (or sources) sweep a parameter gets the sweep's line plots below the heatmaps
+    (`rltransfer.sweep_figure`)."""
+    from .sweep_figure import draw_sweep
+
     conditions, sources, targets = list(result["cells"]), result["sources"], result["targets"]
-    fig = _new_figure(max(8.0, 2.4 * len(targets) * 2 + 3),
-                      1.0 + max(2.0, 1.0 * len(sources)) * max(1, len(conditions)))
-    axes = fig.subplots(max(1, len(conditions)), 2, squeeze=False)
+    width = max(8.0, 2.4 * len(targets) * 2 + 3)
+    height = 1.0 + max(2.0, 1.0 * len(sources)) * max(1, len(conditions))
+    sweep_height = 1.5 + 3.2 * max(1, len(conditions)) if sweep and sweep.series else 0.0
+    fig = _new_figure(width, height + sweep_height)
+    heat: Any = fig
+    if sweep_height:
+        heat, lines = fig.subfigures(2, 1, height_ratios=[height, sweep_height])
+        draw_sweep(lines, sweep)
+    axes = heat.subplots(max(1, len(conditions)), 2, squeeze=False)
     for row, condition in enumerate(conditions):
         for col, (key, title) in enumerate(MATRIX_METRICS):
-            _matrix_panel(fig, axes[row][col], result["cells"][condition], sources, targets, key)
+            _matrix_panel(heat, axes[row][col], result["cells"][condition], sources, targets,
+                          key)
             axes[row][col].set_title(f"{condition}: {title}")
-    fig.suptitle("transfer matrix: point estimate [interval] per source → target pair; "
-                 "verdicts Holm-corrected across every cell")
+    heat.suptitle("transfer matrix: point estimate [interval] per source → target pair; "
+                  "verdicts Holm-corrected across every cell")
     return fig
 
 
-def _matrix_panel(fig: Figure, ax: Any, cells: Mapping[str, Any], sources: list[str],
-                  targets: list[str], key: str) -> None:
+def _matrix_panel(fig: Figure | SubFigure, ax: Any, cells: Mapping[str, Any],
+                  sources: list[str], targets: list[str], key: str) -> None:
     values = np.full((len(sources), len(targets)), np.nan)
     labels = [["n/a"] * len(targets) for _ in sources]
     for i, source in enumerate(sources):
@@ -338,12 +352,13 @@ def _matrix_panel(fig: Figure, ax: Any, cells: Mapping[str, Any], sources: list[
     fig.colorbar(image, ax=ax, shrink=0.8)
 
 
-def write_matrix_figure(folder: Path, result: Mapping[str, Any]) -> None:
-    """matrix.png beside matrix.md."""
+def write_matrix_figure(folder: Path, result: Mapping[str, Any],
+                        sweep: Sweep | None = None) -> None:
+    """matrix.png beside matrix.md (with the sweep's panels when there is one)."""
     import matplotlib
 
     with matplotlib.rc_context(_RC):
-        atomic_write_bytes(folder / "matrix.png", _render(matrix_figure(result), "png"))
+        atomic_write_bytes(folder / "matrix.png", _render(matrix_figure(result, sweep), "png"))
 
 
 _STUDY_STYLES = ("-", "--", ":", "-.")

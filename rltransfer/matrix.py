@@ -7,10 +7,14 @@ trains S sources, T scratch baselines and S x T transfer conditions.
 
 from __future__ import annotations
 
+import itertools
+import math
+import re
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -22,11 +26,13 @@ from .execution import Execution
 from .io_utils import atomic_write_json, atomic_write_text, read_json
 from .specs import EnvSpec, split_top_level
 from .study_spec import StudySpec, flat_values
+from .sweep_figure import sweep_series
 
 
-def parse_env_list(text: str) -> list[EnvSpec]:
+def parse_env_list(text: str, option: str = "ENVS") -> list[EnvSpec]:
     """Split 'A,B:x=1,y=2;C' into env specs: ';' always separates; ',' separates unless the
-    next piece is a name=value parameter of the env before it."""
+    next piece is a name=value parameter of the env before it. A ``name=grid(low,high,n)``
+    parameter expands the env into n envs (`expand_grids`); `option` names the list in errors."""
     pieces: list[str] = []
     for part in split_top_level(text, ";"):
         for token in split_top_level(part):
@@ -39,7 +45,63 @@ def parse_env_list(text: str) -> list[EnvSpec]:
                 pieces.append(token)
     if not pieces:
         raise ConfigError(f"no environments in {text!r}: give e.g. CartPole-v1,Acrobot-v1")
-    return [EnvSpec.parse(piece) for piece in pieces]
+    specs = [EnvSpec.parse(one) for piece in pieces for one in expand_grids(piece, option)]
+    seen: set[str] = set()
+    for spec in specs:  # two equal envs would share one study folder
+        if str(spec) in seen:
+            raise ConfigError(f"{spec} is given twice in {option} (after expanding grids): "
+                              "give each environment once")
+        seen.add(str(spec))
+    return specs
+
+
+_GRID_RE = re.compile(r"(?<![\w.])([A-Za-z_][\w.]*)\s*=\s*grid\s*\(([^()]*)\)")
+GRID_DIGITS = 12
+"""Grid values are rounded to this many significant digits (0.3, not 0.30000000000000004)."""
+
+
+def expand_grids(text: str, option: str = "ENVS") -> list[str]:
+    """One env text per point of its grids: ``length=grid(low,high,n)`` is n values evenly
+    spaced from low to high, both included (numpy.linspace). Several grids in one env expand
+    to their Cartesian product, the first grid outermost; fixed parameters stay as given."""
+    matches = list(_GRID_RE.finditer(text))
+    if not matches:
+        return [text]
+    axes = [_grid_values(match, option) for match in matches]
+    texts = []
+    for values in itertools.product(*axes):
+        pieces, end = [], 0
+        for match, value in zip(matches, values, strict=True):
+            pieces += [text[end:match.start()], f"{match.group(1)}={value!r}"]
+            end = match.end()
+        texts.append("".join(pieces) + text[end:])
+    return texts
+
+
+def _grid_values(match: re.Match[str], option: str) -> list[float]:
+    where = f"{match.group(0)} in {option}"
+    fix = "write grid(low,high,n), e.g. grid(0.25,2.0,8)"
+    args = [a.strip() for a in match.group(2).split(",")]
+    if len(args) != 3:
+        raise ConfigError(f"{where} needs three numbers (low, high, points), "
+                          f"not {len(args)}: {fix}")
+    try:
+        low, high, points = (float(a) for a in args)
+    except ValueError:
+        raise ConfigError(f"{where} has a value that is not a number: {fix}") from None
+    if not all(math.isfinite(v) for v in (low, high, points)):
+        raise ConfigError(f"{where} has a value that is not a finite number: {fix}")
+    if not points.is_integer():
+        raise ConfigError(f"{where} needs a whole number of points, not {args[2]}: "
+                          "write grid(low,high,n) with n a whole number >= 2")
+    if points < 2:
+        raise ConfigError(f"{where} needs at least 2 points: write grid(low,high,n) with "
+                          "n >= 2")
+    if not low < high:
+        raise ConfigError(f"{where} needs low < high: write grid(low,high,n), e.g. "
+                          f"grid({args[1]},{args[0]},{args[2]})" if low > high else
+                          f"{where} needs low < high: {fix}")
+    return [float(f"{v:.{GRID_DIGITS}g}") for v in np.linspace(low, high, int(points))]
 
 
 def matrix_specs(base: StudySpec, sources: list[EnvSpec],
@@ -84,7 +146,9 @@ def run_matrix(base: StudySpec, sources: list[EnvSpec], targets: list[EnvSpec], 
 
 def summarize_matrix(folder: Path) -> dict[str, Any]:
     """Collect every pair's summary into matrix.json, matrix.md and matrix.png, with the
-    verdicts Holm-corrected across every condition x cell of the matrix. The studies'
+    verdicts Holm-corrected across every condition x cell of the matrix; a sweep (targets or
+    sources varying one parameter of one env) is named in matrix.json's ``sweep`` and drawn
+    as line plots in matrix.png. The studies'
     own files (summary.json, report.md, ...) are read, never rewritten."""
     from .report import MATRIX_METRICS, study_summary
 
@@ -123,12 +187,14 @@ def summarize_matrix(folder: Path) -> dict[str, Any]:
                 key: data.get(key) for key in (*(k for k, _ in MATRIX_METRICS), "verdict")}
     result = {"sources": [str(s) for s in sources], "targets": [str(t) for t in targets],
               "alpha": alpha, "verdict_rule": verdicts.rule(alpha), "cells": cells}
+    sweep = sweep_series(result, record)  # a swept parameter: its name and values
+    result["sweep"] = sweep.to_dict() if sweep else None
     atomic_write_json(folder / "matrix.json", result)
     atomic_write_text(folder / "matrix.md", matrix_markdown(result, record.get("command", "")))
     if cells:
         from .report import write_matrix_figure
 
-        write_matrix_figure(folder, result)
+        write_matrix_figure(folder, result, sweep)
     return result
 
 

@@ -125,6 +125,11 @@ class Family:
     extra: str = ""  # the rltransfer extra that installs `requires`
     # Called when gym.make rejects the kwargs: a one-line reason (e.g. the valid ALE modes).
     diagnose: DiagnoseFn | None = None
+    # Run after `requires` is imported, before any env is built (MuJoCo: silence its compiler).
+    on_load: Callable[[], None] | None = None
+    # A one-line reason for a parameter name the family lacks, sharper than the generic one
+    # (MuJoCo: the bodies mass.<body> can name), or None to use the generic one.
+    unknown_parameter: Callable[[str], str | None] | None = None
 
     @property
     def base_id(self) -> str:
@@ -152,6 +157,8 @@ class Family:
             raise MissingDependencyError(
                 f"{self.name} environments need the {self.requires} package: {hint}"
             ) from None
+        if self.on_load is not None:
+            self.on_load()
 
     def _split(self, params: Mapping[str, float | str]) -> dict[str, dict[str, Any]]:
         """Converted values of `params` grouped by how they reach the env; distributions stay

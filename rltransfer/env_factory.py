@@ -43,6 +43,9 @@ def resolve(spec: EnvSpec) -> tuple[catalog.Family | None, str, dict[str, float 
     for name, value in spec.params.items():
         parameter = family.parameter(name)
         if parameter is None:
+            problem = family.unknown_parameter(name) if family.unknown_parameter else None
+            if problem:
+                raise ParameterError(problem)
             hint = did_you_mean(name, family.parameter_names)
             raise ParameterError(
                 f"{family.name} has no parameter {name!r}.{hint}"

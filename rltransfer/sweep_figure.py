@@ -219,7 +219,7 @@ def draw_sweep(parent: Figure | SubFigure, sweep: Sweep) -> list[Axes]:
     parent.legend(handles, labels, loc="outside lower center", frameon=False,
                   ncols=min(len(labels), 4) or 1)
     parent.suptitle(f"{sweep.env}: against the {side}'s {sweep.parameter}, one line per "
-                    f"{other} (dotted line / shading: its own value / range); band: interval; "
+                    f"{other} (dotted line / hatching: its own value / range); band: interval; "
                     "filled: Holm-significant", fontsize=11)
     return [ax for row in axes for ax in row]
 
@@ -243,4 +243,6 @@ def _draw_series(ax: Axes, series: Series, key: str, color: str, style: str,
     if series.mark and series.mark.value is not None:
         ax.axvline(series.mark.value, color=color, ls=":", lw=1.8)
     elif series.mark and series.mark.span is not None:
-        ax.axvspan(*series.mark.span, color=color, alpha=0.08, lw=0)
+        # hatched, so a source's range does not read as another interval band
+        ax.axvspan(*series.mark.span, facecolor="none", edgecolor=color, hatch="//",
+                   alpha=0.3, lw=0)

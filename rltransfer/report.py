@@ -40,6 +40,7 @@ from .figures import (
 from .io_utils import atomic_write_json, atomic_write_text, read_json
 from .pages import env_differences, report_html, report_markdown
 from .runfiles import collect_runs
+from .specs import format_value
 from .study_spec import flat_spec
 from .tables import (
     MATRIX_METRICS,
@@ -176,4 +177,4 @@ def _env_label(env: dict[str, Any]) -> str:
     params = env.get("params") or {}
     if not params:
         return env["id"]
-    return env["id"] + ":" + ",".join(f"{k}={v:g}" for k, v in sorted(params.items()))
+    return env["id"] + ":" + ",".join(f"{k}={format_value(v)}" for k, v in sorted(params.items()))

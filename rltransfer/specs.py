@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import conditions as registry
-from .envs.randomization import parse_distribution
 from .errors import ParameterError
 
 CONDITIONS = tuple(registry.CONDITIONS)
@@ -151,6 +150,8 @@ def _parse_value(name: str, raw: str, text: str) -> float | str:
         raise ParameterError(
             f"{name}=grid(...) in {text!r} is a sweep of several envs: give it to matrix "
             f"--sources/--targets, which expand it")
+    from .envs.randomization import parse_distribution  # the env catalog, only when needed
+
     distribution = parse_distribution(raw, where=f"{name}={raw} in {text!r}")
     if distribution is None:
         raise ParameterError(
@@ -162,6 +163,8 @@ def _parse_value(name: str, raw: str, text: str) -> float | str:
 def _stored_value(name: str, value: Any) -> float | str:
     """A value read back from JSON: a number, or a distribution's text (made canonical)."""
     if isinstance(value, str):
+        from .envs.randomization import parse_distribution
+
         distribution = parse_distribution(value)
         if distribution is None:
             raise ParameterError(f"parameter {name}={value!r} is neither a number nor a "

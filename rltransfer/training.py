@@ -2,7 +2,9 @@
 separate env at step 0 and every `eval_freq` steps, and write the run's files.
 
 Files of a run folder: evaluations.csv, TensorBoard events, model.zip, status.json, for
-transferred runs transfer.json, and for runs that normalize (`vecnorm`) vecnormalize.npz.
+transferred runs transfer.json, for runs that normalize (`vecnorm`) vecnormalize.npz, and for
+runs on a randomized env contexts.json (`rltransfer.contexts`: the contexts its evaluation and
+training episodes played).
 Every file is written atomically. While an on-policy run (PPO, A2C) trains, checkpoint.pt
 holds its weights, optimizer state and normalization statistics as of its last evaluation,
 so an interrupted run continues from there (`train_run(..., resume=True)`).
@@ -34,6 +36,8 @@ from stable_baselines3.common.vec_env import VecCheckNan, VecEnv
 
 from . import algos, exploration, strategy, vecnorm
 from . import conditions as registry
+from .contexts import FILE as CONTEXTS
+from .contexts import ContextLog, EvaluationContexts, TrainingContexts, randomized
 from .env_factory import make_vec
 from .errors import EncoderError
 from .features import caches_features, mlp_hparams
@@ -71,8 +75,10 @@ class EvaluationCallback(BaseCallback):
 
     def __init__(self, eval_env: VecEnv, eval_freq: int, n_episodes: int, csv_path: Path,
                  eval_seed: int, rows: list[dict[str, Any]] | None = None,
-                 checkpoint: Callable[[], None] | None = None) -> None:
+                 checkpoint: Callable[[], None] | None = None,
+                 contexts: ContextLog | None = None) -> None:
         super().__init__()
+        self.contexts = contexts  # a randomized env's: each evaluation's contexts go there
         self.eval_env, self.eval_freq, self.n_episodes = eval_env, eval_freq, n_episodes
         self.csv_path, self.eval_seed = csv_path, eval_seed
         self.rows: list[dict[str, Any]] = list(rows or [])  # kept from before a resume
@@ -101,8 +107,10 @@ class EvaluationCallback(BaseCallback):
     def _evaluate(self) -> None:
         vecnorm.sync(self.training_env, self.eval_env)  # the statistics training has now
         self.eval_env.seed(self.eval_seed)
+        played = EvaluationContexts(self.eval_env.num_envs) if self.contexts else None
         returns, _ = evaluate_policy(self.model, self.eval_env, n_eval_episodes=self.n_episodes,
-                                     deterministic=True, return_episode_rewards=True)
+                                     deterministic=True, return_episode_rewards=True,
+                                     callback=played)
         mean, std = float(np.mean(returns)), float(np.std(returns))
         if not (math.isfinite(mean) and math.isfinite(std)):
             raise FloatingPointError(f"evaluation return is not finite ({mean}) — diverged?")
@@ -118,6 +126,8 @@ class EvaluationCallback(BaseCallback):
         writer.writeheader()
         writer.writerows(self.rows)
         atomic_write_text(self.csv_path, buffer.getvalue())
+        if self.contexts is not None and played is not None:
+            self.contexts.add_evaluation(step, played.contexts)
         self._next = (step // self.eval_freq + 1) * self.eval_freq
 
 
@@ -319,7 +329,7 @@ def _restart_point(run: RunSpec, run_dir: Path,
         if rows and rows[-1]["timesteps"] == step:
             return state, rows, f"continues from its checkpoint at step {step:,}"
     stale = [run_dir / name for name in ("evaluations.csv", "model.zip", CHECKPOINT,
-                                         "transfer.json", vecnorm.NPZ)]
+                                         "transfer.json", vecnorm.NPZ, CONTEXTS)]
     stale = [p for p in stale if p.exists()] + list(run_dir.glob("events.out.tfevents.*"))
     if not (resume and stale):
         how = ""  # a first attempt
@@ -477,13 +487,17 @@ def _train(run: RunSpec, run_dir: Path, source_state: dict[str, torch.Tensor] | 
         if checkpoint is not None:
             _restore(model, checkpoint, run.seed)
         notify("start", {"total": run.timesteps, "resumed_from": offset, "note": how})
+        contexts = (ContextLog(run.env, run_dir / CONTEXTS, offset if checkpoint else None)
+                    if randomized(run.env) else None)
         evaluation = EvaluationCallback(
             eval_env, run.eval_freq, run.eval_episodes, run_dir / "evaluations.csv",
             eval_seed=run.seed + EVAL_SEED_OFFSET, rows=rows,
             checkpoint=(_checkpointer(model, run_dir / CHECKPOINT, frozen)
-                        if can_checkpoint(run.agent.algo) else None))
+                        if can_checkpoint(run.agent.algo) else None), contexts=contexts)
         callbacks: list[BaseCallback] = [DivergenceCallback(), evaluation,
                                          ProgressCallback(notify)]
+        if contexts is not None:
+            callbacks.insert(1, TrainingContexts(contexts))
         if report is not None and report.frozen_targets:
             callbacks.insert(0, SyncFrozenTargets(report.frozen_targets))
         start = time.perf_counter()
@@ -507,6 +521,8 @@ def _train(run: RunSpec, run_dir: Path, source_state: dict[str, torch.Tensor] | 
                 raise
             raise _divergence_error(model, name) from err
         seconds = time.perf_counter() - start
+        if contexts is not None:
+            contexts.write()  # the training episodes' contexts up to the end
         save_model(model, run_dir / "model.zip")
         vecnorm.save_npz(run_dir / vecnorm.NPZ, env)  # beside model.zip, as plain arrays
         if record is not None and "encoder" in record:  # the trunk as saved, beside as loaded

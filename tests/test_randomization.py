@@ -1,0 +1,267 @@
+"""Domain randomization: distributions as parameter values, drawn at every reset, recorded."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from rltransfer.envs import get_family
+from rltransfer.envs.randomization import Distribution, is_distribution, parse_distribution
+
+from rltransfer.cli import main
+from rltransfer.contexts import FILE as CONTEXTS
+from rltransfer.env_factory import make_env, make_vec, resolve
+from rltransfer.errors import ParameterError
+from rltransfer.io_utils import read_json
+from rltransfer.specs import AgentSpec, EnvSpec, RunSpec
+from rltransfer.training import EVAL_SEED_OFFSET, train_run
+
+RANDOM_POLE = "CartPole-v1:length=uniform(0.25,1.0)"
+
+
+def _contexts(spec: str, seed: int, episodes: int, key: str = "length") -> list[float]:
+    env = make_env(EnvSpec.parse(spec))
+    values = []
+    for episode in range(episodes):
+        _, info = env.reset(seed=seed if episode == 0 else None)
+        values.append(info["context"][key])
+    env.close()
+    return values
+
+
+@pytest.mark.parametrize("text,kind,args,canonical", [
+    ("uniform(0.25, 1.0)", "uniform", (0.25, 1.0), "uniform(0.25,1)"),
+    ("loguniform(0.1,10)", "loguniform", (0.1, 10.0), "loguniform(0.1,10)"),
+    ("choice(0.5,1.0,2.0)", "choice", (0.5, 1.0, 2.0), "choice(0.5,1,2)"),
+    ("normal(0.5,0.1)", "normal", (0.5, 0.1), "normal(0.5,0.1)"),
+])
+def test_parse_distribution_and_canonical_text(text, kind, args, canonical):
+    distribution = parse_distribution(text)
+    assert distribution == Distribution(kind, args)
+    assert distribution.text == canonical
+    assert parse_distribution(canonical) == distribution
+    assert is_distribution(text) and is_distribution(distribution)
+
+
+def test_support():
+    assert parse_distribution("uniform(0.25,1)").support() == (0.25, 1.0)
+    assert parse_distribution("choice(2,0.5,1)").support() == (0.5, 2.0)
+    assert parse_distribution("normal(1,0.1)").support() == pytest.approx((0.7, 1.3))
+
+
+@pytest.mark.parametrize("text", ["1.5", "abc", "uniform"])
+def test_what_is_not_a_distribution(text):
+    assert parse_distribution(text) is None
+    assert not is_distribution(text) and not is_distribution(1.5)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("uniform(1,0.25)", "'uniform(1,0.25)': the low bound must be below the high bound"),
+    ("uniform(0.5,0.5)", "'uniform(0.5,0.5)': the low bound must be below the high bound"),
+    ("uniform(1)", "'uniform(1)': uniform takes 2 values, got 1: write e.g. uniform(0.25,1)"),
+    ("loguniform(0,1)", "'loguniform(0,1)': loguniform needs bounds above 0"),
+    ("normal(1,0)", "'normal(1,0)': sigma must be above 0"),
+    ("choice()", "'choice()': choice takes one or more values, got 0"),
+    ("gauss(0,1)", "'gauss(0,1)': unknown distribution 'gauss': use uniform(a,b), "
+                   "loguniform(a,b), choice(v1,v2,...) or normal(mu,sigma)"),
+    ("uniform(a,1)", "'uniform(a,1)': uniform(...) takes numbers separated by commas"),
+])
+def test_malformed_distributions(text, message):
+    with pytest.raises(ParameterError, match=re.escape(message)):
+        parse_distribution(text)
+
+
+def test_env_spec_keeps_the_canonical_text_and_round_trips():
+    spec = EnvSpec.parse("CartPole-v1:length=uniform(0.25, 1.0),masspole=0.2")
+    assert spec.params == {"length": "uniform(0.25,1)", "masspole": 0.2}
+    assert str(spec) == "CartPole-v1:length=uniform(0.25,1),masspole=0.2"
+    assert spec.slug == "CartPole-v1_length_uniform_0.25_1_masspole_0.2"
+    assert EnvSpec.parse(str(spec)) == spec
+    data = json.loads(json.dumps(spec.to_dict()))
+    assert data["params"] == {"length": "uniform(0.25,1)", "masspole": 0.2}
+    assert EnvSpec.from_dict(data) == spec
+
+
+def test_a_distribution_changes_the_cache_key_and_fixed_ones_do_not_move():
+    agent = AgentSpec("ppo", {"n_steps": 32}, 1)
+
+    def key(env: str) -> str:
+        return RunSpec(EnvSpec.parse(env), agent, "scratch", 0, 1000, 100, 5).cache_key
+
+    assert key(RANDOM_POLE) != key("CartPole-v1:length=1.0")
+    assert key(RANDOM_POLE) != key("CartPole-v1:length=uniform(0.25,0.9)")
+    assert key(RANDOM_POLE) == key("CartPole-v1:length=uniform(0.25, 1)")
+    assert EnvSpec.parse("CartPole-v1:length=1.0").to_dict() == {"id": "CartPole-v1",
+                                                                "params": {"length": 1.0}}
+
+
+def test_grid_in_an_env_spec_points_to_matrix():
+    with pytest.raises(ParameterError, match=re.escape(
+            "length=grid(...) in 'CartPole-v1:length=grid(0.25,1,4)' is a sweep of several envs: "
+            "give it to matrix --sources/--targets, which expand it")):
+        EnvSpec.parse("CartPole-v1:length=grid(0.25,1,4)")
+
+
+def test_randomizable_parameters():
+    assert get_family("CartPole").parameter("length").randomizable
+    lander = get_family("LunarLander")
+    assert [p.name for p in lander.parameters if p.randomizable] == ["main_engine_power",
+                                                                      "side_engine_power"]
+    assert not any(p.randomizable for p in get_family("PixelCatch").parameters)
+
+
+def test_same_seed_same_contexts_other_seed_others():
+    first = _contexts(RANDOM_POLE, 3, 6)
+    assert first == _contexts(RANDOM_POLE, 3, 6)
+    assert first != _contexts(RANDOM_POLE, 4, 6)
+    assert len(set(first)) == 6 and all(0.25 <= v <= 1.0 for v in first)
+
+
+def test_every_distribution_stays_in_its_values():
+    assert all(0.1 <= v <= 0.4 for v in _contexts("CartPole-v1:length=loguniform(0.1,0.4)", 0, 30))
+    chosen = _contexts("CartPole-v1:length=choice(0.5,1,2)", 0, 30)
+    assert set(chosen) == {0.5, 1.0, 2.0}
+    # normal(0.06, 1) on [0.05, 10]: most draws are below 0.05 and clipped to it
+    clipped = _contexts("CartPole-v1:length=normal(0.06,1)", 0, 40)
+    assert min(clipped) == 0.05 and clipped.count(0.05) > 10 and max(clipped) <= 10
+
+
+def test_the_env_runs_with_the_drawn_value_every_episode():
+    env = make_env(EnvSpec.parse("CartPole-v1:length=uniform(0.25,1.0),masspole=0.2"))
+    env.reset(seed=0)
+    seen = set()
+    for _ in range(4):
+        _, info = env.reset()
+        length = info["context"]["length"]
+        assert env.unwrapped.length == length and env.unwrapped.masspole == 0.2
+        assert env.unwrapped.polemass_length == pytest.approx(0.2 * length)  # derive ran
+        _, _, _, _, step_info = env.step(0)
+        assert step_info["context"] == {"length": length}
+        seen.add(length)
+    assert len(seen) == 4
+    env.close()
+
+
+def test_the_context_generator_is_not_the_envs_own():
+    env = make_env(EnvSpec.parse(RANDOM_POLE))
+    env.reset(seed=5)
+    before = env.unwrapped.np_random.bit_generator.state
+    _, info = env.reset()
+    assert info["context"]["length"] == _contexts(RANDOM_POLE, 5, 2)[1]
+    plain = make_env(EnvSpec.parse("CartPole-v1"))
+    plain.reset(seed=5)
+    assert before == plain.unwrapped.np_random.bit_generator.state  # no draw from it
+
+
+def test_lunar_lander_keeps_the_fixed_power_while_the_other_is_drawn():
+    pytest.importorskip("Box2D")
+    env = make_env(EnvSpec.parse("LunarLander-v3:main_engine_power=20,"
+                                 "side_engine_power=uniform(0.2,1.5)"))
+    env.reset(seed=0)
+    for _ in range(3):
+        _, info = env.reset()
+        step = env.unwrapped.step
+        constants = step.__func__.__globals__
+        assert constants["MAIN_ENGINE_POWER"] == 20.0
+        assert constants["SIDE_ENGINE_POWER"] == info["context"]["side_engine_power"]
+    env.close()
+
+
+def test_every_evaluation_plays_the_same_contexts(tmp_path):
+    run = RunSpec(EnvSpec.parse(RANDOM_POLE), AgentSpec("ppo", {"n_steps": 64, "batch_size": 64,
+                                                                "n_epochs": 1}, 2),
+                  "scratch", 0, 256, 128, 3)
+    train_run(run, tmp_path)
+    record = read_json(tmp_path / CONTEXTS)
+    steps = [int(line.split(",")[0])
+             for line in (tmp_path / "evaluations.csv").read_text().splitlines()[1:]]
+    assert record["evaluations"] == steps == [0, 128, 256]
+    assert record["randomized"] == {"length": "uniform(0.25,1)"}
+    # one eval env per episode, env i seeded with eval seed + i: its first context
+    eval_seed = run.seed + EVAL_SEED_OFFSET
+    assert record["evaluation"] == [{"length": _contexts(RANDOM_POLE, eval_seed + i, 1)[0]}
+                                    for i in range(3)]
+    training = record["training"]
+    assert training["episodes"] > 5
+    assert 0.25 <= training["length"]["min"] < training["length"]["mean"] \
+        < training["length"]["max"] <= 1.0
+
+
+def test_a_vec_env_reseeded_replays_its_contexts():
+    venv = make_vec(EnvSpec.parse(RANDOM_POLE), 2, seed=7)
+    rounds = []
+    for _ in range(2):
+        venv.seed(7)
+        venv.reset()
+        rounds.append([info["context"] for info in venv.reset_infos])
+    assert rounds[0] == rounds[1] and rounds[0][0] != rounds[0][1]
+    venv.close()
+
+
+def _snapshot(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_cli_study_with_a_randomized_source(tmp_path):
+    code = main(["run", RANDOM_POLE, "CartPole-v1:length=1.0", "--seeds", "1", "--conditions",
+                 "scratch,finetune", "--out", str(tmp_path), "--name", "dr",
+                 "--timesteps", "256", "--source-timesteps", "256", "--eval-freq", "128",
+                 "--hparams", "n_steps=64", "batch_size=64", "n_epochs=2", "--n-envs", "2",
+                 "--eval-episodes", "2"])
+    assert code == 0
+    study = tmp_path / "dr"
+    record = read_json(study / "study.json")
+    assert record["spec"]["env"]["source"]["params"] == {"length": "uniform(0.25,1)"}
+    source = read_json(study / "source" / CONTEXTS)
+    assert source["randomized"] == {"length": "uniform(0.25,1)"} and len(source["evaluation"]) == 2
+    assert not (study / "scratch" / "seed_0" / CONTEXTS).exists()  # the target is fixed
+    assert "`length`: uniform(0.25,1) → 1 m" in (study / "report.md").read_text()
+
+
+@pytest.mark.parametrize("source,message", [
+    ("CartPole-v1:length=uniform(0.01,1)",
+     "length=uniform(0.01,1) in CartPole-v1:length=uniform(0.01,1) reaches outside its valid "
+     "range [0.05, 10] m: keep both bounds inside"),
+    ("CartPole-v1:length=choice(0.5,20)",
+     "length=20 is outside its valid range [0.05, 10] m in CartPole-v1:length=choice(0.5,20): "
+     "keep every value of choice(0.5,20) inside the range"),
+    ("CartPole-v1:length=normal(20,1)",
+     "length=normal(20,1) in CartPole-v1:length=normal(20,1) has its mean outside its valid "
+     "range [0.05, 10] m: keep mu inside (draws are clipped to the range)"),
+    ("LunarLander-v3:gravity=uniform(-5,-1)",
+     "LunarLander.gravity cannot be randomized: it is a gym.make argument, fixed when the env is "
+     "built; parameters of LunarLander that can be: main_engine_power, side_engine_power"),
+    ("MiniGrid-DoorKey-5x5-v0:size=choice(5,6)",
+     "DoorKey.size cannot be randomized: it picks the registered env id, fixed when the env is "
+     "built; DoorKey has no parameter that can be randomized"),
+    ("Pendulum-v1:max_torque=uniform(1,3)",
+     "Pendulum.max_torque cannot be randomized: it sets the bounds of the env's observation or "
+     "action space, which stay fixed for a run; give it one value"),
+    ("CartPole-v1:length=uniform(1,0.25)",
+     "length=uniform(1,0.25) in 'CartPole-v1:length=uniform(1,0.25)': the low bound must be "
+     "below the high bound: write uniform(low,high), e.g. uniform(0.25,1)"),
+    ("CartPole-v1:length=grid(0.25,1,3)",
+     "length=grid(...) in 'CartPole-v1:length=grid(0.25,1,3)' is a sweep of several envs"),
+])
+def test_cli_errors_are_one_line_exit_2_and_write_nothing(tmp_path, capsys, source, message):
+    if source.startswith("MiniGrid"):
+        pytest.importorskip("minigrid")
+    if source.startswith("LunarLander"):
+        pytest.importorskip("Box2D")
+    out = tmp_path / "runs"
+    out.mkdir()
+    target = source.split(":")[0]
+    code = main(["run", source, target, "--timesteps", "256", "--out", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert _snapshot(out) == []
+
+
+def test_resolve_returns_the_canonical_text():
+    family, base_id, params = resolve(EnvSpec.parse("CartPole-v1:length=choice(0.5, 1)"))
+    assert family.name == "CartPole" and base_id == "CartPole-v1"
+    assert params == {"length": "choice(0.5,1)"}

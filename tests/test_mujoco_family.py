@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 
 import gymnasium as gym
@@ -218,6 +219,19 @@ def test_out_of_range_value_is_a_one_line_error():
     with pytest.raises(ParameterError, match=re.escape(message)) as caught:
         _make("Hopper-v5:timestep=0.01")
     assert "\n" not in str(caught.value)
+
+
+def test_catalog_lists_the_families_and_bodies_without_mujoco():
+    code = ("import sys\n"
+            "sys.modules['mujoco'] = None\n"
+            "from rltransfer import envs\n"
+            "print(envs.get_family('Ant').parameter_names)\n"
+            "print(sorted(envs.families()))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "'mass.aux_4'" in result.stdout
+    assert all(f"'{name}'" in result.stdout for name in FAMILIES)
 
 
 @pytest.mark.parametrize("spec", ["Hopper-v5:mass=2", "rltransfer/HalfCheetah-Slippery-v0"])

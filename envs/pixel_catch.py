@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from .family import MAKE_KWARG, Family, Parameter, add_family
+from .family import ATTRIBUTE, MAKE_KWARG, Family, Parameter, add_family
 
 SIZE = 48  # frame height and width in pixels (NatureCNN's 8/4, 4/2, 3/1 convs fit from 36)
 PADDLE_HEIGHT = 3
@@ -152,8 +152,18 @@ if "rltransfer/PixelCatch-v0" not in gym.registry:
 
 
 def _param(name, default, low, high, unit, doc, value_type=float, choices=()):
-    return Parameter(name, default, low, high, unit, doc, via=MAKE_KWARG,
-                     value_type=value_type, choices=choices)
+    # Float values are attributes the env reads at every reset and step (colours through
+    # _derive), so they can also be randomized per episode; the sizes and the distractor count
+    # shape the env's arrays when it is built.
+    via = ATTRIBUTE if value_type is float else MAKE_KWARG
+    return Parameter(name, default, low, high, unit, doc, via=via, value_type=value_type,
+                     choices=choices)
+
+
+def _derive(env: PixelCatchEnv, params) -> None:
+    env._ball_colour = _rgb(env.ball_hue)
+    env._distractor_colour = _rgb(env.ball_hue + 0.5)
+    env._background_colour = np.full(3, round(env.background * 255), np.uint8)
 
 
 PIXEL_CATCH = add_family(Family(
@@ -173,6 +183,7 @@ PIXEL_CATCH = add_family(Family(
         _param("distractors", 0, 0, 4, "-",
                "moving squares in the ball's complementary colour that do not matter", int),
     ),
+    derive=_derive,
     variants={
         "BlueBall": {"ball_hue": 0.67},
         "GreyBackground": {"background": 0.5},

@@ -69,7 +69,7 @@ def test_attribute_setter_refuses_constructor_parameters():
     family = catalog.get_family("PixelCatch")
     env = gym.make("rltransfer/PixelCatch-v0")
     with pytest.raises(KeyError, match="make the env with it"):
-        family.apply(env, {"ball_speed": 3.0})
+        family.apply(env, {"paddle_width": 8})
 
 
 def test_catalog_imports_and_lists_families_without_the_optional_packages():

@@ -109,7 +109,28 @@ def test_randomizable_parameters():
     lander = get_family("LunarLander")
     assert [p.name for p in lander.parameters if p.randomizable] == ["main_engine_power",
                                                                       "side_engine_power"]
-    assert not any(p.randomizable for p in get_family("PixelCatch").parameters)
+    pixel = get_family("PixelCatch")
+    assert [p.name for p in pixel.parameters if p.randomizable] == [
+        "ball_speed", "ball_drift", "paddle_speed", "ball_hue", "background"]
+    assert not any(p.randomizable for p in get_family("DoorKey").parameters)
+
+
+def test_pixel_catch_draws_its_visuals_per_episode():
+    env = make_env(EnvSpec.parse("rltransfer/PixelCatch-v0:background=uniform(0,0.8),"
+                                 "ball_hue=choice(0,0.67)"))
+    env.reset(seed=0)
+    backgrounds, hues = set(), set()
+    for _ in range(6):
+        frame, info = env.reset()
+        grey = round(info["context"]["background"] * 255)
+        assert (frame[-1] == grey).all()  # the bottom row, under the paddle, is background
+        hue = info["context"]["ball_hue"]
+        blue = hue == 0.67
+        assert tuple(env.unwrapped._ball_colour) == ((5, 0, 255) if blue else (255, 0, 0))
+        backgrounds.add(grey)
+        hues.add(hue)
+    assert len(backgrounds) == 6 and hues == {0.0, 0.67}
+    env.close()
 
 
 def test_same_seed_same_contexts_other_seed_others():
@@ -204,13 +225,16 @@ def _snapshot(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
 
-def test_cli_study_with_a_randomized_source(tmp_path):
-    code = main(["run", RANDOM_POLE, "CartPole-v1:length=1.0", "--seeds", "1", "--conditions",
-                 "scratch,finetune", "--out", str(tmp_path), "--name", "dr",
+def _study(tmp_path: Path, source: str, target: str) -> int:
+    return main(["run", source, target, "--seeds", "1", "--conditions", "scratch,finetune",
+                 "--out", str(tmp_path), "--name", "dr",
                  "--timesteps", "256", "--source-timesteps", "256", "--eval-freq", "128",
                  "--hparams", "n_steps=64", "batch_size=64", "n_epochs=2", "--n-envs", "2",
                  "--eval-episodes", "2"])
-    assert code == 0
+
+
+def test_cli_study_with_a_randomized_source(tmp_path):
+    assert _study(tmp_path, RANDOM_POLE, "CartPole-v1:length=1.0") == 0
     study = tmp_path / "dr"
     record = read_json(study / "study.json")
     assert record["spec"]["env"]["source"]["params"] == {"length": "uniform(0.25,1)"}
@@ -218,6 +242,16 @@ def test_cli_study_with_a_randomized_source(tmp_path):
     assert source["randomized"] == {"length": "uniform(0.25,1)"} and len(source["evaluation"]) == 2
     assert not (study / "scratch" / "seed_0" / CONTEXTS).exists()  # the target is fixed
     assert "`length`: uniform(0.25,1) → 1 m" in (study / "report.md").read_text()
+
+
+def test_cli_study_with_a_randomized_target_evaluates_every_condition_alike(tmp_path):
+    assert _study(tmp_path, "CartPole-v1", "CartPole-v1:length=uniform(0.5,1.5)") == 0
+    study = tmp_path / "dr"
+    scratch, finetune = (read_json(study / c / "seed_0" / CONTEXTS) for c in ("scratch",
+                                                                             "finetune"))
+    assert scratch["evaluation"] == finetune["evaluation"] and len(scratch["evaluation"]) == 2
+    assert scratch["evaluations"] == finetune["evaluations"] == [0, 128, 256]
+    assert not (study / "source" / CONTEXTS).exists()
 
 
 @pytest.mark.parametrize("source,message", [

@@ -210,6 +210,35 @@ def test_every_evaluation_plays_the_same_contexts(tmp_path):
         < training["length"]["max"] <= 1.0
 
 
+def test_a_resumed_run_continues_its_context_record(tmp_path, monkeypatch):
+    from rltransfer import training
+
+    class StopAfterCheckpoint(training.EvaluationCallback):
+        def __init__(self, *args, checkpoint, **kwargs):
+            def save_then_stop() -> None:
+                checkpoint()
+                if self.model.num_timesteps >= 128:
+                    raise KeyboardInterrupt
+            super().__init__(*args, checkpoint=save_then_stop, **kwargs)
+
+    run = RunSpec(EnvSpec.parse(RANDOM_POLE), AgentSpec("ppo", {"n_steps": 64, "batch_size": 64,
+                                                                "n_epochs": 1}, 2),
+                  "scratch", 0, 256, 128, 2)
+    with monkeypatch.context() as patch:
+        patch.setattr(training, "EvaluationCallback", StopAfterCheckpoint)
+        with pytest.raises(KeyboardInterrupt):
+            train_run(run, tmp_path)
+    interrupted = read_json(tmp_path / CONTEXTS)
+    assert interrupted["evaluations"] == [0, 128]
+    result = train_run(run, tmp_path, resume=True)
+    assert result.resumed_from == 128
+    resumed = read_json(tmp_path / CONTEXTS)
+    assert resumed["evaluations"] == [0, 128, 256]
+    assert resumed["evaluation"] == interrupted["evaluation"]
+    assert resumed["training"]["episodes"] > interrupted["training"]["episodes"]
+    assert resumed["training"]["length"]["min"] <= interrupted["training"]["length"]["min"]
+
+
 def test_a_vec_env_reseeded_replays_its_contexts():
     venv = make_vec(EnvSpec.parse(RANDOM_POLE), 2, seed=7)
     rounds = []

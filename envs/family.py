@@ -59,6 +59,9 @@ class Parameter:
     via: str = ATTRIBUTE  # how the value reaches the env: "attribute", "make", "id", "derive"
     value_type: type = float  # float, int or bool (bool values are given as 0 or 1)
     choices: tuple[float, ...] = ()  # the only valid values, when not every value in range is
+    # It sets a bound of the observation or action space, which a run's vectorized env and
+    # policy read once: it cannot change per episode (randomization.check_spaces verifies).
+    bounds_space: bool = False
 
     def __post_init__(self) -> None:
         assert self.via in _VIA, f"{self.name}: via must be one of {_VIA}"
@@ -72,8 +75,10 @@ class Parameter:
     def randomizable(self) -> bool:
         """Whether the value can be a distribution, resampled at every reset
         (`rltransfer.envs.randomization`): only float values applied after the env is built;
-        "make" and "id" values are fixed when it is constructed."""
-        return self.via in (ATTRIBUTE, DERIVE) and self.value_type is float and not self.choices
+        "make" and "id" values are fixed when it is constructed, and a space bound is fixed
+        for the run."""
+        return (self.via in (ATTRIBUTE, DERIVE) and self.value_type is float
+                and not self.choices and not self.bounds_space)
 
     def convert(self, value: float) -> float | int | bool:
         """`value` as the env expects it (`value_type`)."""

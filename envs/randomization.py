@@ -141,6 +141,9 @@ def not_randomizable(family: Family, parameter: Parameter) -> str:
     why = {"make": "it is a gym.make argument, fixed when the env is built",
            "id": "it picks the registered env id, fixed when the env is built"}.get(
         parameter.via, f"it takes {parameter.value_type.__name__} values")
+    if parameter.bounds_space and parameter.via in ("attribute", "derive"):
+        why = ("it sets the bounds of the env's observation or action space, which stay fixed "
+               "for a run")
     can = [p.name for p in family.parameters if p.randomizable]
     others = (f"parameters of {family.name} that can be: {', '.join(can)}" if can
               else f"{family.name} has no parameter that can be randomized")

@@ -489,11 +489,16 @@ def _cmd_envs(args: argparse.Namespace, console: Console) -> int:
                           + did_you_mean(args.family, families))
     table = Table(title=f"{family.name} ({', '.join(family.env_ids)}): {family.doc}",
                   title_justify="left")
-    for column in ("parameter", "default", "range", "unit", "description"):
+    for column in ("parameter", "default", "range", "unit", "per episode", "description"):
         table.add_column(column)
     for p in family.parameters:
-        table.add_row(p.name, f"{p.default:g}", f"[{p.low:g}, {p.high:g}]", p.unit, p.doc)
+        table.add_row(p.name, f"{p.default:g}", f"[{p.low:g}, {p.high:g}]", p.unit,
+                      "yes" if p.randomizable else "no", p.doc)
     console.print(table)
+    if any(p.randomizable for p in family.parameters):
+        console.print("  per episode: yes = may be a distribution redrawn at every reset, e.g. "
+                      "name=uniform(a,b), loguniform(a,b), choice(x,y,...), normal(mu,sigma) "
+                      "(README: Domain randomization)", highlight=False)
     for variant, params in family.variants.items():
         values = ",".join(f"{k}={v:g}" for k, v in params.items())
         console.print(f"  {family.variant_id(variant)}  =  {family.base_id}:{values}",

@@ -301,7 +301,7 @@ def test_cli_study_with_a_randomized_target_evaluates_every_condition_alike(tmp_
      "built; DoorKey has no parameter that can be randomized"),
     ("Pendulum-v1:max_torque=uniform(1,3)",
      "Pendulum.max_torque cannot be randomized: it sets the bounds of the env's observation or "
-     "action space, which stay fixed for a run; give it one value"),
+     "action space, which stay fixed for a run; parameters of Pendulum that can be: g, m, l, dt"),
     ("CartPole-v1:length=uniform(1,0.25)",
      "length=uniform(1,0.25) in 'CartPole-v1:length=uniform(1,0.25)': the low bound must be "
      "below the high bound: write uniform(low,high), e.g. uniform(0.25,1)"),
@@ -328,3 +328,29 @@ def test_resolve_returns_the_canonical_text():
     family, base_id, params = resolve(EnvSpec.parse("CartPole-v1:length=choice(0.5, 1)"))
     assert family.name == "CartPole" and base_id == "CartPole-v1"
     assert params == {"length": "choice(0.5,1)"}
+
+
+def test_a_space_bound_not_declared_as_one_is_refused_when_the_env_is_built():
+    """bounds_space marks the catalog's space bounds; check_spaces is the net for one that a
+    family forgot to mark: it builds the env at each end of the distribution."""
+    import dataclasses
+
+    import gymnasium as gym
+    from rltransfer.envs.randomization import check_spaces
+
+    pendulum = get_family("Pendulum")
+    unmarked = dataclasses.replace(pendulum, parameters=tuple(
+        dataclasses.replace(p, bounds_space=False) for p in pendulum.parameters))
+    env = gym.make("Pendulum-v1")
+    with pytest.raises(ParameterError, match="Pendulum.max_torque cannot be randomized: it sets "
+                                             "the bounds"):
+        check_spaces(unmarked, env, {}, {"max_torque": parse_distribution("uniform(1,3)")})
+    check_spaces(unmarked, env, {}, {"m": parse_distribution("uniform(1,3)")})  # no bound: fine
+
+
+def test_envs_lists_which_parameters_can_be_randomized(capsys):
+    assert main(["envs", "Pendulum"]) == 0
+    rows = {line.split("│")[1].strip(): line.split("│")[5].strip()
+            for line in capsys.readouterr().out.splitlines() if line.count("│") >= 6}
+    assert rows["m"] == "yes" and rows["dt"] == "yes"
+    assert rows["max_torque"] == "no" and rows["max_speed"] == "no"

@@ -1,7 +1,10 @@
 """LunarLander-v3 (Box2D): land a craft on a pad, from its 8-dimensional state.
 
-Gravity, wind and turbulence are constructor arguments of Gymnasium's env (``gym.make``
-kwargs), and so is ``continuous`` (Box(2) throttles or Discrete(4) engines). The engine
+Gravity, wind power and turbulence power are attributes of the env: Gymnasium's ``reset``
+builds a new Box2D world with ``self.gravity`` and ``step`` reads the wind powers, so they are
+set after the env is built and can be randomized per episode. ``enable_wind`` and
+``continuous`` (Box(2) throttles or Discrete(4) engines) are constructor arguments
+(``gym.make`` kwargs). The engine
 powers are module constants of ``gymnasium.envs.box2d.lunar_lander`` (``MAIN_ENGINE_POWER``,
 ``SIDE_ENGINE_POWER``) that ``LunarLander.step`` reads as globals. They are applied per
 instance ("derive" parameters): the env gets its own copy of ``step`` whose globals carry
@@ -40,16 +43,14 @@ LUNAR_LANDER = add_family(Family(
     doc="Land a craft between the flags from its 8-dim state (Box2D); gravity, wind, engines.",
     parameters=(
         Parameter("gravity", -10.0, -11.99, -0.01, "m/s^2",
-                  "vertical gravity (Gymnasium requires -12 < gravity < 0)", via=MAKE_KWARG),
+                  "vertical gravity (Gymnasium requires -12 < gravity < 0)"),
         Parameter("enable_wind", 0, 0, 1, "-",
                   "1: wind and turbulence push the craft (wind_power, turbulence_power)",
                   via=MAKE_KWARG, value_type=bool),
         Parameter("wind_power", 15.0, 0.0, 20.0, "-",
-                  "largest linear wind force, with enable_wind=1 (Gymnasium recommends 0-20)",
-                  via=MAKE_KWARG),
+                  "largest linear wind force, with enable_wind=1 (Gymnasium recommends 0-20)"),
         Parameter("turbulence_power", 1.5, 0.0, 2.0, "-",
-                  "largest rotational wind torque, with enable_wind=1 (recommended 0-2)",
-                  via=MAKE_KWARG),
+                  "largest rotational wind torque, with enable_wind=1 (recommended 0-2)"),
         Parameter("main_engine_power", MAIN_ENGINE_POWER, 0.0, 40.0, "-",
                   "impulse scale of the main engine (applied per env, module left as is)",
                   via=DERIVE),

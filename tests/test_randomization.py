@@ -107,8 +107,8 @@ def test_grid_in_an_env_spec_points_to_matrix():
 def test_randomizable_parameters():
     assert get_family("CartPole").parameter("length").randomizable
     lander = get_family("LunarLander")
-    assert [p.name for p in lander.parameters if p.randomizable] == ["main_engine_power",
-                                                                      "side_engine_power"]
+    assert [p.name for p in lander.parameters if p.randomizable] == [
+        "gravity", "wind_power", "turbulence_power", "main_engine_power", "side_engine_power"]
     pixel = get_family("PixelCatch")
     assert [p.name for p in pixel.parameters if p.randomizable] == [
         "ball_speed", "ball_drift", "paddle_speed", "ball_hue", "background"]
@@ -174,6 +174,39 @@ def test_the_context_generator_is_not_the_envs_own():
     plain = make_env(EnvSpec.parse("CartPole-v1"))
     plain.reset(seed=5)
     assert before == plain.unwrapped.np_random.bit_generator.state  # no draw from it
+
+
+def test_lunar_lander_gravity_is_drawn_into_each_episodes_world():
+    pytest.importorskip("Box2D")
+    env = make_env(EnvSpec.parse("LunarLander-v3:gravity=uniform(-11,-2)"))
+    seen = set()
+    for seed in (0, None, None):
+        _, info = env.reset(seed=seed)
+        drawn = info["context"]["gravity"]
+        assert -11 <= drawn <= -2 and env.unwrapped.world.gravity.y == pytest.approx(drawn)
+        seen.add(drawn)
+    assert len(seen) == 3
+    env.close()
+
+
+def test_contexts_do_not_depend_on_the_policy_of_an_env_that_draws_while_stepping():
+    """LunarLander draws from its np_random at every step (the engines' dispersion), so
+    contexts drawn from it would follow the actions taken; the randomizer's own do not."""
+    pytest.importorskip("Box2D")
+
+    def contexts(action: int) -> list[float]:
+        env = make_env(EnvSpec.parse("LunarLander-v3:side_engine_power=uniform(0.2,1.5)"))
+        _, info = env.reset(seed=3)
+        drawn = [info["context"]["side_engine_power"]]
+        for _ in range(3):
+            for _ in range(40):
+                env.step(action)
+            _, info = env.reset()
+            drawn.append(info["context"]["side_engine_power"])
+        env.close()
+        return drawn
+
+    assert contexts(0) == contexts(2)  # no-op against the main engine: different np_random use
 
 
 def test_lunar_lander_keeps_the_fixed_power_while_the_other_is_drawn():
@@ -293,9 +326,10 @@ def test_cli_study_with_a_randomized_target_evaluates_every_condition_alike(tmp_
     ("CartPole-v1:length=normal(20,1)",
      "length=normal(20,1) in CartPole-v1:length=normal(20,1) has its mean outside its valid "
      "range [0.05, 10] m: keep mu inside (draws are clipped to the range)"),
-    ("LunarLander-v3:gravity=uniform(-5,-1)",
-     "LunarLander.gravity cannot be randomized: it is a gym.make argument, fixed when the env is "
-     "built; parameters of LunarLander that can be: main_engine_power, side_engine_power"),
+    ("LunarLander-v3:enable_wind=choice(0,1)",
+     "LunarLander.enable_wind cannot be randomized: it is a gym.make argument, fixed when the env "
+     "is built; parameters of LunarLander that can be: gravity, wind_power, turbulence_power, "
+     "main_engine_power, side_engine_power"),
     ("MiniGrid-DoorKey-5x5-v0:size=choice(5,6)",
      "DoorKey.size cannot be randomized: it picks the registered env id, fixed when the env is "
      "built; DoorKey has no parameter that can be randomized"),

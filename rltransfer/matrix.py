@@ -56,8 +56,12 @@ def parse_env_list(text: str, option: str = "ENVS") -> list[EnvSpec]:
 
 
 _GRID_RE = re.compile(r"(?<![\w.])([A-Za-z_][\w.]*)\s*=\s*grid\s*\(([^()]*)\)")
-GRID_DIGITS = 12
-"""Grid values are rounded to this many significant digits (0.3, not 0.30000000000000004)."""
+GRID_DIGITS = 6
+"""Grid values are rounded to the significant digits env labels and study folders show
+(``:g``): 0.3, not 0.30000000000000004, and a value is the one its label names."""
+
+MAX_GRID_POINTS = 100
+"""Points one grid may have: each point is a study per source (or target)."""
 
 
 def expand_grids(text: str, option: str = "ENVS") -> list[str]:
@@ -101,7 +105,14 @@ def _grid_values(match: re.Match[str], option: str) -> list[float]:
         raise ConfigError(f"{where} needs low < high: write grid(low,high,n), e.g. "
                           f"grid({args[1]},{args[0]},{args[2]})" if low > high else
                           f"{where} needs low < high: {fix}")
-    return [float(f"{v:.{GRID_DIGITS}g}") for v in np.linspace(low, high, int(points))]
+    if points > MAX_GRID_POINTS:
+        raise ConfigError(f"{where} has {points:g} points, each a study: give at most "
+                          f"{MAX_GRID_POINTS} per grid")
+    values = [float(f"{v:.{GRID_DIGITS}g}") for v in np.linspace(low, high, int(points))]
+    if len(set(values)) < len(values):
+        raise ConfigError(f"{where} has points closer than {GRID_DIGITS} significant digits, "
+                          "which would name the same env: widen the range or use fewer points")
+    return values
 
 
 def matrix_specs(base: StudySpec, sources: list[EnvSpec],

@@ -180,10 +180,8 @@ def _mark(spec: EnvSpec, base: str, parameter: str) -> Mark | None:
 
 def _support(text: str) -> tuple[float, float] | None:
     """The range a randomized parameter's distribution ("uniform(0.25,1)") draws from."""
-    try:
-        from .envs.randomization import parse_distribution
-    except ImportError:  # randomized parameters not available: nothing to shade
-        return None
+    from .envs.randomization import parse_distribution
+
     try:
         low, high = parse_distribution(text).support()
     except (RLTransferError, ValueError):

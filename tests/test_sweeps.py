@@ -33,6 +33,12 @@ def test_grid_values_carry_no_float_noise():
     assert [e.params["length"] for e in envs] == [i / 10 for i in range(11)]
 
 
+def test_grid_values_are_the_values_their_labels_show():
+    envs = parse_env_list("CartPole-v1:length=grid(0.5,1.5,7)")  # thirds and sixths
+    for env in envs:
+        assert EnvSpec.parse(str(env)).params == env.params
+
+
 def test_grids_in_one_env_expand_to_their_product_beside_fixed_values():
     envs = parse_env_list("CartPole-v1:length=grid(0.5,1,2),force_mag=grid(5,15,3),"
                           "masscart=2;Acrobot-v1")
@@ -73,6 +79,12 @@ TINY = ["--seeds", "2", "--timesteps", "256", "--source-timesteps", "256", "--ev
     ("--targets", "CartPole-v1:length=grid(1,1,3)",
      "length=grid(1,1,3) in --targets needs low < high: write grid(low,high,n), e.g. "
      "grid(0.25,2.0,8)"),
+    ("--targets", "CartPole-v1:length=grid(0.25,2.0,101)",
+     "length=grid(0.25,2.0,101) in --targets has 101 points, each a study: give at most 100 "
+     "per grid"),
+    ("--targets", "CartPole-v1:length=grid(1,1.000001,3)",
+     "length=grid(1,1.000001,3) in --targets has points closer than 6 significant digits, "
+     "which would name the same env: widen the range or use fewer points"),
     ("--targets", "CartPole-v1:length=grid(a,1,3)",
      "length=grid(a,1,3) in --targets has a value that is not a number: write "
      "grid(low,high,n), e.g. grid(0.25,2.0,8)"),
@@ -180,7 +192,6 @@ def test_no_sweep_without_one_env_varied(targets):
 
 
 def test_a_randomized_source_marks_its_range():
-    pytest.importorskip("rltransfer.envs.randomization")
     source = EnvSpec.parse("CartPole-v1:length=uniform(0.25,1.0)")
     targets = ["CartPole-v1:length=0.5", "CartPole-v1:length=2"]
     cells = {"finetune": {str(source): {t: _cell(0.1, 0.1) for t in targets}}}

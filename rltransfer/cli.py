@@ -223,10 +223,14 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run a transfer study from SOURCE to TARGET. Environments are Gymnasium "
                     "ids, optionally with family parameters: CartPole-v1:length=1.0,force_mag=5 "
-                    "('python -m rltransfer envs' lists them).")
+                    "('python -m rltransfer envs' lists them). A parameter may be a distribution "
+                    "redrawn at every episode reset (domain randomization): "
+                    "CartPole-v1:length=uniform(0.25,1.0), or loguniform(a,b), "
+                    "choice(x,y,...), normal(mu,sigma) (clipped to the valid range).")
     S = argparse.SUPPRESS  # unset options fall back to --config, then to the defaults
     run.add_argument("source", nargs="?", default=S, metavar="SOURCE",
-                     help="source environment, e.g. CartPole-v1")
+                     help="source environment, e.g. CartPole-v1 or, randomized, "
+                          "'CartPole-v1:length=uniform(0.25,1.0)'")
     run.add_argument("target", nargs="?", default=S, metavar="TARGET",
                      help="target environment, e.g. CartPole-v1:length=1.0")
     _add_study_options(run)
@@ -252,7 +256,9 @@ def _build_parser() -> argparse.ArgumentParser:
                "spaced from low to high, both\nincluded (n >= 2), one env each; several "
                "grids in one env give every combination\n(Cartesian product). matrix.png "
                "then adds the area difference and jumpstart\nagainst the swept value, one "
-               "line per source, its value marked.")
+               "line per source, its value marked.\nA randomized env (e.g. "
+               "'CartPole-v1:length=uniform(0.25,1.0)', see run --help)\nis a source or "
+               "target like any other.")
     matrix.add_argument("--sources", required=True, metavar="ENVS",
                         help="source environments, e.g. CartPole-v1:length=0.25;"
                              "CartPole-v1:length=0.5 (grid(low,high,n) as for --targets)")

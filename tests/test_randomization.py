@@ -388,3 +388,14 @@ def test_envs_lists_which_parameters_can_be_randomized(capsys):
             for line in capsys.readouterr().out.splitlines() if line.count("│") >= 6}
     assert rows["m"] == "yes" and rows["dt"] == "yes"
     assert rows["max_torque"] == "no" and rows["max_speed"] == "no"
+
+
+@pytest.mark.parametrize("command", ["run", "matrix"])
+def test_help_explains_distributions(capsys, command):
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "length=uniform(0.25,1.0)" in out
+    if command == "run":
+        assert "loguniform(a,b), choice(x,y,...), normal(mu,sigma)" in out

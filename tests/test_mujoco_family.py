@@ -250,3 +250,15 @@ def test_ppo_trains_on_a_heavier_inverted_pendulum(tmp_path, tiny_agent):
     result = train_run(run, tmp_path / "run")
     assert result.timesteps == 256
     assert (tmp_path / "run" / "model.zip").exists()
+
+
+def test_missing_mujoco_stops_a_study_before_anything_is_written(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "mujoco", None)
+    out = tmp_path / "runs"
+    code = cli.main(["run", "Hopper-v5", "Hopper-v5:mass=2", "--timesteps", "256",
+                     "--out", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("rltransfer: error: Hopper environments need the mujoco package: "
+                   "pip install 'rltransfer[mujoco]'")
+    assert not out.exists()

@@ -266,6 +266,12 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="target environments, same syntax; name=grid(low,high,n) sweeps "
                              "a parameter, e.g. 'CartPole-v1:length=grid(0.25,2.0,8)'")
     _add_study_options(matrix)
+    matrix.add_argument("--resume", action="store_true",
+                        help="finish the matrix --name NAME, e.g. after an interruption or "
+                             "with more --workers: done studies are kept untouched, the others "
+                             "resumed as by run --resume; start it if it does not exist. The "
+                             "sources, targets and study options must be those it was started "
+                             "with (execution options such as --workers may differ)")
 
     resume = sub.add_parser(
         "resume", help="finish an interrupted study",
@@ -429,8 +435,10 @@ def _cmd_matrix(args: argparse.Namespace, argv: list[str], console: Console) -> 
     base = study_spec(args)
     execution = _execution(args)
     _start_workers_early(base, execution)  # every study of the matrix forks from it
+    command = "python -m rltransfer " + shlex.join(
+        [a for a in argv if a != "--resume"])  # the command that reproduces the matrix
     folder = run_matrix(base, sources, targets, console=console, execution=execution,
-                        command="python -m rltransfer " + shlex.join(argv))
+                        command=command, resume=args.resume)
     summarize_matrix(folder)
     console.print((folder / "matrix.md").read_text(), markup=False, highlight=False)
     console.print(f"matrix: {folder / 'matrix.md'}, {folder / 'matrix.png'}, "

@@ -8,11 +8,12 @@ trains S sources, T scratch baselines and S x T transfer conditions.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rich.console import Console
@@ -25,8 +26,11 @@ from .errors import ConfigError, OutputError
 from .execution import Execution
 from .io_utils import atomic_write_json, atomic_write_text, read_json
 from .specs import EnvSpec, split_top_level
-from .study_spec import StudySpec, flat_values
+from .study_spec import StudySpec, flat_spec, flat_values
 from .sweep_figure import sweep_series
+
+if TYPE_CHECKING:
+    from .plan import Plan
 
 
 def parse_env_list(text: str, option: str = "ENVS") -> list[EnvSpec]:
@@ -131,28 +135,91 @@ def matrix_specs(base: StudySpec, sources: list[EnvSpec],
 
 def run_matrix(base: StudySpec, sources: list[EnvSpec], targets: list[EnvSpec], *,
                command: str = "", console: Console | None = None,
-               execution: Execution | None = None) -> Path:
-    """Run every pair (checking all of them first), then write matrix.md and matrix.json."""
+               execution: Execution | None = None, resume: bool = False) -> Path:
+    """Run every pair (checking all of them first), then write matrix.md and matrix.json.
+
+    With `resume`, an interrupted matrix of the same sources, targets and options is
+    finished: its done studies are skipped untouched, the others resumed (`run_study`)."""
     from .plan import plan
     from .preflight import check_writable
     from .runner import run_study
+    from .study_folder import check_same_study, existing_study
 
+    if resume and base.output.name is None:
+        raise ConfigError("matrix --resume needs --name NAME, the matrix to finish (the "
+                          "folder under --out that holds its matrix_spec.json)")
     console = console or Console()
     folder, specs = matrix_specs(base, sources, targets)
-    if folder.exists() and any(folder.iterdir()):
-        raise OutputError(f"{folder} already exists and is not empty: choose another --name")
-    for spec in specs:  # every bad input fails before anything trains
-        plan(spec)
+    spec_file = folder / "matrix_spec.json"
+    record = {"command": command, "sources": [s.to_dict() for s in sources],
+              "targets": [t.to_dict() for t in targets], "base": base.to_dict()}
+    started = resume and spec_file.is_file()
+    if started:
+        check_same_matrix(folder, read_json(spec_file), record)
+    elif folder.exists() and any(folder.iterdir()):
+        raise OutputError(
+            f"{folder} already exists and is not empty: pass --resume to finish the matrix "
+            f"in it, or choose another --name" if not resume else
+            f"{folder} exists and is not a matrix folder (no matrix_spec.json): choose "
+            f"another --name")
+    plans = [plan(spec) for spec in specs]  # every bad input fails before anything trains
+    done = []
+    for plan_ in plans:
+        on_disk = started and plan_.study_dir.is_dir()
+        existing = existing_study(plan_.study_dir) if on_disk else None
+        if existing is not None:
+            check_same_study(plan_, existing, plan_.study_dir)
+        done.append(existing is not None and _finished(plan_, existing))
     check_writable(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(folder / "matrix_spec.json", {
-        "command": command, "sources": [s.to_dict() for s in sources],
-        "targets": [t.to_dict() for t in targets], "base": base.to_dict()})
-    for index, spec in enumerate(specs, 1):
-        console.print(f"matrix study {index}/{len(specs)}: {spec.env.source} → {spec.env.target}",
+    if not started:
+        if resume:
+            console.print(f"--resume: {folder} has no matrix yet; starting it", markup=False,
+                          highlight=False)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(spec_file, record)
+    for index, (spec, finished) in enumerate(zip(specs, done, strict=True), 1):
+        console.print(f"matrix study {index}/{len(specs)}: {spec.env.source} → {spec.env.target}"
+                      + (": done before this resume (0 training steps)" if finished else ""),
                       markup=False, highlight=False)
-        run_study(spec, command=command, console=console, execution=execution)
+        if not finished:  # a done study is left as it is, its study.json included
+            run_study(spec, command=command, console=console, execution=execution,
+                      resume=resume)
     return folder
+
+
+_SAME_MATRIX_IGNORED = ("source", "target", "out", "name", "retrain_source")
+"""Base options a resumed matrix does not compare: the pairs are its sources and targets,
+the folder is the one given, and --retrain-source is allowed as on `run --resume`."""
+
+
+def check_same_matrix(folder: Path, before: dict[str, Any], now: dict[str, Any]) -> None:
+    """Stop with a one-line error when `folder`'s matrix_spec.json (`before`) has other
+    sources, targets or study options than the matrix given `now` (execution options, such
+    as --workers, are not in it, so they may differ)."""
+    def table(record: dict[str, Any]) -> dict[str, Any]:
+        base = flat_spec(json.loads(json.dumps(record.get("base", {}))))
+        values = {k: v for k, v in base.items() if k not in _SAME_MATRIX_IGNORED}
+        return {"sources": [str(EnvSpec.from_dict(s)) for s in record["sources"]],
+                "targets": [str(EnvSpec.from_dict(t)) for t in record["targets"]],
+                **dict(sorted(values.items()))}
+
+    old, new = table(before), table(now)
+    changed = [key for key in {**old, **new} if old.get(key) != new.get(key)]
+    if changed:
+        key = changed[0]
+        command = before.get("command") or f"the options in {folder / 'matrix_spec.json'}"
+        raise OutputError(
+            f"{folder} was started with other options ({key}: {old.get(key)!r} there, "
+            f"{new.get(key)!r} now): resume it with {command} --resume, or choose another "
+            f"--name for a new matrix")
+
+
+def _finished(plan_: Plan, record: dict[str, Any]) -> bool:
+    """Whether a study ended with every target run done: resuming it would train nothing."""
+    from .study_folder import run_states
+
+    states = run_states(plan_.study_dir, plan_.target_runs())
+    return record.get("ended") is not None and set(states.values()) == {"done"}
 
 
 def summarize_matrix(folder: Path) -> dict[str, Any]:

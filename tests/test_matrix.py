@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from rltransfer.cli import main
@@ -70,6 +72,7 @@ def test_matrix_trains_sources_and_scratch_once(tmp_path, training_calls):
 @pytest.mark.parametrize("args,message", [
     (["--conditions", "finetune"], "a transfer matrix compares against scratch"),
     (["--sources", "CartPol-v1"], "unknown environment 'CartPol-v1'"),
+    (["--resume"], "matrix --resume needs --name NAME"),
 ])
 def test_matrix_input_errors(tmp_path, capsys, args, message):
     base = ["matrix", "--sources", "CartPole-v1", "--targets", "CartPole-v1:length=1",
@@ -78,3 +81,79 @@ def test_matrix_input_errors(tmp_path, capsys, args, message):
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def _files(folder):
+    """Every file under `folder` with its bytes, mtime and inode: what "unchanged" means."""
+    return {path: (path.read_bytes(), path.stat().st_mtime_ns, path.stat().st_ino)
+            for path in folder.rglob("*") if path.is_file()}
+
+
+def test_matrix_resume_finishes_an_interrupted_matrix(tmp_path, capsys, monkeypatch,
+                                                      training_calls):
+    import rltransfer.runner as runner
+
+    real, calls = runner.run_study, []
+
+    def interrupted_at_second_study(spec, **kwargs):
+        calls.append(spec.output.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as Ctrl-C before the second study trained anything
+        return real(spec, **kwargs)
+
+    monkeypatch.setattr(runner, "run_study", interrupted_at_second_study)
+    argv = ["matrix", "--sources", "CartPole-v1", "--targets",
+            "CartPole-v1:length=1.0;CartPole-v1:length=2.0", "--out", str(tmp_path),
+            "--name", "m", "--workers", "1", *TINY]
+    folder = tmp_path / "m"
+    first, second = (folder / f"CartPole-v1--CartPole-v1_length_{n}" for n in (1, 2))
+    # --resume without a matrix starts one; the command it records has no --resume
+    assert main([*argv, "--resume"]) == 130
+    assert (first / "study.json").is_file() and not second.exists()
+    assert "--resume" not in read_json(folder / "matrix_spec.json")["command"]
+    monkeypatch.setattr(runner, "run_study", real)
+    capsys.readouterr()
+    training_calls.clear()  # what trained until the interruption
+    before = _files(folder)
+    assert any(path.name == "model.zip" for path in before)
+
+    # without --resume the folder is refused, and the message says how to finish it
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"rltransfer: error: {folder} already exists and is not empty: pass --resume to "
+        f"finish the matrix in it, or choose another --name\n")
+
+    # other study options (or other targets) than the matrix was started with: refused
+    command = "python -m rltransfer " + " ".join(
+        a if ";" not in a else f"'{a}'" for a in argv)
+    assert main([*argv, "--seeds", "3", "--resume"]) == 2  # the last --seeds counts
+    assert capsys.readouterr().err == (
+        f"rltransfer: error: {folder} was started with other options (seeds: 2 there, 3 "
+        f"now): resume it with {command} --resume, or choose another --name for a new "
+        f"matrix\n")
+    other_targets = [a if ";" not in a else "CartPole-v1:length=1.0" for a in argv]
+    assert main([*other_targets, "--resume"]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"rltransfer: error: {folder} was started with other options (targets: "
+        "['CartPole-v1:length=1', 'CartPole-v1:length=2'] there, ['CartPole-v1:length=1'] "
+        "now): ")
+    assert _files(folder) == before and training_calls == []
+
+    # --resume finishes it (more threads: execution options may differ): the done study
+    # is neither retrained nor rewritten, the missing one trains, matrix.json has both
+    assert main([*argv, "--threads", "1", "--resume"]) == 0
+    assert "done before this resume (0 training steps)" in capsys.readouterr().out
+    trained = [Path(run_dir).resolve() for _, run_dir in training_calls]
+    assert trained and all(second.resolve() in path.parents for path in trained)
+    assert len(trained) == 2 * 2  # scratch and finetune x 2 seeds; the source is cached
+    assert {path: data for path, data in _files(folder).items() if path in before} == before
+    cells = read_json(folder / "matrix.json")["cells"]["finetune"]["CartPole-v1"]
+    assert set(cells) == {"CartPole-v1:length=1", "CartPole-v1:length=2"}
+
+    # resuming a finished matrix trains nothing and leaves every study as it is
+    studies = {path: data for path, data in _files(folder).items()
+               if path.parent != folder}
+    assert main([*argv, "--resume"]) == 0
+    assert len(trained) == len(training_calls)
+    assert {path: data for path, data in _files(folder).items()
+            if path.parent != folder} == studies

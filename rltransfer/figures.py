@@ -299,6 +299,9 @@ def _row_text(ax: Axes, y: float, text: str, color: str = "#666666") -> None:
 # --------------------------------------------------------------------------- collections of studies
 
 
+MATRIX_MAX_WIDTH = 24.0  # inches
+
+
 def matrix_figure(result: Mapping[str, Any], sweep: Sweep | None = None) -> Figure:
     """Heatmaps per condition of the area difference and jumpstart: rows are sources, columns
     targets; colour is the point estimate (diverging at 0) and each cell prints the estimate
@@ -308,7 +311,9 @@ def matrix_figure(result: Mapping[str, Any], sweep: Sweep | None = None) -> Figu
     from .sweep_figure import draw_sweep
 
     conditions, sources, targets = list(result["cells"]), result["sources"], result["targets"]
-    width = max(8.0, 2.4 * len(targets) * 2 + 3)
+    # 2.4 in per target and panel, up to 24 in in all (a sweep of 8 or more targets would
+    # otherwise draw a 40 in wide figure whose line plots below are stretched flat)
+    width = min(max(8.0, 2.4 * len(targets) * 2 + 3), MATRIX_MAX_WIDTH)
     height = 1.0 + max(2.0, 1.0 * len(sources)) * max(1, len(conditions))
     sweep_height = 1.5 + 3.2 * max(1, len(conditions)) if sweep and sweep.series else 0.0
     fig = _new_figure(width, height + sweep_height)
@@ -343,9 +348,11 @@ def _matrix_panel(fig: Figure | SubFigure, ax: Any, cells: Mapping[str, Any],
     for i in range(len(sources)):
         for j in range(len(targets)):
             dark = np.isfinite(values[i, j]) and abs(values[i, j]) > 0.6 * limit
-            ax.text(j, i, labels[i][j], ha="center", va="center", fontsize=9,
-                    color="white" if dark else "black")
-    ax.set_xticks(range(len(targets)), labels=[textwrap.fill(t, 20) for t in targets])
+            ax.text(j, i, labels[i][j], ha="center", va="center",
+                    fontsize=9 if len(targets) <= 6 else 7, color="white" if dark else "black")
+    ax.set_xticks(range(len(targets)), labels=[textwrap.fill(t, 20 if len(targets) <= 6 else 16)
+                                               for t in targets],
+                  fontsize=None if len(targets) <= 6 else 7)
     ax.set_yticks(range(len(sources)), labels=[textwrap.fill(s, 24) for s in sources])
     ax.set_xlabel("target")
     ax.set_ylabel("source")

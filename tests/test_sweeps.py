@@ -267,3 +267,17 @@ def test_a_matrix_without_a_sweep_keeps_only_its_heatmaps():
                                           "CartPole-v1:length=1": _cell(0.2, 0.1)}}}
     result, record = _matrix(["CartPole-v1"], ["Acrobot-v1", "CartPole-v1:length=1"], cells)
     assert len(matrix_figure(result, sweep_series(result, record)).axes) == 4
+
+
+def test_a_wide_matrix_figure_is_capped_so_its_sweep_panels_stay_readable():
+    targets = [f"CartPole-v1:length={v}" for v in (0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2)]
+    estimate = {"point": 0.1, "low": 0.0, "high": 0.2}
+    result = {"sources": ["CartPole-v1"], "targets": targets,
+              "cells": {"finetune": {"CartPole-v1": {
+                  t: {"auc_difference": estimate, "jumpstart": estimate} for t in targets}}}}
+    width, _ = matrix_figure(result).get_size_inches()
+    assert width == 24.0  # 2.4 in per target and panel would be 41.4 in
+    assert matrix_figure({**result, "targets": targets[:2],
+                          "cells": {"finetune": {"CartPole-v1": {
+                              t: {"auc_difference": estimate} for t in targets[:2]}}}}
+                         ).get_size_inches()[0] == pytest.approx(12.6)

@@ -55,6 +55,14 @@ def test_box2d_variants_get_the_base_envs_zoo_preset():
     assert (source["normalize"], source["n_envs"], source["clip_range"]) == (True, 32, 0.18)
 
 
+def test_mujoco_variants_get_the_base_envs_zoo_preset():
+    pytest.importorskip("mujoco")
+    source, target = _planned_hparams("sac", "rltransfer/Hopper-HeavyTorso-v0",
+                                      "Hopper-v5:mass=2,friction=uniform(0.5,1.5)")
+    assert source == target == algos.preset("sac", ["Hopper-v5"])
+    assert source["learning_starts"] == 10_000  # the zoo's, not SAC's default of 100
+
+
 def test_mujoco_presets_are_the_zoos_v4_and_v2_entries_applied_to_v5():
     hopper = algos.preset("ppo", ["Hopper-v5"])
     assert (hopper["normalize"], hopper["n_envs"], hopper["learning_rate"],

@@ -18,6 +18,29 @@ def tiny_agent() -> AgentSpec:
 
 
 @pytest.fixture
+def interrupted_train_run(monkeypatch):
+    """Train a run until its first checkpoint at or past 128 env steps, then interrupt it
+    (KeyboardInterrupt, as Ctrl-C would), leaving the folder a resume continues from."""
+    import rltransfer.training as training
+
+    class StopAfterCheckpoint(training.EvaluationCallback):
+        def __init__(self, *args, checkpoint, **kwargs):
+            def save_then_stop() -> None:
+                checkpoint()
+                if self.model.num_timesteps >= 128:
+                    raise KeyboardInterrupt
+            super().__init__(*args, checkpoint=save_then_stop, **kwargs)
+
+    def interrupted(run, run_dir, **kwargs) -> None:
+        with monkeypatch.context() as patch:
+            patch.setattr(training, "EvaluationCallback", StopAfterCheckpoint)
+            with pytest.raises(KeyboardInterrupt):
+                training.train_run(run, run_dir, **kwargs)
+
+    return interrupted
+
+
+@pytest.fixture
 def training_calls(monkeypatch) -> list:
     """Every (run spec, run folder) that a study trains, recorded as the study runs
     (in this process: give the study --workers 1)."""

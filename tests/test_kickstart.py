@@ -201,24 +201,11 @@ def test_default_steps_are_half_the_budget_and_init_copies_the_source():
         n for n in source if n.startswith("mlp_extractor.")}
 
 
-def test_a_resumed_run_continues_the_decay(tmp_path, monkeypatch):
-    from rltransfer import training
-
-    class StopAfterCheckpoint(training.EvaluationCallback):
-        def __init__(self, *args, checkpoint, **kwargs):
-            def save_then_stop() -> None:
-                checkpoint()
-                if self.model.num_timesteps >= 128:
-                    raise KeyboardInterrupt
-            super().__init__(*args, checkpoint=save_then_stop, **kwargs)
-
+def test_a_resumed_run_continues_the_decay(tmp_path, interrupted_train_run):
     source = _teacher_state("ppo", "CartPole-v1")
     run = _run("ppo", "CartPole-v1", "kickstart:steps=256", timesteps=320, eval_freq=64)
     train_run(run, tmp_path / "whole", source_state=source)
-    with monkeypatch.context() as patch:
-        patch.setattr(training, "EvaluationCallback", StopAfterCheckpoint)
-        with pytest.raises(KeyboardInterrupt):
-            train_run(run, tmp_path / "resumed", source_state=source)
+    interrupted_train_run(run, tmp_path / "resumed", source_state=source)
     result = train_run(run, tmp_path / "resumed", source_state=source, resume=True)
     assert result.resumed_from == 128 and result.timesteps == 320
     resumed = _scalars(tmp_path / "resumed", "kickstart/weight")

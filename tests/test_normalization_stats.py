@@ -237,24 +237,11 @@ def test_evaluation_uses_the_training_statistics_without_updating_them():
     assert evaluation.obs_rms is not train.obs_rms
 
 
-def test_a_resumed_run_continues_with_its_statistics(tmp_path, monkeypatch):
-    from rltransfer import training
-
-    class StopAfterCheckpoint(training.EvaluationCallback):
-        def __init__(self, *args, checkpoint, **kwargs):
-            def save_then_stop() -> None:
-                checkpoint()
-                if self.model.num_timesteps >= 128:
-                    raise KeyboardInterrupt
-            super().__init__(*args, checkpoint=save_then_stop, **kwargs)
-
+def test_a_resumed_run_continues_with_its_statistics(tmp_path, interrupted_train_run):
     import torch
 
     run = _run("scratch")
-    with monkeypatch.context() as patch:
-        patch.setattr(training, "EvaluationCallback", StopAfterCheckpoint)
-        with pytest.raises(KeyboardInterrupt):
-            train_run(run, tmp_path / "run")
+    interrupted_train_run(run, tmp_path / "run")
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["vecnormalize"]
     assert float(saved["obs_rms.count"]) == pytest.approx(INITIAL_COUNT + 128 + 2, rel=1e-12)
     result = train_run(run, tmp_path / "run", resume=True)

@@ -243,24 +243,11 @@ def test_every_evaluation_plays_the_same_contexts(tmp_path):
         < training["length"]["max"] <= 1.0
 
 
-def test_a_resumed_run_continues_its_context_record(tmp_path, monkeypatch):
-    from rltransfer import training
-
-    class StopAfterCheckpoint(training.EvaluationCallback):
-        def __init__(self, *args, checkpoint, **kwargs):
-            def save_then_stop() -> None:
-                checkpoint()
-                if self.model.num_timesteps >= 128:
-                    raise KeyboardInterrupt
-            super().__init__(*args, checkpoint=save_then_stop, **kwargs)
-
+def test_a_resumed_run_continues_its_context_record(tmp_path, interrupted_train_run):
     run = RunSpec(EnvSpec.parse(RANDOM_POLE), AgentSpec("ppo", {"n_steps": 64, "batch_size": 64,
                                                                 "n_epochs": 1}, 2),
                   "scratch", 0, 256, 128, 2)
-    with monkeypatch.context() as patch:
-        patch.setattr(training, "EvaluationCallback", StopAfterCheckpoint)
-        with pytest.raises(KeyboardInterrupt):
-            train_run(run, tmp_path)
+    interrupted_train_run(run, tmp_path)
     interrupted = read_json(tmp_path / CONTEXTS)
     assert interrupted["evaluations"] == [0, 128]
     result = train_run(run, tmp_path, resume=True)

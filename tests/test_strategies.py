@@ -201,24 +201,11 @@ def test_optimizer_state_round_trips_through_sb3s_layout():
         other.policy.optimizer.load_state_dict(saved)
 
 
-def test_a_resumed_scaled_run_continues_from_its_checkpoint(tmp_path, monkeypatch):
-    from rltransfer import training
-
-    class StopAfterCheckpoint(training.EvaluationCallback):
-        def __init__(self, *args, checkpoint, **kwargs):
-            def save_then_stop() -> None:
-                checkpoint()
-                if self.model.num_timesteps >= 128:
-                    raise KeyboardInterrupt
-            super().__init__(*args, checkpoint=save_then_stop, **kwargs)
-
+def test_a_resumed_scaled_run_continues_from_its_checkpoint(tmp_path, interrupted_train_run):
     source = _model("ppo", seed=1).policy.state_dict()
     run = RunSpec(EnvSpec("CartPole-v1"), _agent("ppo"), "freeze-features:layers=1,lr_scale=0.5",
                   2, 256, 64, 1)
-    with monkeypatch.context() as patch:
-        patch.setattr(training, "EvaluationCallback", StopAfterCheckpoint)
-        with pytest.raises(KeyboardInterrupt):
-            train_run(run, tmp_path / "run", source_state=source)
+    interrupted_train_run(run, tmp_path / "run", source_state=source)
     result = train_run(run, tmp_path / "run", source_state=source, resume=True)
     assert result.resumed_from == 128 and result.timesteps == 256
 

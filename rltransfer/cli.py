@@ -79,8 +79,12 @@ def _add_study_options(run: argparse.ArgumentParser) -> None:
                           "freeze, update or reset) "
                           "(options: README, 'Transfer conditions') "
                           "(default: scratch,finetune)")
-    run.add_argument("--seeds", type=int, default=S, metavar="N",
-                     help="number of seeds per condition (default: 5)")
+    run.add_argument("--seeds", default=S, metavar="N|auto",
+                     help="number of seeds per condition (default: 5), or auto: a "
+                          "group-sequential study that starts with 5 seeds and adds 5 at a "
+                          "time (scratch's too) until every verdict is decided, up to 20; "
+                          "auto:first=5,step=5,max=20 sets the batches (README, 'Metrics "
+                          "and the verdict')")
     run.add_argument("--seed", type=int, default=S, metavar="K",
                      help="first seed; seeds are K..K+N-1, the source uses K (default: 0)")
     run.add_argument("--timesteps", type=int, default=S, metavar="N",

@@ -120,19 +120,64 @@ def run_metrics(
       ``budget`` (trapezoid rule), i.e. the mean score over training. If the last evaluation
       is before ``budget`` its value is held flat to ``budget``; evaluations after ``budget``
       (a rollout overshooting the budget) are cut off by interpolating at ``budget``.
-    - ``time_to_threshold``: first timestep with score >= 1 (raw return >= threshold when
-      threshold > random_return); ``math.inf`` if never reached by ``budget`` (censored).
+    - ``time_to_threshold``: the first evaluation step (at most ``budget``) from which the
+      score *stays* at or above 1: that evaluation and the next ``SUSTAIN - 1`` (all the
+      remaining ones when fewer remain), so one noisy evaluation is not a reach;
+      ``math.inf`` if never (censored).
+    - ``failed``: 1.0 when the run failed (a NaN or infinite return: it diverged), else 0.0.
+
+    A failed run is an outcome, not a gap: its curve ends at its first non-finite return,
+    where the score drops to the worst it allows, ``min(0, last finite score)`` (the random
+    policy's level, or its last finite evaluation if that was lower; `failure_floor` says
+    which), held to ``budget``; its asymptote is that level.
     """
     t, r = _check_curve(timesteps, returns, budget)
     score = normalize(r, random_return, threshold)
-    hits = np.flatnonzero(score >= 1.0)
-    reached = hits.size > 0 and t[hits[0]] <= budget
+    bad = np.flatnonzero(~np.isfinite(score))
+    failed = bad.size > 0
+    if failed:
+        cut = int(bad[0])
+        worst = min(0.0, float(score[cut - 1])) if cut else 0.0
+        t, score = t[:cut + 1], np.append(score[:cut], worst)
     return {
         "initial": float(score[0]),
-        "asymptote": float(np.mean(score[-ASYMPTOTE_WINDOW:])),
+        "asymptote": float(score[-1]) if failed else float(np.mean(score[-ASYMPTOTE_WINDOW:])),
         "auc": _auc(t, score, budget),
-        "time_to_threshold": float(t[hits[0]]) if reached else math.inf,
+        "time_to_threshold": sustained_time(t, score, budget),
+        "failed": float(failed),
     }
+
+
+SUSTAIN = 3
+"""Evaluations in a row at or above the threshold that count as reaching it."""
+
+
+def sustained_time(t: np.ndarray, score: np.ndarray, budget: float) -> float:
+    """The first step (at most `budget`) from which the score stays >= 1 for `SUSTAIN`
+    evaluations (all the remaining ones when fewer remain); inf if never. A failed run's
+    curve ends at its worst level (below 1), so it never stays there to its end."""
+    above = score >= 1.0
+    n = above.size
+    for i in np.flatnonzero(above):
+        if t[i] > budget:
+            break
+        if above[i:min(i + SUSTAIN, n)].all():
+            return float(t[i])
+    return math.inf
+
+
+def failure_floor(timesteps: ArrayLike, returns: ArrayLike, *, random_return: float,
+                  threshold: float) -> str | None:
+    """How a failed run's curve is completed: "the random policy's level" or "its last
+    finite evaluation" (when that was below random); None when the run did not fail."""
+    score = normalize(returns, random_return, threshold)
+    bad = np.flatnonzero(~np.isfinite(score))
+    if bad.size == 0:
+        return None
+    cut = int(bad[0])
+    if cut and score[cut - 1] < 0:
+        return "its last finite evaluation"
+    return "the random policy's level"
 
 
 def _check_curve(timesteps: ArrayLike, returns: ArrayLike, budget: int) -> tuple[np.ndarray, ...]:
@@ -148,8 +193,6 @@ def _check_curve(timesteps: ArrayLike, returns: ArrayLike, budget: int) -> tuple
             "Curve timesteps must start at 0 (evaluation before training) and strictly "
             f"increase; got {t[:5].tolist()}..."
         )
-    if not np.all(np.isfinite(r)):
-        raise MetricsError("Curve returns must be finite numbers (found NaN or inf).")
     if not budget > 0:
         raise MetricsError(f"budget must be a positive number of steps; got {budget}.")
     return t, r
@@ -195,27 +238,43 @@ class Test:
                 "method": "Welch t", "note": self.note}
 
 
+SCORE_RESOLUTION = 1e-6
+"""Normalized-score differences below this (a millionth of the random-to-threshold range)
+are rounding, not data: a sample whose values all lie within it does not vary."""
+
+
 def welch(x: ArrayLike, y: ArrayLike, confidence: float = 0.95) -> Test:
     """Welch's t interval and test for ``mean(x) - mean(y)`` (unequal variances).
 
     Undefined (None) with fewer than 2 values in a sample, and when neither sample varies
-    beyond rounding noise (1e-9 of the values' scale: the t statistic would be 0/0 or
-    infinite, so no test is possible and none is claimed).
+    by more than `SCORE_RESOLUTION` (the t statistic would rest on rounding noise: 0/0 or
+    a knife edge between "no test" and p = 1e-26), so no test is possible and none is claimed.
     """
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     point = float(np.mean(x) - np.mean(y))
     if min(x.size, y.size) < 2:
         return Test(Estimate(point, None, None), None, None, "fewer than 2 runs")
-    scale = max(1.0, float(np.max(np.abs(np.concatenate([x, y])))))
-    if np.ptp(x) <= 1e-9 * scale and np.ptp(y) <= 1e-9 * scale:  # rounding noise is not data
+    if np.ptp(x) <= SCORE_RESOLUTION and np.ptp(y) <= SCORE_RESOLUTION:
         return Test(Estimate(point, None, None), None, None,
-                    "no variability in either sample: no test")
+                    f"no variability in either sample (every run within {SCORE_RESOLUTION:g} "
+                    "of its condition's others): no test")
     with warnings.catch_warnings():  # one constant sample is fine: its variance is 0
         warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
         result = stats.ttest_ind(x, y, equal_var=False)
         ci = result.confidence_interval(confidence)
     return Test(Estimate(point, float(ci.low), float(ci.high)), float(result.pvalue),
                 float(result.df))
+
+
+def reached_difference(ttt: ArrayLike, ttt_ref: ArrayLike) -> dict[str, Any]:
+    """How many runs reach the threshold in each arm, with Fisher's exact two-sided p-value
+    for a difference in the share (``scipy.stats.fisher_exact``)."""
+    a, b = np.isfinite(np.asarray(ttt, dtype=float)), np.isfinite(np.asarray(ttt_ref,
+                                                                              dtype=float))
+    table = [[int(a.sum()), int(a.size - a.sum())], [int(b.sum()), int(b.size - b.sum())]]
+    p = float(stats.fisher_exact(table).pvalue) if a.size and b.size else None
+    return {"reached": table[0][0], "n": int(a.size), "reached_ref": table[1][0],
+            "n_ref": int(b.size), "p_value": p, "method": "Fisher exact"}
 
 
 def median_interval(x: ArrayLike, confidence: float = 0.95,
@@ -503,6 +562,8 @@ def _condition_summary(cols: dict[str, np.ndarray], budget: int,
     est, level = median_interval(ttt, confidence, budget)
     return {
         "n_runs": int(ttt.size),
+        "failed_runs": int(cols["failed"].sum()),
+        "sd_auc": float(np.std(cols["auc"], ddof=1)) if ttt.size > 1 else None,
         "initial": mean_interval(cols["initial"], confidence).to_dict(),
         "asymptote": mean_interval(cols["asymptote"], confidence).to_dict(),
         "auc": mean_interval(cols["auc"], confidence).to_dict(),
@@ -535,6 +596,8 @@ def compare(cols: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray], budge
                            confidence),
         "prob_improvement": prob_improvement(cols["auc"], ref["auc"], confidence),
         "transfer_ratio": fieller_ratio(cols["auc"], ref["auc"], confidence),
+        "reached_difference": reached_difference(cols["time_to_threshold"],
+                                                 ref["time_to_threshold"]),
     }
 
 

@@ -31,6 +31,7 @@ class Plan:
     source_agent: AgentSpec
     target_agent: AgentSpec
     encoder_agent: AgentSpec | None = None  # the target agent of the pretrained-encoder condition
+    counts: tuple[tuple[str, int], ...] = ()  # --seeds auto: seeds per condition so far
 
     @property
     def study_dir(self) -> Path:
@@ -56,9 +57,16 @@ class Plan:
 
     def target_runs(self) -> list[RunSpec]:
         spec = self.spec
+        counts = dict(self.counts)
+        first = spec.protocol.seed
         return [RunSpec(spec.env.target, self.agent_for(condition), condition, seed,
                         spec.timesteps, spec.eval_freq, spec.protocol.eval_episodes)
-                for condition in spec.transfer.conditions for seed in spec.protocol.seed_list]
+                for condition in spec.transfer.conditions
+                for seed in range(first, first + counts.get(condition, spec.protocol.seeds))]
+
+    def with_counts(self, counts: dict[str, int]) -> Plan:
+        """This plan with `counts` seeds per condition (a ``--seeds auto`` look's batch)."""
+        return dataclasses.replace(self, counts=tuple(sorted(counts.items())))
 
 
 def _preset(spec: StudySpec, env: EnvSpec, algo: algos.Algorithm) -> dict[str, Any]:

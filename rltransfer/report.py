@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from . import metrics
+from . import metrics, sequential
 from . import verdict as verdicts
 from .curves import AggregateCurve, aggregate_curves
 from .errors import OutputError
@@ -135,9 +135,8 @@ def _result(name: str, study: dict[str, Any], finished: dict[str, list], folders
     alpha = float(spec.get("alpha", metrics.DEFAULT_ALPHA))  # studies from before --alpha
     normalization = {"random_return": study["target_random_return"],
                      "threshold": study["threshold"], "budget": budget}
-    summary = metrics.summarize(finished, reference="scratch" if "scratch" in finished else None,
-                                alpha=alpha, **normalization)
-    verdicts.judge([summary], alpha)
+    reference = "scratch" if "scratch" in finished else None
+    summary = metrics.summarize(finished, reference=reference, alpha=alpha, **normalization)
     per_run = {
         condition: {
             folder: {k: _finite(v) for k, v in
@@ -146,6 +145,20 @@ def _result(name: str, study: dict[str, Any], finished: dict[str, list], folders
         }
         for condition, runs in finished.items()
     }
+    design = sequential.design_of(spec)
+    final = True
+    if design is not None and reference is not None:
+        first = int(spec.get("seed", 0))
+        columns = {c: _seed_columns(per_run[c], first) for c in finished}
+        for condition, entry in summary["conditions"].items():
+            if condition != reference:
+                entry["sequential"] = sequential.analyze(columns[condition],
+                                                         columns[reference], design)
+        final = bool((study.get("sequential") or {}).get("done"))
+    planned = [c for c in spec["conditions"] if c != "scratch"]
+    compared = [c for c in planned if c in finished] if reference is not None else []
+    # planned comparisons without runs enter Holm with p = 1: m is the planned family's size
+    verdicts.judge([summary], alpha, missing=len(planned) - len(compared), final=final)
     runs = {c: {"finished": len(folders[c]), **not_used[c]} for c in spec["conditions"]}
     return {
         "study": name, "source": _env_label(spec["source"]),
@@ -153,24 +166,70 @@ def _result(name: str, study: dict[str, Any], finished: dict[str, list], folders
         "threshold": study["threshold"], "threshold_from": study.get("threshold_from"),
         "random_return": study["target_random_return"], "budget": budget,
         "runs": runs, "warnings": run_warnings(runs), "metrics": summary, "alpha": alpha,
-        "verdict_rule": verdicts.rule(alpha), "seed_note": seed_note(summary, alpha),
+        "verdict_rule": verdicts.rule(alpha), "seed_note": seed_note(summary, alpha, design),
         "per_run": per_run,
+        "sequential": ({**design.to_dict(), "looks": design.looks, "done": final}
+                       if design is not None else None),
     }
 
 
-def seed_note(summary: Mapping[str, Any], alpha: float) -> str | None:
-    """Why no claim is made, when a comparison has fewer runs than a claim needs."""
+def _seed_columns(runs: Mapping[str, Mapping[str, float | None]],
+                  first: int) -> dict[str, Any]:
+    """Per-run metrics of one condition in seed order, cut at the first missing seed (a look
+    uses seeds first..first+n-1 of each arm: all of them, or it is not taken)."""
+    import numpy as np
+
+    rows = []
+    for k in range(first, first + len(runs) + 1):
+        run = runs.get(f"seed_{k}")
+        if run is None:
+            break
+        rows.append(run)
+    keys = ("auc", "failed", "time_to_threshold")
+    return {key: np.array([math.inf if r[key] is None else r[key] for r in rows], dtype=float)
+            for key in keys}
+
+
+def seed_note(summary: Mapping[str, Any], alpha: float,
+              design: sequential.Design | None = None) -> str | None:
+    """What the study's seed count risks: why no claim is made when a comparison has fewer
+    runs than a claim needs, or, with a fixed seed count, what in the data makes it
+    unreliable (failed or never-reaching runs in one arm only, strongly unequal spread),
+    with the advice to use --seeds auto."""
     reference = summary.get("reference")
     if reference is None:
         return None
     n_ref = summary["conditions"][reference]["n_runs"]
     few = [name for name, data in summary["conditions"].items()
            if name != reference and min(data["n_runs"], n_ref) < verdicts.MIN_CLAIM_RUNS]
-    if not few:
+    if few:
+        n = min(summary["conditions"][name]["n_runs"] for name in few)
+        return f"No claim is possible for {', '.join(few)}. " + verdicts.too_few_runs_reason(
+            n, n_ref, alpha)
+    if design is not None:
         return None
-    n = min(summary["conditions"][name]["n_runs"] for name in few)
-    return f"No claim is possible for {', '.join(few)}. " + verdicts.too_few_runs_reason(
-        n, n_ref, alpha)
+    reasons = [f"{name}: {why}" for name, why in disagreements(summary).items()]
+    if not reasons:
+        return None
+    return (f"With {n_ref} fixed seeds these comparisons rest on outcomes that disagree "
+            f"between the arms ({'; '.join(reasons)}); a mean over few seeds then claims "
+            "too often (benchmarks/README.md, calibration). Run it with --seeds auto, which "
+            "adds seeds until the verdict is clear.")
+
+
+def disagreements(summary: Mapping[str, Any]) -> dict[str, str]:
+    """Per compared condition, why its outcomes and scratch's disagree (see
+    `sequential.disagreement`), from the summary's per-condition counts."""
+    reference = summary["reference"]
+    ref = summary["conditions"][reference]
+    out = {}
+    for name, data in summary["conditions"].items():
+        if name == reference:
+            continue
+        why = sequential.disagreement_of(data, ref)
+        if why:
+            out[name] = why
+    return out
 
 
 def _env_label(env: dict[str, Any]) -> str:

@@ -28,6 +28,21 @@ def read_evaluations(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return steps, returns
 
 
+def diverged_curve(path: Path, at: int) -> tuple[np.ndarray, np.ndarray]:
+    """A diverged run's curve: its evaluations before step `at`, then NaN at `at` (or just
+    after its last evaluation)."""
+    if path.is_file():
+        steps, returns = read_evaluations(path)
+        keep = steps < at
+        steps, returns = steps[keep], returns[keep]
+    else:
+        steps, returns = np.zeros(0, dtype=np.int64), np.zeros(0)
+    if steps.size == 0:  # diverged before its first evaluation: NaN from the start
+        return np.array([0], dtype=np.int64), np.array([np.nan])
+    end = max(int(at), int(steps[-1]) + 1)
+    return np.append(steps, end), np.append(returns, np.nan)
+
+
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """Every row of an evaluations.csv, typed; [] when the file does not exist."""
     if not path.is_file():
@@ -39,15 +54,23 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def collect_runs(study_dir: Path, conditions: list[str]) -> tuple[dict, dict, dict]:
-    """Curves of finished runs by condition, their run folders, and the runs not used by
-    condition: ``{"failed": [{"run": "seed_3", "error": "Type: message"}], "left_out":
-    ["seed_2 (running)", ...]}`` (left out: pending, running, interrupted, no status)."""
+    """Curves of the runs that are outcomes by condition, their run folders, and the runs not
+    used by condition: ``{"failed": [{"run": "seed_3", "error": "Type: message"}],
+    "diverged": ["seed_4"], "left_out": ["seed_2 (running)", ...]}``.
+
+    Outcomes are finished runs and runs whose training diverged (status.json's
+    ``diverged``): a diverged run's curve is its evaluations before it diverged, then a NaN
+    evaluation at the step it diverged, which `metrics.run_metrics` completes at the worst
+    its score allows. Runs that failed for another reason (killed, out of memory, an env
+    exception) are not outcomes: `resume` runs them again. Left out: pending, running,
+    interrupted, no status."""
     curves: dict[str, list] = {}
     folders: dict[str, list[str]] = {}
     not_used: dict[str, dict[str, list]] = {}
     for condition in conditions:
         curves[condition], folders[condition] = [], []
         failed: list[dict[str, str]] = []
+        diverged: list[str] = []
         left_out: list[str] = []
         for run_dir in sorted((study_dir / condition).glob("seed_*"),
                               key=lambda p: int(p.name.split("_")[1])):
@@ -55,7 +78,11 @@ def collect_runs(study_dir: Path, conditions: list[str]) -> tuple[dict, dict, di
             status = read_json(status_path) if status_path.is_file() else {"state": "missing"}
             state = status.get("state")
             csv_path = run_dir / "evaluations.csv"
-            if state == "failed":
+            if state == "failed" and status.get("diverged"):
+                curves[condition].append(diverged_curve(csv_path, int(status["diverged_at"])))
+                folders[condition].append(run_dir.name)
+                diverged.append(run_dir.name)
+            elif state == "failed":
                 failed.append({"run": run_dir.name,
                                "error": str(status.get("error") or "no error recorded")})
             elif state != "done" or not csv_path.is_file():
@@ -63,5 +90,5 @@ def collect_runs(study_dir: Path, conditions: list[str]) -> tuple[dict, dict, di
             else:
                 curves[condition].append(read_evaluations(csv_path))
                 folders[condition].append(run_dir.name)
-        not_used[condition] = {"failed": failed, "left_out": left_out}
+        not_used[condition] = {"failed": failed, "diverged": diverged, "left_out": left_out}
     return curves, folders, not_used

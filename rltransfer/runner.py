@@ -7,6 +7,7 @@ with the `caches`) -> the report stage reads the folder.
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -14,15 +15,18 @@ from rich.console import Console
 from .caches import Source
 from .errors import ConfigError, OutputError
 from .execution import Execution
+from .io_utils import atomic_write_json, read_json
 from .plan import Plan, plan
 from .preflight import check_new_study, check_writable
 from .scheduler import Scheduler
+from .sequential import Design
 from .study_folder import (
     StudyLock,
     check_same_study,
     existing_study,
     load_study,
     new_record,
+    run_key,
     run_states,
 )
 from .study_spec import StudySpec
@@ -86,8 +90,70 @@ def _run_locked(plan_: Plan, command: str, console: Console, execution: Executio
         record = new_record(plan_, command, random, known)
     else:
         check_same_study(plan_, record, study_dir)
-    study = Scheduler(plan_, record, console, execution, resume)
-    study.run(external)
+    design = plan_.spec.protocol.sequential
+    if design is None:
+        Scheduler(plan_, record, console, execution, resume).run(external)
+    else:
+        _sequential(plan_, record, console, execution, resume, external, Design.parse(design))
+
+
+def _sequential(plan_: Plan, record: dict, console: Console, execution: Execution,
+                resume: bool, external: Source | None, design: Design) -> None:
+    """``--seeds auto``: run a batch, look (`report.study_summary` judges every comparison on
+    its repeated p-value), and add the next batch of seeds for the undecided conditions and
+    scratch, until every verdict is decided or the design's last look is taken. Each look is
+    recorded in study.json's ``sequential``, so `resume` goes on from the last batch."""
+    from .report import study_summary
+    from .verdict import CLAIMS
+
+    conditions = list(plan_.spec.transfer.conditions)
+    state = record.setdefault("sequential", {"design": design.to_dict(), "looks": [],
+                                             "counts": {c: design.first for c in conditions},
+                                             "done": False})
+    study_dir = plan_.study_dir
+    while True:
+        plan_ = plan_.with_counts(state["counts"])
+        Scheduler(plan_, record, console, execution, resume).run(external)
+        external, resume = None, True
+        if not _all_outcomes(study_dir, plan_):
+            return  # runs failed outside training: resume retries them, then looks
+        result, _, _ = study_summary(study_dir)
+        labels = {name: data["verdict"]["label"]
+                  for name, data in result["metrics"]["conditions"].items()
+                  if data.get("verdict", {}).get("label") not in (None, "reference")}
+        n = max(state["counts"].values())
+        undecided = [c for c in conditions if c in labels and labels[c] not in CLAIMS]
+        later = [k for k in design.looks if k > n]
+        done = not undecided or not later
+        if not state["looks"] or state["looks"][-1]["n"] != n:
+            state["looks"].append({"n": n, "labels": labels,
+                                   "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        state["done"] = done
+        atomic_write_json(study_dir / "study.json", record)
+        if done:
+            console.print(f"--seeds auto: look at {n} seeds per condition: "
+                          + ("every verdict decided" if not undecided else
+                             f"the last look ({design.max} seeds); "
+                             f"{', '.join(undecided)} not decided"), markup=False,
+                          highlight=False, soft_wrap=True)
+            return
+        for condition in [*undecided, "scratch"]:
+            state["counts"][condition] = later[0]
+        console.print(f"--seeds auto: look at {n} seeds per condition: "
+                      f"{', '.join(undecided)} not decided yet; adding seeds up to "
+                      f"{later[0]} (at most {design.max})", markup=False, highlight=False,
+                      soft_wrap=True)
+        atomic_write_json(study_dir / "study.json", record)
+
+
+def _all_outcomes(study_dir: Path, plan_: Plan) -> bool:
+    """Whether every planned run is an outcome: done, or diverged in training."""
+    for run in plan_.target_runs():
+        path = study_dir / run_key(run) / "status.json"
+        status = read_json(path) if path.is_file() else {}
+        if status.get("state") != "done" and not status.get("diverged"):
+            return False
+    return True
 
 
 def _remove_if_empty(folders: list[Path]) -> None:

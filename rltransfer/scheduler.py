@@ -151,8 +151,11 @@ class Scheduler:
         runs = self.plan.target_runs()
         total = sum(r.timesteps for r in runs) + (source_job.run.timesteps if source_job else 0)
         conditions = ", ".join(self.plan.spec.transfer.conditions)
+        counts = dict(self.plan.counts)
+        seeds = (f"{max(counts.values())} seeds of --seeds auto's {self.plan.spec.protocol.sequential}"
+                 if counts else f"{self.plan.spec.protocol.seeds} seeds")
         self.console.print(f"study {self.dir}: {len(runs)} target runs ({conditions} x "
-                           f"{self.plan.spec.protocol.seeds} seeds) on {self._where()}",
+                           f"{seeds}) on {self._where()}",
                            markup=False, highlight=False, soft_wrap=True)
         self._warn_threshold()
         note = encoder_note(self.plan)

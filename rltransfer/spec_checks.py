@@ -65,7 +65,15 @@ def _check_numbers(spec: StudySpec) -> None:
             raise ConfigError(f"{option} must be a positive integer, got {value!r}")
     if protocol.seed < 0:
         raise ConfigError(f"--seed must be 0 or more, got {protocol.seed}")
-    if protocol.seed + protocol.seeds > MAX_SEED:
+    if protocol.sequential is not None:
+        from .sequential import Design
+
+        design = Design.parse(protocol.sequential)
+        if design.first != protocol.seeds:
+            raise ConfigError(f"--seeds {protocol.sequential}: its first batch is "
+                              f"{design.first} seeds, not {protocol.seeds}")
+    most = Design.parse(protocol.sequential).max if protocol.sequential else protocol.seeds
+    if protocol.seed + most > MAX_SEED:
         raise ConfigError(f"--seed {protocol.seed} is too large: seeds must stay below "
                           f"{MAX_SEED}")
     if isinstance(protocol.alpha, bool) or not 0.0001 <= protocol.alpha <= 0.5:
@@ -101,8 +109,8 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "out": (str,), "source_model": (str,), "retrain_source": (bool,), "pixels": (bool,),
     "image_size": (int,), "grayscale": (bool,), "frame_stack": (int,), "encoder": (str,),
     "encoder_weights": (str,), "freeze_encoder": (bool,), "encoder_lr_scale": (int, float),
-    "augment": (str,), "alpha": (int, float),
+    "augment": (str,), "alpha": (int, float), "sequential": (str,),
 }
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 _OPTIONAL = {"timesteps", "source_timesteps", "eval_freq", "threshold", "n_envs", "name",
-             "source_model", "frame_stack", "augment"}
+             "source_model", "frame_stack", "augment", "sequential"}

@@ -83,6 +83,7 @@ class Protocol:
     eval_episodes: int = 10
     threshold: float | None = None
     alpha: float = 0.05  # level of the verdict's test (Holm-corrected) and of every interval
+    sequential: str | None = None  # --seeds auto's design (rltransfer.sequential); seeds = first
 
     @property
     def seed_list(self) -> list[int]:
@@ -168,6 +169,8 @@ class StudySpec:
                         f"{key} must be an environment like 'CartPole-v1:length=1.0', "
                         f"got {value!r}"
                     ) from None
+        if isinstance(values.get("seeds"), str):  # --seeds auto[:first=..,step=..,max=..]
+            values.update(_seeds(values["seeds"]))
         if "conditions" in values:
             conditions = values["conditions"]
             if isinstance(conditions, str):
@@ -181,6 +184,17 @@ class StudySpec:
         spec = cls(**{part: PARTS[part](**given) for part, given in parts.items()})
         check_types(spec)
         return spec
+
+
+def _seeds(text: str) -> dict[str, Any]:
+    """``--seeds N`` or ``--seeds auto...``: the seeds of the first batch and the design."""
+    text = text.strip()
+    if text.isdigit():
+        return {"seeds": int(text), "sequential": None}
+    from .sequential import Design
+
+    design = Design.parse(text)
+    return {"seeds": design.first, "sequential": design.text()}
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,12 @@ def run_warnings(runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
     for condition, record in runs.items():
         finished, failed, left_out = record["finished"], record["failed"], record["left_out"]
         total = finished + len(failed) + len(left_out)
+        diverged = record.get("diverged") or []
+        if diverged:
+            lines.append(f"{condition}: {_how_many(len(diverged), total)} diverged "
+                         f"({', '.join(diverged)}): each is an outcome, its curve held at the "
+                         "worst its score allows from the step it diverged (the random "
+                         "policy's level, or its last evaluation if that was lower)")
         if failed:
             lines.append(f"{condition}: {_how_many(len(failed), total)} failed "
                          f"({_failures_text(failed)}); "

@@ -113,7 +113,8 @@ class EvaluationCallback(BaseCallback):
                                      callback=played)
         mean, std = float(np.mean(returns)), float(np.std(returns))
         if not (math.isfinite(mean) and math.isfinite(std)):
-            raise FloatingPointError(f"evaluation return is not finite ({mean}) — diverged?")
+            raise Diverged(f"evaluation return is not finite ({mean}) — diverged?",
+                           int(self.num_timesteps))
         step = int(self.num_timesteps)
         self.rows.append({"timesteps": step, "mean_return": mean, "std_return": std,
                           "n_episodes": len(returns),
@@ -168,10 +169,21 @@ def _diverged(model: BaseAlgorithm) -> str | None:
     return None
 
 
-def _divergence_error(model: BaseAlgorithm, name: str) -> FloatingPointError:
-    return FloatingPointError(
+class Diverged(FloatingPointError):
+    """Training itself diverged (NaN/inf policy parameters or evaluation returns) at
+    `timesteps`: the run is an outcome of the condition (status.json says ``diverged``), not
+    a failure outside training that `resume` retries."""
+
+    def __init__(self, message: str, timesteps: int) -> None:
+        super().__init__(message)
+        self.timesteps = timesteps
+
+
+def _divergence_error(model: BaseAlgorithm, name: str) -> Diverged:
+    return Diverged(
         f"policy parameter {name} is not finite after an update before step "
-        f"{model.num_timesteps}: the loss diverged (NaN); lower the learning rate")
+        f"{model.num_timesteps}: the loss diverged (NaN); lower the learning rate",
+        int(model.num_timesteps))
 
 
 class DivergenceCallback(BaseCallback):
@@ -298,8 +310,10 @@ def train_run(run: RunSpec, run_dir: Path, *,
                         source_stats)
     except BaseException as err:
         state = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        diverged = ({"diverged": True, "diverged_at": err.timesteps}
+                    if isinstance(err, Diverged) else {})
         atomic_write_json(status_path, {"state": state, "error": one_line(err), **base,
-                                        "ended": time.time()})
+                                        **diverged, "ended": time.time()})
         raise
     (run_dir / CHECKPOINT).unlink(missing_ok=True)  # model.zip now holds the final policy
     atomic_write_json(status_path, {

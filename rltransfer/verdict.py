@@ -5,8 +5,14 @@ condition - scratch (``auc_difference`` in `metrics.summarize`), tested with Wel
 The p-values of every condition of a study (or every condition x cell of a matrix) are
 Holm-adjusted together, and a condition is called positive or negative transfer only when
 its adjusted p-value is at most ``alpha`` and both it and scratch have at least
-`MIN_CLAIM_RUNS` finished runs. Everything else in the summary is descriptive; `reading`
-puts the descriptive effects into words beside the claim.
+`MIN_CLAIM_RUNS` runs (failed runs count: they are outcomes). A claim whose curves disagree
+with it (area above scratch's, but the condition ends significantly lower or reaches the
+threshold in fewer runs; or the reverse) is "mixed", with both facts. Everything else in the
+summary is descriptive; `reading` puts the descriptive effects into words beside the claim.
+
+With ``--seeds auto`` (`rltransfer.sequential`) a comparison's p-value is its repeated
+p-value over the looks so far, and a comparison not decided before the last look is
+"undecided" until the study has taken its last look.
 
 Pure functions on `metrics.summarize` output; no I/O.
 """
@@ -20,7 +26,11 @@ from typing import Any
 from . import metrics
 
 POSITIVE, NEGATIVE, NO_CLEAR = "positive transfer", "negative transfer", "no clear difference"
+MIXED, TOO_FEW, NO_TEST = "mixed", "too few seeds to test", "no test"
+UNDECIDED = "undecided"
 REFERENCE = "reference"
+CLAIMS = (POSITIVE, NEGATIVE, MIXED)
+"""Labels that assert an area difference (the calibration counts them all)."""
 MIN_CLAIM_RUNS = 5
 """Runs per condition below which no claim is made (see `too_few_runs_reason`)."""
 RECOMMENDED_SEEDS = 10
@@ -81,33 +91,46 @@ def too_few_runs_reason(n: int, m: int, alpha: float) -> str:
             f"condition; run {RECOMMENDED_SEEDS} seeds for claims.")
 
 
-def judge(families: Sequence[MutableMapping[str, Any]], alpha: float, missing: int = 0) -> None:
+def judge(families: Sequence[MutableMapping[str, Any]], alpha: float, missing: int = 0,
+          final: bool = True) -> None:
     """Set ``verdict`` on every compared condition of every summary in `families` (one
     Holm family across all of them): ``{"label", "reason", "reading", "p_holm", "m"}``.
 
     Each element is a `metrics.summarize` result; conditions equal to its reference get the
     reference label, and a summary without a reference marks its conditions as unjudged.
-    `missing` planned comparisons without results yet (a matrix's unfinished cells) enter
-    the family with p = 1, so that m is the planned family's size. Comparisons with a
-    p-value but too few runs for a claim stay in the family (conservative).
+    Every planned comparison is in the family: one without a test enters with p = 1, and
+    `missing` planned comparisons without results yet (a matrix's unfinished cells, a study's
+    conditions without runs) enter with p = 1, so that m is the planned family's size.
+    A comparison with a ``sequential`` record (``--seeds auto``) is judged on its repeated
+    p-value; `final` False: the study will take more looks, so an undecided comparison is
+    "undecided", not "no clear difference".
     """
-    tested = []  # (entry, p) of every comparison with a p-value
+    tested = []  # (entry, reference entry) of every comparison
     for summary in families:
         for name, entry in summary["conditions"].items():
             if summary.get("reference") is None:
-                entry["verdict"] = _plain(NO_CLEAR, "No finished scratch runs: there is "
+                entry["verdict"] = _plain(NO_TEST, "No finished scratch runs: there is "
                                           "nothing to compare against.")
             elif name == summary["reference"]:
                 entry["verdict"] = _plain(REFERENCE, "The baseline the other conditions are "
                                           "compared against.")
             else:
                 tested.append((entry, summary["conditions"][summary["reference"]]))
-    p_values = [entry["auc_difference"]["p_value"] for entry, _ in tested]
-    known = [i for i, p in enumerate(p_values) if p is not None]
-    adjusted = holm([p_values[i] for i in known] + [1.0] * missing)
-    holm_p: dict[int, float] = dict(zip(known, adjusted, strict=False))
+    p_values = [primary_p(entry) for entry, _ in tested]
+    m = len(tested) + missing
+    adjusted = holm([1.0 if p is None else p for p in p_values] + [1.0] * missing)
     for i, (entry, ref) in enumerate(tested):
-        entry["verdict"] = _verdict(entry, ref, holm_p.get(i), len(known) + missing, alpha)
+        p_holm = adjusted[i] if p_values[i] is not None else None
+        entry["verdict"] = _verdict(entry, ref, p_holm, m, alpha, final)
+
+
+def primary_p(entry: Mapping[str, Any]) -> float | None:
+    """The p-value the verdict rests on: the repeated p-value of a sequential comparison,
+    else the Welch p of the area difference (None: no test)."""
+    sequential = entry.get("sequential")
+    if sequential is not None and entry["auc_difference"].get("p_value") is not None:
+        return float(sequential["p_value"])
+    return entry["auc_difference"].get("p_value")
 
 
 def _plain(label: str, reason: str) -> dict[str, Any]:
@@ -115,30 +138,65 @@ def _plain(label: str, reason: str) -> dict[str, Any]:
 
 
 def _verdict(entry: Mapping[str, Any], ref: Mapping[str, Any], p_holm: float | None, m: int,
-             alpha: float) -> dict[str, Any]:
+             alpha: float, final: bool = True) -> dict[str, Any]:
     diff = entry["auc_difference"]
     n, n_ref = entry["n_runs"], ref["n_runs"]
-    claim = _claim_text(diff, p_holm, m)
-    if diff.get("p_value") is None or p_holm is None:
-        label, reason = NO_CLEAR, f"No test of the area difference ({diff.get('note')})."
-    elif min(n, n_ref) < MIN_CLAIM_RUNS:
-        label, reason = NO_CLEAR, too_few_runs_reason(n, n_ref, alpha)
+    sequential = entry.get("sequential")
+    claim = _claim_text(diff, p_holm, m, sequential)
+    facts: list[str] = []
+    if min(n, n_ref) < MIN_CLAIM_RUNS:
+        label, reason = TOO_FEW, too_few_runs_reason(n, n_ref, alpha)
+    elif diff.get("p_value") is None or p_holm is None:
+        label, reason = NO_TEST, f"No test of the area difference ({diff.get('note')})."
     elif p_holm <= alpha:
-        label = POSITIVE if diff["point"] > 0 else NEGATIVE
-        reason = (f"Area under the curve {'above' if diff['point'] > 0 else 'below'} "
-                  f"scratch's: {claim}, at most α = {alpha:g}.")
+        up = diff["point"] > 0
+        facts = conflicts(entry, ref, up)
+        reason = (f"Area under the curve {'above' if up else 'below'} scratch's: {claim}, at "
+                  f"most α = {alpha:g}.")
+        if facts:
+            label = MIXED
+            reason += f" But it {' and '.join(facts)}."
+        else:
+            label = POSITIVE if up else NEGATIVE
+    elif sequential is not None and not final:
+        label = UNDECIDED
+        reason = (f"Not decided after {n} vs {n_ref} runs ({claim}); the study adds seeds up "
+                  f"to {sequential['max']} per condition.")
     else:
-        reason = f"The area difference is not clear at α = {alpha:g}: {claim}."
         label = NO_CLEAR
+        reason = f"The area difference is not clear at α = {alpha:g}: {claim}."
     return {"label": label, "reason": reason, "reading": reading(entry, ref, claim),
-            "p_holm": p_holm, "m": m}
+            "p_holm": p_holm, "m": m, "conflicts": facts}
 
 
-def _claim_text(diff: Mapping[str, Any], p_holm: float | None, m: int) -> str:
+def conflicts(entry: Mapping[str, Any], ref: Mapping[str, Any], up: bool) -> list[str]:
+    """What the end of the curves says against an area claim (`up`: the area is above
+    scratch's): the condition ends significantly lower (its asymptote gain's interval below
+    0), or reaches the threshold in fewer runs than scratch; the mirror for `up` False."""
+    facts = []
+    end = _side(entry.get("asymptote_gain"), 0.0)
+    if end == (-1 if up else 1):
+        facts.append(f"ends {'lower' if up else 'higher'} (asymptote "
+                     f"{metrics.format_estimate(entry['asymptote_gain'], signed=True)})")
+    ttt, ref_ttt = entry.get("time_to_threshold") or {}, ref.get("time_to_threshold") or {}
+    if ttt and ref_ttt:
+        share, ref_share = ttt["reached"] / ttt["n"], ref_ttt["reached"] / ref_ttt["n"]
+        if (share < ref_share) if up else (share > ref_share):
+            facts.append(f"reaches the threshold in {'fewer' if up else 'more'} runs "
+                         f"({ttt['reached']}/{ttt['n']} vs scratch's "
+                         f"{ref_ttt['reached']}/{ref_ttt['n']})")
+    return facts
+
+
+def _claim_text(diff: Mapping[str, Any], p_holm: float | None, m: int,
+                sequential: Mapping[str, Any] | None = None) -> str:
     text = f"area {metrics.format_estimate(diff, signed=True)}"
     if p_holm is None:
         return text + ", no test"
     raw = metrics.format_p(diff["p_value"])
+    if sequential is not None:
+        raw += (f", repeated {metrics.format_p(sequential['p_value'])} over "
+                f"{len(sequential['looks'])} look{'s' if len(sequential['looks']) != 1 else ''}")
     adjusted = metrics.format_p(p_holm).replace("p", "Holm p", 1)
     return f"{text}, {raw}, {adjusted} ({m} comparison{'s' if m != 1 else ''})"
 
@@ -165,6 +223,10 @@ def reading(entry: Mapping[str, Any], ref: Mapping[str, Any], claim: str) -> str
     end = _side(entry.get("asymptote_gain"), 0.0)
     if end:
         parts.append("ends higher" if end > 0 else "ends lower")
+    failed, failed_ref = entry.get("failed_runs", 0), ref.get("failed_runs", 0)
+    if failed or failed_ref:
+        parts.append(f"{failed}/{entry['n_runs']} runs failed vs scratch's "
+                     f"{failed_ref}/{ref['n_runs']} (counted at the worst their score allows)")
     head = ", ".join(parts) if parts else "no descriptive effect stands out"
     return f"{head}; {claim}"
 

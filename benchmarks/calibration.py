@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rltransfer import metrics, verdict  # noqa: E402
+from rltransfer import metrics, sequential, verdict  # noqa: E402
 
 RANDOM, THRESHOLD = -50.0, 200.0
 BUDGET, EVAL_EVERY = 20_000, 1_000
@@ -54,16 +54,27 @@ class Model:
     tau_log_sd: float = 0.5
     fail: float = 0.0            # share of seeds that do not learn
     noise: float = 0.05          # evaluation noise (normalized)
+    plateau_df: float = 0.0      # > 0: plateau has Student-t(df) tails (heavy-tailed)
+    diverge: float = 0.0         # share of runs that diverge (NaN from a random evaluation on)
+    shift: float = 0.0           # added to every score (a shift of the area)
 
     def curves(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """n runs' normalized score curves, shape (n, len(STEPS))."""
+        """n runs' normalized score curves, shape (n, len(STEPS)); NaN where diverged."""
         s0 = rng.normal(self.start, self.start_sd, n)
-        plateau = rng.normal(self.plateau, self.plateau_sd, n)
+        if self.plateau_df:
+            plateau = self.plateau + self.plateau_sd * rng.standard_t(self.plateau_df, n)
+        else:
+            plateau = rng.normal(self.plateau, self.plateau_sd, n)
         plateau = np.where(rng.random(n) < self.fail, rng.normal(0.1, 0.05, n), plateau)
         tau = self.tau * np.exp(rng.normal(0.0, self.tau_log_sd, n))
         shape = 1 - np.exp(-STEPS[None, :] / tau[:, None])
-        score = s0[:, None] + (plateau - s0)[:, None] * shape
-        return score + rng.normal(0.0, self.noise, score.shape)
+        score = s0[:, None] + (plateau - s0)[:, None] * shape + self.shift
+        score = score + rng.normal(0.0, self.noise, score.shape)
+        if self.diverge:
+            at = rng.integers(1, STEPS.size, n)  # the evaluation from which it is NaN
+            gone = (rng.random(n) < self.diverge)[:, None] & (np.arange(STEPS.size) >= at[:, None])
+            score = np.where(gone, np.nan, score)
+        return score
 
 
 SCRATCH = Model()
@@ -110,17 +121,33 @@ def truth(model: Model, ref: Model, seed: int = 12345) -> dict[str, float]:
 
 
 def _fast_columns(scores: np.ndarray) -> dict[str, np.ndarray]:
-    """`metrics.run_metrics` vectorized over runs (for the truth only; checked against it
-    in `check_fast_columns`)."""
+    """`metrics.run_metrics` vectorized over runs, failed (NaN) runs included: checked
+    against it in `check_fast_columns` (and in make test)."""
+    scores = np.array(scores, dtype=float)
+    bad = ~np.isfinite(scores)
+    failed = bad.any(axis=1)
+    if failed.any():
+        cut = np.argmax(bad, axis=1)
+        rows = np.flatnonzero(failed)
+        before = scores[rows, np.maximum(cut[rows] - 1, 0)]
+        worst = np.where(cut[rows] > 0, np.minimum(0.0, before), 0.0)
+        later = np.arange(scores.shape[1])[None, :] >= cut[rows][:, None]
+        scores[rows] = np.where(later, worst[:, None], scores[rows])
     auc = np.trapezoid(scores, STEPS, axis=1) / BUDGET
-    hit = scores >= 1.0
+    above = scores >= 1.0
+    hit = above.copy()  # stays >= 1 for SUSTAIN evaluations (the remaining ones at the end)
+    for k in range(1, metrics.SUSTAIN):
+        hit[:, :-k] &= above[:, k:]
     first = np.where(hit.any(axis=1), STEPS[np.argmax(hit, axis=1)], np.inf)
-    return {"initial": scores[:, 0], "asymptote": scores[:, -metrics.ASYMPTOTE_WINDOW:].mean(1),
-            "auc": auc, "time_to_threshold": first}
+    asymptote = np.where(failed, scores[:, -1], scores[:, -metrics.ASYMPTOTE_WINDOW:].mean(1))
+    return {"initial": scores[:, 0], "asymptote": asymptote, "auc": auc,
+            "time_to_threshold": first, "failed": failed.astype(float)}
 
 
 def check_fast_columns(rng: np.random.Generator) -> None:
-    scores = SCRATCH.curves(rng, 20)
+    scores = np.vstack([SCRATCH.curves(rng, 20), replace(SCRATCH, diverge=1.0).curves(rng, 20),
+                        replace(SCRATCH, start=-0.3, plateau=-0.2, diverge=1.0).curves(rng, 5)])
+    scores[-1, 0] = np.nan  # diverged before its first evaluation
     slow, fast = _per_run(scores), _fast_columns(scores)
     for key in slow:
         np.testing.assert_allclose(slow[key], fast[key], rtol=1e-9, atol=1e-9)
@@ -227,13 +254,152 @@ def effect_sizes() -> dict[str, float]:
     return out
 
 
+def matched(model: Model, ref: Model = SCRATCH) -> Model:
+    """`model` with its plateau set so that its mean area equals `ref`'s (the area is linear
+    in the plateau): a null with the same mean and a different shape."""
+    rng = np.random.default_rng(11)
+
+    def area(m: Model) -> float:
+        return float(_fast_columns(m.curves(rng, TRUTH_RUNS))["auc"].mean())
+
+    low, high = area(replace(model, plateau=1.0)), area(replace(model, plateau=2.0))
+    return replace(model, plateau=1.0 + (area(ref) - low) / (high - low))
+
+
+def families() -> dict[str, tuple[Model, Model]]:
+    """The null families of issue 18: (condition, scratch), equal mean area."""
+    return {
+        "smooth": (SCRATCH, SCRATCH),
+        "bimodal p=0.2": (FAILING, FAILING),
+        "bimodal p=0.4": (replace(SCRATCH, fail=0.4), replace(SCRATCH, fail=0.4)),
+        "heavy-tailed (t2 plateau)": (replace(SCRATCH, plateau_df=2), replace(SCRATCH,
+                                                                            plateau_df=2)),
+        "heteroscedastic (plateau SD x3)": (replace(SCRATCH, plateau_sd=0.45), SCRATCH),
+        "condition fails in 20%, higher plateau": (matched(FAILING), SCRATCH),
+        "condition fails in 40%, higher plateau": (matched(replace(SCRATCH, fail=0.4)),
+                                                   SCRATCH),
+        "scratch fails in 20% (mirror)": (SCRATCH, matched(FAILING)),
+        "scratch fails in 40% (mirror)": (SCRATCH, matched(replace(SCRATCH, fail=0.4))),
+    }
+
+
+def traps() -> dict[str, tuple[Model, Model, str]]:
+    """Non-null cases and the label each must never get."""
+    return {
+        "starts better (+0.5), ends at 0.9 of the threshold: never positive":
+            (replace(SCRATCH, start=0.55, plateau=0.9, plateau_sd=0.03, tau=3_000.0), SCRATCH,
+             verdict.POSITIVE),
+        "starts worse, learns faster, ends higher: never negative":
+            (replace(SCRATCH, start=-0.3, tau=2_000.0, plateau=1.5), SCRATCH, verdict.NEGATIVE),
+        "30% of the condition's runs diverge: never no clear difference":
+            (replace(SCRATCH, diverge=0.3), SCRATCH, verdict.NO_CLEAR),
+    }
+
+
+def simulate(conditions: list[Model], ref: Model, seeds: int | sequential.Design,
+             rng: np.random.Generator) -> tuple[list[str], float]:
+    """One study through the real summary (`metrics.summarize_columns`), sequential
+    analysis and verdict: the conditions' labels and the mean seeds per arm it used. With a
+    design, batches are added as the runner adds them (`sequential.next_counts`)."""
+    most = seeds.max if isinstance(seeds, sequential.Design) else seeds
+    arms = {"scratch": _fast_columns(ref.curves(rng, most))}
+    for index, model in enumerate(conditions):
+        arms[f"c{index}"] = _fast_columns(model.curves(rng, most))
+    names = [f"c{i}" for i in range(len(conditions))]
+    if not isinstance(seeds, sequential.Design):
+        summary = metrics.summarize_columns(arms, budget=BUDGET, verdict_only=True)
+        verdict.judge([summary], metrics.DEFAULT_ALPHA)
+        return [summary["conditions"][c]["verdict"]["label"] for c in names], float(most)
+    counts = {name: seeds.first for name in arms}
+    while True:
+        cols = {c: {k: v[:counts[c]] for k, v in arms[c].items()} for c in arms}
+        summary = metrics.summarize_columns(cols, budget=BUDGET, verdict_only=True)
+        for c in names:
+            summary["conditions"][c]["sequential"] = sequential.analyze(cols[c],
+                                                                       cols["scratch"], seeds)
+        verdict.judge([summary], metrics.DEFAULT_ALPHA, final=False)
+        labels = {c: summary["conditions"][c]["verdict"]["label"] for c in names}
+        after = sequential.next_counts(seeds, counts, labels, verdict.CLAIMS)
+        if after is None:
+            used = float(np.mean(list(counts.values())))
+            return [verdict.NO_CLEAR if labels[c] == verdict.UNDECIDED else labels[c]
+                    for c in names], used
+        counts = after
+
+
+def rates(conditions: list[Model], ref: Model, seeds: int | sequential.Design, studies: int,
+          rng: np.random.Generator, null: bool = True) -> dict[str, float]:
+    """Over `studies` simulated studies: the share with any claim (positive, negative or
+    mixed) on a condition (`null`: a false verdict per study), the share with a positive
+    or negative one, the share of the first condition labelled positive (power), and the
+    mean seeds per arm."""
+    claim = strict = positive = 0
+    seeds_used = 0.0
+    for _ in range(studies):
+        labels, used = simulate(conditions, ref, seeds, rng)
+        claim += any(label in verdict.CLAIMS for label in labels)
+        strict += any(label in (verdict.POSITIVE, verdict.NEGATIVE) for label in labels)
+        positive += labels[0] == verdict.POSITIVE
+        seeds_used += used
+    return {"claim": claim / studies, "strict": strict / studies,
+            "positive": positive / studies, "seeds": seeds_used / studies}
+
+
+AUTO = sequential.Design()  # --seeds auto: 5, 10, 15, 20
+
+
+def realistic_tables(studies: int, rng: np.random.Generator,
+                     designs: tuple = (5, 10, 20, AUTO)) -> None:
+    """Issue 18's tables: false verdicts per study over the null families, the traps, and
+    power for a shift of 1.5 scratch-SDs of the area."""
+    def name(d: int | sequential.Design) -> str:
+        return "auto (5..20)" if isinstance(d, sequential.Design) else f"{d} seeds"
+
+    print("false verdicts per study (any positive, negative or mixed label on a null "
+          f"condition), {studies} studies per cell; in brackets the mean seeds per arm of auto")
+    print("| null family | conditions | " + " | ".join(name(d) for d in designs) + " |")
+    print("|---|---|" + "---|" * len(designs))
+    for family, (model, ref) in families().items():
+        for k in (1, 4):
+            cells = []
+            for d in designs:
+                r = rates([model] * k, ref, d, studies, rng)
+                cells.append(f"{r['claim']:.1%}" + (f" ({r['seeds']:.1f})"
+                                                    if isinstance(d, sequential.Design)
+                                                    else ""))
+            print(f"| {family} | {k} | " + " | ".join(cells) + " |", flush=True)
+    print("\ntraps: share of studies with the forbidden label (1 condition)")
+    print("| trap | " + " | ".join(name(d) for d in designs) + " |\n|---|" + "---|" * len(designs))
+    for trap, (model, ref, forbidden) in traps().items():
+        cells = []
+        for d in designs:
+            hits = sum(simulate([model], ref, d, rng)[0][0] == forbidden for _ in range(studies))
+            cells.append(f"{hits / studies:.1%}")
+        print(f"| {trap} | " + " | ".join(cells) + " |", flush=True)
+    sd = float(_fast_columns(SCRATCH.curves(np.random.default_rng(5), TRUTH_RUNS))["auc"].std())
+    shifted = replace(SCRATCH, shift=1.5 * sd)
+    print(f"\npower: a shift of 1.5 scratch-SDs of the area (+{1.5 * sd:.3f}), 1 condition")
+    print("| design | positive | mean seeds per arm |\n|---|---|---|")
+    for d in (*designs, 8, 9, 12, 16):
+        r = rates([shifted], SCRATCH, d, studies, rng)
+        print(f"| {name(d)} | {r['positive']:.1%} | {r['seeds']:.1f} |", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--studies", type=int, default=2000,
                         help="simulated studies per setting (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="simulation seed (default 0)")
+    parser.add_argument("--realistic", action="store_true",
+                        help="only issue 18's tables: realistic nulls, traps, power and "
+                             "seeds of --seeds auto")
     args = parser.parse_args(argv)
+    if args.realistic:
+        started = time.perf_counter()
+        realistic_tables(args.studies, np.random.default_rng(args.seed))
+        print(f"\n{time.perf_counter() - started:.0f} s")
+        return 0
     rng = np.random.default_rng(args.seed)
     check_fast_columns(rng)
     started = time.perf_counter()

@@ -498,6 +498,7 @@ def summarize(
     budget: int,
     reference: str | None = "scratch",
     alpha: float = DEFAULT_ALPHA,
+    verdict_only: bool = False,
 ) -> dict[str, Any]:
     """JSON-serializable summary of a study: ``{condition: [(timesteps, returns), ...]}``.
 
@@ -513,10 +514,11 @@ def summarize(
     ``prob_improvement`` P(auc > auc_ref) (Newcombe) and ``transfer_ratio`` (Fieller).
     ``profile`` is the performance profile of the runs' asymptotes. No value is NaN or inf:
     unknown or censored values are None with a flag or a note.
+
+    `verdict_only`: only what `verdict.judge` reads (the area, initial and asymptote
+    intervals, the reach counts), without the other descriptive effects and the profile; the
+    calibration benchmark simulates many thousand studies this way.
     """
-    if not 0 < alpha < 1:
-        raise MetricsError(f"alpha must be between 0 and 1 (e.g. 0.05); got {alpha}.")
-    confidence = 1 - alpha
     runs = {
         condition: [
             run_metrics(t, r, random_return=random_return, threshold=threshold, budget=budget)
@@ -527,6 +529,25 @@ def summarize(
     for condition, values in runs.items():
         if not values:
             raise MetricsError(f"Condition {condition!r} has no runs to summarize.")
+    columns = {condition: _columns(values) for condition, values in runs.items()}
+    summary = summarize_columns(columns, budget=budget, reference=reference, alpha=alpha,
+                                verdict_only=verdict_only)
+    if not verdict_only:
+        summary = {"normalization": {"random_return": float(random_return),
+                                     "threshold": float(threshold), "budget": int(budget)},
+                   **summary}
+    return summary
+
+
+def summarize_columns(columns: Mapping[str, Mapping[str, np.ndarray]], *, budget: int,
+                      reference: str | None = "scratch", alpha: float = DEFAULT_ALPHA,
+                      verdict_only: bool = False) -> dict[str, Any]:
+    """`summarize` from per-run metrics (`run_metrics` keys, one array per key and
+    condition): what `summarize` does after computing them."""
+    if not 0 < alpha < 1:
+        raise MetricsError(f"alpha must be between 0 and 1 (e.g. 0.05); got {alpha}.")
+    confidence = 1 - alpha
+    runs = columns
     if reference is not None and reference not in runs:
         warnings.warn(
             f"Reference condition {reference!r} is not in the study "
@@ -534,16 +555,15 @@ def summarize(
             stacklevel=2,
         )
         reference = None
-    columns = {condition: _columns(values) for condition, values in runs.items()}
     conditions: dict[str, Any] = {}
     for condition, cols in columns.items():
         entry = _condition_summary(cols, budget, confidence)
         if reference is not None and condition != reference:
-            entry.update(compare(cols, columns[reference], budget, confidence))
+            entry.update(compare(cols, columns[reference], budget, confidence, verdict_only))
         conditions[condition] = entry
+    if verdict_only:
+        return {"reference": reference, "alpha": alpha, "conditions": conditions}
     return {
-        "normalization": {"random_return": float(random_return),
-                          "threshold": float(threshold), "budget": int(budget)},
         "reference": reference,
         "alpha": alpha,
         "conditions": conditions,
@@ -585,9 +605,14 @@ def _condition_summary(cols: dict[str, np.ndarray], budget: int,
 
 
 def compare(cols: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray], budget: int,
-            confidence: float = 0.95) -> dict[str, Any]:
+            confidence: float = 0.95, verdict_only: bool = False) -> dict[str, Any]:
     """One condition's per-run columns against the reference's: the primary claim and the
     descriptive effects (see `summarize`)."""
+    if verdict_only:
+        return {"auc_difference": welch(cols["auc"], ref["auc"], confidence).to_dict(),
+                "jumpstart": welch(cols["initial"], ref["initial"], confidence).to_dict(),
+                "asymptote_gain": welch(cols["asymptote"], ref["asymptote"],
+                                        confidence).to_dict()}
     return {
         "auc_difference": welch(cols["auc"], ref["auc"], confidence).to_dict(),
         "jumpstart": welch(cols["initial"], ref["initial"], confidence).to_dict(),

@@ -19,7 +19,7 @@ from .io_utils import atomic_write_json, read_json
 from .plan import Plan, plan
 from .preflight import check_new_study, check_writable
 from .scheduler import Scheduler
-from .sequential import Design
+from .sequential import Design, next_counts
 from .study_folder import (
     StudyLock,
     check_same_study,
@@ -122,27 +122,25 @@ def _sequential(plan_: Plan, record: dict, console: Console, execution: Executio
                   for name, data in result["metrics"]["conditions"].items()
                   if data.get("verdict", {}).get("label") not in (None, "reference")}
         n = max(state["counts"].values())
-        undecided = [c for c in conditions if c in labels and labels[c] not in CLAIMS]
-        later = [k for k in design.looks if k > n]
-        done = not undecided or not later
+        after = next_counts(design, state["counts"], labels, CLAIMS)
         if not state["looks"] or state["looks"][-1]["n"] != n:
             state["looks"].append({"n": n, "labels": labels,
                                    "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-        state["done"] = done
+        state["done"] = after is None
+        undecided = [c for c in labels if labels[c] not in CLAIMS]
         atomic_write_json(study_dir / "study.json", record)
-        if done:
+        if after is None:
             console.print(f"--seeds auto: look at {n} seeds per condition: "
                           + ("every verdict decided" if not undecided else
                              f"the last look ({design.max} seeds); "
                              f"{', '.join(undecided)} not decided"), markup=False,
                           highlight=False, soft_wrap=True)
             return
-        for condition in [*undecided, "scratch"]:
-            state["counts"][condition] = later[0]
+        state["counts"] = after
         console.print(f"--seeds auto: look at {n} seeds per condition: "
                       f"{', '.join(undecided)} not decided yet; adding seeds up to "
-                      f"{later[0]} (at most {design.max})", markup=False, highlight=False,
-                      soft_wrap=True)
+                      f"{max(after.values())} (at most {design.max})", markup=False,
+                      highlight=False, soft_wrap=True)
         atomic_write_json(study_dir / "study.json", record)
 
 

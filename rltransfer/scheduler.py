@@ -152,8 +152,9 @@ class Scheduler:
         total = sum(r.timesteps for r in runs) + (source_job.run.timesteps if source_job else 0)
         conditions = ", ".join(self.plan.spec.transfer.conditions)
         counts = dict(self.plan.counts)
-        seeds = (f"{max(counts.values())} seeds of --seeds auto's {self.plan.spec.protocol.sequential}"
-                 if counts else f"{self.plan.spec.protocol.seeds} seeds")
+        seeds = (f"up to {max(counts.values())} seeds, --seeds "
+                 f"{self.plan.spec.protocol.sequential}" if counts
+                 else f"{self.plan.spec.protocol.seeds} seeds")
         self.console.print(f"study {self.dir}: {len(runs)} target runs ({conditions} x "
                            f"{seeds}) on {self._where()}",
                            markup=False, highlight=False, soft_wrap=True)

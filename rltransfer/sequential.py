@@ -223,11 +223,11 @@ def disagreement(x: Columns, y: Columns) -> str | None:
 
 
 def disagreement_of(entry: Mapping[str, Any], ref: Mapping[str, Any]) -> str | None:
-    """`disagreement` from two conditions' entries of a `metrics.summarize` result."""
+    """What makes a fixed seed count unreliable, from two conditions' entries of a
+    `metrics.summarize` result: failed runs in one arm only, or strongly unequal spread
+    (reach counts are left out: they differ whenever a transfer works)."""
     def arm(data: Mapping[str, Any]) -> tuple[int, int, int, float]:
-        ttt = data["time_to_threshold"]
-        return (data["n_runs"], data.get("failed_runs", 0), ttt["n"] - ttt["reached"],
-                data.get("sd_auc") or 0.0)
+        return (data["n_runs"], data.get("failed_runs", 0), 0, data.get("sd_auc") or 0.0)
     return _disagree(arm(entry), arm(ref))
 
 
@@ -277,3 +277,18 @@ def analyze(x: Columns, y: Columns, design: Design) -> dict[str, Any]:
     looks = [look(x, y, i, design) for i, n in enumerate(design.looks) if n <= have]
     return {"looks": looks, "p_value": min((lk["level"] for lk in looks), default=1.0),
             "max": design.max, "last_look": bool(looks) and looks[-1]["n"] == design.max}
+
+
+def next_counts(design: Design, counts: Mapping[str, int],
+                labels: Mapping[str, str], claims: tuple[str, ...],
+                reference: str = "scratch") -> dict[str, int] | None:
+    """The seeds per condition for the next batch after a look, or None when the study
+    stops: every compared condition's label is a claim (`claims`), or the last look is
+    taken. Undecided conditions and the `reference` go on to the next look's count;
+    decided ones keep theirs."""
+    n = max(counts.values())
+    undecided = [c for c, label in labels.items() if label not in claims]
+    later = [k for k in design.looks if k > n]
+    if not undecided or not later:
+        return None
+    return {**counts, **{c: later[0] for c in [*undecided, reference]}}

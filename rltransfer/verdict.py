@@ -144,10 +144,10 @@ def _verdict(entry: Mapping[str, Any], ref: Mapping[str, Any], p_holm: float | N
     sequential = entry.get("sequential")
     claim = _claim_text(diff, p_holm, m, sequential)
     facts: list[str] = []
-    if min(n, n_ref) < MIN_CLAIM_RUNS:
-        label, reason = TOO_FEW, too_few_runs_reason(n, n_ref, alpha)
-    elif diff.get("p_value") is None or p_holm is None:
+    if diff.get("p_value") is None or p_holm is None:
         label, reason = NO_TEST, f"No test of the area difference ({diff.get('note')})."
+    elif min(n, n_ref) < MIN_CLAIM_RUNS:
+        label, reason = TOO_FEW, too_few_runs_reason(n, n_ref, alpha)
     elif p_holm <= alpha:
         up = diff["point"] > 0
         facts = conflicts(entry, ref, up)

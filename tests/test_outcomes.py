@@ -1,0 +1,193 @@
+"""Issue 18: failed runs are outcomes, time to threshold is sustained, the labels say what
+the runs did (mixed, too few seeds, no test), Holm keeps the planned family, and
+``--seeds auto`` is a group-sequential design that holds its level."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from rltransfer import metrics, sequential, verdict
+from rltransfer.errors import ConfigError
+from rltransfer.runfiles import collect_runs
+
+NORM = {"random_return": 0.0, "threshold": 100.0}
+STEPS = np.arange(0, 500, 100)
+
+
+def curve(scores):
+    return STEPS[:len(scores)], np.array(scores, dtype=float) * 100.0
+
+
+def test_a_diverged_run_counts_at_the_random_level_from_where_it_diverged():
+    m = metrics.run_metrics(*curve([0.0, 0.5, 1.0, math.nan]), budget=400, **NORM)
+    assert m["failed"] == 1.0
+    assert m["asymptote"] == 0.0
+    # trapezoid: 0-100: 0.25, 100-200: 0.75, 200-300: 0.5 (1.0 -> 0.0), then 0 held to 400
+    assert m["auc"] == pytest.approx((25 + 75 + 50) / 400)
+    assert m["time_to_threshold"] == math.inf  # reached 1.0 once, then diverged
+
+
+def test_a_run_below_random_when_it_diverged_is_held_at_its_last_score():
+    t, r = curve([0.0, -0.4, math.nan])
+    m = metrics.run_metrics(t, r, budget=400, **NORM)
+    assert m["asymptote"] == pytest.approx(-0.4)
+    assert metrics.failure_floor(t, r, **NORM) == "its last finite evaluation"
+    assert metrics.failure_floor(*curve([0.0, 0.4, math.nan]), **NORM) == (
+        "the random policy's level")
+    assert metrics.failure_floor(*curve([0.0, 0.4]), **NORM) is None
+
+
+def test_a_nan_return_is_a_failed_run_not_an_aborted_summary():
+    curves = {"scratch": [curve([0.0, 0.5, 1.0, 1.0, 1.0])] * 2 + [curve([0.1, 0.5, 1.1, 1.0,
+                                                                          1.0])],
+              "finetune": [curve([0.2, math.nan]), curve([0.3, 0.6, 1.0, 1.0, 1.0]),
+                           curve([0.2, 0.6, 1.0, 1.0, 1.0])]}
+    s = metrics.summarize(curves, budget=400, **NORM)
+    assert s["conditions"]["finetune"]["failed_runs"] == 1
+    assert s["conditions"]["finetune"]["n_runs"] == 3
+
+
+def test_time_to_threshold_needs_the_score_to_stay_above_it():
+    # one noisy evaluation at 1.0, then below: not a reach; from 300 it stays
+    t = np.arange(0, 700, 100)
+    m = metrics.run_metrics(t, np.array([0.2, 1.0, 0.9, 1.1, 1.2, 1.3, 1.1]) * 100,
+                            budget=600, **NORM)
+    assert m["time_to_threshold"] == 300
+    m = metrics.run_metrics(t, np.array([0.2, 1.0, 0.9, 0.95, 1.0, 0.97, 0.9]) * 100,
+                            budget=600, **NORM)
+    assert m["time_to_threshold"] == math.inf
+
+
+def _judged(curves, alpha=0.05, missing=0):
+    s = metrics.summarize(curves, budget=400, **NORM)
+    verdict.judge([s], alpha, missing=missing)
+    return s
+
+
+def _flat(level, n, jitter=None):
+    runs = [curve([level] * 5) for _ in range(n)]
+    if jitter is not None:
+        t, r = runs[0]
+        runs[0] = (t, r + jitter * 100)
+    return runs
+
+
+@pytest.mark.parametrize("jitter", [1e-7, 1e-9])
+def test_constant_arms_are_no_test_whatever_the_rounding_noise(jitter):
+    s = _judged({"scratch": _flat(0.5, 5), "finetune": _flat(0.6, 5, jitter)})
+    v = s["conditions"]["finetune"]["verdict"]
+    assert v["label"] == verdict.NO_TEST
+    assert "no variability" in v["reason"]
+
+
+def test_too_few_seeds_is_its_own_label_not_a_tested_null():
+    rng = np.random.default_rng(0)
+    scratch = [curve(0.3 + rng.normal(0, 0.02, 5)) for _ in range(3)]
+    finetune = [curve(1.3 + rng.normal(0, 0.02, 5)) for _ in range(3)]
+    v = _judged({"scratch": scratch, "finetune": finetune})["conditions"]["finetune"]["verdict"]
+    assert v["label"] == verdict.TOO_FEW == "too few seeds to test"
+    assert v["label"] != verdict.NO_CLEAR
+
+
+def test_starts_better_ends_lower_is_mixed_with_both_facts():
+    rng = np.random.default_rng(1)
+    scratch = [curve(np.array([0.0, 0.6, 1.1, 1.2, 1.2]) + rng.normal(0, 0.02, 5))
+               for _ in range(6)]
+    finetune = [curve(np.array([0.9, 0.9, 0.9, 0.9, 0.9]) + rng.normal(0, 0.02, 5))
+                for _ in range(6)]
+    v = _judged({"scratch": scratch, "finetune": finetune})["conditions"]["finetune"]["verdict"]
+    assert v["label"] == verdict.MIXED
+    assert "Area under the curve above scratch's" in v["reason"]
+    assert "ends lower" in v["reason"] and "reaches the threshold in fewer runs (0/6" in v[
+        "reason"]
+
+
+def test_holm_keeps_the_planned_family():
+    rng = np.random.default_rng(2)
+    scratch = [curve(0.5 + rng.normal(0, 0.05, 5)) for _ in range(6)]
+    better = [curve(0.62 + rng.normal(0, 0.05, 5)) for _ in range(6)]
+    s = _judged({"scratch": scratch, "finetune": better, "flat": _flat(0.5, 6)}, missing=2)
+    assert s["conditions"]["finetune"]["verdict"]["m"] == 4
+    p = s["conditions"]["finetune"]["auc_difference"]["p_value"]
+    assert s["conditions"]["finetune"]["verdict"]["p_holm"] == pytest.approx(min(1, 4 * p))
+
+
+def test_a_diverged_run_is_read_as_an_outcome(tmp_path):
+    run = tmp_path / "finetune" / "seed_0"
+    run.mkdir(parents=True)
+    (run / "evaluations.csv").write_text(
+        "timesteps,mean_return,std_return,n_episodes,wall_time\n0,10,1,5,0.1\n100,40,1,5,0.2\n")
+    (run / "status.json").write_text(json.dumps(
+        {"state": "failed", "error": "Diverged: NaN", "diverged": True, "diverged_at": 150}))
+    other = tmp_path / "finetune" / "seed_1"
+    other.mkdir()
+    (other / "status.json").write_text(json.dumps({"state": "failed", "error": "OSError: x"}))
+    curves, folders, not_used = collect_runs(tmp_path, ["finetune"])
+    (steps, returns), = curves["finetune"]
+    assert steps.tolist() == [0, 100, 150] and math.isnan(returns[-1])
+    assert folders["finetune"] == ["seed_0"]
+    assert not_used["finetune"]["diverged"] == ["seed_0"]
+    assert [f["run"] for f in not_used["finetune"]["failed"]] == ["seed_1"]  # resume retries
+
+
+# --------------------------------------------------------------------------- sequential
+
+
+def test_auto_design_parses_and_refuses_bad_options():
+    assert sequential.Design.parse("auto").looks == (5, 10, 15, 20)
+    assert sequential.Design.parse("auto:max=12,first=4,step=4").looks == (4, 8, 12)
+    assert sequential.Design.parse("auto:first=5,step=4,max=15").looks == (5, 9, 13, 15)
+    with pytest.raises(ConfigError, match=r"unknown option 'maxx=3'; auto takes first=N"):
+        sequential.Design.parse("auto:maxx=3")
+    with pytest.raises(ConfigError, match="needs first >= 2"):
+        sequential.Design.parse("auto:first=5,max=5")
+
+
+def test_boundaries_spend_alpha_over_the_looks():
+    design = sequential.Design()
+    cs = sequential.boundaries(design.fractions, 0.05)
+    assert cs[0] > cs[1] > cs[2] > cs[3] and cs[0] > 5.5 and cs[3] == pytest.approx(1.96,
+                                                                                   abs=0.01)
+    rng = np.random.default_rng(0)
+    t = np.array(design.fractions)
+    steps = rng.normal(size=(200_000, t.size)) * np.sqrt(np.diff(np.concatenate([[0], t])))
+    z = np.cumsum(steps, axis=1) / np.sqrt(t)
+    assert (np.abs(z) >= cs).any(axis=1).mean() == pytest.approx(0.05, abs=0.003)
+
+
+def test_the_repeated_p_value_is_the_level_whose_boundary_is_crossed():
+    fr = sequential.Design().fractions
+    for look, z in ((3, 2.5), (2, 3.6), (1, 4.6)):
+        level = sequential.level_crossed(z, look, fr)
+        assert sequential.boundaries(fr, level)[look] == pytest.approx(z, rel=0.02)
+    assert sequential.level_crossed(0.001, 3, fr) == 1.0
+
+
+def test_next_counts_adds_seeds_for_undecided_conditions_and_scratch():
+    design = sequential.Design()
+    counts = {"scratch": 5, "finetune": 5, "freeze-features": 5}
+    labels = {"finetune": verdict.POSITIVE, "freeze-features": verdict.UNDECIDED}
+    assert sequential.next_counts(design, counts, labels, verdict.CLAIMS) == {
+        "scratch": 10, "finetune": 5, "freeze-features": 10}
+    assert sequential.next_counts(design, counts, {"finetune": verdict.MIXED},
+                                  verdict.CLAIMS) is None
+    assert sequential.next_counts(design, {"scratch": 20, "finetune": 20},
+                                  {"finetune": verdict.UNDECIDED}, verdict.CLAIMS) is None
+
+
+def test_an_interim_crossing_counts_only_when_outcomes_agree():
+    design = sequential.Design(first=5, step=5, max=10)
+    x = {"auc": np.array([1.0, 1.1, 1.2, 1.05, 1.15] * 2), "failed": np.zeros(10),
+         "time_to_threshold": np.full(10, 100.0)}
+    y = {"auc": np.array([0.1, 0.2, 0.15, 0.12, 0.18] * 2), "failed": np.zeros(10),
+         "time_to_threshold": np.full(10, np.inf)}
+    first = sequential.analyze(x, y, design)["looks"][0]
+    assert not first["counts"] and first["level"] == 1.0
+    assert "never reach the threshold in one arm only" in first["disagreement"]
+    y["time_to_threshold"] = np.full(10, 300.0)
+    first = sequential.analyze(x, y, design)["looks"][0]
+    assert first["counts"] and first["level"] < 0.01

@@ -67,7 +67,8 @@ def test_summary_has_every_condition_and_metric(study):
     for condition in CONDITIONS[1:]:
         assert {"jumpstart", "time_to_threshold", "speedup", "transfer_ratio", "asymptote",
                 "prob_improvement"} <= set(conditions[condition])
-    assert summary["runs"]["finetune"] == {"finished": 2, "failed": [], "diverged": [], "left_out": []}
+    assert summary["runs"]["finetune"] == {"finished": 2, "failed": [], "diverged": [],
+                                           "left_out": []}
 
 
 def test_frozen_study_run_kept_features_of_the_source(study):

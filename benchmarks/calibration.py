@@ -328,61 +328,98 @@ def simulate(conditions: list[Model], ref: Model, seeds: int | sequential.Design
 
 
 def rates(conditions: list[Model], ref: Model, seeds: int | sequential.Design, studies: int,
-          rng: np.random.Generator, null: bool = True) -> dict[str, float]:
+          rng: np.random.Generator) -> dict[str, float]:
     """Over `studies` simulated studies: the share with any claim (positive, negative or
-    mixed) on a condition (`null`: a false verdict per study), the share with a positive
-    or negative one, the share of the first condition labelled positive (power), and the
-    mean seeds per arm."""
-    claim = strict = positive = 0
+    mixed) on a condition (on null conditions: false verdicts per study), the share with a
+    positive or negative one, claims per comparison, the share of the first condition
+    labelled positive (power), and the mean seeds per arm."""
+    claim = strict = positive = claims = 0
     seeds_used = 0.0
     for _ in range(studies):
         labels, used = simulate(conditions, ref, seeds, rng)
-        claim += any(label in verdict.CLAIMS for label in labels)
+        claimed = [label in verdict.CLAIMS for label in labels]
+        claim += any(claimed)
+        claims += sum(claimed)
         strict += any(label in (verdict.POSITIVE, verdict.NEGATIVE) for label in labels)
         positive += labels[0] == verdict.POSITIVE
         seeds_used += used
     return {"claim": claim / studies, "strict": strict / studies,
+            "per_comparison": claims / (studies * len(conditions)),
             "positive": positive / studies, "seeds": seeds_used / studies}
 
 
 AUTO = sequential.Design()  # --seeds auto: 5, 10, 15, 20
+DESIGNS: tuple[int | sequential.Design, ...] = (5, 10, 20, AUTO)
+PARTS = ("nulls", "traps", "power", "coverage")
 
 
-def realistic_tables(studies: int, rng: np.random.Generator,
-                     designs: tuple = (5, 10, 20, AUTO)) -> None:
-    """Issue 18's tables: false verdicts per study over the null families, the traps, and
-    power for a shift of 1.5 scratch-SDs of the area."""
-    def name(d: int | sequential.Design) -> str:
-        return "auto (5..20)" if isinstance(d, sequential.Design) else f"{d} seeds"
+def _name(design: int | sequential.Design) -> str:
+    return "auto (5..20)" if isinstance(design, sequential.Design) else f"{design} seeds"
 
-    print("false verdicts per study (any positive, negative or mixed label on a null "
-          f"condition), {studies} studies per cell; in brackets the mean seeds per arm of auto")
-    print("| null family | conditions | " + " | ".join(name(d) for d in designs) + " |")
-    print("|---|---|" + "---|" * len(designs))
+
+def null_table(studies: int, rng: np.random.Generator, only: str = "") -> None:
+    """False verdicts per study (and per comparison with 4 conditions) over the null
+    families whose name contains `only`."""
+    print(f"false verdicts (any positive, negative or mixed label on a null condition), "
+          f"{studies} studies per cell: per study; with 4 conditions also per comparison; "
+          "for auto the mean seeds per arm")
+    print("| null family | conditions | " + " | ".join(_name(d) for d in DESIGNS) + " |")
+    print("|---|---|" + "---|" * len(DESIGNS))
     for family, (model, ref) in families().items():
+        if only not in family:
+            continue
         for k in (1, 4):
             cells = []
-            for d in designs:
+            for d in DESIGNS:
                 r = rates([model] * k, ref, d, studies, rng)
-                cells.append(f"{r['claim']:.1%}" + (f" ({r['seeds']:.1f})"
-                                                    if isinstance(d, sequential.Design)
-                                                    else ""))
+                cell = f"{r['claim']:.1%}"
+                if k > 1:
+                    cell += f" / {r['per_comparison']:.1%}"
+                if isinstance(d, sequential.Design):
+                    cell += f" ({r['seeds']:.1f})"
+                cells.append(cell)
             print(f"| {family} | {k} | " + " | ".join(cells) + " |", flush=True)
-    print("\ntraps: share of studies with the forbidden label (1 condition)")
-    print("| trap | " + " | ".join(name(d) for d in designs) + " |\n|---|" + "---|" * len(designs))
+
+
+def trap_table(studies: int, rng: np.random.Generator) -> None:
+    print(f"\ntraps: share of {studies} studies with the forbidden label (1 condition)")
+    print("| trap | " + " | ".join(_name(d) for d in DESIGNS) + " |\n|---|"
+          + "---|" * len(DESIGNS))
     for trap, (model, ref, forbidden) in traps().items():
         cells = []
-        for d in designs:
-            hits = sum(simulate([model], ref, d, rng)[0][0] == forbidden for _ in range(studies))
+        for d in DESIGNS:
+            hits = sum(simulate([model], ref, d, rng)[0][0] == forbidden
+                       for _ in range(studies))
             cells.append(f"{hits / studies:.1%}")
         print(f"| {trap} | " + " | ".join(cells) + " |", flush=True)
+
+
+def power_table(studies: int, rng: np.random.Generator) -> None:
     sd = float(_fast_columns(SCRATCH.curves(np.random.default_rng(5), TRUTH_RUNS))["auc"].std())
     shifted = replace(SCRATCH, shift=1.5 * sd)
-    print(f"\npower: a shift of 1.5 scratch-SDs of the area (+{1.5 * sd:.3f}), 1 condition")
+    print(f"\npower: a shift of 1.5 scratch-SDs of the area (+{1.5 * sd:.3f}), 1 condition, "
+          f"{studies} studies")
     print("| design | positive | mean seeds per arm |\n|---|---|---|")
-    for d in (*designs, 8, 9, 12, 16):
+    for d in (*DESIGNS, 8, 9, 12, 16):
         r = rates([shifted], SCRATCH, d, studies, rng)
-        print(f"| {name(d)} | {r['positive']:.1%} | {r['seeds']:.1f} |", flush=True)
+        print(f"| {_name(d)} | {r['positive']:.1%} | {r['seeds']:.1f} |", flush=True)
+
+
+def shape_coverage_table(studies: int, rng: np.random.Generator) -> None:
+    """Coverage of the area difference and the asymptote gain where the two arms' shapes
+    differ (equal mean area), at fixed seed counts."""
+    keys = ("auc_difference", "asymptote_gain", "asymptote")
+    print(f"\ncoverage, nominal 95%, shape-differing nulls ({studies} studies per cell)")
+    print("| family | interval | 3 seeds | 5 seeds | 10 seeds |\n|---|---|---|---|---|")
+    for family, (model, ref) in families().items():
+        if "higher plateau" not in family and "mirror" not in family:
+            continue
+        true = truth(model, ref)
+        table = {n: coverage(n, studies, rng, model, ref, true) for n in (3, 5, 10)}
+        for key in keys:
+            print(f"| {family} | {key} | "
+                  + " | ".join(f"{table[n][key][0]:.1%}" for n in (3, 5, 10)) + " |",
+                  flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -393,11 +430,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="simulation seed (default 0)")
     parser.add_argument("--realistic", action="store_true",
                         help="only issue 18's tables: realistic nulls, traps, power and "
-                             "seeds of --seeds auto")
+                             "seeds of --seeds auto, coverage where shapes differ")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help=f"with --realistic: which tables ({','.join(PARTS)})")
+    parser.add_argument("--families", default="",
+                        help="with --realistic: only the null families whose name contains "
+                             "this text (to split the run over processes)")
     args = parser.parse_args(argv)
     if args.realistic:
         started = time.perf_counter()
-        realistic_tables(args.studies, np.random.default_rng(args.seed))
+        rng = np.random.default_rng(args.seed)
+        tables = {"nulls": lambda: null_table(args.studies, rng, args.families),
+                  "traps": lambda: trap_table(args.studies, rng),
+                  "power": lambda: power_table(args.studies, rng),
+                  "coverage": lambda: shape_coverage_table(args.studies, rng)}
+        for part in args.parts.split(","):
+            tables[part]()
         print(f"\n{time.perf_counter() - started:.0f} s")
         return 0
     rng = np.random.default_rng(args.seed)

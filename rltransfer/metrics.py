@@ -254,7 +254,7 @@ def welch(x: ArrayLike, y: ArrayLike, confidence: float = 0.95) -> Test:
     point = float(np.mean(x) - np.mean(y))
     if min(x.size, y.size) < 2:
         return Test(Estimate(point, None, None), None, None, "fewer than 2 runs")
-    if np.ptp(x) <= SCORE_RESOLUTION and np.ptp(y) <= SCORE_RESOLUTION:
+    if not testable(x, y):
         return Test(Estimate(point, None, None), None, None,
                     f"no variability in either sample (every run within {SCORE_RESOLUTION:g} "
                     "of its condition's others): no test")
@@ -264,6 +264,13 @@ def welch(x: ArrayLike, y: ArrayLike, confidence: float = 0.95) -> Test:
         ci = result.confidence_interval(confidence)
     return Test(Estimate(point, float(ci.low), float(ci.high)), float(result.pvalue),
                 float(result.df))
+
+
+def testable(x: np.ndarray, y: np.ndarray) -> bool:
+    """Whether two samples can be tested: at least 2 values each, and one of them varies by
+    more than `SCORE_RESOLUTION`."""
+    return min(x.size, y.size) >= 2 and (np.ptp(x) > SCORE_RESOLUTION
+                                         or np.ptp(y) > SCORE_RESOLUTION)
 
 
 def reached_difference(ttt: ArrayLike, ttt_ref: ArrayLike) -> dict[str, Any]:

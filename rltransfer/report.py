@@ -155,10 +155,9 @@ def _result(name: str, study: dict[str, Any], finished: dict[str, list], folders
                 entry["sequential"] = sequential.analyze(columns[condition],
                                                          columns[reference], design)
         final = bool((study.get("sequential") or {}).get("done"))
-    planned = [c for c in spec["conditions"] if c != "scratch"]
-    compared = [c for c in planned if c in finished] if reference is not None else []
     # planned comparisons without runs enter Holm with p = 1: m is the planned family's size
-    verdicts.judge([summary], alpha, missing=len(planned) - len(compared), final=final)
+    planned = sum(c != "scratch" for c in spec["conditions"])
+    verdicts.judge([summary], alpha, planned=planned, final=final)
     runs = {c: {"finished": len(folders[c]), **not_used[c]} for c in spec["conditions"]}
     return {
         "study": name, "source": _env_label(spec["source"]),

@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import metrics
-from .verdict import NEGATIVE, NO_CLEAR, POSITIVE, REFERENCE
+from .verdict import MIXED, NEGATIVE, NO_CLEAR, POSITIVE, REFERENCE, UNDECIDED
 
 # --------------------------------------------------------------------------- the registry
 
@@ -194,7 +194,8 @@ def markdown_table(result: dict[str, Any]) -> str:
                      + ["| " + " | ".join(row) + " |" for row in table_rows(result)])
 
 
-_TERMINAL_STYLES = {POSITIVE: "bold green", NEGATIVE: "bold red", NO_CLEAR: "dim"}
+_TERMINAL_STYLES = {POSITIVE: "bold green", NEGATIVE: "bold red", NO_CLEAR: "dim",
+                    MIXED: "bold yellow", UNDECIDED: "yellow"}
 _TERMINAL_WARNING = "bold yellow"
 
 

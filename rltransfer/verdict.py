@@ -95,16 +95,17 @@ def too_few_runs_reason(n: int, m: int, alpha: float) -> str:
             f"condition; run {RECOMMENDED_SEEDS} seeds for claims.")
 
 
-def judge(families: Sequence[MutableMapping[str, Any]], alpha: float, missing: int = 0,
-          final: bool = True) -> None:
+def judge(families: Sequence[MutableMapping[str, Any]], alpha: float,
+          planned: int | None = None, final: bool = True) -> None:
     """Set ``verdict`` on every compared condition of every summary in `families` (one
     Holm family across all of them): ``{"label", "reason", "reading", "p_holm", "m"}``.
 
     Each element is a `metrics.summarize` result; conditions equal to its reference get the
     reference label, and a summary without a reference marks its conditions as unjudged.
-    Every planned comparison is in the family: one without a test enters with p = 1, and
-    `missing` planned comparisons without results yet (a matrix's unfinished cells, a study's
-    conditions without runs) enter with p = 1, so that m is the planned family's size.
+    Every planned comparison is in the family: one without a test enters with p = 1, and so
+    do the `planned` comparisons without results yet (a matrix's unfinished cells or cells
+    without scratch runs, a study's conditions without runs), so that m is the planned
+    family's size (at least the comparisons present).
     A comparison with a ``sequential`` record (``--seeds auto``) is judged on its repeated
     p-value; `final` False: the study will take more looks, so an undecided comparison is
     "undecided", not "no clear difference".
@@ -121,6 +122,7 @@ def judge(families: Sequence[MutableMapping[str, Any]], alpha: float, missing: i
             else:
                 tested.append((entry, summary["conditions"][summary["reference"]]))
     p_values = [primary_p(entry) for entry, _ in tested]
+    missing = max((planned or 0) - len(tested), 0)
     m = len(tested) + missing
     adjusted = holm([1.0 if p is None else p for p in p_values] + [1.0] * missing)
     for i, (entry, ref) in enumerate(tested):

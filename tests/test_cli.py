@@ -183,7 +183,14 @@ BAD = [
                                                          "integer, got 0"),
     (["CartPole-v1", "CartPole-v1", "--source-timesteps", "-5"], "--source-timesteps must be "
                                                                  "a positive integer, got -5"),
-    (["CartPole-v1", "CartPole-v1", "--seeds", "abc"], "argument --seeds: invalid int value"),
+    (["CartPole-v1", "CartPole-v1", "--seed", "abc"], "argument --seed: invalid int value"),
+    (["CartPole-v1", "CartPole-v1", "--seeds", "abc"], "--seeds 'abc': give a number of "
+                                                     "seeds (e.g. 10) or auto"),
+    (["CartPole-v1", "CartPole-v1", "--seeds", "auto:max=3"], "--seeds 'auto:max=3': needs "
+                                                            "first >= 2, step >= 1 and max > "
+                                                            "first"),
+    (["CartPole-v1", "CartPole-v1", "--seeds", "auto:steps=2"], "unknown option 'steps=2'; "
+                                                              "auto takes first=N, step=N"),
     (["CartPole-v1", "CartPole-v1", "--out", "{d}/afile/runs"], "cannot write to --out"),
     (["CartPole-v1", "CartPole-v1", "--name", "existing"],
      "existing already holds a study (0 of 10 runs done): pass --resume to finish it, or choose "
@@ -243,7 +250,7 @@ def test_bad_input_is_one_line_exit_2_and_loses_nothing(bad_inputs, capsys, args
     args = [a.replace("{d}", str(folder)) for a in args]
     if "--out" not in args:
         args += ["--out", str(out)]
-    if "abc" in args:  # argparse rejects a value it cannot convert: it exits
+    if "abc" in args and "--seed" in args:  # argparse rejects what it cannot convert: exit
         with pytest.raises(SystemExit) as exited:
             main(["run", *BUDGET, *args])
         code = exited.value.code

@@ -62,9 +62,9 @@ def test_time_to_threshold_needs_the_score_to_stay_above_it():
     assert m["time_to_threshold"] == math.inf
 
 
-def _judged(curves, alpha=0.05, missing=0):
+def _judged(curves, alpha=0.05, planned=None):
     s = metrics.summarize(curves, budget=400, **NORM)
-    verdict.judge([s], alpha, missing=missing)
+    verdict.judge([s], alpha, planned=planned)
     return s
 
 
@@ -110,7 +110,7 @@ def test_holm_keeps_the_planned_family():
     rng = np.random.default_rng(2)
     scratch = [curve(0.5 + rng.normal(0, 0.05, 5)) for _ in range(6)]
     better = [curve(0.62 + rng.normal(0, 0.05, 5)) for _ in range(6)]
-    s = _judged({"scratch": scratch, "finetune": better, "flat": _flat(0.5, 6)}, missing=2)
+    s = _judged({"scratch": scratch, "finetune": better, "flat": _flat(0.5, 6)}, planned=4)
     assert s["conditions"]["finetune"]["verdict"]["m"] == 4
     p = s["conditions"]["finetune"]["auc_difference"]["p_value"]
     assert s["conditions"]["finetune"]["verdict"]["p_holm"] == pytest.approx(min(1, 4 * p))
@@ -191,3 +191,14 @@ def test_an_interim_crossing_counts_only_when_outcomes_agree():
     y["time_to_threshold"] = np.full(10, 300.0)
     first = sequential.analyze(x, y, design)["looks"][0]
     assert first["counts"] and first["level"] < 0.01
+
+
+def test_a_matrix_cell_without_scratch_runs_keeps_its_place_in_the_family():
+    rng = np.random.default_rng(3)
+    scratch = [curve(0.5 + rng.normal(0, 0.05, 5)) for _ in range(6)]
+    better = [curve(0.62 + rng.normal(0, 0.05, 5)) for _ in range(6)]
+    cell = metrics.summarize({"scratch": scratch, "finetune": better}, budget=400, **NORM)
+    no_scratch = metrics.summarize({"finetune": better}, budget=400, reference=None, **NORM)
+    verdict.judge([cell, no_scratch], 0.05, planned=2)
+    assert cell["conditions"]["finetune"]["verdict"]["m"] == 2
+    assert no_scratch["conditions"]["finetune"]["verdict"]["label"] == verdict.NO_TEST

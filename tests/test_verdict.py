@@ -116,7 +116,7 @@ def test_planned_but_missing_comparisons_count_in_the_holm_family():
     curves = {"scratch": [_curve(0, 1 + e, 500) for e in rng.normal(0, 0.1, 5)],
               "finetune": [_curve(0, 1.3 + e, 500) for e in rng.normal(0, 0.1, 5)]}
     summary = metrics.summarize(curves, **NORM)
-    judge([summary], 0.05, missing=3)
+    judge([summary], 0.05, planned=4)
     v = summary["conditions"]["finetune"]["verdict"]
     p = summary["conditions"]["finetune"]["auc_difference"]["p_value"]
     assert v["m"] == 4 and v["p_holm"] == pytest.approx(min(1.0, 4 * p))

@@ -273,17 +273,6 @@ def testable(x: np.ndarray, y: np.ndarray) -> bool:
                                          or np.ptp(y) > SCORE_RESOLUTION)
 
 
-def reached_difference(ttt: ArrayLike, ttt_ref: ArrayLike) -> dict[str, Any]:
-    """How many runs reach the threshold in each arm, with Fisher's exact two-sided p-value
-    for a difference in the share (``scipy.stats.fisher_exact``)."""
-    a, b = np.isfinite(np.asarray(ttt, dtype=float)), np.isfinite(np.asarray(ttt_ref,
-                                                                              dtype=float))
-    table = [[int(a.sum()), int(a.size - a.sum())], [int(b.sum()), int(b.size - b.sum())]]
-    p = float(stats.fisher_exact(table).pvalue) if a.size and b.size else None
-    return {"reached": table[0][0], "n": int(a.size), "reached_ref": table[1][0],
-            "n_ref": int(b.size), "p_value": p, "method": "Fisher exact"}
-
-
 def median_interval(x: ArrayLike, confidence: float = 0.95,
                     budget: float | None = None) -> tuple[Estimate, float]:
     """Median and its distribution-free order-statistic interval ``[x_(k), x_(n-k+1)]``.
@@ -506,6 +495,7 @@ def summarize(
     reference: str | None = "scratch",
     alpha: float = DEFAULT_ALPHA,
     verdict_only: bool = False,
+    runs: Mapping[str, Sequence[Mapping[str, float]]] | None = None,
 ) -> dict[str, Any]:
     """JSON-serializable summary of a study: ``{condition: [(timesteps, returns), ...]}``.
 
@@ -524,19 +514,17 @@ def summarize(
 
     `verdict_only`: only what `verdict.judge` reads (the area, initial and asymptote
     intervals, the reach counts), without the other descriptive effects and the profile; the
-    calibration benchmark simulates many thousand studies this way.
+    calibration benchmark simulates many thousand studies this way. `runs`: the curves'
+    `run_metrics`, when the caller has computed them already (the report keeps them per run).
     """
-    runs = {
-        condition: [
-            run_metrics(t, r, random_return=random_return, threshold=threshold, budget=budget)
-            for t, r in pairs
-        ]
-        for condition, pairs in curves.items()
-    }
+    if runs is None:
+        runs = {condition: [run_metrics(t, r, random_return=random_return,
+                                        threshold=threshold, budget=budget) for t, r in pairs]
+                for condition, pairs in curves.items()}
     for condition, values in runs.items():
         if not values:
             raise MetricsError(f"Condition {condition!r} has no runs to summarize.")
-    columns = {condition: _columns(values) for condition, values in runs.items()}
+    columns = {condition: table(values) for condition, values in runs.items()}
     summary = summarize_columns(columns, budget=budget, reference=reference, alpha=alpha,
                                 verdict_only=verdict_only)
     if not verdict_only:
@@ -579,7 +567,8 @@ def summarize_columns(columns: Mapping[str, Mapping[str, np.ndarray]], *, budget
     }
 
 
-def _columns(values: list[dict[str, float]]) -> dict[str, np.ndarray]:
+def table(values: Sequence[Mapping[str, float]]) -> dict[str, np.ndarray]:
+    """Per-run metrics (`run_metrics` results) as one array per metric, in run order."""
     return {key: np.array([m[key] for m in values], dtype=float) for key in values[0]}
 
 
@@ -590,7 +579,6 @@ def _condition_summary(cols: dict[str, np.ndarray], budget: int,
     return {
         "n_runs": int(ttt.size),
         "failed_runs": int(cols["failed"].sum()),
-        "sd_auc": float(np.std(cols["auc"], ddof=1)) if ttt.size > 1 else None,
         "initial": mean_interval(cols["initial"], confidence).to_dict(),
         "asymptote": mean_interval(cols["asymptote"], confidence).to_dict(),
         "auc": mean_interval(cols["auc"], confidence).to_dict(),
@@ -628,8 +616,6 @@ def compare(cols: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray], budge
                            confidence),
         "prob_improvement": prob_improvement(cols["auc"], ref["auc"], confidence),
         "transfer_ratio": fieller_ratio(cols["auc"], ref["auc"], confidence),
-        "reached_difference": reached_difference(cols["time_to_threshold"],
-                                                 ref["time_to_threshold"]),
     }
 
 

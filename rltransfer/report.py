@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import metrics, sequential
 from . import verdict as verdicts
 from .curves import AggregateCurve, aggregate_curves
@@ -136,65 +138,72 @@ def _result(name: str, study: dict[str, Any], finished: dict[str, list], folders
     normalization = {"random_return": study["target_random_return"],
                      "threshold": study["threshold"], "budget": budget}
     reference = "scratch" if "scratch" in finished else None
-    summary = metrics.summarize(finished, reference=reference, alpha=alpha, **normalization)
-    per_run = {
-        condition: {
-            folder: {k: _finite(v) for k, v in
-                     metrics.run_metrics(steps, returns, **normalization).items()}
-            for folder, (steps, returns) in zip(folders[condition], runs, strict=True)
-        }
-        for condition, runs in finished.items()
-    }
+    values = {condition: [metrics.run_metrics(steps, returns, **normalization)
+                          for steps, returns in runs] for condition, runs in finished.items()}
+    summary = metrics.summarize(finished, reference=reference, alpha=alpha, runs=values,
+                                **normalization)
+    per_run = {condition: {folder: {k: _finite(v) for k, v in run.items()}
+                           for folder, run in zip(folders[condition], values[condition],
+                                                  strict=True)}
+               for condition in finished}
     design = sequential.design_of(spec)
     final = True
     if design is not None and reference is not None:
-        first = int(spec.get("seed", 0))
-        columns = {c: _seed_columns(per_run[c], first) for c in finished}
+        seeds = {c: _seed_columns(folders[c], values[c], int(spec.get("seed", 0)))
+                 for c in finished}
         for condition, entry in summary["conditions"].items():
             if condition != reference:
-                entry["sequential"] = sequential.analyze(columns[condition],
-                                                         columns[reference], design)
+                entry["sequential"] = sequential.analyze(seeds[condition], seeds[reference],
+                                                         design)
         final = bool((study.get("sequential") or {}).get("done"))
     # planned comparisons without runs enter Holm with p = 1: m is the planned family's size
     planned = sum(c != "scratch" for c in spec["conditions"])
     verdicts.judge([summary], alpha, planned=planned, final=final)
     runs = {c: {"finished": len(folders[c]), **not_used[c]} for c in spec["conditions"]}
+    for condition, record in runs.items():  # each diverged run: where, and held at what
+        record["diverged"] = [_diverged(name, *finished[condition][folders[condition].index(
+            name)], normalization) for name in record.get("diverged", [])]
     return {
         "study": name, "source": _env_label(spec["source"]),
         "target": _env_label(spec["target"]), "algo": spec["algo"],
         "threshold": study["threshold"], "threshold_from": study.get("threshold_from"),
         "random_return": study["target_random_return"], "budget": budget,
         "runs": runs, "warnings": run_warnings(runs), "metrics": summary, "alpha": alpha,
-        "verdict_rule": verdicts.rule(alpha), "seed_note": seed_note(summary, alpha, design),
+        "verdict_rule": verdicts.rule(alpha),
+        "seed_note": seed_note(summary, alpha, None if design else {
+            c: metrics.table(v) for c, v in values.items()}),
         "per_run": per_run,
         "sequential": ({**design.to_dict(), "looks": design.looks, "done": final}
                        if design is not None else None),
     }
 
 
-def _seed_columns(runs: Mapping[str, Mapping[str, float | None]],
+def _seed_columns(folders: list[str], values: list[dict[str, float]],
                   first: int) -> dict[str, Any]:
-    """Per-run metrics of one condition in seed order, cut at the first missing seed (a look
+    """One condition's per-run metrics in seed order, cut at the first missing seed (a look
     uses seeds first..first+n-1 of each arm: all of them, or it is not taken)."""
-    import numpy as np
-
+    by_folder = dict(zip(folders, values, strict=True))
     rows = []
-    for k in range(first, first + len(runs) + 1):
-        run = runs.get(f"seed_{k}")
-        if run is None:
-            break
+    while (run := by_folder.get(f"seed_{first + len(rows)}")) is not None:
         rows.append(run)
-    keys = ("auc", "failed", "time_to_threshold")
-    return {key: np.array([math.inf if r[key] is None else r[key] for r in rows], dtype=float)
-            for key in keys}
+    if not rows:
+        return {key: np.zeros(0) for key in ("auc", "failed", "time_to_threshold")}
+    return metrics.table(rows)
+
+
+def _diverged(name: str, steps: Any, returns: Any,
+              normalization: Mapping[str, Any]) -> dict[str, Any]:
+    return {"run": name, "at": int(steps[-1]), "held_at": metrics.failure_floor(
+        steps, returns, random_return=normalization["random_return"],
+        threshold=normalization["threshold"])}
 
 
 def seed_note(summary: Mapping[str, Any], alpha: float,
-              design: sequential.Design | None = None) -> str | None:
+              seeds: Mapping[str, Mapping[str, Any]] | None = None) -> str | None:
     """What the study's seed count risks: why no claim is made when a comparison has fewer
-    runs than a claim needs, or, with a fixed seed count, what in the data makes it
-    unreliable (failed or never-reaching runs in one arm only, strongly unequal spread),
-    with the advice to use --seeds auto."""
+    runs than a claim needs, or, for a fixed seed count (`seeds`: each condition's per-run
+    metrics), what in the data makes it unreliable (failed runs in one arm only, strongly
+    unequal spread), with the advice to use --seeds auto."""
     reference = summary.get("reference")
     if reference is None:
         return None
@@ -205,30 +214,14 @@ def seed_note(summary: Mapping[str, Any], alpha: float,
         n = min(summary["conditions"][name]["n_runs"] for name in few)
         return f"No claim is possible for {', '.join(few)}. " + verdicts.too_few_runs_reason(
             n, n_ref, alpha)
-    if design is not None:
-        return None
-    reasons = [f"{name}: {why}" for name, why in disagreements(summary).items()]
+    reasons = [f"{name}: {why}" for name in summary["conditions"] if name != reference and seeds
+               and (why := sequential.disagreement(seeds[name], seeds[reference], reach=False))]
     if not reasons:
         return None
     return (f"With {n_ref} fixed seeds these comparisons rest on outcomes that disagree "
             f"between the arms ({'; '.join(reasons)}); a mean over few seeds then claims "
             "too often (benchmarks/README.md, calibration). Run it with --seeds auto, which "
             "adds seeds until the verdict is clear.")
-
-
-def disagreements(summary: Mapping[str, Any]) -> dict[str, str]:
-    """Per compared condition, why its outcomes and scratch's disagree (see
-    `sequential.disagreement`), from the summary's per-condition counts."""
-    reference = summary["reference"]
-    ref = summary["conditions"][reference]
-    out = {}
-    for name, data in summary["conditions"].items():
-        if name == reference:
-            continue
-        why = sequential.disagreement_of(data, ref)
-        if why:
-            out[name] = why
-    return out
 
 
 def _env_label(env: dict[str, Any]) -> str:

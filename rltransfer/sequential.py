@@ -212,34 +212,22 @@ Columns = dict[str, np.ndarray]
 time_to_threshold, ...)."""
 
 
-def disagreement(x: Columns, y: Columns) -> str | None:
-    """Why the outcomes of a condition (`x`) and scratch (`y`) disagree, so that an interim
-    crossing does not count, or None (see `_disagree`)."""
-    def arm(cols: Columns) -> tuple[int, int, int, float]:
-        auc = cols["auc"]
-        return (auc.size, int(cols["failed"].sum()), int(np.isinf(cols["time_to_threshold"]).sum()),
-                float(np.std(auc, ddof=1)) if auc.size > 1 else 0.0)
-    return _disagree(arm(x), arm(y))
-
-
-def disagreement_of(entry: Mapping[str, Any], ref: Mapping[str, Any]) -> str | None:
-    """What makes a fixed seed count unreliable, from two conditions' entries of a
-    `metrics.summarize` result: failed runs in one arm only, or strongly unequal spread
-    (reach counts are left out: they differ whenever a transfer works)."""
-    def arm(data: Mapping[str, Any]) -> tuple[int, int, int, float]:
-        return (data["n_runs"], data.get("failed_runs", 0), 0, data.get("sd_auc") or 0.0)
-    return _disagree(arm(entry), arm(ref))
-
-
-def _disagree(x: tuple[int, int, int, float], y: tuple[int, int, int, float]) -> str | None:
-    """Failed runs in one arm only, runs that never reach the threshold in one arm only, or
-    area SDs more than `SPREAD_RATIO` apart; each arm is (runs, failed, not reaching, SD)."""
-    (n, failed, short, sd), (m, failed_ref, short_ref, sd_ref) = x, y
+def disagreement(x: Columns, y: Columns, reach: bool = True) -> str | None:
+    """Why the outcomes of a condition (`x`) and scratch (`y`) disagree, or None: failed runs
+    in one arm only, runs that never reach the threshold in one arm only (`reach`; left out
+    where it is not a warning sign: it differs whenever a transfer works), or area SDs more
+    than `SPREAD_RATIO` apart."""
+    n, m = x["auc"].size, y["auc"].size
+    failed, failed_ref = int(x["failed"].sum()), int(y["failed"].sum())
     if (failed > 0) != (failed_ref > 0):
         return f"failed runs in one arm only ({failed} of {n} vs scratch's {failed_ref} of {m})"
-    if (short > 0) != (short_ref > 0):
+    short = int(np.isinf(x["time_to_threshold"]).sum())
+    short_ref = int(np.isinf(y["time_to_threshold"]).sum())
+    if reach and (short > 0) != (short_ref > 0):
         return (f"runs that never reach the threshold in one arm only ({n - short}/{n} vs "
                 f"scratch's {m - short_ref}/{m} reach it)")
+    sd = float(np.std(x["auc"], ddof=1)) if n > 1 else 0.0
+    sd_ref = float(np.std(y["auc"], ddof=1)) if m > 1 else 0.0
     low, high = sorted((sd, sd_ref))
     if high > SPREAD_RATIO * low and high > 1e-6:
         ratio = "an unbounded" if low == 0 else f"a {high / low:.1f}-fold"

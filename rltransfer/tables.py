@@ -83,10 +83,10 @@ def run_warnings(runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
         total = finished + len(failed) + len(left_out)
         diverged = record.get("diverged") or []
         if diverged:
-            lines.append(f"{condition}: {_how_many(len(diverged), total)} diverged "
-                         f"({', '.join(diverged)}): each is an outcome, its curve held at the "
-                         "worst its score allows from the step it diverged (the random "
-                         "policy's level, or its last evaluation if that was lower)")
+            held = "; ".join(f"{d['run']} from step {d['at']:,}, held at {d['held_at']}"
+                             for d in diverged)
+            lines.append(f"{condition}: {_how_many(len(diverged), total)} diverged ({held}): "
+                         "each counts as an outcome, at the worst its score allows")
         if failed:
             lines.append(f"{condition}: {_how_many(len(failed), total)} failed "
                          f"({_failures_text(failed)}); "

@@ -202,3 +202,65 @@ def test_a_matrix_cell_without_scratch_runs_keeps_its_place_in_the_family():
     verdict.judge([cell, no_scratch], 0.05, planned=2)
     assert cell["conditions"]["finetune"]["verdict"]["m"] == 2
     assert no_scratch["conditions"]["finetune"]["verdict"]["label"] == verdict.NO_TEST
+
+
+def _hand_study(tmp_path, curves, write_run, **spec):
+    from rltransfer.io_utils import atomic_write_json
+
+    study = tmp_path / "s"
+    atomic_write_json(study / "study.json", {
+        "spec": {"source": {"id": "CartPole-v1", "params": {}},
+                 "target": {"id": "CartPole-v1", "params": {"length": 1.0}}, "algo": "ppo",
+                 "conditions": list(curves), "seeds": 5, "seed": 0, "timesteps": 400,
+                 "source_timesteps": 1000, "out": str(tmp_path), **spec},
+        "target_agent": {"hparams": {"n_steps": 32}}, "command": "python -m rltransfer run x y",
+        "threshold": 100.0, "threshold_from": "--threshold", "target_random_return": 0.0})
+    for condition, runs in curves.items():
+        for seed, returns in enumerate(runs):
+            write_run(study / condition / f"seed_{seed}", STEPS, returns, "done")
+    return study
+
+
+def test_a_study_whose_transfer_diverges_reports_it_as_negative(tmp_path, write_run):
+    """5 of 10 finetune runs diverge: dropped, the rest would look like scratch; counted, the
+    condition's area is worse, the warning says where each run was held."""
+    rng = np.random.default_rng(8)
+    scratch = [list(np.array([0, 60, 100, 110, 110]) + rng.normal(0, 3, 5)) for _ in range(10)]
+    finetune = [list(np.array([0, 60, 100, 110, 110]) + rng.normal(0, 3, 5)) for _ in range(10)]
+    study = _hand_study(tmp_path, {"scratch": scratch, "finetune": finetune}, write_run)
+    for seed in (0, 2, 4, 6, 8):
+        (study / "finetune" / f"seed_{seed}" / "status.json").write_text(json.dumps(
+            {"state": "failed", "error": "Diverged: NaN", "diverged": True,
+             "diverged_at": 150}))
+    from rltransfer.report import summarize_study
+
+    result = summarize_study(study)
+    finetune = result["metrics"]["conditions"]["finetune"]
+    assert finetune["n_runs"] == 10 and finetune["failed_runs"] == 5
+    assert finetune["verdict"]["label"] == verdict.NEGATIVE
+    assert "5/10 runs failed vs scratch's 0/10" in finetune["verdict"]["reading"]
+    assert result["runs"]["finetune"]["diverged"][0] == {
+        "run": "seed_0", "at": 150, "held_at": "the random policy's level"}
+    assert ("finetune: 5 of 10 runs diverged (seed_0 from step 150, held at the random "
+            "policy's level;") in result["warnings"][0]
+    assert "failed runs in one arm only (5 of 10 vs scratch's 0 of 10)" in result["seed_note"]
+    assert "--seeds auto" in result["seed_note"]
+
+
+def test_an_auto_study_report_judges_on_the_repeated_p_value(tmp_path, write_run):
+    rng = np.random.default_rng(9)
+    scratch = [list(np.array([0, 40, 80, 115, 120]) + rng.normal(0, 4, 5)) for _ in range(10)]
+    better = [list(np.array([60, 110, 120, 122, 122]) + rng.normal(0, 4, 5)) for _ in range(10)]
+    study = _hand_study(tmp_path, {"scratch": scratch, "finetune": better}, write_run,
+                        sequential="auto:first=5,step=5,max=20")
+    from rltransfer.report import summarize_study
+
+    result = summarize_study(study)
+    finetune = result["metrics"]["conditions"]["finetune"]
+    looks = finetune["sequential"]["looks"]
+    assert [look["n"] for look in looks] == [5, 10]
+    assert finetune["sequential"]["p_value"] == min(look["level"] for look in looks)
+    assert finetune["verdict"]["p_holm"] == finetune["sequential"]["p_value"]
+    assert finetune["verdict"]["label"] == verdict.POSITIVE
+    assert "over 2 looks" in finetune["verdict"]["reason"]
+    assert result["sequential"]["done"] is False and result["seed_note"] is None

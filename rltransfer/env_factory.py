@@ -108,8 +108,9 @@ def make_env(spec: EnvSpec, render_mode: str | None = None, monitor: bool = Fals
     if render_mode == "rgb_array":
         headless_rendering()  # before the env's first render starts pygame's display
     try:
-        if family is None:
-            env = gym.make(base_id, render_mode=render_mode)
+        if family is None:  # an env whose constructor takes no render_mode works too
+            env = gym.make(base_id, **({} if render_mode is None else
+                                       {"render_mode": render_mode}))
             env = Monitor(env) if monitor else env
         else:
             env = family.make(base_id, params, render_mode=render_mode,

@@ -232,10 +232,11 @@ class Test:
     p_value: float | None
     df: float | None
     note: str | None = None
+    method: str = "Welch t"
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.estimate.to_dict(), "p_value": self.p_value, "df": self.df,
-                "method": "Welch t", "note": self.note}
+                "method": self.method, "note": self.note}
 
 
 SCORE_RESOLUTION = 1e-6
@@ -246,24 +247,33 @@ are rounding, not data: a sample whose values all lie within it does not vary.""
 def welch(x: ArrayLike, y: ArrayLike, confidence: float = 0.95) -> Test:
     """Welch's t interval and test for ``mean(x) - mean(y)`` (unequal variances).
 
-    Undefined (None) with fewer than 2 values in a sample, and when neither sample varies
-    by more than `SCORE_RESOLUTION` (the t statistic would rest on rounding noise: 0/0 or
-    a knife edge between "no test" and p = 1e-26), so no test is possible and none is claimed.
+    Undefined (None) with fewer than 2 values in a sample. When neither sample varies by
+    more than `SCORE_RESOLUTION` the t statistic would rest on rounding noise (0/0, or a
+    knife edge between "no test" and p = 1e-26): the samples are then either equal (p = 1)
+    or completely separated, and the p-value is the exact permutation test's,
+    `smallest_permutation_p` (0.0079 at 5 vs 5), with no interval.
     """
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     point = float(np.mean(x) - np.mean(y))
     if min(x.size, y.size) < 2:
         return Test(Estimate(point, None, None), None, None, "fewer than 2 runs")
-    if not testable(x, y):
-        return Test(Estimate(point, None, None), None, None,
+    if not testable(x, y):  # e.g. a deterministic env: the exact permutation test
+        p = smallest_permutation_p(x.size, y.size) if abs(point) > SCORE_RESOLUTION else 1.0
+        return Test(Estimate(point, None, None), p, None,
                     f"no variability in either sample (every run within {SCORE_RESOLUTION:g} "
-                    "of its condition's others): no test")
+                    "of its condition's others): exact permutation p", "exact permutation")
     with warnings.catch_warnings():  # one constant sample is fine: its variance is 0
         warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
         result = stats.ttest_ind(x, y, equal_var=False)
         ci = result.confidence_interval(confidence)
     return Test(Estimate(point, float(ci.low), float(ci.high)), float(result.pvalue),
                 float(result.df))
+
+
+def smallest_permutation_p(n: int, m: int) -> float:
+    """The smallest two-sided p-value an exact permutation test can reach with n vs m runs:
+    that of complete separation."""
+    return min(1.0, 2 / math.comb(n + m, n))
 
 
 def testable(x: np.ndarray, y: np.ndarray) -> bool:

@@ -248,8 +248,10 @@ def look(x: Columns, y: Columns, index: int, design: Design) -> dict[str, Any]:
     n = design.looks[index]
     xs, ys = ({key: value[:n] for key, value in cols.items()} for cols in (x, y))
     difference = float(np.mean(xs["auc"]) - np.mean(ys["auc"]))
-    p = skew_corrected_p(xs["auc"], ys["auc"]) if metrics.testable(xs["auc"],
-                                                                    ys["auc"]) else None
+    if metrics.testable(xs["auc"], ys["auc"]):
+        p: float | None = skew_corrected_p(xs["auc"], ys["auc"])
+    else:  # fewer than 2 runs, or no variability (exact permutation p)
+        p = metrics.welch(xs["auc"], ys["auc"]).p_value
     z = z_of(p, difference)
     why = disagreement(xs, ys)
     counts = index == len(design.looks) - 1 or why is None

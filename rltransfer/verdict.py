@@ -19,7 +19,6 @@ Pure functions on `metrics.summarize` output; no I/O.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
@@ -75,9 +74,7 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return adjusted
 
 
-def smallest_permutation_p(n: int, m: int) -> float:
-    """The smallest two-sided p-value an exact permutation test can reach with n vs m runs."""
-    return min(1.0, 2 / math.comb(n + m, n))
+smallest_permutation_p = metrics.smallest_permutation_p
 
 
 def too_few_runs_reason(n: int, m: int, alpha: float) -> str:
@@ -200,6 +197,8 @@ def _claim_text(diff: Mapping[str, Any], p_holm: float | None, m: int,
     if p_holm is None:
         return text + ", no test"
     raw = metrics.format_p(diff["p_value"])
+    if diff.get("method") == "exact permutation":
+        raw += " (exact permutation test: no variability within either arm)"
     if sequential is not None:
         raw += (f", repeated {metrics.format_p(sequential['p_value'])} over "
                 f"{len(sequential['looks'])} look{'s' if len(sequential['looks']) != 1 else ''}")

@@ -144,10 +144,11 @@ def test_welch_matches_scipy_and_refuses_what_it_cannot_test():
     assert welch(x, y, confidence=0.99).estimate.low < test.estimate.low
     one = welch([0.3], y)
     assert one.p_value is None and one.estimate.low is None and one.note == "fewer than 2 runs"
-    flat = welch([1.0, 1.0, 1.0], [0.0, 0.0, 0.0])
-    assert flat.p_value is None and "no variability" in flat.note
+    flat = welch([1.0, 1.0, 1.0], [0.0, 0.0, 0.0])  # complete separation, no interval
+    assert flat.p_value == pytest.approx(0.1) and "no variability" in flat.note
+    assert flat.estimate.low is None and flat.method == "exact permutation"
     # rounding noise is not variability: no p = 1e-60 from a 1e-15 wobble
-    assert welch([0.5] * 5, [0.3] * 4 + [0.3 + 1e-15]).p_value is None
+    assert welch([0.5] * 5, [0.3] * 4 + [0.3 + 1e-15]).p_value == pytest.approx(2 / 252)
     assert welch([1.0, 1.0, 1.0], [0.0, 0.1, 0.2]).p_value < 0.05  # one constant sample is fine
 
 

@@ -76,12 +76,20 @@ def _flat(level, n, jitter=None):
     return runs
 
 
-@pytest.mark.parametrize("jitter", [1e-7, 1e-9])
-def test_constant_arms_are_no_test_whatever_the_rounding_noise(jitter):
+@pytest.mark.parametrize("jitter", [0.0, 1e-7, 1e-9])
+def test_constant_arms_get_the_exact_permutation_p_whatever_the_rounding_noise(jitter):
+    """A deterministic env: every run of each arm scores the same (up to rounding noise, not
+    data). The arms are completely separated, and the exact permutation test's p (2/252 at
+    5 vs 5) decides, the same p at every jitter: no knife edge between no test and 1e-26."""
     s = _judged({"scratch": _flat(0.5, 5), "finetune": _flat(0.6, 5, jitter)})
+    diff = s["conditions"]["finetune"]["auc_difference"]
+    assert diff["p_value"] == pytest.approx(2 / 252) and diff["method"] == "exact permutation"
+    assert diff["low"] is None and diff["high"] is None
     v = s["conditions"]["finetune"]["verdict"]
-    assert v["label"] == verdict.NO_TEST
-    assert "no variability" in v["reason"]
+    assert v["label"] == verdict.POSITIVE and "no variability" in v["reason"]
+    same = _judged({"scratch": _flat(0.5, 5), "finetune": _flat(0.5, 5, jitter)})
+    assert same["conditions"]["finetune"]["auc_difference"]["p_value"] == 1.0
+    assert same["conditions"]["finetune"]["verdict"]["label"] == verdict.NO_CLEAR
 
 
 def test_too_few_seeds_is_its_own_label_not_a_tested_null():

@@ -66,12 +66,14 @@ def test_summary_numbers_are_computed_from_the_curves(tmp_path, write_run):
     }, write_run=write_run)
     result = summarize_study(study)
     finetune = result["metrics"]["conditions"]["finetune"]
-    # identical seeds: no variability, so no Welch interval and no test (never a fake one)
+    # identical seeds: no variability, so no Welch interval (never a fake one); the arms are
+    # completely separated: the exact permutation p, 0.1 at 3 vs 3, too few for a claim
     assert finetune["jumpstart"]["point"] == 0.5
-    assert finetune["jumpstart"]["low"] is None and finetune["jumpstart"]["p_value"] is None
+    assert finetune["jumpstart"]["low"] is None
+    assert finetune["jumpstart"]["p_value"] == pytest.approx(0.1)
     assert finetune["auc_difference"]["point"] == pytest.approx(0.9375 - 0.4)
-    assert finetune["verdict"]["label"] == "no test"
-    assert "no variability" in finetune["verdict"]["reason"]
+    assert "no variability" in finetune["auc_difference"]["note"]
+    assert finetune["verdict"]["label"] == "too few seeds to test"
     assert finetune["time_to_threshold"]["point"] == 100
     scratch = result["metrics"]["conditions"]["scratch"]
     assert scratch["time_to_threshold"]["point"] is None
@@ -105,7 +107,9 @@ def test_summary_numbers_are_computed_from_the_curves(tmp_path, write_run):
     ttt = next(r for r in rows if r["condition"] == "scratch" and r["metric"] ==
                "time_to_threshold")
     assert ttt["point"] == "" and "point censored (>400)" in ttt["flags"]
-    assert not any(r["metric"] == "verdict" for r in rows)
+    verdict_row = next(r for r in rows if r["metric"] == "verdict")
+    assert verdict_row["condition"] == "finetune"
+    assert verdict_row["display"] == "too few seeds to test"
 
 
 WIN = [[50, 100, 100, 100, 100], [40, 90, 100, 100, 100], [60, 100, 100, 100, 100],
@@ -285,7 +289,7 @@ def test_a_failed_run_is_named_with_its_error_and_left_out_of_the_metrics(tmp_pa
     assert finetune["n_runs"] == 3
     assert set(result["per_run"]["finetune"]) == {"seed_0", "seed_1", "seed_3"}
     assert finetune["jumpstart"]["point"] == 0.5
-    assert finetune["verdict"]["label"] == "no test"  # identical runs: no variability
+    assert finetune["verdict"]["label"] == "too few seeds to test"  # 3 vs 3
     assert json.loads((study / "summary.json").read_text())["warnings"] == [warning]
 
     markdown = (study / "report.md").read_text()
@@ -296,7 +300,7 @@ def test_a_failed_run_is_named_with_its_error_and_left_out_of_the_metrics(tmp_pa
     assert f"<li>{warning}</li>" in page
     assert page.index("⚠ Warnings") < page.index("<h2>Metrics</h2>")
     text = _table_text(result)
-    assert "3 of 4" in text and "no test" in text
+    assert "3 of 4" in text and "too few seeds to test" in text
     header = (study / "summary.csv").read_text().splitlines()[0]
     assert header == "condition,metric,point,low,high,flags,display"
 

@@ -107,3 +107,28 @@ def test_named_variant_accepts_extra_parameters():
 def test_any_registered_gymnasium_id_works_without_parameters():
     env = make_env(EnvSpec("CartPole-v0"))
     assert env.spec.max_episode_steps == 200
+
+
+class _NoRenderMode(gym.Env):
+    """A user's env whose constructor takes no render_mode."""
+
+    observation_space = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, length: int = 3) -> None:
+        self.length = length
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(1, np.float32), 0.0, True, False, {}
+
+
+def test_an_env_without_render_mode_in_its_constructor_is_made():
+    gym.register("TestNoRenderMode-v0", entry_point=_NoRenderMode)
+    env = make_env(EnvSpec.parse("TestNoRenderMode-v0"))
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (1,) and env.unwrapped.length == 3
+    env.close()

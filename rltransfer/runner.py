@@ -111,10 +111,11 @@ def _sequential(plan_: Plan, record: dict, console: Console, execution: Executio
                                              "counts": {c: design.first for c in conditions},
                                              "done": False})
     study_dir = plan_.study_dir
+    note = "done before this resume"
     while True:
         plan_ = plan_.with_counts(state["counts"])
-        Scheduler(plan_, record, console, execution, resume).run(external)
-        external, resume = None, True
+        Scheduler(plan_, record, console, execution, resume, note).run(external)
+        external, resume, note = None, True, "done at an earlier look"
         if not _all_outcomes(study_dir, plan_):
             return  # runs failed outside training: resume retries them, then looks
         result, _, _ = study_summary(study_dir)

@@ -61,9 +61,11 @@ class Scheduler:
     carried on."""
 
     def __init__(self, plan_: Plan, record: dict[str, Any], console: Console,
-                 execution: Execution, resume: bool) -> None:
+                 execution: Execution, resume: bool,
+                 done_note: str = "done before this resume") -> None:
         self.plan, self.record, self.console = plan_, record, console
         self.execution, self.resume = execution, resume
+        self.done_note = done_note  # what a run already done is called in the progress
         self.dir = plan_.study_dir.resolve()  # absolute: Ray tasks may run elsewhere
         self.threads = execution.torch_threads()
         self.source_error: str | None = None
@@ -123,7 +125,7 @@ class Scheduler:
             state = read_json(status).get("state") if status.is_file() else None
             label = f"{run.condition} seed {run.seed}"
             if state == "done":
-                progress.skip_run(label, run.timesteps, "done before this resume")
+                progress.skip_run(label, run.timesteps, self.done_note)
                 continue
             reference = run.condition == registry.REFERENCE
             if reference and (cached := reuse_scratch(self.plan, run, run_dir)):

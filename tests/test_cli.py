@@ -388,3 +388,34 @@ def test_a_study_stopped_by_its_checks_leaves_no_new_out_folder(tmp_path, capsys
     assert "so layers must be 1..2" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_seeds_auto_adds_batches_until_its_last_look(study, capsys):
+    """--seeds auto:first=2,step=1,max=3: 2 seeds per condition, a look (too few seeds to
+    decide), one more seed for each, the last look; every look in study.json, the repeated
+    p-values in summary.json; the source and the first batch's runs are reused."""
+    out = study.parent
+    assert _run(out, "auto", "--conditions", "scratch,finetune", "--seeds",
+                "auto:first=2,step=1,max=3") == 0
+    printed = capsys.readouterr().out
+    assert "--seeds auto: look at 2 seeds per condition: finetune not decided yet; adding " \
+           "seeds up to 3 (at most 3)" in printed
+    assert "done at an earlier look" in printed
+    assert "--seeds auto: look at 3 seeds per condition: the last look (3 seeds); finetune " \
+           "not decided" in printed
+    record = read_json(out / "auto" / "study.json")
+    assert record["spec"]["protocol"]["seeds"] == 2
+    assert record["spec"]["protocol"]["sequential"] == "auto:first=2,step=1,max=3"
+    sequential = record["sequential"]
+    assert [look["n"] for look in sequential["looks"]] == [2, 3]
+    assert sequential["counts"] == {"scratch": 3, "finetune": 3} and sequential["done"]
+    assert sorted(p.name for p in (out / "auto" / "finetune").iterdir()) == [
+        "seed_0", "seed_1", "seed_2"]
+    summary = read_json(out / "auto" / "summary.json")
+    finetune = summary["metrics"]["conditions"]["finetune"]
+    assert [look["n"] for look in finetune["sequential"]["looks"]] == [2, 3]
+    assert finetune["verdict"]["label"] == "too few seeds to test"
+    assert summary["sequential"] == {"first": 2, "step": 1, "max": 3, "looks": [2, 3],
+                                     "done": True}
+    assert main(["resume", str(out / "auto")]) == 0  # nothing left: no run trains again
+    assert "done before this resume" in capsys.readouterr().out

@@ -2,9 +2,10 @@
 
 A study starts with a first batch of seeds per condition and adds batches (scratch's too)
 until every condition's verdict is decided or the maximum is reached. Each comparison
-(condition vs scratch) is looked at after every batch with the fixed study's Welch t on the
-normalized area, corrected for skewness (Hall 1992; `skew_corrected_p`) and turned into a
-standard normal z through its two-sided p-value, against boundaries from an α-spending
+(condition vs scratch) is looked at after every batch with the fixed study's primary test on
+the normalized area (`metrics.skew_checked_p`: Welch's t, checked against its skewness-
+corrected version) turned into a standard normal z through its two-sided p-value, against
+boundaries from an α-spending
 function (Lan & DeMets 1983):
 
     α(t) = α · t^ρ,   t = seeds so far / maximum seeds
@@ -178,26 +179,6 @@ def level_crossed(z: float, look: int, fractions: tuple[float, ...]) -> float:
     return float(math.exp(np.interp(-abs(z), -column, logs)))
 
 
-def skew_corrected_p(x: np.ndarray, y: np.ndarray) -> float:
-    """Two-sided p-value of Welch's t with Hall's (1992) skewness correction, as in Luh &
-    Guo (1999): T -> T + γT²/3 + γ²T³/27 + γ/6, γ the estimated skewness of the difference
-    of means, referred to Student's t with Welch's df. A sample with seeds that fail to learn
-    is skewed, and Welch's t alone then claims too often (`benchmarks/calibration.py`)."""
-    n, m = x.size, y.size
-    vx, vy = float(np.var(x, ddof=1)) / n, float(np.var(y, ddof=1)) / m
-    se = math.sqrt(vx + vy)
-    t = (float(np.mean(x)) - float(np.mean(y))) / se
-
-    def third(a: np.ndarray) -> float:  # unbiased third central moment
-        k = a.size
-        return 0.0 if k < 3 else k / ((k - 1) * (k - 2)) * float(np.sum((a - a.mean()) ** 3))
-
-    gamma = (third(x) / n ** 2 - third(y) / m ** 2) / se ** 3
-    h = t + gamma * t * t / 3 + gamma * gamma * t ** 3 / 27 + gamma / 6
-    df = (vx + vy) ** 2 / ((vx ** 2 / (n - 1) if vx else 0.0) + (vy ** 2 / (m - 1) if vy else 0.0))
-    return float(min(1.0, 2 * stats.t.sf(abs(h), df)))
-
-
 def z_of(p: float | None, sign: float) -> float:
     """The standard normal z with two-sided p-value `p`, signed (0 when there is no test)."""
     if p is None or sign == 0:
@@ -249,7 +230,7 @@ def look(x: Columns, y: Columns, index: int, design: Design) -> dict[str, Any]:
     xs, ys = ({key: value[:n] for key, value in cols.items()} for cols in (x, y))
     difference = float(np.mean(xs["auc"]) - np.mean(ys["auc"]))
     if metrics.testable(xs["auc"], ys["auc"]):
-        p: float | None = skew_corrected_p(xs["auc"], ys["auc"])
+        p: float | None = metrics.skew_checked_p(xs["auc"], ys["auc"])
     else:  # fewer than 2 runs, or no variability (exact permutation p)
         p = metrics.welch(xs["auc"], ys["auc"]).p_value
     z = z_of(p, difference)

@@ -106,8 +106,8 @@ def _add_study_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--alpha", type=float, default=S, metavar="A",
                      help="level of the verdict, fixed before the study: a condition is "
                           "positive/negative transfer when the Holm-corrected Welch t test "
-                          "of its area difference against scratch has p <= A; intervals are "
-                          "1-A (default: 0.05)")
+                          "(skew-checked) of its area difference against scratch has p <= A; "
+                          "intervals are 1-A (default: 0.05)")
     run.add_argument("--n-envs", type=int, default=S, metavar="N",
                      help="parallel envs per run (default: the preset's n_envs)")
     run.add_argument("--hparams", nargs="+", action="extend", default=S, metavar="KEY=VALUE",

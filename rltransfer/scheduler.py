@@ -116,16 +116,22 @@ class Scheduler:
         return str(self.dir / "source" / "model.zip")
 
     def _target_jobs(self, progress: StudyProgress) -> list[Job]:
-        """A job per run not done yet; done runs (and cached scratch runs) are skipped."""
+        """A job per run not done yet; done runs, runs whose training diverged (outcomes:
+        the same seed would diverge again) and cached scratch runs are skipped."""
         jobs = []
         for run in self.plan.target_runs():
             key = run_key(run)
             run_dir = self.dir / key
             status = run_dir / "status.json"
-            state = read_json(status).get("state") if status.is_file() else None
+            record = read_json(status) if status.is_file() else {}
+            state = record.get("state")
             label = f"{run.condition} seed {run.seed}"
             if state == "done":
                 progress.skip_run(label, run.timesteps, self.done_note)
+                continue
+            if state == "failed" and record.get("diverged"):
+                progress.skip_run(label, run.timesteps, "diverged: an outcome of its "
+                                  "condition, not run again")
                 continue
             reference = run.condition == registry.REFERENCE
             if reference and (cached := reuse_scratch(self.plan, run, run_dir)):

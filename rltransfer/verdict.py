@@ -40,9 +40,10 @@ def rule(alpha: float = metrics.DEFAULT_ALPHA) -> str:
     return (
         "The primary claim, fixed before the study, is the difference in mean normalized area "
         "under the learning curve (condition − scratch; 0 = random, 1 = threshold), with a "
-        f"{metrics.percent(1 - alpha)} Welch t interval and a two-sided Welch t test. The "
-        "p-values of all "
-        "conditions of the study (all conditions × cells of a matrix) are Holm-corrected "
+        f"{metrics.percent(1 - alpha)} Welch t interval and a two-sided Welch t test checked "
+        "against its skewness-corrected version (Hall 1992): the p-value is the larger of "
+        "the two. The p-values of all planned "
+        "comparisons of the study (all conditions × cells of a matrix) are Holm-corrected "
         f"together. A condition is called positive (negative) transfer when its Holm-adjusted "
         f"p-value is at most α = {alpha:g} and the difference is above (below) 0; otherwise "
         f"there is no clear difference. When the claim holds but the condition ends "
@@ -58,7 +59,8 @@ def rule(alpha: float = metrics.DEFAULT_ALPHA) -> str:
 
 def short_rule(alpha: float = metrics.DEFAULT_ALPHA) -> str:
     """The rule in one line, for the terminal."""
-    return (f"verdict = Holm-corrected Welch t test of the area difference vs scratch at "
+    return (f"verdict = Holm-corrected Welch t test (skew-checked) of the area difference vs "
+            f"scratch at "
             f"α = {alpha:g}, with at least {MIN_CLAIM_RUNS} runs each; every other column is "
             "descriptive (full rule in report.md)")
 

@@ -419,3 +419,32 @@ def test_seeds_auto_adds_batches_until_its_last_look(study, capsys):
                                      "done": True}
     assert main(["resume", str(out / "auto")]) == 0  # nothing left: no run trains again
     assert "done before this resume" in capsys.readouterr().out
+
+
+def test_diverged_runs_are_outcomes_that_resume_does_not_train_again(study, capsys,
+                                                                       monkeypatch):
+    """Every run's policy turns NaN after its first update (patched in, so in this process;
+    the source and scratch's runs come from the cache, untouched): finetune's runs are
+    outcomes, the study exits 0 with a warning, and resume leaves them alone."""
+    import torch
+
+    from rltransfer import training
+
+    real = training._diverged
+
+    def poisoned(model):
+        if model.num_timesteps > 0:
+            with torch.no_grad():
+                next(model.policy.parameters()).fill_(float("nan"))
+        return real(model)
+
+    monkeypatch.setattr(training, "_diverged", poisoned)
+    out = study.parent
+    assert _run(out, "nan", "--conditions", "scratch,finetune", "--workers", "1") == 0
+    printed = capsys.readouterr().out
+    assert "finetune: all 2 runs diverged (seed_0 from step" in " ".join(printed.split())
+    summary = read_json(out / "nan" / "summary.json")
+    assert summary["metrics"]["conditions"]["finetune"]["failed_runs"] == 2
+    assert main(["resume", str(out / "nan")]) == 0
+    assert capsys.readouterr().out.count("diverged: an outcome of its condition, not run "
+                                         "again") == 2

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 
+import numpy as np
+import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from rltransfer.io_utils import read_json
@@ -72,3 +74,38 @@ def test_last_evaluation_scores_the_saved_model(tmp_path, tiny_agent):
     env.seed(run.seed + EVAL_SEED_OFFSET)
     score, _ = evaluate_policy(model, env, n_eval_episodes=4, deterministic=True)
     assert score == result.final_return
+
+
+def test_a_run_whose_policy_diverges_is_recorded_as_an_outcome(tiny_agent, tmp_path,
+                                                                 monkeypatch):
+    """The policy's weights become NaN after the first update (patched in, as a too-high
+    learning rate would make them): status.json says diverged and from which step, the
+    evaluations before it are kept, and the report stage reads the run as an outcome."""
+    import json
+
+    import torch
+
+    from rltransfer import training
+    from rltransfer.runfiles import collect_runs
+
+    real = training._diverged
+
+    def poisoned(model):
+        if model.num_timesteps > 0:
+            with torch.no_grad():
+                next(model.policy.parameters()).fill_(float("nan"))
+        return real(model)
+
+    monkeypatch.setattr(training, "_diverged", poisoned)
+    run = RunSpec(EnvSpec("CartPole-v1"), tiny_agent, "scratch", 0, 512, 128, 2)
+    run_dir = tmp_path / "scratch" / "seed_0"
+    with pytest.raises(training.Diverged, match="is not finite after an update"):
+        train_run(run, run_dir)
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "failed" and status["diverged"] is True
+    assert status["diverged_at"] > 0
+    curves, _, not_used = collect_runs(tmp_path, ["scratch"])
+    (steps, returns), = curves["scratch"]
+    assert steps[0] == 0 and steps[-1] == max(status["diverged_at"], steps[-2] + 1)
+    assert np.isnan(returns[-1]) and np.isfinite(returns[:-1]).all()
+    assert not_used["scratch"] == {"failed": [], "diverged": ["seed_0"], "left_out": []}

@@ -21,6 +21,7 @@ import jinja2
 from markupsafe import Markup
 
 from .errors import RLTransferError
+from .metrics import format_p
 from .tables import NO_METRICS, headers, markdown_table, table_note, table_rows, without_metrics
 from .verdict import MIXED, NEGATIVE, NO_CLEAR, POSITIVE, REFERENCE
 
@@ -56,6 +57,7 @@ def _page(result: dict[str, Any], study: dict[str, Any]) -> dict[str, Any]:
                       "css": _verdict_class(verdict["label"])}
                      for name, verdict in _verdicts(result)],
         "no_verdicts": _NO_VERDICTS, "seed_note": result.get("seed_note"),
+        "looks": _looks(result),
         "table_note": table_note(result["alpha"]), "captions": _FIGURE_CAPTIONS,
         "command": study.get("command"), "tensorboard": _tensorboard_command(result, study),
     }
@@ -220,6 +222,44 @@ def _hparams_text(hparams: Mapping[str, Any]) -> str:
                      for k, v in hparams.items())
 
 
+def _looks(result: Mapping[str, Any]) -> list[dict[str, str]]:
+    """--seeds auto: one row per comparison and look (seeds, p, z, the level its boundary
+    crossed, or why the crossing did not count)."""
+    rows = []
+    for name, data in result["metrics"]["conditions"].items():
+        for look in (data.get("sequential") or {}).get("looks", []):
+            level = look["level"]
+            rows.append({"name": name, "n": str(look["n"]), "p": format_p(look["p_value"]),
+                         "z": f"{look['z']:+.2f}",
+                         "level": ("not crossed" if level >= 1 else format_p(level)),
+                         "note": look["disagreement"] and (
+                             f"outcomes disagree: {look['disagreement']}"
+                             + ("" if look["counts"] else " (an interim look: not counted)"))
+                         or ""})
+    return rows
+
+
+def _seeds_text(result: Mapping[str, Any], spec: Mapping[str, Any]) -> str:
+    """What ran and what the seed count risks: a fixed count, or --seeds auto's looks."""
+    design = result.get("sequential")
+    if not design:
+        return (f"{spec['seeds']} per condition (seeds {spec['seed']}–"
+                f"{spec['seed'] + spec['seeds'] - 1}), fixed: a fixed count cannot hold the "
+                "verdict's level when seeds fail to learn in one arm and not the other "
+                "(benchmarks/README.md, calibration); --seeds auto adds seeds until the "
+                "verdict is clear")
+    runs = {c: r["finished"] + len(r["failed"]) + len(r["left_out"])
+            for c, r in result["runs"].items()}
+    most = max(runs.values(), default=0)
+    looks = [n for n in design["looks"] if n <= most]
+    return (f"--seeds auto (first {design['first']}, step {design['step']}, at most "
+            f"{design['max']} per condition): looks at {', '.join(map(str, looks)) or 'none'} "
+            f"seeds; runs per condition: "
+            + ", ".join(f"{c} {n}" for c, n in runs.items())
+            + ("; the study has taken its last look" if design["done"] else
+               "; more looks are planned (resume the study)"))
+
+
 def _description(result: dict[str, Any], study: dict[str, Any]) -> list[tuple[str, str]]:
     """(term, text) pairs of what was compared; text marks code with backticks."""
     spec = study["spec"]
@@ -230,8 +270,7 @@ def _description(result: dict[str, Any], study: dict[str, Any]) -> list[tuple[st
         ("source → target", f"`{result['source']}` → `{result['target']}`"),
         ("what differs", "; ".join(differences) or "nothing: the same environment"),
         ("algorithm", f"{result['algo']}; conditions: {conditions}"),
-        ("seeds", f"{spec['seeds']} per condition (seeds {spec['seed']}–"
-                  f"{spec['seed'] + spec['seeds'] - 1})"),
+        ("seeds", _seeds_text(result, spec)),
         ("budgets", _budgets_text(spec)),
         ("normalization", f"threshold {result['threshold']:g} ({result['threshold_from']}), "
                           f"random policy's return on the target {result['random_return']:.4g}; "

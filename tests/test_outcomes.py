@@ -272,3 +272,34 @@ def test_an_auto_study_report_judges_on_the_repeated_p_value(tmp_path, write_run
     assert finetune["verdict"]["label"] == verdict.POSITIVE
     assert "over 2 looks" in finetune["verdict"]["reason"]
     assert result["sequential"]["done"] is False and result["seed_note"] is None
+
+
+def test_an_auto_study_report_shows_its_looks_and_what_ran(tmp_path, write_run):
+    rng = np.random.default_rng(10)
+    scratch = [list(np.array([0, 40, 80, 115, 120]) + rng.normal(0, 4, 5)) for _ in range(10)]
+    same = [list(np.array([0, 40, 80, 115, 120]) + rng.normal(0, 4, 5)) for _ in range(10)]
+    study = _hand_study(tmp_path, {"scratch": scratch, "finetune": same}, write_run,
+                        sequential="auto:first=5,step=5,max=20")
+    from rltransfer.report import summarize_study
+
+    summarize_study(study)
+    markdown = (study / "report.md").read_text()
+    assert ("**seeds**: --seeds auto (first 5, step 5, at most 20 per condition): looks at 5, "
+            "10 seeds; runs per condition: scratch 10, finetune 10; more looks are planned "
+            "(resume the study)") in markdown
+    assert "**Looks of --seeds auto**" in markdown
+    assert "| finetune | 5 |" in markdown and "| finetune | 10 |" in markdown
+    assert "**finetune: undecided**" in markdown
+    assert "Looks of --seeds auto" in (study / "report.html").read_text()
+
+
+def test_a_fixed_study_report_says_what_its_seed_count_risks(tmp_path, write_run):
+    rng = np.random.default_rng(11)
+    runs = [list(np.array([0, 40, 80, 115, 120]) + rng.normal(0, 4, 5)) for _ in range(5)]
+    study = _hand_study(tmp_path, {"scratch": runs, "finetune": runs}, write_run)
+    from rltransfer.report import summarize_study
+
+    summarize_study(study)
+    assert ("**seeds**: 5 per condition (seeds 0–4), fixed: a fixed count cannot hold the "
+            "verdict's level when seeds fail to learn in one arm and not the other") in (
+        study / "report.md").read_text()

@@ -297,10 +297,11 @@ def traps() -> dict[str, tuple[Model, Model, str]]:
 
 
 def simulate(conditions: list[Model], ref: Model, seeds: int | sequential.Design,
-             rng: np.random.Generator) -> tuple[list[str], float]:
+             rng: np.random.Generator, last: dict | None = None) -> tuple[list[str], float]:
     """One study through the real summary (`metrics.summarize_columns`), sequential
     analysis and verdict: the conditions' labels and the mean seeds per arm it used. With a
-    design, batches are added as the runner adds them (`sequential.next_counts`)."""
+    design, batches are added as the runner adds them (`sequential.next_counts`). `last`,
+    if given, receives the final summary (``last["summary"]``)."""
     most = seeds.max if isinstance(seeds, sequential.Design) else seeds
     arms = {"scratch": _fast_columns(ref.curves(rng, most))}
     for index, model in enumerate(conditions):
@@ -309,6 +310,8 @@ def simulate(conditions: list[Model], ref: Model, seeds: int | sequential.Design
     if not isinstance(seeds, sequential.Design):
         summary = metrics.summarize_columns(arms, budget=BUDGET, verdict_only=True)
         verdict.judge([summary], metrics.DEFAULT_ALPHA)
+        if last is not None:
+            last["summary"] = summary
         return [summary["conditions"][c]["verdict"]["label"] for c in names], float(most)
     counts = {name: seeds.first for name in arms}
     while True:
@@ -321,6 +324,8 @@ def simulate(conditions: list[Model], ref: Model, seeds: int | sequential.Design
         labels = {c: summary["conditions"][c]["verdict"]["label"] for c in names}
         after = sequential.next_counts(seeds, counts, labels, verdict.CLAIMS)
         if after is None:
+            if last is not None:
+                last["summary"] = summary
             used = float(np.mean(list(counts.values())))
             return [verdict.NO_CLEAR if labels[c] == verdict.UNDECIDED else labels[c]
                     for c in names], used
@@ -410,16 +415,31 @@ def shape_coverage_table(studies: int, rng: np.random.Generator) -> None:
     differ (equal mean area), at fixed seed counts."""
     keys = ("auc_difference", "asymptote_gain", "asymptote")
     print(f"\ncoverage, nominal 95%, shape-differing nulls ({studies} studies per cell)")
-    print("| family | interval | 3 seeds | 5 seeds | 10 seeds |\n|---|---|---|---|---|")
+    print("| family | interval | 3 seeds | 5 seeds | 10 seeds | auto |\n|---|---|---|---|---|---|")
     for family, (model, ref) in families().items():
         if "higher plateau" not in family and "mirror" not in family:
             continue
         true = truth(model, ref)
         table = {n: coverage(n, studies, rng, model, ref, true) for n in (3, 5, 10)}
+        auto = auto_coverage(model, ref, studies, rng, true, keys)
         for key in keys:
             print(f"| {family} | {key} | "
-                  + " | ".join(f"{table[n][key][0]:.1%}" for n in (3, 5, 10)) + " |",
-                  flush=True)
+                  + " | ".join(f"{table[n][key][0]:.1%}" for n in (3, 5, 10))
+                  + f" | {auto[key]:.1%} |", flush=True)
+
+
+def auto_coverage(model: Model, ref: Model, studies: int, rng: np.random.Generator,
+                  true: dict[str, float], keys: tuple[str, ...]) -> dict[str, float]:
+    """Coverage of the intervals an auto study reports when it stops (its seeds depend on
+    the data, so this is not the fixed-n coverage)."""
+    hits = {key: 0 for key in keys}
+    for _ in range(studies):
+        last: dict = {}
+        simulate([model], ref, AUTO, rng, last)
+        entry = last["summary"]["conditions"]["c0"]
+        for key in keys:
+            hits[key] += bool(_covers(entry[key], true[key]))
+    return {key: hits[key] / studies for key in keys}
 
 
 def main(argv: list[str] | None = None) -> int:

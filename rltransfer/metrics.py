@@ -272,36 +272,63 @@ def welch(x: ArrayLike, y: ArrayLike, confidence: float = 0.95) -> Test:
 
 
 def primary(x: ArrayLike, y: ArrayLike, confidence: float = 0.95) -> Test:
-    """The primary claim's test of ``mean(x) - mean(y)``: Welch's interval, and as p-value
-    the larger of Welch's and its skewness-corrected version's (`skew_checked_p`); the
-    exact permutation p when neither sample varies (see `welch`)."""
+    """The primary claim's test of ``mean(x) - mean(y)``: Welch's t checked against its
+    skewness-corrected version (Hall 1992, as in Luh & Guo 1999), a claim needing both. The
+    p-value is the larger of the two (`skew_checked_p`) and the interval is the union of the
+    two intervals, the values neither test rejects, so the interval excludes 0 exactly when
+    p <= 1 - confidence. Without variability: the exact permutation p (see `welch`)."""
     test = welch(x, y, confidence)
     if test.df is None:  # no t test: fewer than 2 runs, or no variability
         return test
-    return dataclasses.replace(test, p_value=skew_checked_p(np.asarray(x, dtype=float),
-                                                            np.asarray(y, dtype=float)),
-                               method="Welch t, skew-checked")
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    d, se, gamma, df = _skew_parts(x, y)
+    c = float(stats.t.ppf(0.5 + confidence / 2, df))
+    low, high = d - se * _hall_inverse(c, gamma), d - se * _hall_inverse(-c, gamma)
+    assert test.estimate.low is not None and test.estimate.high is not None
+    return dataclasses.replace(
+        test, estimate=Estimate(d, min(test.estimate.low, low), max(test.estimate.high, high)),
+        p_value=skew_checked_p(x, y), method="Welch t, skew-checked")
 
 
-def skew_checked_p(x: np.ndarray, y: np.ndarray) -> float:
-    """The larger two-sided p-value of Welch's t and of Welch's t with Hall's (1992)
-    skewness correction (T -> T + γT²/3 + γ²T³/27 + γ/6, γ the estimated skewness of the
-    difference of means, as in Luh & Guo 1999), both on Welch's df. Seeds that fail to learn
-    make a sample skewed, and Welch's t alone then claims too often; the correction alone
-    claims too often under heavy symmetric tails; a claim needs both
-    (`benchmarks/calibration.py`). Samples must be testable (`testable`)."""
+def _skew_parts(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
+    """(difference of means, its standard error, γ the estimated skewness of the difference
+    of means, Welch's df)."""
     n, m = x.size, y.size
     vx, vy = float(np.var(x, ddof=1)) / n, float(np.var(y, ddof=1)) / m
     se = math.sqrt(vx + vy)
-    t = (float(np.mean(x)) - float(np.mean(y))) / se
 
     def third(a: np.ndarray) -> float:  # unbiased third central moment
         k = a.size
         return 0.0 if k < 3 else k / ((k - 1) * (k - 2)) * float(np.sum((a - a.mean()) ** 3))
 
     gamma = (third(x) / n ** 2 - third(y) / m ** 2) / se ** 3
-    h = t + gamma * t * t / 3 + gamma * gamma * t ** 3 / 27 + gamma / 6
     df = (vx + vy) ** 2 / ((vx ** 2 / (n - 1) if vx else 0.0) + (vy ** 2 / (m - 1) if vy else 0.0))
+    return float(np.mean(x) - np.mean(y)), se, gamma, df
+
+
+def _hall(t: float, gamma: float) -> float:
+    """Hall's transformation T + γT²/3 + γ²T³/27 + γ/6 (increasing in T)."""
+    return t + gamma * t * t / 3 + gamma * gamma * t ** 3 / 27 + gamma / 6
+
+
+def _hall_inverse(h: float, gamma: float) -> float:
+    """The T with `_hall`(T) = h: (1 + γT/3)³ = 1 + γ(h - γ/6)."""
+    if gamma == 0:
+        return h
+    return 3 * (float(np.cbrt(1 + gamma * (h - gamma / 6))) - 1) / gamma
+
+
+def skew_checked_p(x: np.ndarray, y: np.ndarray) -> float:
+    """The larger two-sided p-value of Welch's t and of Welch's t with Hall's (1992)
+    skewness correction, both on Welch's df. Seeds that fail to learn make a sample skewed,
+    and Welch's t alone then claims too often; the correction alone claims too often under
+    heavy symmetric tails; a claim needs both (`benchmarks/calibration.py`). Samples must
+    be testable (`testable`)."""
+    d, se, gamma, df = _skew_parts(x, y)
+    t = d / se
+    h = _hall(t, gamma)
+    if t * h < 0:  # the two point in opposite directions: no claim either way
+        return 1.0
     return float(min(1.0, 2 * stats.t.sf(min(abs(t), abs(h)), df)))
 
 

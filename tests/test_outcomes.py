@@ -303,3 +303,17 @@ def test_a_fixed_study_report_says_what_its_seed_count_risks(tmp_path, write_run
     assert ("**seeds**: 5 per condition (seeds 0–4), fixed: a fixed count cannot hold the "
             "verdict's level when seeds fail to learn in one arm and not the other") in (
         study / "report.md").read_text()
+
+
+def test_the_primary_interval_excludes_zero_exactly_when_the_test_claims():
+    """Welch's interval joined with the skew-corrected one: what neither test rejects."""
+    rng = np.random.default_rng(12)
+    for _ in range(300):
+        x = rng.normal(0.3, 0.2, 6)
+        x[rng.random(6) < 0.3] -= 0.8  # seeds that fail: a skewed sample
+        y = rng.normal(0.0, 0.1, 6)
+        test = metrics.primary(x, y)
+        welch = metrics.welch(x, y)
+        assert (test.estimate.low > 0 or test.estimate.high < 0) == (test.p_value <= 0.05)
+        assert test.estimate.low <= welch.estimate.low and test.estimate.high >= welch.estimate.high
+        assert test.p_value >= welch.p_value - 1e-12

@@ -252,8 +252,10 @@ def summarize_matrix(folder: Path) -> dict[str, Any]:
     compared = [c for c in base.get("conditions", []) if c != "scratch"]
     # cells not finished yet, or without scratch runs, count with p = 1: m is the planned
     # family's size
+    final = all((summary.get("sequential") or {"done": True})["done"]
+                for _, _, summary in summaries)  # --seeds auto: every study took its last look
     verdicts.judge([summary["metrics"] for _, _, summary in summaries], alpha,
-                   planned=len(compared) * len(sources) * len(targets))
+                   planned=len(compared) * len(sources) * len(targets), final=final)
     cells: dict[str, dict[str, dict[str, Any]]] = {}
     for source, target, summary in summaries:
         for condition, data in summary["metrics"]["conditions"].items():

@@ -675,15 +675,14 @@ def compare(cols: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray], budge
             confidence: float = 0.95, verdict_only: bool = False) -> dict[str, Any]:
     """One condition's per-run columns against the reference's: the primary claim and the
     descriptive effects (see `summarize`)."""
+    differences = {  # every difference of means skew-checked, as the primary claim is
+        key: primary(cols[column], ref[column], confidence).to_dict()
+        for key, column in (("auc_difference", "auc"), ("jumpstart", "initial"),
+                            ("asymptote_gain", "asymptote"))}
     if verdict_only:
-        return {"auc_difference": primary(cols["auc"], ref["auc"], confidence).to_dict(),
-                "jumpstart": welch(cols["initial"], ref["initial"], confidence).to_dict(),
-                "asymptote_gain": welch(cols["asymptote"], ref["asymptote"],
-                                        confidence).to_dict()}
+        return differences
     return {
-        "auc_difference": primary(cols["auc"], ref["auc"], confidence).to_dict(),
-        "jumpstart": welch(cols["initial"], ref["initial"], confidence).to_dict(),
-        "asymptote_gain": welch(cols["asymptote"], ref["asymptote"], confidence).to_dict(),
+        **differences,
         "speedup": speedup(cols["time_to_threshold"], ref["time_to_threshold"], budget,
                            confidence),
         "prob_improvement": prob_improvement(cols["auc"], ref["auc"], confidence),

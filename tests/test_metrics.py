@@ -298,7 +298,7 @@ def test_summary_compares_every_condition_with_scratch():
     finetune = [run([s, 0.8, 0.9, 1.0, 1.0]) for s in rng.normal(0.6, 0.05, 5)]
     c = summarize({"scratch": scratch, "finetune": finetune}, budget=400, **NORM)["conditions"][
         "finetune"]
-    assert c["jumpstart"]["low"] > 0 and c["jumpstart"]["method"] == "Welch t"
+    assert c["jumpstart"]["low"] > 0 and c["jumpstart"]["method"] == "Welch t, skew-checked"
     assert c["auc_difference"]["p_value"] < 0.01 and c["auc_difference"]["low"] > 0
     assert c["prob_improvement"]["point"] == 1.0 and c["prob_improvement"]["low"] < 1.0
     assert c["transfer_ratio"]["low"] > 0

@@ -5,8 +5,7 @@ until every condition's verdict is decided or the maximum is reached. Each compa
 (condition vs scratch) is looked at after every batch with the fixed study's primary test on
 the normalized area (`metrics.skew_checked_p`: Welch's t, checked against its skewness-
 corrected version) turned into a standard normal z through its two-sided p-value, against
-boundaries from an α-spending
-function (Lan & DeMets 1983):
+boundaries from an α-spending function (Lan & DeMets 1983):
 
     α(t) = α · t^ρ,   t = seeds so far / maximum seeds
 

@@ -362,20 +362,21 @@ def _name(design: int | sequential.Design) -> str:
     return "auto (5..20)" if isinstance(design, sequential.Design) else f"{design} seeds"
 
 
-def null_table(studies: int, rng: np.random.Generator, only: str = "") -> None:
+def null_table(studies: int, rng: np.random.Generator, only: str = "",
+               designs: tuple = DESIGNS) -> None:
     """False verdicts per study (and per comparison with 4 conditions) over the null
     families whose name contains one of the comma-separated texts in `only` (all: "")."""
     print(f"false verdicts (any positive, negative or mixed label on a null condition), "
           f"{studies} studies per cell: per study; with 4 conditions also per comparison; "
           "for auto the mean seeds per arm")
-    print("| null family | conditions | " + " | ".join(_name(d) for d in DESIGNS) + " |")
-    print("|---|---|" + "---|" * len(DESIGNS))
+    print("| null family | conditions | " + " | ".join(_name(d) for d in designs) + " |")
+    print("|---|---|" + "---|" * len(designs))
     for family, (model, ref) in families().items():
         if not any(text in family for text in only.split(",")):
             continue
         for k in (1, 4):
             cells = []
-            for d in DESIGNS:
+            for d in designs:
                 r = rates([model] * k, ref, d, studies, rng)
                 cell = f"{r['claim']:.1%}"
                 if k > 1:
@@ -386,26 +387,26 @@ def null_table(studies: int, rng: np.random.Generator, only: str = "") -> None:
             print(f"| {family} | {k} | " + " | ".join(cells) + " |", flush=True)
 
 
-def trap_table(studies: int, rng: np.random.Generator) -> None:
+def trap_table(studies: int, rng: np.random.Generator, designs: tuple = DESIGNS) -> None:
     print(f"\ntraps: share of {studies} studies with the forbidden label (1 condition)")
-    print("| trap | " + " | ".join(_name(d) for d in DESIGNS) + " |\n|---|"
-          + "---|" * len(DESIGNS))
+    print("| trap | " + " | ".join(_name(d) for d in designs) + " |\n|---|"
+          + "---|" * len(designs))
     for trap, (model, ref, forbidden) in traps().items():
         cells = []
-        for d in DESIGNS:
+        for d in designs:
             hits = sum(simulate([model], ref, d, rng)[0][0] == forbidden
                        for _ in range(studies))
             cells.append(f"{hits / studies:.1%}")
         print(f"| {trap} | " + " | ".join(cells) + " |", flush=True)
 
 
-def power_table(studies: int, rng: np.random.Generator) -> None:
+def power_table(studies: int, rng: np.random.Generator, designs: tuple = DESIGNS) -> None:
     sd = float(_fast_columns(SCRATCH.curves(np.random.default_rng(5), TRUTH_RUNS))["auc"].std())
     shifted = replace(SCRATCH, shift=1.5 * sd)
     print(f"\npower: a shift of 1.5 scratch-SDs of the area (+{1.5 * sd:.3f}), 1 condition, "
           f"{studies} studies")
     print("| design | positive | mean seeds per arm |\n|---|---|---|")
-    for d in (*DESIGNS, 8, 9, 12, 16):
+    for d in (*designs, 8, 9, 12, 16):
         r = rates([shifted], SCRATCH, d, studies, rng)
         print(f"| {_name(d)} | {r['positive']:.1%} | {r['seeds']:.1f} |", flush=True)
 
@@ -453,6 +454,9 @@ def main(argv: list[str] | None = None) -> int:
                              "seeds of --seeds auto, coverage where shapes differ")
     parser.add_argument("--parts", default=",".join(PARTS),
                         help=f"with --realistic: which tables ({','.join(PARTS)})")
+    parser.add_argument("--designs", default="5,10,20,auto",
+                        help="with --realistic: fixed seed counts and/or auto (default "
+                             "5,10,20,auto)")
     parser.add_argument("--families", default="",
                         help="with --realistic: only the null families whose name contains "
                              "one of these comma-separated texts (to split the run over "
@@ -461,9 +465,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.realistic:
         started = time.perf_counter()
         rng = np.random.default_rng(args.seed)
-        tables = {"nulls": lambda: null_table(args.studies, rng, args.families),
-                  "traps": lambda: trap_table(args.studies, rng),
-                  "power": lambda: power_table(args.studies, rng),
+        designs = tuple(AUTO if d == "auto" else int(d) for d in args.designs.split(","))
+        tables = {"nulls": lambda: null_table(args.studies, rng, args.families, designs),
+                  "traps": lambda: trap_table(args.studies, rng, designs),
+                  "power": lambda: power_table(args.studies, rng, designs),
                   "coverage": lambda: shape_coverage_table(args.studies, rng)}
         for part in args.parts.split(","):
             tables[part]()

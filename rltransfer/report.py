@@ -215,7 +215,7 @@ def seed_note(summary: Mapping[str, Any], alpha: float,
         return f"No claim is possible for {', '.join(few)}. " + verdicts.too_few_runs_reason(
             n, n_ref, alpha)
     reasons = [f"{name}: {why}" for name in summary["conditions"] if name != reference and seeds
-               and (why := sequential.disagreement(seeds[name], seeds[reference], reach=False))]
+               and (why := sequential.disagreement(seeds[name], seeds[reference]))]
     if not reasons:
         return None
     return (f"With {n_ref} fixed seeds these comparisons rest on outcomes that disagree "

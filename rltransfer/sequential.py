@@ -19,9 +19,9 @@ boundaries were crossed at some look so far. It is a valid p-value whatever the 
 time (a crossing at level α' happens with probability at most α' under the null), so the
 p-values of all comparisons of a study are Holm-adjusted together exactly as in a fixed
 study. At an interim look a crossing counts only when the two arms' outcomes agree (no failed
-or never-reaching runs in one arm only, no strongly unequal spread): when they disagree the
-study goes on. The last look always counts. Counting fewer crossings can only lower the error
-rate. `benchmarks/calibration.py` measures false verdicts, power and seeds used.
+runs in one arm only, no strongly unequal spread): when they disagree the study goes on.
+The last look always counts. Counting fewer crossings can only lower the error rate.
+`benchmarks/calibration.py` measures false verdicts, power and seeds used.
 
 Pure functions; no I/O.
 """
@@ -192,20 +192,14 @@ Columns = dict[str, np.ndarray]
 time_to_threshold, ...)."""
 
 
-def disagreement(x: Columns, y: Columns, reach: bool = True) -> str | None:
-    """Why the outcomes of a condition (`x`) and scratch (`y`) disagree, or None: failed runs
-    in one arm only, runs that never reach the threshold in one arm only (`reach`; left out
-    where it is not a warning sign: it differs whenever a transfer works), or area SDs more
-    than `SPREAD_RATIO` apart."""
+def disagreement(x: Columns, y: Columns) -> str | None:
+    """Why the outcomes of a condition (`x`) and scratch (`y`) disagree, or None: failed
+    runs in one arm only, or area SDs more than `SPREAD_RATIO` apart. (Runs that never reach
+    the threshold in one arm only are not a sign: that is what a transfer that works does.)"""
     n, m = x["auc"].size, y["auc"].size
     failed, failed_ref = int(x["failed"].sum()), int(y["failed"].sum())
     if (failed > 0) != (failed_ref > 0):
         return f"failed runs in one arm only ({failed} of {n} vs scratch's {failed_ref} of {m})"
-    short = int(np.isinf(x["time_to_threshold"]).sum())
-    short_ref = int(np.isinf(y["time_to_threshold"]).sum())
-    if reach and (short > 0) != (short_ref > 0):
-        return (f"runs that never reach the threshold in one arm only ({n - short}/{n} vs "
-                f"scratch's {m - short_ref}/{m} reach it)")
     sd = float(np.std(x["auc"], ddof=1)) if n > 1 else 0.0
     sd_ref = float(np.std(y["auc"], ddof=1)) if m > 1 else 0.0
     low, high = sorted((sd, sd_ref))

@@ -232,7 +232,7 @@ def verdict_rates(seeds: int, studies: int, rng: np.random.Generator, conditions
         verdict.judge([summary], metrics.DEFAULT_ALPHA)
         labels = [summary["conditions"][f"c{i}"]["verdict"]["label"] for i in range(conditions)]
         null = labels[1:] if effect is not None else labels
-        wrong = sum(label != verdict.NO_CLEAR for label in null)
+        wrong = sum(label in verdict.CLAIMS for label in null)
         false_studies += wrong > 0
         false_comparisons += wrong
         comparisons += len(null)

@@ -122,9 +122,10 @@ def run_metrics(
       is before ``budget`` its value is held flat to ``budget``; evaluations after ``budget``
       (a rollout overshooting the budget) are cut off by interpolating at ``budget``.
     - ``time_to_threshold``: the first evaluation step (at most ``budget``) from which the
-      score *stays* at or above 1: that evaluation and the next ``SUSTAIN - 1`` (all the
-      remaining ones when fewer remain), so one noisy evaluation is not a reach;
-      ``math.inf`` if never (censored).
+      score *stays* at or above 1: that evaluation and the next ``SUSTAIN - 1``, so one
+      noisy evaluation is not a reach, nor are the last ``SUSTAIN - 1`` evaluations of a
+      run alone (the run ended before it could show it stays); ``math.inf`` if never
+      (censored).
     - ``failed``: 1.0 when the run failed (a NaN or infinite return: it diverged), else 0.0.
 
     A failed run is an outcome, not a gap: its curve ends at its first non-finite return,
@@ -155,14 +156,19 @@ SUSTAIN = 3
 
 def sustained_time(t: np.ndarray, score: np.ndarray, budget: float) -> float:
     """The first step (at most `budget`) from which the score stays >= 1 for `SUSTAIN`
-    evaluations (all the remaining ones when fewer remain); inf if never. A failed run's
-    curve ends at its worst level (below 1), so it never stays there to its end."""
+    evaluations in a row; inf if never. A reach in the last `SUSTAIN - 1` evaluations is
+    censored: the run ended before it showed the score stays (a curve with fewer than
+    `SUSTAIN` evaluations needs all of them from that step on). A failed run's curve ends at
+    its worst level (below 1), so it never stays there."""
     above = score >= 1.0
     n = above.size
+    window = min(SUSTAIN, n)
     for i in np.flatnonzero(above):
         if t[i] > budget:
             break
-        if above[i:min(i + SUSTAIN, n)].all():
+        if i + window > n and n >= SUSTAIN:
+            break
+        if above[i:i + window].all():
             return float(t[i])
     return math.inf
 

@@ -69,7 +69,8 @@ def test_run_metrics_hand_computed():
     assert m["asymptote"] == pytest.approx((0.5 + 0.75 + 1.0) / 3)
     # trapezoids of width 100: 12.5 + 37.5 + 62.5 + 87.5 = 200 over a budget of 400
     assert m["auc"] == pytest.approx(0.5)
-    assert m["time_to_threshold"] == 400
+    # at the threshold only at the last evaluation: the run ended before it showed it stays
+    assert m["time_to_threshold"] == math.inf
 
 
 def test_auc_holds_last_value_flat_to_budget():
@@ -95,10 +96,17 @@ def test_run_metrics_with_fewer_evaluations_than_the_asymptote_window():
 
 
 def test_time_to_threshold_is_first_step_from_which_the_score_stays_above_threshold():
-    # 1.0 at 200 drops to 0.5 at 300: not a reach; from 400 every remaining evaluation is
-    m = run_metrics(*run([0.2, 0.9, 1.0, 0.5, 1.2]), budget=400, **NORM)
+    # 1.0 at 200 drops to 0.5 at 300: not a reach; from 400 it stays for 3 evaluations
+    t = np.arange(0, 700, 100)
+    m = run_metrics(*run([0.2, 0.9, 1.0, 0.5, 1.2, 1.0, 1.1], t), budget=600, **NORM)
     assert m["time_to_threshold"] == 400
-    assert m["asymptote"] == pytest.approx((1.0 + 0.5 + 1.2) / 3)
+    assert m["asymptote"] == pytest.approx((1.2 + 1.0 + 1.1) / 3)
+    # above from 500 to the end is only 2 evaluations: censored, not a reach at 500
+    m = run_metrics(*run([0.2, 0.9, 1.0, 0.5, 0.9, 1.0, 1.1], t), budget=600, **NORM)
+    assert m["time_to_threshold"] == math.inf
+    # a curve of fewer than SUSTAIN evaluations needs all of them from the step on
+    assert run_metrics(*run([0.5, 1.0], np.array([0, 100])), budget=100, **NORM)[
+        "time_to_threshold"] == 100
 
 
 def test_run_never_reaching_threshold_is_censored():
@@ -261,7 +269,8 @@ def test_summary_means_and_identical_data_intervals():
         assert c[key]["point"] == pytest.approx(value)
         assert c[key]["low"] == c[key]["high"] == c[key]["point"]
     assert c["iqm"]["point"] == pytest.approx(0.75) and c["iqm"]["low"] is None
-    assert c["time_to_threshold"]["point"] == 400
+    # the threshold only at the last evaluation of every run: no run reached it
+    assert c["time_to_threshold"]["point"] is None and c["time_to_threshold"]["reached"] == 0
     assert "jumpstart" not in c  # the reference is not compared with itself
     assert s["alpha"] == 0.05 and set(s["profile"]["conditions"]) == {"scratch"}
 
@@ -282,14 +291,14 @@ def test_condition_with_3_of_5_censored_runs_reports_not_reached():
 
 def test_condition_with_2_of_5_censored_runs_has_censored_high_bound():
     curves = {
-        "scratch": [reach_at(100), reach_at(200), reach_at(300), reach_at(None), reach_at(None)]
-    }
+        "scratch": [reach_at(0), reach_at(100), reach_at(200), reach_at(300), reach_at(None)]
+    }  # reach_at(300) is above at 300 and 400 only: censored like reach_at(None)
     ttt = summarize(curves, budget=400, **NORM)["conditions"]["scratch"]["time_to_threshold"]
-    assert ttt["point"] == 300 and not ttt["point_censored"]
+    assert ttt["point"] == 200 and not ttt["point_censored"]
     assert ttt["high"] is None and ttt["high_censored"]
-    assert ttt["low"] == 100 and not ttt["low_censored"]
+    assert ttt["low"] == 0 and not ttt["low_censored"]
     assert ttt["level"] == pytest.approx(0.9375)
-    assert format_time_to_threshold(ttt) == "300 [100, >400] (93.8% interval) (3/5 reached)"
+    assert format_time_to_threshold(ttt) == "200 [0, >400] (93.8% interval) (3/5 reached)"
 
 
 def test_summary_compares_every_condition_with_scratch():
@@ -308,16 +317,16 @@ def test_summary_compares_every_condition_with_scratch():
 
 
 def test_single_run_conditions_give_unknown_bounds_without_crashing():
-    curves = {"scratch": [reach_at(300)], "finetune": [run([0.5, 1.0, 1.0, 1.0, 1.0])]}
+    curves = {"scratch": [reach_at(200)], "finetune": [run([0.5, 1.0, 1.0, 1.0, 1.0])]}
     c = summarize(curves, budget=400, **NORM)["conditions"]["finetune"]
     for key in ("initial", "asymptote", "auc", "iqm", "jumpstart", "prob_improvement",
                 "auc_difference"):
         assert c[key]["point"] is not None
         assert c[key]["low"] is None and c[key]["high"] is None
-    assert c["speedup"]["point"] == pytest.approx(3.0)
+    assert c["speedup"]["point"] == pytest.approx(2.0)
     assert format_estimate(c["initial"]) == "0.50"
     assert format_time_to_threshold(c["time_to_threshold"]) == "100 (1/1 reached)"
-    assert format_speedup(c["speedup"]) == "3.00x"
+    assert format_speedup(c["speedup"]) == "2.00x"
 
 
 def test_summary_is_strict_json_and_deterministic():

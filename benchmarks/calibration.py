@@ -135,9 +135,10 @@ def _fast_columns(scores: np.ndarray) -> dict[str, np.ndarray]:
         scores[rows] = np.where(later, worst[:, None], scores[rows])
     auc = np.trapezoid(scores, STEPS, axis=1) / BUDGET
     above = scores >= 1.0
-    hit = above.copy()  # stays >= 1 for SUSTAIN evaluations (the remaining ones at the end)
+    hit = above.copy()  # stays >= 1 for SUSTAIN evaluations in a row
     for k in range(1, metrics.SUSTAIN):
         hit[:, :-k] &= above[:, k:]
+        hit[:, -k] = False  # the run ended before it showed the score stays
     first = np.where(hit.any(axis=1), STEPS[np.argmax(hit, axis=1)], np.inf)
     asymptote = np.where(failed, scores[:, -1], scores[:, -metrics.ASYMPTOTE_WINDOW:].mean(1))
     return {"initial": scores[:, 0], "asymptote": asymptote, "auc": auc,
@@ -388,16 +389,37 @@ def null_table(studies: int, rng: np.random.Generator, only: str = "",
 
 
 def trap_table(studies: int, rng: np.random.Generator, designs: tuple = DESIGNS) -> None:
-    print(f"\ntraps: share of {studies} studies with the forbidden label (1 condition)")
+    """Per trap and design: the share of studies with the forbidden label, and in brackets
+    the share among the studies whose sample shows the trap: for the diverging trap, a
+    diverged condition run and a lower mean area (a sample without one cannot show it); for
+    the others, all studies. Then the labels of each trap at each design."""
+    print(f"\ntraps: share of {studies} studies with the forbidden label (1 condition); in "
+          "brackets: among the studies whose sample shows the trap")
     print("| trap | " + " | ".join(_name(d) for d in designs) + " |\n|---|"
           + "---|" * len(designs))
+    spread = []
     for trap, (model, ref, forbidden) in traps().items():
         cells = []
         for d in designs:
-            hits = sum(simulate([model], ref, d, rng)[0][0] == forbidden
-                       for _ in range(studies))
-            cells.append(f"{hits / studies:.1%}")
+            labels, shown, hits = {}, 0, 0
+            for _ in range(studies):
+                last: dict = {}
+                label = simulate([model], ref, d, rng, last)[0][0]
+                labels[label] = labels.get(label, 0) + 1
+                entry = last["summary"]["conditions"]["c0"]
+                show = model.diverge == 0 or (entry.get("failed_runs", 0) > 0
+                                              and entry["auc_difference"]["point"] < 0)
+                shown += show
+                hits += show and label == forbidden
+            cell = f"{labels.get(forbidden, 0) / studies:.1%}"
+            if model.diverge:
+                cell += f" ({hits / max(shown, 1):.1%} of {shown})"
+            cells.append(cell)
+            spread.append(f"| {trap.split(':')[0]} | {_name(d)} | " + ", ".join(
+                f"{k} {v / studies:.1%}" for k, v in sorted(labels.items(),
+                                                            key=lambda kv: -kv[1])) + " |")
         print(f"| {trap} | " + " | ".join(cells) + " |", flush=True)
+    print("\n| trap | design | labels |\n|---|---|---|\n" + "\n".join(spread))
 
 
 def power_table(studies: int, rng: np.random.Generator, designs: tuple = DESIGNS) -> None:

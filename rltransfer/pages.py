@@ -23,7 +23,7 @@ from markupsafe import Markup
 from .errors import RLTransferError
 from .metrics import format_p
 from .tables import NO_METRICS, headers, markdown_table, table_note, table_rows, without_metrics
-from .verdict import MIXED, NEGATIVE, NO_CLEAR, POSITIVE, REFERENCE
+from .verdict import FAILED_RUNS, MIXED, NEGATIVE, NO_CLEAR, POSITIVE, REFERENCE
 
 
 def report_markdown(result: dict[str, Any], study: dict[str, Any]) -> str:
@@ -154,7 +154,7 @@ def _tensorboard_command(result: dict[str, Any], study: dict[str, Any]) -> str:
 
 
 _VERDICT_CLASSES = {POSITIVE: "positive", NEGATIVE: "negative", NO_CLEAR: "inconclusive",
-                    MIXED: "mixed",
+                    MIXED: "mixed", FAILED_RUNS: "mixed",
                     REFERENCE: "reference", NO_VERDICT: "missing"}
 
 

@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import metrics
-from .verdict import MIXED, NEGATIVE, NO_CLEAR, POSITIVE, REFERENCE, UNDECIDED
+from .verdict import FAILED_RUNS, MIXED, NEGATIVE, NO_CLEAR, POSITIVE, REFERENCE, UNDECIDED
 
 # --------------------------------------------------------------------------- the registry
 
@@ -195,7 +195,7 @@ def markdown_table(result: dict[str, Any]) -> str:
 
 
 _TERMINAL_STYLES = {POSITIVE: "bold green", NEGATIVE: "bold red", NO_CLEAR: "dim",
-                    MIXED: "bold yellow", UNDECIDED: "yellow"}
+                    MIXED: "bold yellow", UNDECIDED: "yellow", FAILED_RUNS: "yellow"}
 _TERMINAL_WARNING = "bold yellow"
 
 

@@ -7,7 +7,10 @@ Holm-adjusted together, and a condition is called positive or negative transfer 
 its adjusted p-value is at most ``alpha`` and both it and scratch have at least
 `MIN_CLAIM_RUNS` runs (failed runs count: they are outcomes). A claim whose curves disagree
 with it (area above scratch's, but the condition ends significantly lower or reaches the
-threshold in fewer runs; or the reverse) is "mixed", with both facts. Everything else in the
+threshold in fewer runs; or the reverse) is "mixed", with both facts. A difference that is
+not clear while runs failed (diverged) more often in the arm whose area is lower is "failed
+runs", not "no clear difference": those failures are a harm the test had too few seeds to
+show, not evidence of none. Everything else in the
 summary is descriptive; `reading` puts the descriptive effects into words beside the claim.
 
 With ``--seeds auto`` (`rltransfer.sequential`) a comparison's p-value is its repeated
@@ -27,6 +30,7 @@ from . import metrics
 POSITIVE, NEGATIVE, NO_CLEAR = "positive transfer", "negative transfer", "no clear difference"
 MIXED, TOO_FEW, NO_TEST = "mixed", "too few seeds to test", "no test"
 UNDECIDED = "undecided"
+FAILED_RUNS = "failed runs"
 REFERENCE = "reference"
 CLAIMS = (POSITIVE, NEGATIVE, MIXED)
 """Labels that assert an area difference (the calibration counts them all)."""
@@ -48,7 +52,9 @@ def rule(alpha: float = metrics.DEFAULT_ALPHA) -> str:
         f"p-value is at most α = {alpha:g} and the difference is above (below) 0; otherwise "
         f"there is no clear difference. When the claim holds but the condition ends "
         "significantly lower or reaches the threshold in fewer runs than scratch (or the "
-        "mirror), it is mixed. Runs that diverged count at the worst their score allows. "
+        "mirror), it is mixed. Runs that diverged count at the worst their score allows; "
+        "when the difference is not clear but runs failed more often in the arm whose area "
+        "is lower, the label is \"failed runs\", not no clear difference. "
         f"With fewer than {MIN_CLAIM_RUNS} runs in the condition or in scratch there are too "
         "few seeds to test. With --seeds auto the p-value is the repeated p-value of a "
         "group-sequential design (README). Jumpstart, time to threshold, speedup, "
@@ -167,11 +173,27 @@ def _verdict(entry: Mapping[str, Any], ref: Mapping[str, Any], p_holm: float | N
         label = UNDECIDED
         reason = (f"Not decided after {n} vs {n_ref} runs ({claim}); the study adds seeds up "
                   f"to {sequential['max']} per condition.")
+    elif failure_side(entry, ref) * diff["point"] < 0:
+        label = FAILED_RUNS
+        which = "the condition's" if diff["point"] < 0 else "scratch's"
+        reason = (f"The area difference is not clear at α = {alpha:g} ({claim}), but "
+                  f"{entry.get('failed_runs', 0)}/{n} of the condition's runs failed vs "
+                  f"{ref.get('failed_runs', 0)}/{n_ref} of scratch's, and they pull "
+                  f"{which} area down: too few seeds to show the harm, not evidence of "
+                  "none. More seeds (--seeds auto) decide it.")
     else:
         label = NO_CLEAR
         reason = f"The area difference is not clear at α = {alpha:g}: {claim}."
     return {"label": label, "reason": reason, "reading": reading(entry, ref, claim),
             "p_holm": p_holm, "m": m, "conflicts": facts}
+
+
+def failure_side(entry: Mapping[str, Any], ref: Mapping[str, Any]) -> int:
+    """+1 when a larger share of the condition's runs failed (diverged) than of scratch's,
+    -1 for the reverse, 0 when the shares are equal."""
+    share = entry.get("failed_runs", 0) * ref["n_runs"]
+    ref_share = ref.get("failed_runs", 0) * entry["n_runs"]
+    return (share > ref_share) - (share < ref_share)
 
 
 def conflicts(entry: Mapping[str, Any], ref: Mapping[str, Any], up: bool) -> list[str]:

@@ -52,14 +52,33 @@ def test_a_strong_effect_is_found_at_10_seeds(calibration):
 
 
 def test_starts_better_ends_lower_is_almost_never_called_positive(calibration):
-    """Issue 18's trap through the real summary and verdict: 100 five-seed studies. Before
-    the mixed label it was "positive" in 35% of them; a run whose last evaluation alone is
-    above the threshold still counts as a reach, which lets about 1% through."""
+    """Issue 18's trap through the real summary and verdict: 200 five-seed studies. Before
+    the mixed label and the sustained time to threshold it was "positive" in 35% of them;
+    now about 0.2% (samples in which scratch did not reach the threshold either and the
+    asymptote gap was within noise: benchmarks/README)."""
     model, ref, forbidden = next(iter(calibration.traps().values()))
     rng = np.random.default_rng(4)
-    labels = [calibration.simulate([model], ref, 5, rng)[0][0] for _ in range(100)]
+    labels = [calibration.simulate([model], ref, 5, rng)[0][0] for _ in range(200)]
     assert labels.count(forbidden) <= 2
     assert labels.count("mixed") > labels.count(forbidden)
+
+
+def test_diverging_runs_that_lower_the_area_are_never_no_clear_difference(calibration):
+    """The diverging trap (30% of the condition's runs diverge) through the real code: 100
+    five-seed studies. Whenever the sample holds a diverged run and the condition's mean area
+    is lower, the label is negative transfer or failed runs, never no clear difference."""
+    model, ref, forbidden = list(calibration.traps().values())[2]
+    rng = np.random.default_rng(6)
+    shown = []
+    for _ in range(100):
+        last: dict = {}
+        label = calibration.simulate([model], ref, 5, rng, last)[0][0]
+        entry = last["summary"]["conditions"]["c0"]
+        if entry["failed_runs"] and entry["auc_difference"]["point"] < 0:
+            shown.append(label)
+    assert len(shown) >= 60  # 1 - 0.7**5 = 83% of samples hold a diverged run
+    assert forbidden not in shown
+    assert set(shown) <= {"failed runs", "negative transfer"}
 
 
 def test_seeds_auto_holds_its_level_when_the_condition_fails_in_some_seeds(calibration):

@@ -114,6 +114,46 @@ def test_starts_better_ends_lower_is_mixed_with_both_facts():
         "reason"]
 
 
+def _good(rng, n, level=1.0):
+    return [curve(np.array([0.0, 0.5, level, level, level]) + rng.normal(0, 0.1, 5))
+            for _ in range(n)]
+
+
+def test_diverged_runs_in_the_arm_whose_area_is_lower_are_not_no_clear_difference():
+    """2 of 5 runs diverge and the condition's area is lower, but not significantly: the
+    label says failed runs, with both counts, not a tested null."""
+    rng = np.random.default_rng(3)
+    diverged = [curve([0.0, 0.5, math.nan])] * 2
+    s = _judged({"scratch": _good(rng, 5), "finetune": _good(rng, 3, 1.1) + diverged})
+    entry = s["conditions"]["finetune"]
+    v = entry["verdict"]
+    assert entry["auc_difference"]["point"] < 0 and v["p_holm"] > 0.05
+    assert v["label"] == verdict.FAILED_RUNS == "failed runs"
+    assert verdict.FAILED_RUNS not in verdict.CLAIMS
+    assert ("2/5 of the condition's runs failed vs 0/5 of scratch's, and they pull the "
+            "condition's area down") in v["reason"]
+    # the mirror: scratch's runs diverged and its area is the lower one
+    s = _judged({"scratch": _good(rng, 3, 1.1) + diverged, "finetune": _good(rng, 5)})
+    v = s["conditions"]["finetune"]["verdict"]
+    assert v["label"] == verdict.FAILED_RUNS and "pull scratch's area down" in v["reason"]
+
+
+def test_failed_runs_in_both_arms_alike_or_against_the_area_stay_no_clear_difference():
+    rng = np.random.default_rng(4)
+    diverged = [curve([0.0, 0.5, math.nan])]
+    same = _judged({"scratch": _good(rng, 4) + diverged, "finetune": _good(rng, 4) + diverged})
+    assert same["conditions"]["finetune"]["verdict"]["label"] == verdict.NO_CLEAR
+    # the condition's runs failed but its area is the higher one: failures did not make it
+    # worse, so the area test speaks
+    s = _judged({"scratch": [curve(np.array([0.0, 0.2, 0.4, 0.4, 0.4]) + rng.normal(0, 0.3, 5))
+                             for _ in range(5)],
+                 "finetune": _good(rng, 4, 1.2) + [curve([0.0, 0.6, 0.9, 0.9, math.nan])]})
+    entry = s["conditions"]["finetune"]
+    assert entry["auc_difference"]["point"] > 0
+    assert entry["verdict"]["label"] in (verdict.NO_CLEAR, verdict.POSITIVE, verdict.MIXED)
+    assert entry["verdict"]["label"] != verdict.FAILED_RUNS
+
+
 def test_holm_keeps_the_planned_family():
     rng = np.random.default_rng(2)
     scratch = [curve(0.5 + rng.normal(0, 0.05, 5)) for _ in range(6)]

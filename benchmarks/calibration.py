@@ -324,12 +324,12 @@ def simulate(conditions: list[Model], ref: Model, seeds: int | sequential.Design
         verdict.judge([summary], metrics.DEFAULT_ALPHA, final=False)
         labels = {c: summary["conditions"][c]["verdict"]["label"] for c in names}
         after = sequential.next_counts(seeds, counts, labels, verdict.CLAIMS)
-        if after is None:
+        if after is None:  # the last look: judged as final, as the report does
+            verdict.judge([summary], metrics.DEFAULT_ALPHA, final=True)
             if last is not None:
                 last["summary"] = summary
             used = float(np.mean(list(counts.values())))
-            return [verdict.NO_CLEAR if labels[c] == verdict.UNDECIDED else labels[c]
-                    for c in names], used
+            return [summary["conditions"][c]["verdict"]["label"] for c in names], used
         counts = after
 
 

@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,box2d,mujoco,atari,minigrid,ray,minari,hub]'
+	$(PY) -m pip install --quiet -e '.[dev,box2d,mujoco,atari,minigrid,ray,minari,hub,contrib,notebook]'
 	touch $(STAMP)
 
 install: $(STAMP)

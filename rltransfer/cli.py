@@ -215,12 +215,15 @@ _EXECUTION_KEYS = ("workers", "threads", "backend", "address", "cpus_per_run", "
                    "resume")
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="rltransfer", description=(
+def _build_parser(parser_class: type[argparse.ArgumentParser] = _Parser
+                  ) -> argparse.ArgumentParser:
+    """The command line's parser; `rltransfer.api` builds it with a `parser_class` whose
+    error() raises, so that `rltransfer.run` takes exactly the options of `run`."""
+    parser = parser_class(prog="rltransfer", description=(
         "Policy transfer studies: train (or load) a policy on a SOURCE environment, use it to "
         "initialize training on a related TARGET, and compare against training from scratch "
         "with the same budget, seeds and evaluation protocol."))
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=parser_class)
 
     run = sub.add_parser(
         "run", help="run a transfer study", epilog=RUN_EPILOG + "\n" + registry.help_text(),
@@ -370,17 +373,24 @@ def _start_workers_early(spec: StudySpec, execution: Execution) -> None:
 
 
 def _cmd_run(args: argparse.Namespace, argv: list[str], console: Console) -> int:
+    study_dir = run_from_args(args, argv, console)
+    from .tables import terminal_table
+
+    return _print_summary(summarize_elsewhere(study_dir), study_dir, console, terminal_table)
+
+
+def run_from_args(args: argparse.Namespace, argv: list[str], console: Console) -> Path:
+    """Run the study of parsed `run` arguments (`argv`: its command line, recorded as the
+    command that reproduces it); returns its folder. Shared with `rltransfer.run`."""
     spec = study_spec(args)
     execution = _execution(args)
     _start_workers_early(spec, execution)
     from .runner import run_study
-    from .tables import terminal_table
 
     command = "python -m rltransfer " + shlex.join(
         [a for a in argv if a != "--resume"])  # the command that reproduces the study
-    study_dir = run_study(spec, command=command, console=console, execution=execution,
-                          resume=args.resume)
-    return _print_summary(summarize_elsewhere(study_dir), study_dir, console, terminal_table)
+    return run_study(spec, command=command, console=console, execution=execution,
+                     resume=args.resume)
 
 
 def _cmd_resume(args: argparse.Namespace, console: Console) -> int:

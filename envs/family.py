@@ -19,8 +19,10 @@ env is made, so the catalog imports and lists them without the package.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
 import math
+import sys
 import types
 from collections.abc import Callable, Mapping
 from copy import deepcopy
@@ -286,13 +288,57 @@ def registered_env(family: str, base_id: str, **kwargs: Any) -> gym.Env:
     return load_env_creator(base.entry_point)(**{**base.kwargs, **kwargs})
 
 
+ENTRY_POINT_GROUP = "rltransfer.families"
+"""Installed packages declare families under this entry-point group (README, 'Your own
+family'): each entry point names a `Family`, a list of them, a function returning either,
+or a module that calls `add_family` when imported."""
+_plugins_loaded = False
+
+
+def load_plugins() -> None:
+    """Add the families that installed packages declare (`ENTRY_POINT_GROUP`), once per
+    process. A plugin that fails to load is named on stderr and skipped, so one broken
+    package does not stop studies of other envs."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            _declare(entry.load())
+        except Exception as err:  # noqa: BLE001 - a third party's code, any error
+            package = entry.dist.name if entry.dist is not None else "an installed package"
+            reason = (str(err).strip().splitlines() or [""])[0]
+            sys.stderr.write(f"rltransfer: warning: the {ENTRY_POINT_GROUP} entry point "
+                             f"{entry.name!r} of {package} ({entry.value}) failed to load "
+                             f"({type(err).__name__}: {reason}); its families are left out\n")
+
+
+def _declare(declared: Any) -> None:
+    if isinstance(declared, Family):
+        if declared.name not in _FAMILIES:
+            add_family(declared)
+    elif isinstance(declared, types.ModuleType):
+        return  # importing it ran its add_family calls
+    elif callable(declared):
+        _declare(declared())
+    elif isinstance(declared, list | tuple):
+        for item in declared:
+            _declare(item)
+    else:
+        raise TypeError(f"{declared!r} is not a Family, a list of them, a function returning "
+                        "them, or a module")
+
+
 def families() -> dict[str, Family]:
-    """All families in the catalog, by name."""
+    """All families in the catalog (installed packages' included), by name."""
+    load_plugins()
     return dict(_FAMILIES)
 
 
 def get_family(name: str) -> Family | None:
     """A family by name (case-insensitive), or None."""
+    load_plugins()
     lowered = {k.lower(): v for k, v in _FAMILIES.items()}
     return lowered.get(name.lower())
 
@@ -326,6 +372,7 @@ def family_of(env_id: str) -> tuple[Family, str, dict[str, float]] | None:
     to that family. Both come with no values. A family whose package is missing raises
     MissingDependencyError with the install command.
     """
+    load_plugins()
     for family in _FAMILIES.values():
         for variant, params in family.variants.items():
             if env_id == family.variant_id(variant):

@@ -86,7 +86,7 @@ def expand_grids(text: str, option: str = "ENVS") -> list[str]:
     return texts
 
 
-def _grid_values(match: re.Match[str], option: str) -> list[float]:
+def _grid_values(match: re.Match[str], option: str) -> list[float | int]:
     where = f"{match.group(0)} in {option}"
     fix = "write grid(low,high,n), e.g. grid(0.25,2.0,8)"
     args = [a.strip() for a in match.group(2).split(",")]
@@ -112,11 +112,20 @@ def _grid_values(match: re.Match[str], option: str) -> list[float]:
     if points > MAX_GRID_POINTS:
         raise ConfigError(f"{where} has {points:g} points, each a study: give at most "
                           f"{MAX_GRID_POINTS} per grid")
-    values = [float(f"{v:.{GRID_DIGITS}g}") for v in np.linspace(low, high, int(points))]
+    values: list[float | int] = [float(f"{v:.{GRID_DIGITS}g}")
+                                 for v in np.linspace(low, high, int(points))]
     if len(set(values)) < len(values):
         raise ConfigError(f"{where} has points closer than {GRID_DIGITS} significant digits, "
                           "which would name the same env: widen the range or use fewer points")
+    if _whole(args[0]) and _whole(args[1]) and all(float(v).is_integer() for v in values):
+        # grid(8,16,3) over a constructor's int argument: 8, 12, 16, not 8.0 (a catalog
+        # family's values become floats anyway, EnvSpec.parse)
+        values = [int(v) for v in values]
     return values
+
+
+def _whole(text: str) -> bool:
+    return text.lstrip("+-").isdigit()
 
 
 def matrix_specs(base: StudySpec, sources: list[EnvSpec],

@@ -9,12 +9,22 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import conditions as registry
 from .errors import ParameterError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+Value = float | int | bool | str
+"""A parameter value: a number or switch, a quoted string's TOML text (``'"hard"'``), or a
+distribution's canonical text (``'uniform(0.5,2)'``)."""
 
 CONDITIONS = tuple(registry.CONDITIONS)
 """Transfer conditions (DESIGN.md), by name: `rltransfer.conditions` says what each does."""
@@ -55,16 +65,19 @@ def stable_hash(data: Any) -> str:
 
 @dataclass(frozen=True)
 class EnvSpec:
-    """An environment: a Gymnasium id plus family parameter values.
+    """An environment: a Gymnasium id plus parameter values.
 
-    On the command line: ``CartPole-v1:length=1.0,force_mag=5``. A value is a float, or a
-    distribution resampled at every reset (``length=uniform(0.25,1)``, see
-    `rltransfer.envs.randomization`), stored as its canonical text: fixed values hash as
-    they always did, and a distribution is part of the spec's hash like any value.
+    On the command line: ``CartPole-v1:length=1.0,force_mag=5``. A value is a TOML literal
+    (``8``, ``0.2``, ``true``, ``"hard"``) or a distribution resampled at every reset
+    (``length=uniform(0.25,1)``, see `rltransfer.envs.randomization`), stored as its
+    canonical text. A catalog family's values are floats (`canonical`), so they hash as they
+    always did; an env outside the catalog keeps the literal's type, since its values are
+    its constructor's keyword arguments. A quoted string is kept as its TOML text
+    (``'"hard"'``), which tells it from a distribution's.
     """
 
     id: str
-    params: Mapping[str, float | str] = field(default_factory=dict)
+    params: Mapping[str, Value] = field(default_factory=dict)
     pixels: bool = False  # observe rendered rgb_array frames instead of the env's state
     image_size: int = 84  # rendered frames are resized to image_size x image_size
     grayscale: bool = False
@@ -81,7 +94,7 @@ class EnvSpec:
             env_id, rest = f"{env_id}:{first}", after
         if not env_id:
             raise ParameterError(f"empty environment in {text!r}: write ID or ID:name=value")
-        params: dict[str, float | str] = {}
+        params: dict[str, Value] = {}
         for item in filter(None, (s.strip() for s in split_top_level(rest))) if rest else ():
             match = _PARAM_RE.match(item)
             if not match:
@@ -98,7 +111,7 @@ class EnvSpec:
             raise ParameterError(
                 f"no parameters after ':' in {text!r}: write {env_id}:name=value or just {env_id}"
             )
-        return cls(env_id, params)
+        return cls(env_id, canonical(env_id, params))
 
     def __str__(self) -> str:
         text = self.id
@@ -135,17 +148,62 @@ class EnvSpec:
         return re.sub(r"[^A-Za-z0-9.-]+", "_", str(self)).strip("_")
 
 
-def format_value(value: float | str) -> str:
-    """A parameter value as written: a float with ``:g``, a distribution as its text."""
-    return value if isinstance(value, str) else f"{value:g}"
+def format_value(value: Value) -> str:
+    """A parameter value as written: a float with ``:g``, an int as is, a switch as ``true``
+    or ``false``, a string or a distribution as its text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int):
+        return str(value)
+    return f"{value:g}"
 
 
-def _parse_value(name: str, raw: str, text: str) -> float | str:
-    """A float, or a distribution's canonical text."""
+def literal(value: Value) -> Any:
+    """The Python value a parameter's stored form stands for: a quoted string's text without
+    its quotes; anything else as stored."""
+    if isinstance(value, str) and value[:1] in ('"', "'"):
+        return tomllib.loads(f"v = {value}")["v"]
+    return value
+
+
+def canonical(env_id: str, params: Mapping[str, Value]) -> dict[str, Value]:
+    """`params` as stored: for an env of a catalog family (`rltransfer.envs`, which imports
+    the module of a ``module:EnvId`` first, as a family it declares is then known), numbers
+    and switches become floats, so ``length=1`` hashes as ``length=1.0`` always has; an env
+    outside the catalog keeps the literals' types (its constructor's arguments)."""
+    if not params or all(isinstance(v, str) for v in params.values()):
+        return dict(params)
+    from .env_factory import family_for  # the env catalog, only when needed
+
+    found = family_for(env_id)
+    if found is None:
+        return dict(params)
+    family = found[0]
+
+    def stored(name: str, value: Value) -> Value:
+        parameter = family.parameter(name)
+        if isinstance(value, str) or (isinstance(value, bool) and (
+                parameter is None or parameter.value_type is not bool)):
+            return value  # resolve() says what is wrong with it
+        return float(value)
+
+    return {k: stored(k, v) for k, v in params.items()}
+
+
+def _parse_value(name: str, raw: str, text: str) -> Value:
+    """A TOML literal (a quoted string as its TOML text), or a distribution's canonical
+    text."""
     try:
-        return float(raw)
-    except ValueError:
-        pass
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        try:  # what TOML does not read but a float does (.5, 1., 1E5) stays a float
+            value = float(raw)
+        except ValueError:
+            value = None
+    if isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return json.dumps(value)  # a quoted string, as TOML reads it back
     if _GRID_RE.match(raw):
         raise ParameterError(
             f"{name}=grid(...) in {text!r} is a sweep of several envs: give it to matrix "
@@ -155,13 +213,19 @@ def _parse_value(name: str, raw: str, text: str) -> float | str:
     distribution = parse_distribution(raw, where=f"{name}={raw} in {text!r}")
     if distribution is None:
         raise ParameterError(
-            f"{name}={raw!r} in {text!r} is not a number: give a value like {name}=1.0, or a "
+            f"{name}={raw!r} in {text!r} is not a number: give a value like {name}=1.0, a "
+            f"switch ({name}=true), a string in double quotes ({name}=\"{raw}\"), or a "
             f"distribution like {name}=uniform(0.5,2)")
     return distribution.text
 
 
-def _stored_value(name: str, value: Any) -> float | str:
-    """A value read back from JSON: a number, or a distribution's text (made canonical)."""
+def _stored_value(name: str, value: Any) -> Value:
+    """A value read back from JSON: a number or switch (its type kept), a quoted string, or
+    a distribution's text (made canonical)."""
+    if isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str) and value[:1] == '"':
+        return value
     if isinstance(value, str):
         from .envs.randomization import parse_distribution
 
@@ -170,7 +234,7 @@ def _stored_value(name: str, value: Any) -> float | str:
             raise ParameterError(f"parameter {name}={value!r} is neither a number nor a "
                                  f"distribution")
         return distribution.text
-    return float(value)
+    raise ParameterError(f"parameter {name}={value!r} is neither a number nor a distribution")
 
 
 _OBSERVATION_FIELDS = ("pixels", "image_size", "grayscale", "frame_stack")

@@ -50,9 +50,33 @@ def test_value_out_of_range():
         resolve(EnvSpec.parse("CartPole-v1:length=100"))
 
 
-def test_parameters_on_an_env_outside_the_catalog():
-    with pytest.raises(ParameterError, match="has no parameters in rltransfer's catalog"):
-        resolve(EnvSpec.parse("Taxi-v4:rain=1"))  # Taxi has no family
+def test_parameters_on_an_env_outside_the_catalog_are_its_constructor_arguments():
+    # Taxi has no family: its parameters are gym.make keyword arguments, checked by name
+    message = ("Taxi-v4 takes no argument 'rain'. Did you mean 'is_rainy'? Its constructor "
+               "takes: is_rainy, fickle_passenger, rainy_probability, fickle_probability (it "
+               "is not in rltransfer's catalog, so Taxi-v4:name=value passes keyword "
+               "arguments to gym.make)")
+    with pytest.raises(ParameterError) as err:
+        resolve(EnvSpec.parse("Taxi-v4:rain=1"))
+    assert str(err.value) == message
+    family, base_id, params = resolve(EnvSpec.parse("Taxi-v4:is_rainy=true"))
+    assert family is None and base_id == "Taxi-v4" and params == {"is_rainy": True}
+
+
+def test_values_are_toml_literals_and_catalog_values_stay_floats():
+    spec = EnvSpec.parse('Taxi-v4:is_rainy=true,rainy_probability=0.5')
+    assert spec.params == {"is_rainy": True, "rainy_probability": 0.5}
+    assert isinstance(EnvSpec.parse("Taxi-v4:x=3").params["x"], int)
+    assert EnvSpec.parse('Taxi-v4:x="hard"').params["x"] == '"hard"'
+    assert str(EnvSpec.parse('Taxi-v4:x="hard",y=false')) == 'Taxi-v4:x="hard",y=false'
+    # a catalog family's values hash as they always did: length=1 is length=1.0
+    assert EnvSpec.parse("CartPole-v1:length=1").params == {"length": 1.0}
+    assert isinstance(EnvSpec.parse("CartPole-v1:length=1").params["length"], float)
+    assert EnvSpec.parse("CartPole-v1:length=.5").params == {"length": 0.5}
+    typed = EnvSpec.parse('Taxi-v4:a=3,b=0.5,c=true,d="x",e=uniform(0,1)')
+    assert EnvSpec.from_dict(json.loads(json.dumps(typed.to_dict()))) == typed
+    assert [type(v) for v in EnvSpec.from_dict(json.loads(json.dumps(typed.to_dict()))).params
+            .values()] == [int, float, bool, str, str]
 
 
 def test_run_spec_round_trip_and_stable_hash():

@@ -2,11 +2,17 @@
 
 Presets come from RL-Baselines3-Zoo's tuned values (``presets/hyperparams.toml``), keyed by
 env id with a per-algorithm default; ``--hparams key=value`` overrides them.
+
+The algorithms of ``sb3-contrib`` (TQC, QR-DQN, CrossQ, TRPO, ARS, RecurrentPPO, MaskablePPO)
+are imported only when a study uses one, so SB3's own work without it; `get_algorithm` says in
+one line how to install it.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
+import importlib.util
 import inspect
 import sys
 from dataclasses import dataclass
@@ -16,12 +22,17 @@ from typing import Any
 import numpy as np
 import torch
 from gymnasium import spaces
-from stable_baselines3 import A2C, DQN, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
 from stable_baselines3.common.utils import LinearSchedule
 
-from .errors import AlgorithmError, ConfigError, HyperparameterError, did_you_mean
+from .errors import (
+    AlgorithmError,
+    ConfigError,
+    HyperparameterError,
+    MissingDependencyError,
+    did_you_mean,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -36,45 +47,97 @@ _ACTIVATIONS = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "elu": torch.nn.EL
                 "leaky_relu": torch.nn.LeakyReLU, "silu": torch.nn.SiLU, "gelu": torch.nn.GELU}
 
 
+_ANY = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+CONTRIB = "sb3_contrib"
+
+
 @dataclass(frozen=True)
 class Algorithm:
-    """An SB3 algorithm and the action spaces it can act in."""
+    """An SB3 or sb3-contrib algorithm and the action spaces it can act in."""
 
     name: str
-    cls: type[BaseAlgorithm]
+    path: str  # "module:Class", imported on first use
     action_spaces: tuple[type[spaces.Space], ...]
+    doc: str = ""  # one line: what it is, for the README and `--help`
+
+    @property
+    def cls(self) -> type[BaseAlgorithm]:
+        """The algorithm's class (imports sb3-contrib for its algorithms)."""
+        module, _, name = self.path.partition(":")
+        return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+
+    @property
+    def contrib(self) -> bool:
+        """Whether it comes from sb3-contrib (the ``contrib`` extra)."""
+        return self.path.startswith(CONTRIB)
 
     @property
     def space_names(self) -> str:
         return " or ".join(s.__name__ for s in self.action_spaces)
 
 
-ALGORITHMS: dict[str, Algorithm] = {
-    "ppo": Algorithm("ppo", PPO, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete,
-                                  spaces.MultiBinary)),
-    "a2c": Algorithm("a2c", A2C, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete,
-                                  spaces.MultiBinary)),
-    "dqn": Algorithm("dqn", DQN, (spaces.Discrete,)),
-    "sac": Algorithm("sac", SAC, (spaces.Box,)),
-    "td3": Algorithm("td3", TD3, (spaces.Box,)),
-}
+def _sb3(name: str, cls: str, action_spaces: tuple[type[spaces.Space], ...],
+         doc: str) -> Algorithm:
+    return Algorithm(name, f"stable_baselines3:{cls}", action_spaces, doc)
+
+
+def _contrib(name: str, cls: str, action_spaces: tuple[type[spaces.Space], ...],
+             doc: str) -> Algorithm:
+    return Algorithm(name, f"{CONTRIB}:{cls}", action_spaces, doc)
+
+
+ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
+    _sb3("ppo", "PPO", _ANY, "proximal policy optimization (on-policy actor-critic)"),
+    _sb3("a2c", "A2C", _ANY, "advantage actor-critic (on-policy)"),
+    _sb3("dqn", "DQN", (spaces.Discrete,), "deep Q-network (off-policy, replay buffer)"),
+    _sb3("sac", "SAC", (spaces.Box,), "soft actor-critic (off-policy, replay buffer)"),
+    _sb3("td3", "TD3", (spaces.Box,), "twin delayed DDPG (off-policy, replay buffer)"),
+    _contrib("tqc", "TQC", (spaces.Box,),
+             "truncated quantile critics: SAC with distributional critics (off-policy)"),
+    _contrib("qrdqn", "QRDQN", (spaces.Discrete,),
+             "quantile-regression DQN: a distribution of returns per action (off-policy)"),
+    _contrib("crossq", "CrossQ", (spaces.Box,),
+             "SAC without target networks, batch-renormalized critics (off-policy)"),
+    _contrib("trpo", "TRPO", _ANY,
+             "trust region policy optimization: natural-gradient steps in a KL trust region"),
+    _contrib("ars", "ARS", (spaces.Box, spaces.Discrete),
+             "augmented random search: gradient-free search over the policy's weights"),
+    _contrib("recurrentppo", "RecurrentPPO", _ANY,
+             "PPO with an LSTM policy, for partially observed tasks"),
+    _contrib("maskableppo", "MaskablePPO",
+             (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
+             "PPO with invalid-action masking: the env provides action_masks()"),
+)}
+"""Every algorithm, in the order `--help` lists them."""
+
+# RL-Zoo's folder and Hub names for the algorithms rltransfer names otherwise.
+ZOO_NAMES = {"ppo_lstm": "recurrentppo", "ppo_mask": "maskableppo"}
 
 
 def get_algorithm(name: str) -> Algorithm:
-    """The algorithm called `name` (case-insensitive); AlgorithmError if there is none."""
+    """The algorithm called `name` (case-insensitive); AlgorithmError if there is none,
+    MissingDependencyError (one line: how to install it) for an sb3-contrib algorithm
+    without sb3-contrib."""
     algo = ALGORITHMS.get(name.lower())
     if algo is None:
+        zoo = ZOO_NAMES.get(name.lower())
         raise AlgorithmError(
             f"unknown algorithm {name!r}: choose from {', '.join(ALGORITHMS)}."
-            + did_you_mean(name.lower(), ALGORITHMS)
+            + (f" RL-Zoo's {name.lower()} is --algo {zoo}." if zoo
+               else did_you_mean(name.lower(), ALGORITHMS))
         )
+    if algo.contrib and importlib.util.find_spec(CONTRIB) is None:
+        raise MissingDependencyError(
+            f"--algo {algo.name} needs sb3-contrib, which is not installed: "
+            f"pip install 'rltransfer[contrib]'")
     return algo
 
 
 def check_action_space(algo: Algorithm, action_space: spaces.Space, env_label: str) -> None:
     """Raise AlgorithmError when `algo` cannot act in `action_space`."""
     if not isinstance(action_space, algo.action_spaces):
-        fits = [a.name for a in ALGORITHMS.values() if isinstance(action_space, a.action_spaces)]
+        fits = [a.name for a in ALGORITHMS.values() if isinstance(action_space, a.action_spaces)
+                and a.name != "maskableppo"]  # it needs more than the space: action masks
         raise AlgorithmError(
             f"{algo.name} needs {algo.space_names} actions, but {env_label} has "
             f"{type(action_space).__name__} actions: use --algo {' or '.join(fits)}"

@@ -36,7 +36,8 @@ else:  # pragma: no cover
 
 # The names of algos.ALGORITHMS, for --help: importing algos imports torch and SB3, which
 # `report`, `compare` and `envs` must not (tests check the two lists agree).
-ALGORITHM_NAMES = ("ppo", "a2c", "dqn", "sac", "td3")
+ALGORITHM_NAMES = ("ppo", "a2c", "dqn", "sac", "td3", "tqc", "qrdqn", "crossq", "trpo", "ars",
+                   "recurrentppo", "maskableppo")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,7 +67,9 @@ def _add_study_options(run: argparse.ArgumentParser) -> None:
     """The options of a study, shared by `run` and `matrix`."""
     S = argparse.SUPPRESS  # unset options fall back to --config, then to the defaults
     run.add_argument("--algo", default=S, metavar="NAME",
-                     help=f"algorithm: {', '.join(ALGORITHM_NAMES)} (default: ppo)")
+                     help=f"algorithm: {', '.join(ALGORITHM_NAMES)}; tqc and the ones after "
+                          "it come from sb3-contrib (pip install 'rltransfer[contrib]'); "
+                          "README, 'Algorithms' (default: ppo)")
     run.add_argument("--conditions", default=S, metavar="LIST",
                      help="comma-separated conditions to compare: "
                           f"{', '.join(CONDITIONS)}, each spelled name or "

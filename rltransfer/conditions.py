@@ -16,8 +16,12 @@ first k feature layers, counted from the input, are frozen) and ``norm`` (the co
 that take weights: what the target does with the source's VecNormalize statistics,
 `rltransfer.vecnorm`); kickstart's ``steps``, ``weight`` and ``init`` (its distillation loss's
 schedule and how the target starts, `rltransfer.kickstart`); replay's ``n``, ``dataset`` and
-``init`` (`rltransfer.replay`); ``eps`` (DQN's epsilon schedule after a transfer,
-`rltransfer.exploration`).
+``init`` (`rltransfer.replay`); ``eps`` (DQN's and QR-DQN's epsilon schedule after a
+transfer, `rltransfer.exploration`).
+
+A condition or option that means nothing for an algorithm says so in its entry (``algos``:
+the only ones it works with; ``refuses``: an algorithm and why not, e.g. freeze-features for
+ARS, which has no gradient), and `check_algorithm` refuses it in one line with that reason.
 
 Torch-free, so the report stage can use it.
 """
@@ -52,6 +56,7 @@ class Option:
     valid: str = ""  # the values allowed, for errors and docs: "a number in (0, 1]"
     check: Callable[[Any], bool] | None = None  # whether a parsed value is allowed
     algos: tuple[str, ...] = ()  # the algorithms it applies to; () for every one
+    refuses: tuple[tuple[str, str], ...] = ()  # (algorithm, why it cannot apply there)
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,8 @@ class Condition:
     image_encoder: bool = False  # a pretrained image encoder instead of source weights
     options: tuple[Option, ...] = field(default_factory=tuple)
     algos: tuple[str, ...] = ()  # the algorithms it works with; () for every one
+    # (algorithm, why the condition means nothing there): refused in one line with the reason
+    refuses: tuple[tuple[str, str], ...] = ()
     # whether it needs a source policy given its options (replay:dataset=ID needs none);
     # None: whenever it takes something
     source_when: Callable[[Choice], bool] | None = None
@@ -84,11 +91,20 @@ def _scale_ok(value: float) -> bool:
     return math.isfinite(value) and 0 < value <= 1
 
 
+# The algorithms, grouped by what conditions need of them (names of `rltransfer.algos`;
+# tests check the groups against the classes).
+OFF_POLICY = ("dqn", "sac", "td3", "tqc", "qrdqn", "crossq")  # learn from a replay buffer
+EPSILON_GREEDY = ("dqn", "qrdqn")  # explore with an epsilon schedule
+NO_GRADIENT = ("ars", "ars has no gradient and no optimizer: each update perturbs and moves its "
+                      "whole weight vector at once")
+TRUST_REGION = ("trpo", "trpo's policy steps are sized by its KL trust region (target_kl), not by "
+                        "a learning rate")
+
 LR_SCALE = Option(
     "lr_scale", float, 1.0,
     "copied tensors that train get their own optimizer group at lr_scale x the schedule's "
     "learning rate; fresh ones train at the full rate (1: one rate for all)",
-    valid="a number in (0, 1]", check=_scale_ok)
+    valid="a number in (0, 1]", check=_scale_ok, refuses=(NO_GRADIENT, TRUST_REGION))
 LAYERS = Option(
     "layers", int, None,
     "freeze only the first k feature layers (Linear/Conv), counted from the input along each "
@@ -97,10 +113,10 @@ LAYERS = Option(
     valid="an integer >= 1", check=lambda value: value >= 1)
 EPS = Option(
     "eps", float, None,
-    "DQN: the epsilon schedule starts at E and decays to the final epsilon (stays at E if E is "
-    "below it); left out: a copied Q-network starts at the final epsilon, a fresh head at the "
-    "target's initial one",
-    valid="a number in [0, 1]", check=lambda value: 0 <= value <= 1, algos=("dqn",))
+    "DQN, QR-DQN: the epsilon schedule starts at E and decays to the final epsilon (stays at "
+    "E if E is below it); left out: a copied Q-network starts at the final epsilon, a fresh "
+    "head at the target's initial one",
+    valid="a number in [0, 1]", check=lambda value: 0 <= value <= 1, algos=EPSILON_GREEDY)
 
 _NORM_DOC = ("the source's VecNormalize statistics (when the target normalizes): freeze: the "
              "source's throughout; update: start from them, keep updating; reset: fresh")
@@ -126,7 +142,8 @@ _BASE = (
     Condition("freeze-features", "copied like finetune; feature layers frozen (no gradient, "
                                  "out of the optimizer, eval mode), heads trained",
               takes=WEIGHTS, copies=ALL, freezes=FEATURES,
-              options=(LAYERS, LR_SCALE, NORM_FREEZE, EPS), hooks=_WEIGHTS_HOOKS),
+              options=(LAYERS, LR_SCALE, NORM_FREEZE, EPS), hooks=_WEIGHTS_HOOKS,
+              refuses=((NO_GRADIENT[0], NO_GRADIENT[1] + ", so no layer can stay frozen"),)),
     Condition("reinit-head", "feature layers copied, action/value heads fresh; all trained",
               takes=WEIGHTS, copies=FEATURES, options=(LR_SCALE, NORM_UPDATE, EPS),
               hooks=_WEIGHTS_HOOKS),
@@ -158,7 +175,6 @@ KICKSTART_OPTIONS = (
     NORM_FREEZE,  # the teacher reads observations scaled as in its own training
 )
 
-OFF_POLICY = ("dqn", "sac", "td3")  # the algorithms that learn from a replay buffer
 _DATASET_ID = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*-v\d+$")
 REPLAY_OPTIONS = (
     Option("n", int, None,
@@ -183,12 +199,19 @@ CONDITIONS: dict[str, Condition] = {c.name: c for c in (
     *_BASE,
     Condition("kickstart", "distillation: trained (from scratch, or init=finetune) with an "
                            "extra loss toward the source policy's actions, its weight "
-                           "decaying to 0 (PPO, A2C)",
-              takes=POLICY, options=KICKSTART_OPTIONS, algos=("ppo", "a2c"),
-              hooks="rltransfer.kickstart:HOOKS"),
+                           "decaying to 0 (PPO, A2C, MaskablePPO)",
+              takes=POLICY, options=KICKSTART_OPTIONS, algos=("ppo", "a2c", "maskableppo"),
+              hooks="rltransfer.kickstart:HOOKS", refuses=(
+                  ("trpo", "trpo's policy step is a natural-gradient step inside a KL trust "
+                           "region, with no loss a distillation term could join"),
+                  ("recurrentppo", "recurrentppo's teacher would be an LSTM whose hidden "
+                                   "state along the target's rollouts is never computed, so "
+                                   "its actions on a training batch are not defined"),
+                  (NO_GRADIENT[0], NO_GRADIENT[1] + ", so there is no loss to add to"))),
     Condition("replay", "instance transfer: the replay buffer pre-filled with n transitions "
                         "the source policy collects on the target (or a Minari dataset's); "
-                        "trained from scratch or init=... (DQN, SAC, TD3)",
+                        "trained from scratch or init=... (DQN, SAC, TD3, TQC, QR-DQN, "
+                        "CrossQ)",
               takes=TRANSITIONS, options=REPLAY_OPTIONS, algos=OFF_POLICY,
               source_when=lambda c: c.get("dataset") is None or c.get("init") != REFERENCE,
               hooks="rltransfer.replay:HOOKS"),
@@ -279,11 +302,11 @@ def help_text(width: int = 88) -> str:
         lines.extend(textwrap.wrap(text, width, initial_indent=first, subsequent_indent=rest))
 
     for condition in CONDITIONS.values():
-        only = f" [{', '.join(condition.algos)} only]" if condition.algos else ""
+        only = _which(condition.algos, condition.refuses)
         wrap(f"{condition.name}{only}: {condition.doc}", "  ", "      ")
         for option in condition.options:
             default = "" if option.default is None else f"; default {_text(option.default)}"
-            only = f" [{', '.join(option.algos)} only]" if option.algos else ""
+            only = _which(option.algos, option.refuses)
             wrap(f"{option.key}={option.valid or option.kind.__name__}{default}{only}: "
                  f"{option.doc}", "    ", "        ")
     return "\n".join(lines)
@@ -319,12 +342,23 @@ def check_algorithm(text: str, algo: str) -> None:
     work with `algo`."""
     choice, algo = parse(text), algo.lower()
     entry = choice.condition
+    why = dict(entry.refuses).get(algo)
+    if why is not None:
+        fits = f"use --algo {_either(entry.algos)}, or drop" if entry.algos else "drop"
+        raise ConfigError(f"condition {entry.name!r} does not work with {algo}: {why}; "
+                          f"{fits} {entry.name}")
     if entry.algos and algo not in entry.algos:
         raise ConfigError(f"condition {entry.name!r} works with {', '.join(entry.algos)} "
                           f"only, not {algo}: use --algo {_either(entry.algos)}, or drop "
                           f"{entry.name}")
     for option in entry.options:
-        if option.key in choice.options and option.algos and algo not in option.algos:
+        if option.key not in choice.options:
+            continue
+        why = dict(option.refuses).get(algo)
+        if why is not None:
+            raise ConfigError(f"condition {text!r}: {option.key} does not apply to {algo}: "
+                              f"{why}; drop {option.key}")
+        if option.algos and algo not in option.algos:
             raise ConfigError(f"condition {text!r}: {option.key} applies to "
                               f"{', '.join(option.algos)} only, not {algo}: drop {option.key}")
 
@@ -336,6 +370,15 @@ def _option(condition: Condition, key: str) -> Option:
     keys = [o.key for o in condition.options]
     raise ConfigError(f"condition {condition.name!r} has no option {key!r}: valid options "
                       f"are {', '.join(keys)}." + did_you_mean(key, keys))
+
+
+def _which(algos: tuple[str, ...], refuses: tuple[tuple[str, str], ...]) -> str:
+    """" [ppo, a2c only]", " [not ars]" or "": the algorithms, as --help lists them."""
+    if algos:
+        return f" [{', '.join(algos)} only]"
+    if refuses:
+        return f" [not {', '.join(algo for algo, _ in refuses)}]"
+    return ""
 
 
 def _either(names: tuple[str, ...]) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import types
 import zipfile
 from dataclasses import asdict, dataclass, field
@@ -20,20 +19,32 @@ import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
-from . import conditions, optim_groups
+from . import conditions, contrib, optim_groups
 from .errors import CheckpointError, ConfigError, TransferError
+from .layers import feature_layers, head_parameters, parameter_depths
 
-# Keys in an SB3 checkpoint's "data" JSON that only one algorithm writes.
+# The module of a checkpoint's policy class, as "data" writes it readably (its "__module__"),
+# for the algorithms whose policy class is their own.
+_POLICY_MODULES = {
+    "stable_baselines3.dqn.policies": "dqn", "stable_baselines3.sac.policies": "sac",
+    "stable_baselines3.td3.policies": "td3", "sb3_contrib.tqc.policies": "tqc",
+    "sb3_contrib.qrdqn.policies": "qrdqn", "sb3_contrib.crossq.policies": "crossq",
+    "sb3_contrib.ars.policies": "ars", "sb3_contrib.common.recurrent.policies": "recurrentppo",
+    "sb3_contrib.common.maskable.policies": "maskableppo",
+}
+# Keys in an SB3 checkpoint's "data" JSON that only one algorithm writes (PPO, A2C and TRPO
+# share SB3's ActorCriticPolicy; and a checkpoint whose policy class is not readable).
 _ALGO_SIGNATURES = (
+    ("tqc", "top_quantiles_to_drop_per_net"),
+    ("qrdqn", "n_quantiles"),
+    ("trpo", "cg_damping"),
+    ("ars", "n_delta"),
     ("td3", "policy_delay"),
     ("sac", "target_entropy"),
     ("dqn", "exploration_final_eps"),
     ("ppo", "clip_range"),
     ("a2c", "n_steps"),  # A2C has n_steps but not clip_range (checked after ppo)
 )
-_HEAD_MODULES = {"action_net", "value_net", "mu", "log_std"}
-_HEAD_SEQUENTIALS = re.compile(r"^(q_net|qf\d+|mu)$")
-_LAYERS = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
 
 
 @dataclass
@@ -86,6 +97,10 @@ def load_checkpoint(path: str | Path) -> SourceCheckpoint:
 
 
 def _detect_algo(metadata: dict[str, Any]) -> str | None:
+    policy_class = metadata.get("policy_class")
+    module = policy_class.get("__module__") if isinstance(policy_class, dict) else None
+    if module in _POLICY_MODULES:
+        return _POLICY_MODULES[module]
     for algo, key in _ALGO_SIGNATURES:
         if key in metadata:
             return algo
@@ -99,26 +114,6 @@ def check_algorithm(checkpoint: SourceCheckpoint, algo: str) -> None:
             f"{checkpoint.path} is a {checkpoint.algo} checkpoint but the study uses {algo}: "
             f"pass --algo {checkpoint.algo} or a {algo} checkpoint"
         )
-
-
-def head_parameters(policy: torch.nn.Module) -> set[str]:
-    """Names of the parameters of the output heads (actions, values, Q-values, log std).
-
-    Everything else (MLP extractors, hidden layers of Q-networks and actors) is a feature layer.
-    """
-    heads: set[str] = set()
-    for name, module in policy.named_modules():
-        leaf = name.rsplit(".", 1)[-1]
-        if leaf in _HEAD_MODULES and isinstance(module, torch.nn.Linear):
-            heads.update(f"{name}.{p}" for p, _ in module.named_parameters())
-        elif _HEAD_SEQUENTIALS.match(leaf) and isinstance(module, torch.nn.Sequential):
-            linears = [(i, m) for i, m in module.named_children()
-                       if isinstance(m, torch.nn.Linear)]
-            if linears:
-                index, last = linears[-1]
-                heads.update(f"{name}.{index}.{p}" for p, _ in last.named_parameters())
-    heads.update(n for n, _ in policy.named_parameters() if n.rsplit(".", 1)[-1] == "log_std")
-    return heads
 
 
 @dataclass
@@ -244,6 +239,7 @@ def apply_transfer(model: BaseAlgorithm, source_state: dict[str, torch.Tensor],
             f"Use the same --algo and network (--hparams policy_kwargs=...) for source and target"
         )
     policy.load_state_dict(new_state, strict=False)
+    contrib.sync_weights(model)  # ARS searches from its own copy of the weights
     report = TransferReport(condition, source_label, records, dict(spelled.options))
     params = dict(policy.named_parameters())
     frozen: set[str] = set()
@@ -273,53 +269,25 @@ def apply_transfer(model: BaseAlgorithm, source_state: dict[str, torch.Tensor],
     return report
 
 
-def feature_layers(policy: torch.nn.Module) -> dict[str, int]:
-    """Each feature layer (a Linear or Conv module that is not a head) of `policy` and its
-    depth: 1 for a layer that reads the observation.
-
-    Depth counts along the forward path: a features extractor's layers come first (in the
-    order they are registered, which is the order NatureCNN and MLPs apply them), then the
-    layers of each MLP that reads its features. Parallel MLPs count separately, so the policy
-    and value towers of an actor-critic, Q-networks qf0 and qf1, and target networks each have
-    their own layer 1 (after the extractor they read).
-    """
-    heads = head_parameters(policy)
-    names = {id(module): name for name, module in policy.named_modules()}
-    chains: dict[str, list[str]] = {}  # an extractor or an MLP -> its layers, input first
-    for name, module in policy.named_modules():
-        if isinstance(module, _LAYERS) and f"{name}.weight" not in heads:
-            chains.setdefault(_chain(name), []).append(name)
-    depths: dict[str, int] = {}
-    for chain, layers in chains.items():
-        before = _extractor_of(policy, chain, names)
-        offset = len(chains.get(before, [])) if before is not None else 0
-        for index, name in enumerate(layers):
-            depths[name] = offset + index + 1
-    return depths
-
-
-def parameter_depths(policy: torch.nn.Module) -> dict[str, int]:
-    """The depth (`feature_layers`) of each feature parameter of `policy`. A parameter outside
-    a layer (e.g. a BatchNorm's) goes with the layer registered before it in its extractor or
-    MLP (or is at depth 1)."""
-    layers = feature_layers(policy)
-    heads = head_parameters(policy)
-    last: dict[str, int] = {}
-    depths: dict[str, int] = {}
-    for name, module in policy.named_modules():
-        chain = _chain(name)
-        if name in layers:
-            last[chain] = layers[name]
-        for param_name, _ in module.named_parameters(prefix=name, recurse=False):
-            if param_name not in heads:
-                depths[param_name] = layers.get(name, last.get(chain, 1))
-    return depths
-
-
 def check_options(policy: torch.nn.Module, condition: str) -> None:
     """ConfigError (one line) when `condition`'s options do not fit `policy`, e.g.
-    ``freeze-features:layers=3`` for a policy with two feature layers."""
-    _frozen_depth(policy, condition, conditions.parse(condition).get("layers"))
+    ``freeze-features:layers=3`` for a policy with two feature layers, or reinit-head for a
+    policy that is all head (ARS's LinearPolicy, ``net_arch=[]``)."""
+    choice = conditions.parse(condition)
+    entry = choice.weights.condition if choice.weights is not None else choice.condition
+    if _on_features(entry) and not feature_layers(policy):
+        raise ConfigError(
+            f"condition {condition!r}: the policy has no feature layers (its observation goes "
+            f"straight into its heads, e.g. ARS's LinearPolicy or net_arch=[]), so "
+            f"{entry.name} would {'freeze' if entry.freezes != conditions.NONE else 'copy'} "
+            f"nothing: use finetune, or a network with hidden layers (--hparams "
+            f"policy=MlpPolicy 'policy_kwargs={{net_arch=[64,64]}}')")
+    _frozen_depth(policy, condition, choice.get("layers"))
+
+
+def _on_features(entry: conditions.Condition) -> bool:
+    """Whether a condition's effect is on feature layers only (reinit-head, freeze-features)."""
+    return entry.copies == conditions.FEATURES or entry.freezes == conditions.FEATURES
 
 
 def _frozen_depth(policy: torch.nn.Module, condition: str, layers: int | None) -> float:
@@ -333,39 +301,6 @@ def _frozen_depth(policy: torch.nn.Module, condition: str, layers: int | None) -
             f"{'' if count == 1 else 's'} from the input to its heads, so layers must be "
             f"1..{count} (or left out, to freeze them all)")
     return layers
-
-
-def _chain(module: str) -> str:
-    """The features extractor a module is part of, or else its parent (an MLP)."""
-    parts = module.split(".")
-    for index, part in enumerate(parts):
-        if part.endswith("features_extractor"):
-            return ".".join(parts[:index + 1])
-    return module.rpartition(".")[0]
-
-
-def _extractor_of(policy: torch.nn.Module, chain: str, names: dict[int, str]) -> str | None:
-    """The features extractor whose output the MLP `chain` reads (None for an extractor):
-    ``mlp_extractor.policy_net`` reads pi_features_extractor (the shared one if it is),
-    ``q_net.q_net`` reads ``q_net.features_extractor``, ``critic.qf0`` reads
-    ``critic.features_extractor``."""
-    if chain.endswith("features_extractor"):
-        return None
-    owner, _, leaf = chain.rpartition(".")
-    root, _, last = owner.rpartition(".")
-    if last == "mlp_extractor":
-        prefix = f"{root}." if root else ""
-        tower = {"policy_net": "pi_", "value_net": "vf_"}.get(leaf, "")
-        candidates = [f"{prefix}{tower}features_extractor", f"{prefix}features_extractor"]
-    else:
-        candidates = [f"{owner}.features_extractor" if owner else "features_extractor"]
-    for path in candidates:
-        try:
-            module = policy.get_submodule(path)
-        except AttributeError:
-            continue
-        return names.get(id(module))
-    return None
 
 
 def _whole_layers(records: list[TensorRecord]) -> None:
@@ -436,6 +371,7 @@ def freeze(model: BaseAlgorithm, names: set[str]) -> None:
         if name in names:
             param.requires_grad_(False)
             frozen_params.append(param)
+    contrib.list_trainable(model)  # TRPO differentiates every parameter it is given
     frozen_ids = {id(p) for p in frozen_params}
     optim_groups.remove(policy, frozen_params)  # saved as SB3 lays it out: SB3's load() reads it
     for _, module in policy.named_modules():

@@ -116,7 +116,8 @@ def test_bad_overrides():
 
 def test_unknown_algorithm_suggests():
     with pytest.raises(AlgorithmError, match=re.escape(
-            "unknown algorithm 'ppo2': choose from ppo, a2c, dqn, sac, td3. Did you mean 'ppo'")):
+            "unknown algorithm 'ppo2': choose from ppo, a2c, dqn, sac, td3, tqc, qrdqn, crossq, "
+            "trpo, ars, recurrentppo, maskableppo. Did you mean 'ppo'")):
         algos.get_algorithm("ppo2")
 
 

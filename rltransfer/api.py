@@ -21,6 +21,7 @@ import json
 import math
 import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,7 @@ def run(source: str | EnvSpec | None = None, target: str | EnvSpec | None = None
     `RLTransferError` whose message the CLI prints (e.g. `ParameterError`), before anything
     is written; an unknown keyword raises `OptionError`. Runs that fail do not raise: they
     are in `Study.failed_runs`."""
+    _refuse_in_a_worker_importing_main()
     argv, explicit = command_line(source, target, options)
     args = cli._build_parser(_RaisingParser).parse_args(argv)
     for name, value in explicit.items():  # False where the CLI has no flag, and the envs
@@ -103,6 +105,21 @@ def run(source: str | EnvSpec | None = None, target: str | EnvSpec | None = None
     result = summarize_elsewhere(study_dir)
     cli._print_summary(result, study_dir, console, terminal_table)
     return load(study_dir)
+
+
+def _refuse_in_a_worker_importing_main() -> None:
+    """A study's worker processes start by importing the script that started the study
+    (multiprocessing's forkserver and spawn do), so a script that calls `run` at its top
+    level would start the study again in each: refuse, with the fix."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "_fixup_main_from_path" and "multiprocessing" in code.co_filename:
+            script = frame.f_locals.get("main_path", "the script")
+            raise ConfigError(f"rltransfer.run() ran again as a worker process imported "
+                              f"{script}: in a script, call it under "
+                              f"'if __name__ == \"__main__\":' (a notebook needs nothing)")
+        frame = frame.f_back
 
 
 def command_line(source: Any, target: Any,

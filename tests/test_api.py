@@ -270,6 +270,23 @@ def test_a_bad_option_raises_the_message_the_cli_prints(tmp_path, capsys, option
         assert isinstance(raised.value, ParameterError)
 
 
+def test_a_script_that_runs_a_study_unguarded_is_refused_in_its_workers(tmp_path):
+    """Workers import the script that started the study (multiprocessing's forkserver and
+    spawn), as `_fixup_main_from_path` does here: run() refuses to start the study again."""
+    script = tmp_path / "study.py"
+    script.write_text("import rltransfer\n"
+                      f"rltransfer.run('CartPole-v1', 'CartPole-v1', out={str(tmp_path)!r})\n")
+    done = subprocess.run([sys.executable, "-c", "import multiprocessing.spawn as spawn; "
+                           f"spawn._fixup_main_from_path({str(script)!r})"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"rltransfer.errors.ConfigError: rltransfer.run() ran again as a worker process "
+        f"imported {script}: in a script, call it under 'if __name__ == \"__main__\":' (a "
+        f"notebook needs nothing)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.py"]
+
+
 def test_curves_without_pandas_say_how_to_install_it(study, monkeypatch):
     monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas raises ImportError
     with pytest.raises(MissingDependencyError) as raised:

@@ -296,9 +296,11 @@ def test_curves_without_pandas_say_how_to_install_it(study, monkeypatch):
     assert study.verdicts  # everything else reads without it
 
 
-def test_the_command_line_does_not_import_the_api():
+def test_the_command_line_does_not_import_the_api_and_load_imports_no_torch(study):
     code = ("import sys, rltransfer.cli, rltransfer.__main__\n"
             "assert 'rltransfer.api' not in sys.modules and 'pandas' not in sys.modules\n"
             "import rltransfer\n"
-            "assert rltransfer.load is rltransfer.api.load\n")
+            "assert rltransfer.load is rltransfer.api.load\n"
+            f"assert rltransfer.load({str(study.path)!r}).verdicts\n"
+            "assert 'torch' not in sys.modules and 'stable_baselines3' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import inspect
 import os
 import pickletools
 import re
@@ -35,10 +36,15 @@ from .transfer import SourceCheckpoint, check_algorithm, load_checkpoint
 
 HUB_PREFIX = "hf://"
 
-# policy_kwargs that shape the network (or its initialization) and that a study adopts.
+# policy_kwargs that shape the network (or its initialization) and that a study adopts; the
+# second line: sb3-contrib's (TQC/QR-DQN quantiles, RecurrentPPO's LSTMs, ARS's bias, CrossQ's
+# batch renormalization). A policy class that does not take a key does not get it.
 ADOPTED_POLICY_KWARGS = ("net_arch", "activation_fn", "log_std_init", "ortho_init", "full_std",
                          "use_expln", "squash_output", "share_features_extractor", "n_critics",
-                         "clip_mean")
+                         "clip_mean",
+                         "n_quantiles", "lstm_hidden_size", "n_lstm_layers", "shared_lstm",
+                         "enable_critic_lstm", "with_bias", "batch_norm", "batch_norm_momentum",
+                         "batch_norm_eps", "renorm_warmup_steps")
 # The activations rltransfer can rebuild, by the module and name a pickle imports them from
 # (rltransfer.algos spells them as these keys).
 ACTIVATIONS = {("torch.nn.modules.activation", cls): name
@@ -78,7 +84,10 @@ def read_architecture(checkpoint: SourceCheckpoint) -> Architecture:
         read_from["use_sde"] = "data"
     else:
         use_sde = None
-    shapes = _from_shapes(checkpoint.state_dict)
+    shapes = _from_shapes(checkpoint.state_dict, checkpoint.algo)
+    quantiles = checkpoint.metadata.get("n_quantiles")  # QR-DQN's, beside its policy_kwargs
+    if "n_quantiles" not in kwargs and isinstance(quantiles, int) and quantiles > 0:
+        kwargs["n_quantiles"], read_from["n_quantiles"] = quantiles, "data"
     for key, value in shapes.items():
         if key == "use_sde":
             if use_sde is None:
@@ -185,16 +194,18 @@ def _same_or_split(pi: list[int], other: list[int], key: str) -> list[int] | dic
     return pi if pi == other else {"pi": pi, key: other}
 
 
-def _from_shapes(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """net_arch, n_critics and use_sde as SB3's policies lay out their tensors."""
+def _from_shapes(state: Mapping[str, torch.Tensor], algo: str | None = None) -> dict[str, Any]:
+    """net_arch, n_critics, use_sde (and sb3-contrib's quantiles, LSTMs, bias) as SB3's and
+    sb3-contrib's policies lay out their tensors; `algo`: the checkpoint's, if known."""
     found: dict[str, Any] = {}
-    if any(k.startswith("mlp_extractor.") for k in state):  # PPO / A2C
+    if any(k.startswith("mlp_extractor.") for k in state):  # PPO / A2C / TRPO / Maskable...
         pi = _widths(state, "mlp_extractor.policy_net")
         vf = _widths(state, "mlp_extractor.value_net")
         found["net_arch"] = _same_or_split(pi, vf, "vf")
         if "log_std" in state:  # a vector without gSDE, (latent, actions) with it
             found["use_sde"] = state["log_std"].dim() == 2
-    elif any(k.startswith("critic.qf") for k in state):  # SAC / TD3
+        found.update(_lstms(state))
+    elif any(k.startswith("critic.qf") for k in state):  # SAC / TD3 / TQC / CrossQ
         critics = sorted({k.split(".")[1] for k in state if re.match(r"^critic\.qf\d+\.", k)})
         qf = _widths(state, f"critic.{critics[0]}")[:-1]  # the last layer is the Q-value
         if any(k.startswith("actor.latent_pi.") for k in state):  # SAC
@@ -206,9 +217,28 @@ def _from_shapes(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
             pi = _widths(state, "actor.mu")[:-1]
         found["net_arch"] = _same_or_split(pi, qf, "qf")
         found["n_critics"] = len(critics)
+        if algo == "tqc":  # each critic's last layer: its quantiles
+            found["n_quantiles"] = _widths(state, f"critic.{critics[0]}")[-1]
     elif any(k.startswith("q_net.q_net.") for k in state):  # DQN
         found["net_arch"] = _widths(state, "q_net.q_net")[:-1]
+    elif any(k.startswith("quantile_net.quantile_net.") for k in state):  # QR-DQN
+        found["net_arch"] = _widths(state, "quantile_net.quantile_net")[:-1]
+    elif any(k.startswith("action_net.0.") for k in state):  # ARS: one Sequential, action last
+        found["net_arch"] = _widths(state, "action_net")[:-1]
+        found["with_bias"] = "action_net.0.bias" in state
     return found
+
+
+def _lstms(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """RecurrentPPO's LSTMs: hidden size, stacked layers, and the critic's (its own LSTM,
+    the actor's shared, or a Linear layer)."""
+    if "lstm_actor.weight_hh_l0" not in state:
+        return {}
+    layers = sum(1 for k in state if re.fullmatch(r"lstm_actor\.weight_ih_l\d+", k))
+    own = "lstm_critic.weight_ih_l0" in state
+    return {"lstm_hidden_size": int(state["lstm_actor.weight_hh_l0"].shape[1]),
+            "n_lstm_layers": layers, "enable_critic_lstm": own,
+            "shared_lstm": not own and "critic.weight" not in state}
 
 
 def adopt(hparams: Mapping[str, Any], architecture: Architecture, explicit: Mapping[str, Any],
@@ -227,7 +257,13 @@ def adopt(hparams: Mapping[str, Any], architecture: Architecture, explicit: Mapp
             raise _conflict(f"policy_kwargs.{key}", given[key], value, architecture, key)
         kwargs[key] = value
     kwargs.pop("use_sde", None)  # SB3's off-policy classes copy use_sde into policy_kwargs
-    out["policy_kwargs"] = kwargs
+    if algo.name == "ars" and kwargs.get("net_arch") and out.get("policy") == "LinearPolicy":
+        if explicit.get("policy") == "LinearPolicy":
+            raise _conflict("policy", "LinearPolicy", "MlpPolicy", architecture, "net_arch")
+        out["policy"] = "MlpPolicy"  # hidden layers: ARS's LinearPolicy has none
+    taken = _policy_keys(algo, str(out.get("policy", "MlpPolicy")))
+    out["policy_kwargs"] = {k: v for k, v in kwargs.items()
+                            if taken is None or k in taken or k not in ADOPTED_POLICY_KWARGS}
     if architecture.use_sde is not None and "use_sde" in constructor_keys(algo):
         if "use_sde" in explicit and explicit["use_sde"] != architecture.use_sde:
             raise _conflict("use_sde", explicit["use_sde"], architecture.use_sde, architecture,
@@ -235,6 +271,17 @@ def adopt(hparams: Mapping[str, Any], architecture: Architecture, explicit: Mapp
         out["use_sde"] = architecture.use_sde
     validate_hparams(algo, out)
     return out
+
+
+def _policy_keys(algo: Algorithm, policy: str) -> set[str] | None:
+    """The keyword arguments of `algo`'s policy class `policy` (None: it takes any)."""
+    cls = getattr(algo.cls, "policy_aliases", {}).get(policy)
+    if cls is None:
+        return None
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return set(params)
 
 
 def _same(key: str, given: Any, adopted: Any) -> bool:

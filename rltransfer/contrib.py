@@ -42,7 +42,7 @@ def needs_masks(algo: str) -> bool:
 def check_env(algo: str, env: VecEnv, label: str) -> None:
     """AlgorithmError (one line) when `algo` needs something of `env` that it lacks:
     MaskablePPO's ``action_masks()``."""
-    if needs_masks(algo) and not all(env.has_attr(MASKS)):
+    if needs_masks(algo) and not env.has_attr(MASKS):
         raise AlgorithmError(
             f"--algo {algo} needs an env that says which actions are valid, but {label} has no "
             f"action_masks() method: add one to the env (or wrap it in sb3_contrib's "

@@ -15,11 +15,13 @@ checkpoint holds it). It reads the target's observations as the target's env giv
 normalizing target keeps the source's statistics frozen by default (``norm=freeze``,
 `rltransfer.vecnorm`), so they are scaled as in the teacher's own training.
 
-SB3's PPO and A2C have no hook for an extra loss, so the loss joins their update through two
-seams, without copying their ``train()``:
+SB3's PPO and A2C (and sb3-contrib's MaskablePPO) have no hook for an extra loss, so the loss
+joins their update through two seams, without copying their ``train()``:
 
 * the target policy's ``evaluate_actions`` (the one call ``train()`` makes with each batch) is
-  wrapped on the instance to keep the batch's observations;
+  wrapped on the instance to keep the batch's observations (and MaskablePPO's action masks,
+  under which both the target and the teacher choose: a teacher's probability on an action
+  the target env forbids is 0, so it pulls the target only among the allowed ones);
 * a step pre-hook on the policy's optimizer computes the distillation loss on that batch with
   the current parameters, adds its gradients to SB3's, and clips the total to SB3's
   ``max_grad_norm`` again, before the step.
@@ -35,6 +37,7 @@ the weight is 0).
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +52,7 @@ from stable_baselines3.common.distributions import (
 )
 from stable_baselines3.common.policies import ActorCriticPolicy
 
-from . import conditions
+from . import conditions, contrib
 from .errors import ConfigError
 from .transfer import TransferReport, apply_transfer
 
@@ -95,8 +98,8 @@ def check_teacher(model: BaseAlgorithm, source_state: dict[str, torch.Tensor],
                   source_spaces: tuple[spaces.Space, spaces.Space], condition: str,
                   source_label: str = "") -> None:
     """ConfigError (one line) unless the source policy can teach `model`'s: an actor-critic
-    (PPO, A2C), discrete or Gaussian actions, the same observation and action spaces, and the
-    same network. The runner calls it before a study writes anything."""
+    (PPO, A2C, MaskablePPO), discrete or Gaussian actions, the same observation and action
+    spaces, and the same network. The runner calls it before a study writes anything."""
     observation, action = source_spaces
     source = (describe(observation), describe(action))
     target = (describe(model.observation_space), describe(model.action_space))
@@ -114,16 +117,18 @@ def build_teacher(model: BaseAlgorithm, source_state: dict[str, torch.Tensor], c
     """The source policy, rebuilt as `model`'s policy class with `model`'s spaces and policy
     kwargs, holding `source_state` (loaded strictly); eval mode, no gradients."""
     policy = model.policy
-    if not isinstance(policy, ActorCriticPolicy):
+    masked = contrib.needs_masks(contrib.name_of(model))
+    if not (isinstance(policy, ActorCriticPolicy) or masked):
         raise ConfigError(f"condition {condition!r} distils an actor-critic's actions: use "
-                          f"--algo ppo or a2c (not {type(model).__name__.lower()})")
-    if not isinstance(policy.action_dist, (CategoricalDistribution, DiagGaussianDistribution,
-                                           StateDependentNoiseDistribution)):
+                          f"--algo ppo, a2c or maskableppo (not {contrib.name_of(model)})")
+    if not isinstance(policy.action_dist, _distributions(masked)):
         raise ConfigError(f"condition {condition!r} distils Discrete or Box actions; the "
                           f"target acts in {describe(model.action_space)}: use finetune")
+    sde = ({"use_sde": model.use_sde}
+           if "use_sde" in inspect.signature(model.policy_class).parameters else {})
     with torch.random.fork_rng(devices=[]):  # the target's random stream stays as it was
         teacher = model.policy_class(model.observation_space, model.action_space,
-                                     lambda _: 0.0, use_sde=model.use_sde, **model.policy_kwargs)
+                                     lambda _: 0.0, **sde, **model.policy_kwargs)
     expected = {name: tuple(t.shape) for name, t in teacher.state_dict().items()}
     given = {name: tuple(t.shape) for name, t in source_state.items()}
     if expected != given:
@@ -142,10 +147,25 @@ def build_teacher(model: BaseAlgorithm, source_state: dict[str, torch.Tensor], c
     return teacher
 
 
+def _distributions(masked: bool) -> tuple[type[Distribution], ...]:
+    """The action distributions distillation compares."""
+    if masked:  # MaskablePPO: Discrete actions only (its MultiDiscrete masks are per dimension)
+        from sb3_contrib.common.maskable.distributions import MaskableCategoricalDistribution
+
+        return (MaskableCategoricalDistribution,)
+    return (CategoricalDistribution, DiagGaussianDistribution, StateDependentNoiseDistribution)
+
+
+def _categorical(distribution: Distribution) -> bool:
+    return isinstance(distribution, CategoricalDistribution) or type(
+        distribution).__name__ == "MaskableCategoricalDistribution"
+
+
 def distillation_loss(student: Distribution, teacher: Distribution) -> torch.Tensor:
-    """The batch mean of the cross-entropy H(teacher, student) for categorical distributions,
-    of KL(teacher || student) summed over action dimensions for Gaussian ones."""
-    if isinstance(student, CategoricalDistribution):
+    """The batch mean of the cross-entropy H(teacher, student) for categorical distributions
+    (masked ones too: a forbidden action has probability 0 under the teacher), of
+    KL(teacher || student) summed over action dimensions for Gaussian ones."""
+    if _categorical(student):
         probs = teacher.distribution.probs  # type: ignore[union-attr]
         return -(probs * student.distribution.logits).sum(-1).mean()  # type: ignore[union-attr]
     kl = torch.distributions.kl_divergence(teacher.distribution, student.distribution)
@@ -158,31 +178,35 @@ class Kickstart:
     def __init__(self, model: BaseAlgorithm, teacher: ActorCriticPolicy,
                  weights: Schedule) -> None:
         self.model, self.teacher, self.schedule = model, teacher, weights
-        self._batch: Any = None  # observations of the batch the coming step trains on
+        # observations of the batch the coming step trains on, and what else the policy
+        # reads with them (MaskablePPO's action masks)
+        self._batch: Any = None
         policy = model.policy
         evaluate = policy.evaluate_actions  # the class's, bound
 
-        def evaluate_actions(obs: Any, actions: torch.Tensor) -> Any:
+        def evaluate_actions(obs: Any, actions: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
             if torch.is_grad_enabled():  # a training batch, not an evaluation
-                self._batch = obs
-            return evaluate(obs, actions)
+                masks = kwargs.get("action_masks", args[0] if args else None)
+                self._batch = (obs, {} if masks is None else {"action_masks": masks})
+            return evaluate(obs, actions, *args, **kwargs)
 
         # On the instance: SB3 saves the policy as a state dict, so this is never pickled.
         policy.evaluate_actions = evaluate_actions  # type: ignore[method-assign]
         policy.optimizer.register_step_pre_hook(self._before_step)
 
     def _before_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        obs, self._batch = self._batch, None
-        if obs is None:
+        batch, self._batch = self._batch, None
+        if batch is None:
             return
+        obs, extra = batch
         model = self.model
         weight = self.schedule.at(int(model.num_timesteps))
         model.logger.record("kickstart/weight", weight)
         if weight == 0:
             return
-        student = model.policy.get_distribution(obs)
+        student = model.policy.get_distribution(obs, **extra)
         with torch.no_grad():
-            teacher = self.teacher.get_distribution(obs)
+            teacher = self.teacher.get_distribution(obs, **extra)
         loss = distillation_loss(student, teacher)
         (weight * loss).backward()  # onto the gradients of SB3's loss
         torch.nn.utils.clip_grad_norm_(model.policy.parameters(), model.max_grad_norm)
@@ -205,12 +229,15 @@ def kickstart(model: BaseAlgorithm, source_state: dict[str, torch.Tensor], condi
     else:
         record = {"condition": condition, "source": source_label, "options": dict(choice.options)}
     weights = schedule(condition, timesteps)
-    loss = CROSS_ENTROPY if isinstance(model.policy.action_dist, CategoricalDistribution) else KL
+    loss = CROSS_ENTROPY if _categorical(model.policy.action_dist) else KL
     record["kickstart"] = {
         "teacher": source_label, "init": str(choice.get("init")), "steps": weights.steps,
         "initial_weight": weights.weight, "loss": loss,
         "schedule": "weight x max(0, 1 - t / steps) at the update after t env steps",
     }
+    if contrib.needs_masks(contrib.name_of(model)):
+        record["kickstart"]["action_masks"] = ("the training batch's, for the target and the "
+                                               "teacher alike")
     return Kickstart(model, teacher, weights), report, record
 
 

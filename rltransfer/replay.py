@@ -3,13 +3,15 @@
 The transitions come from the source policy acting on the *target* env (``replay:n=N``:
 env steps of the run, so they count toward its budget), or from a local Minari dataset
 recorded on the target (``replay:dataset=ID``: collected elsewhere, so they take none of
-the run's steps). Off-policy algorithms only (DQN, SAC, TD3): they learn from a buffer.
+the run's steps). Off-policy algorithms only (DQN, SAC, TD3, TQC, QR-DQN, CrossQ): they learn
+from a buffer.
 
 The source policy is rebuilt from weights only: the target's policy class with the target's
 spaces and policy kwargs, the source's state dict loaded strictly (nothing is unpickled).
 It acts as SB3 makes a policy act while it trains (`OffPolicyAlgorithm._sample_action` after
-the warm-up): SAC samples its squashed Gaussian, TD3 adds the run's action noise (if its
-hyperparameters set one), DQN is ε-greedy at the run's final ε (``exploration_final_eps``).
+the warm-up): SAC, TQC and CrossQ sample their squashed Gaussian, TD3 adds the run's action
+noise (if its hyperparameters set one), DQN and QR-DQN are ε-greedy at the run's final ε
+(``exploration_final_eps``).
 SB3's own `_store_transition` writes each step, so terminal observations and time-outs are
 stored as in any SB3 run.
 
@@ -187,7 +189,8 @@ def behaviour(model: OffPolicyAlgorithm) -> str:
                 f"{model.exploration_final_eps:g}")  # type: ignore[attr-defined]
     noise = (f", plus the run's action noise ({type(model.action_noise).__name__})"
              if model.action_noise is not None else "")
-    kind = "sampled from" if isinstance(model, SAC) else "from"
+    # SAC, TQC and CrossQ sample their squashed Gaussian (they all tune an entropy target)
+    kind = "sampled from" if isinstance(model, SAC) or hasattr(model, "target_entropy") else "from"
     return f"actions {kind} the source actor{noise}, as SB3 acts while training"
 
 

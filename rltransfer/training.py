@@ -5,10 +5,12 @@ Files of a run folder: evaluations.csv, TensorBoard events, model.zip, status.js
 transferred runs transfer.json, for runs that normalize (`vecnorm`) vecnormalize.npz, and for
 runs on a randomized env contexts.json (`rltransfer.contexts`: the contexts its evaluation and
 training episodes played).
-Every file is written atomically. While an on-policy run (PPO, A2C) trains, checkpoint.pt
-holds its weights, optimizer state and normalization statistics as of its last evaluation,
-so an interrupted run continues from there (`train_run(..., resume=True)`).
-Off-policy runs (DQN, SAC, TD3) would also need their replay buffer, so they restart.
+Every file is written atomically. While an on-policy run (PPO, A2C, TRPO, RecurrentPPO,
+MaskablePPO) trains, checkpoint.pt holds its weights, optimizer state and normalization
+statistics as of its last evaluation, so an interrupted run continues from there
+(`train_run(..., resume=True)`).
+Off-policy runs (DQN, SAC, TD3, TQC, QR-DQN, CrossQ) would also need their replay buffer, and
+ARS its weight vector and search state, so they restart.
 """
 
 from __future__ import annotations
@@ -29,12 +31,11 @@ import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import TensorBoardOutputFormat, configure
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecCheckNan, VecEnv
 
-from . import algos, exploration, strategy, vecnorm
+from . import algos, contrib, exploration, strategy, vecnorm
 from . import conditions as registry
 from .contexts import FILE as CONTEXTS
 from .contexts import ContextLog, EvaluationContexts, TrainingContexts, randomized
@@ -108,9 +109,10 @@ class EvaluationCallback(BaseCallback):
         vecnorm.sync(self.training_env, self.eval_env)  # the statistics training has now
         self.eval_env.seed(self.eval_seed)
         played = EvaluationContexts(self.eval_env.num_envs) if self.contexts else None
-        returns, _ = evaluate_policy(self.model, self.eval_env, n_eval_episodes=self.n_episodes,
-                                     deterministic=True, return_episode_rewards=True,
-                                     callback=played)
+        # MaskablePPO's with the env's action masks; RecurrentPPO's with its LSTM states
+        returns, _ = contrib.evaluate_policy(self.model, self.eval_env,
+                                             n_eval_episodes=self.n_episodes, deterministic=True,
+                                             return_episode_rewards=True, callback=played)
         mean, std = float(np.mean(returns)), float(np.std(returns))
         if not (math.isfinite(mean) and math.isfinite(std)):
             raise Diverged(f"evaluation return is not finite ({mean}) — diverged?",
@@ -233,6 +235,7 @@ def build_model(run: RunSpec, env: VecEnv, tensorboard_dir: Path | None = None) 
     if cached:
         hparams = mlp_hparams(hparams)
     policy = str(hparams.get("policy", "MlpPolicy"))
+    contrib.check_env(algo.name, env, str(run.env))  # e.g. MaskablePPO's action masks
     kwargs = algos.model_kwargs(hparams, env.action_space)
     with warnings.catch_warnings():
         if cached:  # an MLP on the GPU is the point: the encoder is there
@@ -348,8 +351,9 @@ def _restart_point(run: RunSpec, run_dir: Path,
     if not (resume and stale):
         how = ""  # a first attempt
     elif not can_checkpoint(run.agent.algo):
-        how = (f"restarts from the start ({run.agent.algo} would also need its replay buffer, "
-               f"which checkpoints do not hold)")
+        state = "its replay buffer" if run.agent.algo in registry.OFF_POLICY else "its search state"
+        how = (f"restarts from the start ({run.agent.algo} would also need {state}, which "
+               f"checkpoints do not hold)")
     else:
         how = "restarts from the start (no checkpoint yet)"
     for old in stale:

@@ -252,9 +252,10 @@ def apply_transfer(model: BaseAlgorithm, source_state: dict[str, torch.Tensor],
         freeze(model, frozen)
         report.frozen_targets = target_copies(policy, frozen)
         _sync(report.frozen_targets)
-        report.frozen_layers = [{"layer": name, "depth": d}
-                                for name, d in feature_layers(policy).items()
-                                if f"{name}.weight" in frozen]
+        report.frozen_layers = [  # a Linear/Conv layer's weight, an LSTM's every tensor
+            {"layer": name, "depth": d} for name, d in feature_layers(policy).items()
+            if {f"{name}.{p}" for p, _ in policy.get_submodule(name).named_parameters()}
+            <= frozen]
     factor = choice.get("lr_scale")
     if factor is not None and factor != 1:
         optim_groups.scale(policy, [params[r.name] for r in records if r.status == "copied"

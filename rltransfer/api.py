@@ -86,8 +86,9 @@ def run(source: str | EnvSpec | None = None, target: str | EnvSpec | None = None
 
     Progress is printed as the CLI prints it, then the summary table. A bad input raises the
     `RLTransferError` whose message the CLI prints (e.g. `ParameterError`), before anything
-    is written; an unknown keyword raises `OptionError`. Runs that fail do not raise: they
-    are in `Study.failed_runs`."""
+    is written; an unknown keyword raises `OptionError`. Target runs that fail do not raise,
+    even all of them: they are in `Study.failed_runs` (a failed source raises
+    `SourceFailedError`, as the CLI stops)."""
     _refuse_in_a_worker_importing_main()
     argv, explicit = command_line(source, target, options)
     args = cli._build_parser(_RaisingParser).parse_args(argv)
@@ -102,8 +103,13 @@ def run(source: str | EnvSpec | None = None, target: str | EnvSpec | None = None
     from .execution import summarize_elsewhere
     from .tables import terminal_table
 
-    result = summarize_elsewhere(study_dir)
-    cli._print_summary(result, study_dir, console, terminal_table)
+    try:
+        result = summarize_elsewhere(study_dir)
+    except OutputError as err:  # every target run failed: the Study names them
+        console.print(f"rltransfer: {err}", style="red", markup=False, highlight=False,
+                      soft_wrap=True)
+    else:
+        cli._print_summary(result, study_dir, console, terminal_table)
     return load(study_dir)
 
 

@@ -57,9 +57,22 @@ class Corridor(gym.Env):
         return np.array([self.position / self.length], dtype=np.float32)
 
 
+class CrashingInWorkers(Corridor):
+    """Crashes in a study's worker process (not in the study's own checks)."""
+
+    def step(self, action):
+        import multiprocessing
+
+        if multiprocessing.parent_process() is not None:
+            raise RuntimeError("the simulator crashed")
+        return super().step(action)
+
+
 gym.register("Corridor-v0", entry_point=Corridor, max_episode_steps=20, reward_threshold=0.9,
              kwargs={"length": 6})
 gym.register("CorridorLong-v0", entry_point=Corridor, max_episode_steps=20,
+             reward_threshold=0.9, kwargs={"length": 9})
+gym.register("CorridorCrash-v0", entry_point=CrashingInWorkers, max_episode_steps=20,
              reward_threshold=0.9, kwargs={"length": 9})
 '''
 
@@ -181,6 +194,21 @@ def test_an_interrupted_study_loads_what_is_there_and_names_the_missing_runs(stu
                                   "finetune/seed_0 (interrupted)", "finetune/seed_1 (missing)"]
     assert empty.curves.empty
     assert f"no results yet ({folder} has no finished runs" in repr(empty)
+
+
+def test_a_study_whose_runs_all_failed_returns_them_instead_of_raising(corridor, tmp_path,
+                                                                       capsys):
+    study = rltransfer.run(f"{corridor}:Corridor-v0", f"{corridor}:CorridorCrash-v0", seeds=2,
+                           conditions="scratch", hparams=TINY, out=tmp_path, name="crash",
+                           workers=2, **BUDGET)
+    error = "RuntimeError: the simulator crashed"
+    assert {key: value.split("\n")[0] for key, value in study.failed_runs.items()} == {
+        "scratch/seed_0": error, "scratch/seed_1": error}
+    assert study.verdicts == {} and study.summary is None
+    assert study.note == (f"{tmp_path / 'crash'} has no finished runs: nothing to report "
+                          f"(scratch: all 2 runs failed (seed_0, seed_1: {error}); no metrics "
+                          f"for it)")
+    assert f"rltransfer: {study.note}\n" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("make", [lambda p: p.mkdir(), lambda p: None])

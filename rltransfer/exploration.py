@@ -1,4 +1,4 @@
-"""DQN's ε schedule after a transfer.
+"""DQN's (and QR-DQN's) ε schedule after a transfer.
 
 SB3's DQN explores ε-greedily with ε decaying linearly from ``exploration_initial_eps`` (1)
 to ``exploration_final_eps`` over the first ``exploration_fraction`` of training. A copied
@@ -24,10 +24,10 @@ from . import conditions as registry
 
 
 def apply(model: BaseAlgorithm, choice: registry.Choice) -> dict[str, Any] | None:
-    """Set a DQN `model`'s ε schedule for the run's condition; return what transfer.json
+    """Set a DQN or QR-DQN `model`'s ε schedule for the run's condition; return what transfer.json
     records of it (None for other algorithms)."""
-    if not isinstance(model, DQN):
-        return None
+    if not isinstance(model, DQN) and type(model).__name__.lower() not in registry.EPSILON_GREEDY:
+        return None  # QR-DQN keeps its schedule as DQN does, under the same names
     eps, weights = choice.get("eps"), choice.weights
     start, final = model.exploration_initial_eps, model.exploration_final_eps
     if eps is not None:

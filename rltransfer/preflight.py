@@ -14,11 +14,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.evaluation import evaluate_policy
 
 from . import checkpoints, strategy, vecnorm
 from . import conditions as registry
 from .caches import Source, source_from_cache
+from .contrib import evaluate_policy  # SB3's, or MaskablePPO's with the env's action masks
 from .env_factory import make_env, make_vec, reward_threshold
 from .errors import CheckpointError, HyperparameterError, OutputError
 from .io_utils import file_sha256

@@ -196,6 +196,9 @@ def test_every_algorithm_trains_under_each_condition_it_accepts(algo, condition,
     assert any(not torch.equal(after[n], at_start[n]) for n in trained)  # learn() trained
     if condition.startswith("replay"):
         assert record["replay"]["transitions"] == 64 and record["replay"]["env_steps"] == 64
+    if algo == "qrdqn":  # epsilon as DQN's: a copied quantile head acts from the start
+        eps = record["exploration"]
+        assert (eps["initial_eps"] == eps["final_eps"]) == (entry.copies == registry.ALL)
 
 
 def test_recurrent_ppo_lstms_are_features_and_layer_one(sources, tmp_path):

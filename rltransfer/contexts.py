@@ -23,14 +23,15 @@ from typing import Any
 from stable_baselines3.common.callbacks import BaseCallback
 
 from .io_utils import atomic_write_json, read_json
-from .specs import EnvSpec
+from .specs import EnvSpec, is_distribution
 
 FILE = "contexts.json"
 
 
 def randomized(env: EnvSpec) -> dict[str, str]:
     """The env's randomized parameters and their distributions' text ({} for none)."""
-    return {name: value for name, value in sorted(env.params.items()) if isinstance(value, str)}
+    return {name: value for name, value in sorted(env.params.items())
+            if is_distribution(value)}
 
 
 class ContextLog:

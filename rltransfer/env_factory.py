@@ -16,7 +16,7 @@ from . import envs as catalog
 from .envs import randomization
 from .errors import MissingDependencyError, ParameterError, UnknownEnvError, did_you_mean
 from .pixels import add_pixel_observations, headless_rendering, stack_frames
-from .specs import EnvSpec, Value, format_value, literal
+from .specs import EnvSpec, Value, format_value, is_distribution, literal
 
 
 def family_for(env_id: str) -> tuple[catalog.Family, str, dict[str, float]] | None:
@@ -111,7 +111,7 @@ def _check_arguments(spec: EnvSpec, env_id: str) -> None:
                 f"{env_id} takes no argument {name!r}.{hint} Its constructor takes: {takes} "
                 f"(it is not in rltransfer's catalog, so {spec.id}:name=value passes "
                 f"keyword arguments to gym.make)")
-        if isinstance(value, str) and value[:1] != '"':
+        if is_distribution(value):
             raise ParameterError(
                 f"{name}={value} in {spec}: {env_id} is not in rltransfer's catalog, so "
                 f"{name} is a constructor argument, fixed when the env is built, and cannot "

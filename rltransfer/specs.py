@@ -158,6 +158,12 @@ def format_value(value: Value) -> str:
     return f"{value:g}"
 
 
+def is_distribution(value: Value) -> bool:
+    """Whether a stored value is a distribution's text (drawn per episode), not a number,
+    switch or quoted string."""
+    return isinstance(value, str) and value[:1] not in ('"', "'")
+
+
 def literal(value: Value) -> Any:
     """The Python value a parameter's stored form stands for: a quoted string's text without
     its quotes; anything else as stored."""

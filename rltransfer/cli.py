@@ -240,7 +240,10 @@ def _build_parser(parser_class: type[argparse.ArgumentParser] = _Parser
     S = argparse.SUPPRESS  # unset options fall back to --config, then to the defaults
     run.add_argument("source", nargs="?", default=S, metavar="SOURCE",
                      help="source environment, e.g. CartPole-v1 or, randomized, "
-                          "'CartPole-v1:length=uniform(0.25,1.0)'")
+                          "'CartPole-v1:length=uniform(0.25,1.0)'; your own env: "
+                          "my_module:MyEnv-v0:size=8 (my_module registers it; outside the "
+                          "catalog key=value are its constructor's arguments, TOML literals: "
+                          "8, 0.2, true, \"hard\")")
     run.add_argument("target", nargs="?", default=S, metavar="TARGET",
                      help="target environment, e.g. CartPole-v1:length=1.0")
     _add_study_options(run)
@@ -319,7 +322,9 @@ def _build_parser(parser_class: type[argparse.ArgumentParser] = _Parser
 
     env_list = sub.add_parser("envs", help="list environment families and their parameters",
                               description="List environment families, their parameters "
-                                          "(default, range, unit) and named variants.")
+                                          "(default, range, unit) and named variants: the "
+                                          "catalog's and those installed packages declare "
+                                          "(entry points rltransfer.families).")
     env_list.add_argument("family", nargs="?", metavar="FAMILY",
                           help="show one family in detail, e.g. CartPole")
     return parser

@@ -59,6 +59,7 @@ class Algorithm:
     path: str  # "module:Class", imported on first use
     action_spaces: tuple[type[spaces.Space], ...]
     doc: str = ""  # one line: what it is, for the README and `--help`
+    images: bool = True  # whether its policies take a features extractor (image observations)
 
     @property
     def cls(self) -> type[BaseAlgorithm]:
@@ -82,8 +83,8 @@ def _sb3(name: str, cls: str, action_spaces: tuple[type[spaces.Space], ...],
 
 
 def _contrib(name: str, cls: str, action_spaces: tuple[type[spaces.Space], ...],
-             doc: str) -> Algorithm:
-    return Algorithm(name, f"{CONTRIB}:{cls}", action_spaces, doc)
+             doc: str, images: bool = True) -> Algorithm:
+    return Algorithm(name, f"{CONTRIB}:{cls}", action_spaces, doc, images)
 
 
 ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
@@ -101,7 +102,8 @@ ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
     _contrib("trpo", "TRPO", _ANY,
              "trust region policy optimization: natural-gradient steps in a KL trust region"),
     _contrib("ars", "ARS", (spaces.Box, spaces.Discrete),
-             "augmented random search: gradient-free search over the policy's weights"),
+             "augmented random search: gradient-free search over the policy's weights",
+             images=False),
     _contrib("recurrentppo", "RecurrentPPO", _ANY,
              "PPO with an LSTM policy, for partially observed tasks"),
     _contrib("maskableppo", "MaskablePPO",

@@ -149,7 +149,8 @@ _BASE = (
               hooks=_WEIGHTS_HOOKS),
     Condition("pretrained-encoder", "pixels: a pretrained image encoder (--encoder, "
                                     "--encoder-weights), frozen or fine-tuned, fresh heads",
-              image_encoder=True),
+              image_encoder=True, refuses=((NO_GRADIENT[0], "ars has no image policy: its "
+                                            "policies map a vector observation to actions"),)),
 )
 REFERENCE = "scratch"
 

@@ -40,7 +40,7 @@ from . import conditions as registry
 from .contexts import FILE as CONTEXTS
 from .contexts import ContextLog, EvaluationContexts, TrainingContexts, randomized
 from .env_factory import make_vec
-from .errors import EncoderError
+from .errors import AlgorithmError, EncoderError
 from .features import caches_features, mlp_hparams
 from .io_utils import (
     atomic_write_bytes,
@@ -236,6 +236,11 @@ def build_model(run: RunSpec, env: VecEnv, tensorboard_dir: Path | None = None) 
         hparams = mlp_hparams(hparams)
     policy = str(hparams.get("policy", "MlpPolicy"))
     contrib.check_env(algo.name, env, str(run.env))  # e.g. MaskablePPO's action masks
+    if encoder and not algo.images:
+        raise AlgorithmError(
+            f"--algo {algo.name} has no image policy (its policies map a vector observation "
+            f"to actions, without a features extractor), but {run.env} observes images: use "
+            f"another --algo (ppo, sac, ...), or drop --pixels")
     kwargs = algos.model_kwargs(hparams, env.action_space)
     with warnings.catch_warnings():
         if cached:  # an MLP on the GPU is the point: the encoder is there

@@ -269,6 +269,8 @@ REFUSED = [
      "recurrentppo's teacher would be an LSTM whose hidden state along the target's rollouts "
      "is never computed"),
     ("trpo", "replay", "condition 'replay' works with dqn, sac, td3, tqc, qrdqn, crossq only"),
+    ("ars", "pretrained-encoder", "condition 'pretrained-encoder' does not work with ars: ars "
+     "has no image policy"),
     ("tqc", "kickstart", "condition 'kickstart' works with ppo, a2c, maskableppo only, not tqc"),
     ("tqc", "finetune:eps=0.1", "condition 'finetune:eps=0.1': eps applies to dqn, qrdqn "
      "only, not tqc: drop eps"),
@@ -304,6 +306,17 @@ def test_maskable_ppo_on_an_env_without_masks_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "CartPole-v1 has no action_masks() method: add one to the env" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_ars_on_images_is_one_line(tmp_path, capsys):
+    code = main(["run", "CartPole-v1", "CartPole-v1", "--algo", "ars", "--pixels",
+                 "--out", str(tmp_path / "runs"), *BUDGET])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert ("--algo ars has no image policy (its policies map a vector observation to actions, "
+            "without a features extractor), but CartPole-v1 [pixels 84px x4] observes "
+            "images") in err
     assert not (tmp_path / "runs").exists()
 
 

@@ -32,7 +32,7 @@ from typing import Any
 import gymnasium as gym
 from gymnasium.envs.registration import EnvSpec, WrapperSpec, load_env_creator
 
-from rltransfer.errors import MissingDependencyError, ParameterError
+from rltransfer.errors import MissingDependencyError, ParameterError, UnknownEnvError
 
 from . import randomization
 
@@ -388,6 +388,27 @@ def family_of(env_id: str) -> tuple[Family, str, dict[str, float]] | None:
             family.load()
             return family, env_id, {}
     return None
+
+
+def import_registering_module(env_id: str) -> str:
+    """For Gymnasium's ``module:EnvId`` form, import `module` (it registers EnvId), as every
+    worker process will; return the registered id (`env_id` itself without a module)."""
+    if ":" not in env_id:
+        return env_id
+    module, name = env_id.split(":", 1)
+    try:
+        importlib.import_module(module)
+    except ImportError as err:
+        raise UnknownEnvError(f"cannot import {module!r} for {env_id} ({err}): install it, or "
+                              f"add its folder to PYTHONPATH") from None
+    return name
+
+
+def family_for(env_id: str) -> tuple[Family, str, dict[str, float]] | None:
+    """`family_of` for an id in any form: for Gymnasium's ``module:EnvId``, the module is
+    imported first (it registers EnvId, and may declare its family with `add_family`), then
+    EnvId is looked up."""
+    return family_of(import_registering_module(env_id))
 
 
 class ParamWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):

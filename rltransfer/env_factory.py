@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -14,16 +13,10 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from . import envs as catalog
 from .envs import randomization
+from .envs.family import family_for, import_registering_module
 from .errors import MissingDependencyError, ParameterError, UnknownEnvError, did_you_mean
 from .pixels import add_pixel_observations, headless_rendering, stack_frames
 from .specs import EnvSpec, Value, format_value, is_distribution, literal
-
-
-def family_for(env_id: str) -> tuple[catalog.Family, str, dict[str, float]] | None:
-    """`catalog.family_of` for an id in any form: for Gymnasium's ``module:EnvId``, the
-    module is imported first (it registers EnvId, and may declare its family with
-    `rltransfer.envs.add_family`), then EnvId is looked up."""
-    return catalog.family_of(_import_registering_module(env_id))
 
 
 def resolve(spec: EnvSpec) -> tuple[catalog.Family | None, str, dict[str, Value]]:
@@ -35,7 +28,7 @@ def resolve(spec: EnvSpec) -> tuple[catalog.Family | None, str, dict[str, Value]
     """
     found = family_for(spec.id)
     if found is None:
-        registered = _import_registering_module(spec.id)
+        registered = import_registering_module(spec.id)
         if registered not in gym.registry:
             names = list(gym.registry) + [f.name for f in catalog.families().values()]
             hint = did_you_mean(spec.id, names)
@@ -174,20 +167,6 @@ def _check_distribution(family: catalog.Family, parameter: catalog.Parameter, va
     if problem:
         raise ParameterError(problem)
     return distribution.text
-
-
-def _import_registering_module(env_id: str) -> str:
-    """For Gymnasium's ``module:EnvId`` form, import `module` (it registers EnvId), as every
-    worker process will; return the registered id."""
-    if ":" not in env_id:
-        return env_id
-    module, name = env_id.split(":", 1)
-    try:
-        importlib.import_module(module)
-    except ImportError as err:
-        raise UnknownEnvError(f"cannot import {module!r} for {env_id} ({err}): install it, or "
-                              f"add its folder to PYTHONPATH") from None
-    return name
 
 
 def make_env(spec: EnvSpec, render_mode: str | None = None, monitor: bool = False) -> gym.Env:

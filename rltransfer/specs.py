@@ -179,7 +179,7 @@ def canonical(env_id: str, params: Mapping[str, Value]) -> dict[str, Value]:
     outside the catalog keeps the literals' types (its constructor's arguments)."""
     if not params or all(isinstance(v, str) for v in params.values()):
         return dict(params)
-    from .env_factory import family_for  # the env catalog, only when needed
+    from .envs.family import family_for  # the env catalog (no SB3, no torch), when needed
 
     found = family_for(env_id)
     if found is None:

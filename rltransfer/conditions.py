@@ -107,9 +107,10 @@ LR_SCALE = Option(
     valid="a number in (0, 1]", check=_scale_ok, refuses=(NO_GRADIENT, TRUST_REGION))
 LAYERS = Option(
     "layers", int, None,
-    "freeze only the first k feature layers (Linear/Conv), counted from the input along each "
-    "path (a features extractor's layers first; the policy and value towers' first layers "
-    "are both layer 1 after it); left out: all feature layers",
+    "freeze only the first k feature layers (Linear/Conv/LSTM), counted from the input along "
+    "each path (a features extractor's layers first; the policy and value towers' first "
+    "layers are both layer 1 after it, RecurrentPPO's LSTMs before them); left out: all "
+    "feature layers",
     valid="an integer >= 1", check=lambda value: value >= 1)
 EPS = Option(
     "eps", float, None,

@@ -239,17 +239,18 @@ def test_a_teacher_that_cannot_teach_is_an_error_before_anything_is_written(
 
 
 def test_kickstart_distils_actor_critics_only():
-    assert registry.CONDITIONS["kickstart"].algos == ("ppo", "a2c")  # checked with the spec
+    # checked with the spec
+    assert registry.CONDITIONS["kickstart"].algos == ("ppo", "a2c", "maskableppo")
     with pytest.raises(ConfigError, match=re.escape(
-            "condition 'kickstart' works with ppo, a2c only, not dqn: use --algo ppo or a2c, "
-            "or drop kickstart")):
+            "condition 'kickstart' works with ppo, a2c, maskableppo only, not dqn: use --algo "
+            "ppo, a2c or maskableppo, or drop kickstart")):
         registry.check_algorithm("kickstart:init=finetune", "dqn")
     dqn = build_model(RunSpec(EnvSpec.parse("CartPole-v1"), AgentSpec("dqn", {}, 1, "cpu"),
                               "scratch", 0, 256, 128, 1), make_vec(EnvSpec.parse("CartPole-v1"),
                                                                    1, 0))
     with pytest.raises(ConfigError, match=re.escape(
-            "condition 'kickstart' distils an actor-critic's actions: use --algo ppo or a2c "
-            "(not dqn)")):
+            "condition 'kickstart' distils an actor-critic's actions: use --algo ppo, a2c "
+            "or maskableppo (not dqn)")):
         build_teacher(dqn, dqn.policy.state_dict(), "kickstart")
 
 

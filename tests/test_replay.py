@@ -49,7 +49,8 @@ def _source(run: RunSpec) -> dict[str, torch.Tensor]:
 
 def test_replay_is_one_registry_entry_that_takes_transitions():
     entry = conditions.CONDITIONS["replay"]
-    assert entry.takes == conditions.TRANSITIONS and entry.algos == ("dqn", "sac", "td3")
+    assert entry.takes == conditions.TRANSITIONS
+    assert entry.algos == ("dqn", "sac", "td3", "tqc", "qrdqn", "crossq")
     assert conditions.parse("replay").needs_source
     assert conditions.parse("replay:n=500").label == "replay:n=500"
     dataset = conditions.parse(f"replay:dataset={DATASET}")
@@ -64,11 +65,12 @@ def test_replay_is_one_registry_entry_that_takes_transitions():
 
 
 @pytest.mark.parametrize("text,algo,message", [
-    ("replay", "ppo", "condition 'replay' works with dqn, sac, td3 only, not ppo: use --algo "
-                      "dqn, sac or td3, or drop replay"),
-    ("replay:n=10", "A2C", "condition 'replay' works with dqn, sac, td3 only, not a2c"),
-    ("finetune:eps=0.1", "sac", "condition 'finetune:eps=0.1': eps applies to dqn only, not "
-                                "sac: drop eps"),
+    ("replay", "ppo", "condition 'replay' works with dqn, sac, td3, tqc, qrdqn, crossq only, "
+                      "not ppo: use --algo dqn, sac, td3, tqc, qrdqn or crossq, or drop replay"),
+    ("replay:n=10", "A2C", "condition 'replay' works with dqn, sac, td3, tqc, qrdqn, crossq "
+                           "only, not a2c"),
+    ("finetune:eps=0.1", "sac", "condition 'finetune:eps=0.1': eps applies to dqn, qrdqn only, "
+                                "not sac: drop eps"),
 ])
 def test_algorithms_a_condition_or_option_does_not_fit(text, algo, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -313,10 +315,10 @@ COMMON = ["--timesteps", "200", "--source-timesteps", "200", "--eval-episodes", 
           "--workers", "1", "--hparams", "train_freq=4", "policy_kwargs={net_arch=[32]}"]
 BAD = [
     (["CartPole-v1", "CartPole-v1", "--conditions", "scratch,replay"],
-     "condition 'replay' works with dqn, sac, td3 only, not ppo: use --algo dqn, sac or td3, "
-     "or drop replay"),
+     "condition 'replay' works with dqn, sac, td3, tqc, qrdqn, crossq only, not ppo: use --algo "
+     "dqn, sac, td3, tqc, qrdqn or crossq, or drop replay"),
     (["Pendulum-v1", "Pendulum-v1", "--algo", "sac", "--conditions", "scratch,finetune:eps=0.1"],
-     "condition 'finetune:eps=0.1': eps applies to dqn only, not sac: drop eps"),
+     "condition 'finetune:eps=0.1': eps applies to dqn, qrdqn only, not sac: drop eps"),
     (["CartPole-v1", "CartPole-v1", "--algo", "dqn", "--conditions",
       "scratch,replay:dataset=nobody/missing-v0"],
      "replay:dataset=nobody/missing-v0: no Minari dataset 'nobody/missing-v0' in {d} "

@@ -248,6 +248,29 @@ def test_masked_evaluation_and_a_maskless_env_is_refused(tmp_path):
         training.build_model(run, make_vec(run.env, 1, 0))
 
 
+def test_recurrent_evaluation_carries_the_lstm_states(monkeypatch):
+    """The run's evaluation passes RecurrentPPO its LSTM states from step to step, reset at
+    each episode's start."""
+    from rltransfer.contrib import evaluate_policy
+
+    env = make_vec(EnvSpec("CartPole-v1"), 2, 0)
+    model = RecurrentPPO("MlpLstmPolicy", env, n_steps=16, batch_size=16, seed=0,
+                         policy_kwargs={"net_arch": [8], "lstm_hidden_size": 4})
+    calls: list = []
+    predict = model.predict
+
+    def spy(obs, state=None, episode_start=None, deterministic=False):
+        calls.append((state, None if episode_start is None else episode_start.copy()))
+        return predict(obs, state=state, episode_start=episode_start,
+                       deterministic=deterministic)
+
+    monkeypatch.setattr(model, "predict", spy)
+    evaluate_policy(model, env, n_eval_episodes=2)
+    assert calls[0][0] is None and calls[0][1].all()  # the first step starts episodes
+    assert all(state is not None for state, _ in calls[1:])  # then the states go along
+    assert not calls[1][1].any()
+
+
 # --- refusals, through the CLI --------------------------------------------------------------
 
 BUDGET = ["--timesteps", "128", "--source-timesteps", "128", "--seeds", "1"]

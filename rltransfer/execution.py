@@ -1,5 +1,6 @@
 """Where runs execute: in this process (`--workers 1`), in worker processes on this machine
-(`--workers N`, the default: one per core), or as tasks on a Ray cluster (`--backend ray`).
+(`--workers N`, the default: one per core), or as tasks on a Ray cluster (`--backend ray`,
+in `ray_backend`).
 
 Every backend executes the same `Job`s with `execute`, which writes the run's folder (so the
 files are the same whatever ran them), reports progress through an event sink ("start", key,
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import ConfigError, MissingDependencyError
+from .errors import ConfigError
 from .io_utils import read_json
 from .specs import RunSpec
 
@@ -451,87 +452,14 @@ class ProcessBackend:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-# --- Ray --------------------------------------------------------------------------------
-
-def _ray_execute(job: Job, events: Any) -> Outcome:
-    return execute(job, events)
-
-
-class RayBackend:
-    """Each job is a Ray task with `cpus_per_run` CPUs and `gpus_per_run` GPUs (fractions
-    share a GPU); Ray places them on the cluster's nodes. Run folders are written by the
-    nodes, so `--out` must be on a filesystem every node shares."""
-
-    capacity = 1_000_000  # Ray queues tasks until resources free up
-
-    def __init__(self, execution: Execution) -> None:
-        try:
-            import ray
-            from ray.util.queue import Queue
-        except ImportError:
-            raise MissingDependencyError("--backend ray needs Ray: pip install "
-                                         "'rltransfer[ray]'") from None
-        self._ray = ray
-        self._started = not ray.is_initialized()
-        if self._started:
-            handler = signal.getsignal(signal.SIGTERM)  # ray.init replaces it with sys.exit
-            try:
-                ray.init(address=execution.address, include_dashboard=False,
-                         log_to_driver=False, logging_level="ERROR")
-            except ConnectionError as err:
-                raise ConfigError(f"no Ray cluster at --address {execution.address}: start one "
-                                  f"with 'ray start --head' or drop --address for a local "
-                                  f"instance ({err})") from None
-            finally:
-                signal.signal(signal.SIGTERM, handler)
-        self._events = Queue()
-        self._task = ray.remote(_ray_execute).options(
-            num_cpus=execution.cpus_per_run or 1.0, num_gpus=execution.gpus_per_run or 0.0,
-            max_retries=0)
-        self._refs: dict[Any, Job] = {}
-
-    def submit(self, job: Job) -> None:
-        self._refs[self._task.remote(job, self._events)] = job
-
-    def wait(self, timeout: float) -> list[tuple[str, str, Any]]:
-        items: list[tuple[str, str, Any]] = []
-        try:
-            items.append(self._events.get(block=True, timeout=timeout))
-            size = self._events.qsize()
-            if size:
-                items += self._events.get_nowait_batch(size)
-        except Exception:  # noqa: BLE001 - ray.util.queue.Empty
-            pass
-        ready, _ = self._ray.wait(list(self._refs), num_returns=len(self._refs), timeout=0)
-        for ref in ready:
-            job = self._refs.pop(ref)
-            try:
-                outcome = self._ray.get(ref)
-            except Exception as err:  # noqa: BLE001 - the task or its worker died
-                outcome = Outcome(job.key, False, error=f"Ray task failed: "
-                                                        f"{str(err).splitlines()[0]}")
-            items.append(("done", job.key, outcome))
-        return items
-
-    def close(self, interrupted: bool) -> None:
-        if interrupted:  # KeyboardInterrupt in each task: its run is marked interrupted
-            for ref in list(self._refs):
-                self._ray.cancel(ref)
-            self._ray.wait(list(self._refs), num_returns=len(self._refs), timeout=10)
-        try:
-            self._events.shutdown()
-        except Exception:  # noqa: BLE001, S110 - best effort on the way out
-            pass
-        if self._started:
-            self._ray.shutdown()
-
-
 def make_backend(execution: Execution, on_event: Any, at_once: int | None = None) -> Backend:
     """The backend for `execution`; `on_event` receives progress events of in-process runs.
     `at_once`: the most jobs that can ever run at the same time; with one, a local study
     trains it in this process, which has imported everything already (a worker process would
     import it all again, for no parallelism)."""
     if execution.backend == "ray":
+        from .ray_backend import RayBackend  # imports Ray only when it is used
+
         return RayBackend(execution)
     if execution.n_workers == 1 or (at_once is not None and at_once <= 1):
         return InlineBackend(on_event)

@@ -78,6 +78,10 @@ class StudyProgress:
 
     def start_run(self, key: str, label: str, total: int, resumed_from: int = 0) -> None:
         """A run began (in any worker); `resumed_from` steps were trained before."""
+        again = self._runs.pop(key, None)
+        if again is not None:  # started again (a Ray task whose node was lost): count anew
+            self._progress.remove_task(again.task)
+            self._progress.update(self._study, advance=-(again.resumed + again.steps))
         task = self._progress.add_task(f"  {escape(label)}", total=total, completed=resumed_from,
                                        rate="")
         self._runs[key] = _Run(label, task, time.perf_counter(), resumed_from)

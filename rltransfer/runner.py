@@ -18,6 +18,7 @@ from .execution import Execution
 from .io_utils import atomic_write_json, read_json
 from .plan import Plan, plan
 from .preflight import check_new_study, check_writable
+from .ray_backend import ray_session
 from .scheduler import Scheduler
 from .sequential import Design, next_counts
 from .study_folder import (
@@ -48,7 +49,8 @@ def run_study(spec: StudySpec, *, command: str = "", console: Console | None = N
     check_writable(out)
     new_out = [folder for folder in (out, *out.parents) if not folder.exists()]
     study_dir = plan_.study_dir
-    with StudyLock(study_dir) as lock:
+    # Ray: the cluster answers and every node sees --out, before anything is written
+    with ray_session(execution, out), StudyLock(study_dir) as lock:
         try:
             _run_locked(plan_, command, console, execution, resume)
         except BaseException:

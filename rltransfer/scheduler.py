@@ -250,6 +250,10 @@ class Scheduler:
 
     def _event(self, event: tuple[str, str, Any], in_flight: dict[str, Job]) -> None:
         kind, key, value = event
+        if kind == "note":  # a backend's message (Ray: a node was lost)
+            self.progress.print(str(value), style="yellow" if str(value).startswith(
+                "warning") else None)
+            return
         job = in_flight.get(key)
         if job is None:
             return

@@ -436,7 +436,7 @@ def _assert_same_summary(study: Path, whole: Path, resumed: dict[str, int]) -> N
 
 def test_ray_backend_writes_the_same_files_as_the_local_one(tmp_path):
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         assert _study(tmp_path / "ray", "s", "--backend", "ray") == 0
     finally:

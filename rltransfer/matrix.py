@@ -17,13 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from . import metrics
 from . import verdict as verdicts
 from .errors import ConfigError, OutputError
 from .execution import Execution
+from .fit_table import FitTable
 from .io_utils import atomic_write_json, atomic_write_text, read_json
 from .specs import EnvSpec, split_top_level
 from .study_spec import StudySpec, flat_spec, flat_values
@@ -361,14 +360,12 @@ def compare_headers() -> list[str]:
             + ["verdict (Holm within its study)"])
 
 
-def compare_table(result: dict[str, Any]) -> Table:
-    table = Table(title="studies compared (intervals over seeds; verdicts from each study's "
-                        "primary claim)", title_justify="left")
-    for header in compare_headers():
-        table.add_column(header, overflow="fold")
-    for row in result["rows"]:
-        table.add_row(*(escape(cell) for cell in _compare_cells(row)))
-    return table
+def compare_table(result: dict[str, Any]) -> FitTable:
+    """The compared studies for the terminal: a column per metric where they fit on one line,
+    else a block per study and condition."""
+    return FitTable("studies compared (intervals over seeds; verdicts from each study's "
+                    "primary claim)", compare_headers(),
+                    [_compare_cells(row) for row in result["rows"]], heading=(0, 2))
 
 
 def compare_markdown(result: dict[str, Any]) -> str:

@@ -14,10 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rich.markup import escape
-from rich.table import Table
-
 from . import metrics
+from .fit_table import FitTable
 from .verdict import FAILED_RUNS, MIXED, NEGATIVE, NO_CLEAR, POSITIVE, REFERENCE, UNDECIDED
 
 # --------------------------------------------------------------------------- the registry
@@ -199,23 +197,21 @@ _TERMINAL_STYLES = {POSITIVE: "bold green", NEGATIVE: "bold red", NO_CLEAR: "dim
 _TERMINAL_WARNING = "bold yellow"
 
 
-def terminal_table(result: dict[str, Any]) -> Table:
-    """The comparison table, for the terminal."""
+def terminal_table(result: dict[str, Any]) -> FitTable:
+    """The comparison table, for the terminal: a column per metric where the console is wide
+    enough for every cell on one line, else a block per condition (`FitTable`)."""
     level = metrics.percent(1 - result.get('alpha', metrics.DEFAULT_ALPHA))
-    table = Table(title=escape(f"{result['source']} → {result['target']} ({result['algo']}), "
-                               f"{level} intervals over seeds"), title_justify="left")
-    for title in headers():
-        table.add_column(title, overflow="fold")
-    for row in table_rows(result):
-        cells = [escape(cell) for cell in row]
-        style = _TERMINAL_STYLES.get(row[-1]) or (
+    rows = table_rows(result)
+    styles: list[list[str | None]] = []
+    for row in rows:
+        row_styles: list[str | None] = [None] * len(row)
+        row_styles[-1] = _TERMINAL_STYLES.get(row[-1]) or (
             _TERMINAL_WARNING if row[-1].startswith(NO_METRICS) else None)
-        if style:
-            cells[-1] = f"[{style}]{cells[-1]}[/]"
         if not row[1].isdigit():  # some runs failed or did not finish
-            cells[1] = f"[{_TERMINAL_WARNING}]{cells[1]}[/]"
-        table.add_row(*cells)
-    return table
+            row_styles[1] = _TERMINAL_WARNING
+        styles.append(row_styles)
+    return FitTable(f"{result['source']} → {result['target']} ({result['algo']}), "
+                    f"{level} intervals over seeds", headers(), rows, styles)
 
 
 def summary_csv(result: dict[str, Any]) -> str:

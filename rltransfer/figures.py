@@ -61,6 +61,23 @@ def format_steps(value: float, _position: Any = None) -> str:
     return f"{value:g}"
 
 
+def seed_band(runs: Sequence[tuple[Any, Any]], level: float = 0.95) -> AggregateCurve:
+    """The mean over seeds of `runs` ([(timesteps, values), ...]) with its `level` t band,
+    the band cut at each step to the range the seeds' own values span there.
+
+    A t band over few seeds runs far past anything the runs did (2 seeds: ±6.4 standard
+    deviations; CartPole's band reached −150 and 650 where a return lies in [0, 500]), and
+    past the score's physical range. Cut to the seeds' range it never claims a mean no seed
+    reached, so it stays inside whatever range the env's returns have, declared or not; where
+    the t band is narrower it is drawn as it is. NaN (no band) with fewer than 2 runs."""
+    curve = aggregate_curves(runs, confidence_level=level)
+    values = np.stack([np.interp(curve.steps, np.asarray(t, dtype=float),
+                                 np.asarray(r, dtype=float)) for t, r in runs])
+    low, high = values.min(axis=0), values.max(axis=0)
+    return AggregateCurve(curve.steps, curve.mean, np.clip(curve.low, low, high),
+                          np.clip(curve.high, low, high))
+
+
 def write_figures(study_dir: Path, result: dict[str, Any],
                   curves: Mapping[str, list]) -> dict[str, bytes]:
     """Write curves.png, curves.svg, profiles.png and metrics.png; return the PNG bytes by
@@ -102,7 +119,8 @@ def _new_figure(width: float, height: float) -> Figure:
 
 def curves_figure(result: dict[str, Any], curves: Mapping[str, list]) -> Figure:
     """Normalized (left) and raw (right) evaluation return vs target env steps: the mean over
-    seeds per condition with a shaded 1 - alpha t band, threshold and random policy lines."""
+    seeds per condition with a shaded 1 - alpha t band cut to the seeds' range (`seed_band`),
+    threshold and random policy lines."""
     from matplotlib.ticker import FuncFormatter
 
     norm = result["metrics"]["normalization"]
@@ -114,8 +132,8 @@ def curves_figure(result: dict[str, Any], curves: Mapping[str, list]) -> Figure:
                   for t, r in runs]
         label = f"{name} (n={len(runs)})"
         level = 1 - result.get("alpha", metrics.DEFAULT_ALPHA)
-        _plot_band(ax_score, aggregate_curves(scores, confidence_level=level), colors[name], label)
-        _plot_band(ax_raw, aggregate_curves(runs, confidence_level=level), colors[name], label)
+        _plot_band(ax_score, seed_band(scores, level), colors[name], label)
+        _plot_band(ax_raw, seed_band(runs, level), colors[name], label)
     _reference_lines(ax_score, 1.0, 0.0, norm)
     _reference_lines(ax_raw, norm["threshold"], norm["random_return"], norm)
     ax_score.set(title="normalized score", ylabel="normalized return\n(0 = random, "
@@ -127,7 +145,7 @@ def curves_figure(result: dict[str, Any], curves: Mapping[str, list]) -> Figure:
         ax.set_xlim(left=0)
         ax.grid(alpha=0.25)
     fig.suptitle(f"{result['source']} → {result['target']} ({result['algo']}): mean over "
-                 f"seeds, shaded {_level(result)} t interval")
+                 f"seeds, shaded {_level(result)} t interval (cut to the seeds' range)")
     _legend_below(fig, *ax_score.get_legend_handles_labels())
     return fig
 
@@ -145,7 +163,7 @@ def profiles_figure(result: dict[str, Any]) -> Figure:
     profile = result["metrics"]["profile"]
     taus = np.asarray(profile["taus"])
     colors = condition_colors(list(profile["conditions"]))
-    fig = _new_figure(7.0, 4.5)
+    fig = _new_figure(7.0, 5.2)
     ax = fig.subplots()
     for name, data in profile["conditions"].items():
         ax.fill_between(taus, data["low"], data["high"], step="post", color=colors[name],
@@ -160,7 +178,7 @@ def profiles_figure(result: dict[str, Any]) -> Figure:
     ax.grid(alpha=0.25)
     ax.set_title(f"performance profiles: {result['target']}\nshaded: exact {_level(result)} "
                  "pointwise band (Clopper-Pearson)", fontsize=11)
-    ax.legend(loc="upper right", fontsize=9, frameon=False)
+    _legend_below(fig, *ax.get_legend_handles_labels())  # outside the data: never on a band
     return fig
 
 
@@ -373,7 +391,7 @@ _STUDY_STYLES = ("-", "--", ":", "-.")
 
 def compare_figure(studies: Sequence[Path]) -> Figure:
     """Normalized score vs target env steps for every condition of every study: colour is the
-    condition, line style the study; mean over seeds with a shaded 95% band."""
+    condition, line style the study; mean over seeds with a shaded 95% band (`seed_band`)."""
     fig = _new_figure(*CURVES_SIZE)
     ax = fig.subplots()
     names = {name for study in studies
@@ -386,20 +404,20 @@ def compare_figure(studies: Sequence[Path]) -> Figure:
         for condition, runs in curves.items():
             if not runs:
                 continue
-            curve = aggregate_curves(runs)
-            mean, low, high = (metrics.normalize(v, record["target_random_return"],
-                                                 record["threshold"])
-                               for v in (curve.mean, curve.low, curve.high))
-            ax.plot(curve.steps, mean, style, color=colors[condition],
+            curve = seed_band([(t, metrics.normalize(r, record["target_random_return"],
+                                                     record["threshold"])) for t, r in runs])
+            ax.plot(curve.steps, curve.mean, style, color=colors[condition],
                     label=f"{study.name}: {condition} (n={len(runs)})")
-            ax.fill_between(curve.steps, low, high, color=colors[condition], alpha=0.12)
+            ax.fill_between(curve.steps, curve.low, curve.high, color=colors[condition],
+                            alpha=0.12)
     ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="threshold (1)")
     ax.axhline(0.0, color="black", linestyle=":", linewidth=1, label="random policy (0)")
     ax.set_xlabel("target env steps")
     ax.set_ylabel("normalized return (0 = random, 1 = threshold)")
     ax.xaxis.set_major_formatter(lambda value, _: format_steps(value))
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9)
-    ax.set_title("studies compared: mean over seeds, shaded 95% t interval")
+    ax.set_title("studies compared: mean over seeds, shaded 95% t interval (cut to the seeds' "
+                 "range)")
     return fig
 
 

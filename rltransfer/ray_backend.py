@@ -13,6 +13,7 @@ their last checkpoint, says so, and fails the runs that no alive node can hold o
 from __future__ import annotations
 
 import dataclasses
+import re
 import secrets
 import signal
 import socket
@@ -48,6 +49,15 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+def _task_error(err: BaseException) -> str:
+    """One line for a task's failure: the error raised in the task (a RayTaskError's first
+    line only names the task), or Ray's (its node died, its worker was killed)."""
+    cause = getattr(err, "cause", None)
+    if isinstance(cause, BaseException):
+        return f"{type(cause).__name__}: {_first_line(cause)}"
+    return re.sub(r"\x1b\[[0-9;]*m", "", _first_line(err))
+
+
 def check_address(address: str | None) -> None:
     """A one-line ConfigError unless a Ray cluster answers at `address` ("auto": the one
     `ray start` last started here, or $RAY_ADDRESS). Ray itself would retry an unreachable
@@ -77,6 +87,32 @@ def check_address(address: str | None) -> None:
                           f"{reason}): {fix}") from None
 
 
+_RAY_PRINT: dict[str, Any] = {}  # Ray's printer of the cluster's error messages, while replaced
+
+
+def _first_lines_only(worker: Any) -> None:
+    """Have Ray print the first line of each error message the cluster pushes to this
+    driver (a lost node's came with a 20-line state dump of its raylet); the study says
+    what it means for the runs itself."""
+    original = _RAY_PRINT.setdefault("print", worker.print_to_stdstream)
+
+    def first_lines(data: dict[str, Any], ignore_prefix: bool) -> None:
+        lines = [line.strip().splitlines()[0] for line in data.get("lines", []) if line.strip()]
+        original({**data, "lines": lines}, ignore_prefix)
+
+    worker.print_to_stdstream = first_lines
+
+
+def disconnect() -> None:
+    """Shut down the Ray that `connect` started."""
+    ray = _ray()
+    ray.shutdown()
+    if "print" in _RAY_PRINT:
+        import ray._private.worker as worker
+
+        worker.print_to_stdstream = _RAY_PRINT.pop("print")
+
+
 def connect(execution: Execution) -> bool:
     """Join the cluster at `execution.address`, or start a local instance without one;
     whether this call started Ray (False: it was running already)."""
@@ -96,6 +132,12 @@ def connect(execution: Execution) -> bool:
         raise ConfigError(f"could not {where}: {_first_line(err)}") from None
     finally:
         signal.signal(signal.SIGTERM, handler)
+    try:
+        import ray._private.worker as worker
+
+        _first_lines_only(worker)
+    except (ImportError, AttributeError):  # pragma: no cover - another Ray: its full text
+        pass
     return True
 
 
@@ -145,6 +187,8 @@ def check_nodes_see(out: Path, execution: Execution) -> None:
             node = refs[ref]
             try:
                 seen = ray.get(ref)
+            except ray.exceptions.TaskUnschedulableError:
+                continue  # the node died since it was listed: no run goes there
             except Exception as err:  # noqa: BLE001 - e.g. rltransfer is not installed there
                 raise ConfigError(f"Ray node {_name(node)} could not check that it sees --out "
                                   f"{out} ({_first_line(err)}): rltransfer must be installed "
@@ -172,7 +216,7 @@ def ray_session(execution: Execution, out: Path) -> Iterator[None]:
         yield
     finally:
         if started:
-            _ray().shutdown()
+            disconnect()
 
 
 def _study_folder(job: Job) -> Path | None:
@@ -224,6 +268,7 @@ class RayBackend:
             max_retries=RAY_RETRIES, retry_exceptions=False)
         self._refs: dict[Any, Job] = {}
         self._node_of: dict[str, str] = {}  # key -> the node its task runs on
+        self._lost: dict[str, str] = {}  # key -> the lost node its task ran on
         self._nodes = _alive(ray)
         self._next_look = time.monotonic() + CHECK_EVERY
         self._no_room_since: float | None = None
@@ -240,10 +285,11 @@ class RayBackend:
                 items += self._events.get_nowait_batch(size)
         except Exception:  # noqa: BLE001, S110 - ray.util.queue.Empty
             pass
+        notes: list[tuple[str, str, Any]] = []
         for item in items:
             if item[0] == "node":
-                self._node_of[item[1]] = item[2]
-        items = [item for item in items if item[0] != "node"]
+                notes += self._placed(item[1], item[2])
+        items = [item for item in items if item[0] != "node"] + notes
         ready, _ = self._ray.wait(list(self._refs), num_returns=len(self._refs), timeout=0)
         for ref in ready:
             job = self._refs.pop(ref)
@@ -251,12 +297,22 @@ class RayBackend:
             try:
                 outcome = self._ray.get(ref)
             except Exception as err:  # noqa: BLE001 - the task or its node died (retries spent)
-                outcome = Outcome(job.key, False, error=f"Ray task failed: {_first_line(err)}")
+                outcome = Outcome(job.key, False, error=f"Ray task failed: {_task_error(err)}")
             items.append(("done", job.key, outcome))
         if time.monotonic() >= self._next_look:
             self._next_look = time.monotonic() + CHECK_EVERY
             items += self._look_at_nodes()
         return items
+
+    def _placed(self, key: str, node_id: str) -> list[tuple[str, str, Any]]:
+        """A task says where it runs: a note when that is its second node (a retry)."""
+        before = self._node_of.get(key) or self._lost.pop(key, None)
+        self._node_of[key] = node_id
+        if before is None or before == node_id:
+            return []
+        label = next((job.label for job in self._refs.values() if job.key == key), key)
+        return [("note", "", f"{label}: its Ray node {before[:8]} was lost; it runs again on "
+                             f"node {node_id[:8]}")]
 
     def _look_at_nodes(self) -> list[tuple[str, str, Any]]:
         """Notes on lost nodes; failures for the runs that waited `WAIT_FOR_NODES` seconds
@@ -268,7 +324,7 @@ class RayBackend:
                 continue
             keys = sorted(k for k, n in self._node_of.items() if n == node_id)
             for key in keys:
-                del self._node_of[key]  # waiting again, for its retry
+                self._lost[key] = self._node_of.pop(key)  # waiting again, for its retry
             labels = [job.label for job in self._refs.values() if job.key in keys]
             notes.append(("note", "", f"Ray node {_name(node)} was lost"
                           + (f" with {len(labels)} run(s) ({', '.join(labels)}): they start "
@@ -308,4 +364,4 @@ class RayBackend:
         except Exception:  # noqa: BLE001, S110 - best effort on the way out
             pass
         if self._started:
-            self._ray.shutdown()
+            disconnect()

@@ -59,7 +59,7 @@ examples:
   python -m rltransfer run ALE/Pong-v5 ALE/Pong-v5:mode=1 \
       --conditions scratch,finetune,pretrained-encoder --encoder resnet18
 
-Then: tensorboard --logdir runs/<study>   (tag eval/mean_reward, x = target env steps)
+Then: python -m rltransfer tensorboard runs/<study>   (curves per run and per condition)
 """
 
 
@@ -298,13 +298,14 @@ def _build_parser(parser_class: type[argparse.ArgumentParser] = _Parser
 
     compare = sub.add_parser("compare", help="several studies in one table",
                              description="Put the conditions of several finished studies in "
-                                         "one table (and compare.md/compare.json beside the "
-                                         "first study's folder, or in --out).")
+                                         "one table and figure: compare.md, compare.json and "
+                                         "compare.png, written in --out.")
     compare.add_argument("studies", nargs="+", metavar="STUDY_DIR",
                          help="study folders, e.g. runs/a runs/b")
-    compare.add_argument("--out", metavar="DIR", help="where to write compare.md and "
-                                                      "compare.json (default: the current "
-                                                      "folder)")
+    compare.add_argument("--out", metavar="DIR",
+                         help="the folder to write compare.md, compare.json and compare.png "
+                              "in (default: the folder that holds the first study, e.g. runs "
+                              "for runs/a)")
 
     report = sub.add_parser("report", help="recompute a study's table and summary files",
                             description="Recompute summary.json, summary.csv, report.md and "
@@ -433,12 +434,28 @@ def _print_summary(result: dict, study_dir: Path, console: Console, table_fn) ->
     console.print(f"report: {study_dir / 'report.html'}, {study_dir / 'report.md'}, "
                   f"{study_dir / 'curves.png'}, {study_dir / 'summary.json'}, "
                   f"{study_dir / 'summary.csv'}", highlight=False, markup=False)
-    console.print(f"curves: tensorboard --logdir {study_dir}", highlight=False, markup=False)
+    console.print(f"curves: {self_command()} tensorboard {study_dir}", highlight=False,
+                  markup=False)
     failed = sum(len(runs.get("failed", [])) for runs in result["runs"].values())
     if failed:
         console.print(f"{failed} run(s) failed; fix the cause, then: python -m rltransfer "
                       f"resume {study_dir}", style="red", highlight=False, markup=False)
     return 1 if failed else 0
+
+
+def self_command() -> str:
+    """How to run rltransfer again from the user's shell: "python -m rltransfer" where that
+    `python` is this interpreter (an activated venv), else this interpreter's path, e.g.
+    ".venv/bin/python -m rltransfer" after `make demo`, which activates nothing."""
+    import os
+    import shutil
+
+    executable = os.path.abspath(sys.executable)
+    found = shutil.which("python")
+    if found and os.path.dirname(os.path.abspath(found)) == os.path.dirname(executable):
+        return "python -m rltransfer"
+    relative = os.path.relpath(executable)
+    return f"{executable if relative.startswith('..') else relative} -m rltransfer"
 
 
 def _cmd_report(args: argparse.Namespace, console: Console) -> int:
@@ -469,11 +486,15 @@ def _cmd_matrix(args: argparse.Namespace, argv: list[str], console: Console) -> 
 
 
 def _cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    from .errors import OutputError
     from .io_utils import atomic_write_json, atomic_write_text
     from .matrix import compare_markdown, compare_studies, compare_table
 
+    out = Path(args.out) if args.out else compare_folder(Path(args.studies[0]))
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file: give a folder for compare.md, compare.json "
+                          "and compare.png")
     result = compare_studies([Path(s) for s in args.studies])
-    out = Path(args.out or ".")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "compare.json", result)
     atomic_write_text(out / "compare.md", compare_markdown(result))
@@ -484,6 +505,17 @@ def _cmd_compare(args: argparse.Namespace, console: Console) -> int:
     console.print(f"compare: {out / 'compare.md'}, {out / 'compare.png'}, "
                   f"{out / 'compare.json'}", markup=False, highlight=False)
     return 0
+
+
+def compare_folder(first_study: Path) -> Path:
+    """Where `compare` writes without --out: beside the first study, in the folder that holds
+    it ("runs" for runs/a; for "." or "..", the absolute folder above it)."""
+    import os
+
+    folder = Path(os.path.normpath(first_study))
+    if folder.name in ("", ".", ".."):
+        return Path(os.path.abspath(folder)).parent
+    return folder.parent
 
 
 def _cmd_tensorboard(args: argparse.Namespace, console: Console) -> int:

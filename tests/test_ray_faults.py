@@ -217,8 +217,12 @@ def test_runs_no_node_can_hold_fail_with_a_message_in_bounded_time(ray_env, tmp_
     assert not ray.is_initialized()
 
 
+@pytest.mark.skipif(not os.environ.get("RLTRANSFER_SLOW_RAY"), reason=(
+    "a lost node takes 40-60 s on 2 cores (a second node starts, and the retried run imports "
+    "torch again): RLTRANSFER_SLOW_RAY=1 runs it"))
 def test_a_lost_node_s_run_continues_on_another_from_its_checkpoint(ray_env, tmp_path, capsys):
-    """kill -9 of a worker node's raylet while both nodes train a run."""
+    """kill -9 of a worker node's raylet while both nodes train a run: the run it held
+    continues on the head node from its checkpoint, and the study completes."""
     node = ray_env.worker()
     found: dict[str, object] = {}
 
@@ -243,10 +247,10 @@ def test_a_lost_node_s_run_continues_on_another_from_its_checkpoint(ray_env, tmp
     assert all(status["state"] == "done" for status in runs.values())
     resumed = [run for run, status in runs.items() if status.get("resumed_from")]
     assert len(resumed) == 1 and resumed[0] in ("source", "scratch/seed_0")
+    label = {"source": "source CartPole-v1 seed 0", "scratch/seed_0": "scratch seed 0"}[resumed[0]]
     out = capsys.readouterr().out
-    assert f"{resumed[0].replace('/seed_', ' seed ')}: continues from its checkpoint" in out \
-        or "continues from its checkpoint" in out
-    assert "was lost" in out
+    assert f"{label}: its Ray node " in out and "was lost; it runs again on node " in out
+    assert f"{label}: continues from its checkpoint at step " in out
 
 
 def test_a_node_that_does_not_see_out_is_one_line_before_anything_is_written(

@@ -19,8 +19,10 @@ report stage runs without torch or Stable-Baselines3.
 from __future__ import annotations
 
 import shutil
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,25 +97,59 @@ def write_aggregates(study_dir: Path, raw: Mapping[str, Aggregate],
     return root
 
 
+def quiet_writer_threads() -> None:
+    """Leave out the traceback of TensorBoard's event-writer thread when a write fails (a
+    full or read-only disk): the thread keeps the error and the next write or flush raises
+    it in the thread that writes, which handles it (a run fails with it in one line).
+    Other threads' tracebacks print as before. Idempotent."""
+    previous = threading.excepthook
+    if getattr(previous, "quiet_writer_threads", False):
+        return
+
+    def hook(args: Any) -> None:
+        if type(args.thread).__name__ == "_AsyncWriterThread" and \
+                isinstance(args.exc_value, OSError):
+            return
+        previous(args)
+
+    hook.quiet_writer_threads = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
+
+
 class _Writer:
-    """One event file in `logdir`, written with TensorBoard's own EventFileWriter."""
+    """One event file in `logdir`, written with TensorBoard's own EventFileWriter; an OSError
+    names `logdir`."""
 
     def __init__(self, logdir: Path) -> None:
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-        self._file = EventFileWriter(str(logdir))
+        quiet_writer_threads()
+        self._logdir = logdir
+        with self._naming():
+            self._file = EventFileWriter(str(logdir))
 
     def __enter__(self) -> _Writer:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._file.close()
+        with self._naming():
+            self._file.close()
+
+    @contextmanager
+    def _naming(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as err:
+            if err.filename is not None or err.errno is None:
+                raise
+            raise OSError(err.errno, err.strerror, str(self._logdir)) from None
 
     def summary(self, summary: Any, step: int = 0) -> None:
         from tensorboard.compat.proto import event_pb2
 
-        self._file.add_event(event_pb2.Event(wall_time=time.time(), step=step,
-                                             summary=summary))
+        with self._naming():
+            self._file.add_event(event_pb2.Event(wall_time=time.time(), step=step,
+                                                 summary=summary))
 
     def scalars(self, step: int, values: Iterable[tuple[str, float]]) -> None:
         """Scalars as the scalars dashboard reads them (`simple_value`), in one event."""

@@ -578,6 +578,22 @@ _PROCESS = {"command": False}
 """Whether `main` runs as the process's own command (not called from Python, e.g. a test)."""
 
 
+def _dispatch(args: argparse.Namespace, argv: list[str], console: Console) -> int:
+    if args.command == "run":
+        return _cmd_run(args, argv, console)
+    if args.command == "resume":
+        return _cmd_resume(args, console)
+    if args.command == "report":
+        return _cmd_report(args, console)
+    if args.command == "matrix":
+        return _cmd_matrix(args, argv, console)
+    if args.command == "compare":
+        return _cmd_compare(args, console)
+    if args.command == "tensorboard":
+        return _cmd_tensorboard(args, console)
+    return _cmd_envs(args, console)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``rltransfer`` and ``python -m rltransfer``; returns the exit status."""
     entry_point = argv is None  # the process's own command, which exits next
@@ -589,22 +605,23 @@ def main(argv: list[str] | None = None) -> int:
         console = Console(width=160)
     previous = signal.signal(signal.SIGTERM, _terminate)  # schedulers stop jobs with SIGTERM
     try:
-        if args.command == "run":
-            return _cmd_run(args, argv, console)
-        if args.command == "resume":
-            return _cmd_resume(args, console)
-        if args.command == "report":
-            return _cmd_report(args, console)
-        if args.command == "matrix":
-            return _cmd_matrix(args, argv, console)
-        if args.command == "compare":
-            return _cmd_compare(args, console)
-        if args.command == "tensorboard":
-            return _cmd_tensorboard(args, console)
-        return _cmd_envs(args, console)
-    except RLTransferError as err:
+        return _dispatch(args, argv, console)
+    except RLTransferError as err:  # bad input: 2; a fault (a disk that failed): 1
         sys.stderr.write(f"rltransfer: error: {err}\n")
-        return 2
+        return int(getattr(err, "exit_status", 2))
+    except OSError as err:  # e.g. the report's files on a disk that filled up
+        from .io_utils import disk_fault
+
+        fault = disk_fault(err)
+        if fault is None:
+            raise
+        sys.stderr.write(f"rltransfer: error: cannot write ({fault.reason}); {fault.fix}, then "
+                         f"run the command again\n")
+        return 1
+    except Terminated:
+        sys.stderr.write("rltransfer: terminated (SIGTERM); finished runs and their files are "
+                         "kept\n")
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         sys.stderr.write("rltransfer: interrupted; finished runs and their files are kept\n")
         return 130
@@ -616,5 +633,10 @@ def main(argv: list[str] | None = None) -> int:
             gc.freeze()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: handled as Ctrl-C (the running runs are marked interrupted), but the process
+    exits with 143 (128 + SIGTERM), as a terminated process does."""
+
+
 def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # so the running run is marked interrupted, as for Ctrl-C
+    raise Terminated  # so the running run is marked interrupted, as for Ctrl-C

@@ -58,6 +58,13 @@ class EncoderError(RLTransferError):
     """An unknown or unusable pixel encoder, its weights, or its image input."""
 
 
+class StorageError(RLTransferError):
+    """The study folder's disk failed mid-study (full, read-only, no access, I/O error): the
+    study stopped; it resumes once the cause is fixed. Exit status 1: not the input's fault."""
+
+    exit_status = 1
+
+
 def did_you_mean(word: str, choices: Iterable[str], n: int = 3) -> str:
     """A ' Did you mean ...?' suffix for `word`, or '' when nothing is close."""
     close = difflib.get_close_matches(word, list(choices), n=n, cutoff=0.6)

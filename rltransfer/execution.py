@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import ConfigError
-from .io_utils import read_json
+from .io_utils import DiskFault, disk_fault, read_json
 from .specs import RunSpec
 
 BACKENDS = ("local", "ray")
@@ -137,6 +137,7 @@ class Outcome:
     transfer: str = ""
     resumed_from: int | None = None
     interrupted: bool = False  # stopped by a signal, not failed: it runs again on resume
+    fault: DiskFault | None = None  # its disk failed (full, read-only): the study stops
 
 
 class EventSink(Protocol):
@@ -171,7 +172,7 @@ def execute(job: Job, events: EventSink) -> Outcome:
                           final_return=result.final_return, transfer=summary,
                           resumed_from=result.resumed_from)
     except Exception as err:  # noqa: BLE001 - a run's failure must not stop the study
-        outcome = Outcome(job.key, False, error=one_line(err))
+        outcome = Outcome(job.key, False, error=one_line(err), fault=disk_fault(err))
     finally:
         torch.set_num_threads(threads)  # in-process runs leave the caller's setting alone
     return outcome
@@ -353,7 +354,9 @@ def _execute_in_worker(job: Job) -> Outcome:
     _WORKER["busy"] = True
     try:
         return execute(job, _WORKER["events"])
-    finally:
+    except KeyboardInterrupt:  # stopped (SIGTERM): its run is marked interrupted. A stopped
+        os._exit(0)  # worker takes no other job (it ignores SIGTERM now, so it could not be
+    finally:  # stopped again, and the queue's lock may be held by a sibling that exited)
         _WORKER["busy"] = False
 
 
@@ -446,10 +449,27 @@ class ProcessBackend:
 
     def close(self, interrupted: bool) -> None:
         if interrupted:  # ask running runs to stop (they mark themselves interrupted)
-            for process in list(getattr(self._pool, "_processes", {}).values()):
+            processes = list(getattr(self._pool, "_processes", {}).values())
+            for process in processes:
                 if process.is_alive():
                     process.terminate()
+            _join_or_kill(processes, STOP_GRACE)
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+STOP_GRACE = 15.0  # seconds a stopped worker has to mark its run interrupted and exit
+
+
+def _join_or_kill(processes: list[Any], grace: float) -> None:
+    """Wait up to `grace` seconds for `processes` to exit, then kill the ones left (e.g. one
+    stuck on a full disk), so that a study never waits for a worker forever."""
+    deadline = time.monotonic() + grace
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 def make_backend(execution: Execution, on_event: Any, at_once: int | None = None) -> Backend:

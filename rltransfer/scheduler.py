@@ -25,9 +25,15 @@ from .caches import (
     store_scratch,
     store_source,
 )
-from .errors import RLTransferError, SourceFailedError
+from .errors import RLTransferError, SourceFailedError, StorageError
 from .execution import Execution, Job, Outcome, make_backend
-from .io_utils import atomic_write_json, read_json, remove_stale_temporaries
+from .io_utils import (
+    DiskFault,
+    atomic_write_json,
+    disk_fault,
+    read_json,
+    remove_stale_temporaries,
+)
 from .normalization import derived_warning
 from .plan import Plan, encoder_note
 from .preflight import normalization
@@ -69,6 +75,7 @@ class Scheduler:
         self.dir = plan_.study_dir.resolve()  # absolute: Ray tasks may run elsewhere
         self.threads = execution.torch_threads()
         self.source_error: str | None = None
+        self.fault: DiskFault | None = None  # the study's disk failed: it stops
         self.threshold_warned = False
 
     def _save(self) -> None:
@@ -147,6 +154,21 @@ class Scheduler:
         return jobs
 
     def run(self, external: Source | None) -> None:
+        """Run the study's jobs; a disk that fails under it (full, read-only) stops it with
+        a `StorageError` that names the cause and the resume command."""
+        try:
+            self._run(external)
+        except OSError as err:  # a write of this process (status, study.json, the cache)
+            fault = disk_fault(err)
+            if fault is None:
+                raise
+            self.fault = fault
+        if self.fault is not None:
+            raise StorageError(
+                f"the study stopped: its disk failed ({self.fault.reason}); "
+                f"{self.fault.fix}, then: python -m rltransfer resume {self.dir}")
+
+    def _run(self, external: Source | None) -> None:
         remove_stale_temporaries(self.dir)  # e.g. study.json's, if a kill cut a write short
         for partial in self.dir.glob("*/.seed_*.copy-*"):  # a cached run's copy, cut short
             shutil.rmtree(partial, ignore_errors=True)
@@ -181,6 +203,8 @@ class Scheduler:
                     tasks.append(Task(dataclasses.replace(job, source=source_path,
                                                           source_label=source_label)))
             self._schedule(tasks)
+        if self.fault is not None:
+            return
         self.record["ended"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self.record["executions"][-1]["ended"] = self.record["ended"]
         self._save()
@@ -231,7 +255,7 @@ class Scheduler:
         waiting = [task for task in tasks if task.after is not None]
         finished = False
         try:
-            while ready or in_flight:
+            while (ready or in_flight) and self.fault is None:
                 while ready and len(in_flight) < backend.capacity:
                     job = ready.popleft()
                     backend.submit(job)
@@ -244,9 +268,12 @@ class Scheduler:
                     dependents = [task.job for task in waiting if task.after == job.key]
                     waiting = [task for task in waiting if task.after != job.key]
                     ready.extend(self._finished(job, event[2], dependents))
-            finished = True
+            finished = self.fault is None
         finally:
             backend.close(interrupted=not finished)
+        if self.fault is not None:  # its disk failed: the runs in flight were stopped
+            for job in in_flight.values():
+                self.progress.interrupt_run(job.key, job.label)
 
     def _event(self, event: tuple[str, str, Any], in_flight: dict[str, Job]) -> None:
         kind, key, value = event
@@ -272,13 +299,16 @@ class Scheduler:
                 cache = store_source(self.plan, Path(job.run_dir))
                 path = self._adopt_source(cache, reused=False)
             except (RLTransferError, OSError) as err:  # e.g. its score is not above random
-                outcome = dataclasses.replace(outcome, ok=False, error=str(err))
+                outcome = dataclasses.replace(outcome, ok=False, error=str(err),
+                                              fault=disk_fault(err))
         if outcome.interrupted:
             self.progress.interrupt_run(job.key, job.label)
             return []
+        if outcome.fault is not None and self.fault is None:
+            self.fault = outcome.fault  # the study stops: every run would fail the same way
         if not outcome.ok:
             self._failed(job, outcome.error)
-            if job.key == "source":
+            if job.key == "source" and self.fault is None:  # (a fault: they never started)
                 self.source_error = outcome.error
                 for dependent in dependents:
                     self._failed(dependent, f"the source run failed ({outcome.error})")
@@ -296,8 +326,16 @@ class Scheduler:
 
     def _failed(self, job: Job, error: str) -> None:
         status = Path(job.run_dir) / "status.json"
-        current = read_json(status) if status.is_file() else {}
+        try:
+            current = read_json(status) if status.is_file() else {}
+        except ValueError:  # cut short by a full disk: rewritten below
+            current = {}
         if current.get("state") != "failed":  # e.g. its worker died, or it never started
-            atomic_write_json(status, {**current, "state": "failed", "error": error,
-                                       "run": job.run.to_dict(), "ended": time.time()})
+            try:
+                atomic_write_json(status, {**current, "state": "failed", "error": error,
+                                           "run": job.run.to_dict(), "ended": time.time()})
+            except OSError as err:  # its disk failed: say so, and stop the study
+                if disk_fault(err) is None:
+                    raise
+                self.fault = self.fault or disk_fault(err)
         self.progress.fail_run(job.key, job.label, error, job.run.timesteps)

@@ -48,6 +48,10 @@ class StudyLock:
             self.created = True
         except FileExistsError:
             pass
+        except OSError as err:  # e.g. --out /proc/x, which root may "write" but not fill
+            raise OutputError(f"cannot create the study folder {self.study_dir}: "
+                              f"{err.strerror or err}; choose an --out folder you can "
+                              f"write") from None
         lock = FileLock(self.path, timeout=0, thread_local=False, fallback_to_soft=False,
                         on_acquired=_write_holder)
         try:
@@ -60,12 +64,19 @@ class StudyLock:
             raise OutputError(f"{self.study_dir} is in use by {holder or 'another process'} "
                               f"(lock file {self.path}): wait for that study to finish, or "
                               f"choose another --name") from None
+        except OSError as err:  # its disk is read-only, or full (Timeout is one too)
+            raise OutputError(f"cannot write the lock file {self.path}: "
+                              f"{err.strerror or err}; make the study folder writable (or "
+                              f"free space on its disk), then run the command again") from None
         self._lock = lock
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._lock is not None:
-            self.path.unlink(missing_ok=True)  # while still locked: no one can hold it stale
+            try:
+                self.path.unlink(missing_ok=True)  # while still locked: no one holds it stale
+            except OSError:  # its disk turned read-only: the file stays, the lock goes
+                pass
             self._lock.release()
             self._lock = None
 

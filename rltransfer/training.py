@@ -37,6 +37,7 @@ from stable_baselines3.common.vec_env import VecCheckNan, VecEnv
 
 from . import algos, contrib, exploration, strategy, vecnorm
 from . import conditions as registry
+from .board import quiet_writer_threads
 from .contexts import FILE as CONTEXTS
 from .contexts import ContextLog, EvaluationContexts, TrainingContexts, randomized
 from .env_factory import make_vec
@@ -46,6 +47,7 @@ from .io_utils import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    disk_fault,
     file_sha256,
     read_json,
     remove_stale_temporaries,
@@ -305,6 +307,7 @@ def train_run(run: RunSpec, run_dir: Path, *,
     With `resume`, an on-policy run continues from its checkpoint when it has one; otherwise
     (and always without `resume`) the files of an earlier attempt are replaced.
     `source_stats`: the source's normalization statistics (`vecnorm`), if it has any."""
+    quiet_writer_threads()  # a full disk fails the run in one line, not also in a thread's
     run_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(run_dir)  # an earlier attempt killed mid-write
     status_path = run_dir / "status.json"
@@ -320,8 +323,15 @@ def train_run(run: RunSpec, run_dir: Path, *,
         state = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
         diverged = ({"diverged": True, "diverged_at": err.timesteps}
                     if isinstance(err, Diverged) else {})
-        atomic_write_json(status_path, {"state": state, "error": one_line(err), **base,
-                                        **diverged, "ended": time.time()})
+        try:
+            atomic_write_json(status_path, {"state": state, "error": one_line(err), **base,
+                                            **diverged, "ended": time.time()})
+        except OSError as unwritten:  # its disk failed (full, read-only); resume runs a run
+            # left "running" again. The run fails with the disk's error, its own if it was one
+            # (an interruption stays one)
+            if isinstance(err, KeyboardInterrupt) or disk_fault(err) is not None:
+                raise err  # noqa: B904 - err keeps its own cause
+            raise unwritten from err
         raise
     (run_dir / CHECKPOINT).unlink(missing_ok=True)  # model.zip now holds the final policy
     atomic_write_json(status_path, {

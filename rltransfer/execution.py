@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import ConfigError
+from .errors import ConfigError, StorageError
 from .io_utils import DiskFault, disk_fault, read_json
 from .specs import RunSpec
 
@@ -332,16 +332,24 @@ def summarize_elsewhere(study_dir: Path) -> dict[str, Any]:
     server when one runs: it imported SciPy, matplotlib, Jinja2 and TensorBoard's writer
     (about 1 s) on another core while the study trained, and this process never imports
     them. Without a server (or should its process die), in this process."""
-    if _SERVER["started"]:
-        from concurrent.futures import ProcessPoolExecutor
-        from concurrent.futures.process import BrokenProcessPool
+    try:
+        if _SERVER["started"]:
+            from concurrent.futures import ProcessPoolExecutor
+            from concurrent.futures.process import BrokenProcessPool
 
-        try:
-            with ProcessPoolExecutor(1, mp_context=_worker_context()) as pool:
-                return pool.submit(_summarize, str(study_dir)).result()
-        except BrokenProcessPool:  # pragma: no cover - e.g. killed by the OOM killer
-            pass
-    return _summarize(str(study_dir))
+            try:
+                with ProcessPoolExecutor(1, mp_context=_worker_context()) as pool:
+                    return pool.submit(_summarize, str(study_dir)).result()
+            except BrokenProcessPool:  # pragma: no cover - e.g. killed by the OOM killer
+                pass
+        return _summarize(str(study_dir))
+    except OSError as err:  # its disk filled up (or turned read-only) after its runs
+        fault = disk_fault(err)
+        if fault is None:
+            raise
+        raise StorageError(f"the study's runs are finished, but its report could not be "
+                           f"written ({fault.reason}); {fault.fix}, then: python -m rltransfer "
+                           f"report {study_dir}") from None
 
 
 def will_use_workers(execution: Execution, runs: int) -> bool:

@@ -24,8 +24,9 @@ from pathlib import Path
 import pytest
 from tensorboard.summary.writer import record_writer
 
-from rltransfer import io_utils, training
+from rltransfer import execution, training
 from rltransfer.cli import main
+from rltransfer.errors import StorageError
 from rltransfer.io_utils import read_json
 
 PAIR = ["CartPole-v1", "CartPole-v1:length=1.0"]
@@ -55,6 +56,8 @@ class Disk:
         return OSError(self.code, os.strerror(self.code), str(path))
 
     def patch(self, monkeypatch) -> None:
+        from rltransfer import io_utils
+
         real_write = io_utils.atomic_write_bytes
         real_record = record_writer.RecordWriter.write
 
@@ -70,8 +73,10 @@ class Disk:
                 raise OSError(self.code, os.strerror(self.code))  # a write names no file
             real_record(writer, data)
 
-        monkeypatch.setattr(io_utils, "atomic_write_bytes", atomic_write_bytes)
-        monkeypatch.setattr(training, "atomic_write_bytes", atomic_write_bytes)
+        for module in list(sys.modules.values()):  # io_utils, and those that import it
+            if getattr(module, "__name__", "").startswith("rltransfer") and \
+                    getattr(module, "atomic_write_bytes", None) is real_write:
+                monkeypatch.setattr(module, "atomic_write_bytes", atomic_write_bytes)
         monkeypatch.setattr(record_writer.RecordWriter, "write", record)
 
 
@@ -111,6 +116,26 @@ def test_a_full_disk_mid_study_stops_it_in_one_line_and_resume_finishes(
     assert set(_states(study).values()) == {"done"}
     assert _digests(study, ["source", "scratch/seed_0"]) == kept  # finished runs as they were
     assert not (study / ".lock").exists()
+
+    # The disk fills up again: the report's files cannot be written. One line, exit 1, in
+    # the study's report stage (which says to run report) and in `report` itself.
+    with monkeypatch.context() as patch:
+        disk = Disk(study, errno.ENOSPC, lambda path, data: True)
+        disk.patch(patch)
+        disk.full = True
+        patch.setitem(execution._SERVER, "started", False)  # summarized in this process
+        with pytest.raises(StorageError) as stopped:
+            execution.summarize_elsewhere(study)
+        assert str(stopped.value) == (
+            f"the study's runs are finished, but its report could not be written (No space "
+            f"left on device: {study / 'summary.json'}); free some space on its disk, then: "
+            f"python -m rltransfer report {study}")
+        assert main(["report", str(study)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == (f"rltransfer: error: cannot write (No space left on device: "
+                            f"{study / 'summary.json'}); free some space on its disk, then run "
+                            f"the command again\n")
+    assert "Traceback" not in captured.out
 
 
 def test_a_dead_tensorboard_writer_fails_the_run_in_one_line(tmp_path, tiny_agent, capsys,

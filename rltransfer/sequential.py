@@ -194,8 +194,9 @@ time_to_threshold, ...)."""
 
 def disagreement(x: Columns, y: Columns) -> str | None:
     """Why the outcomes of a condition (`x`) and scratch (`y`) disagree, or None: failed
-    runs in one arm only, or area SDs more than `SPREAD_RATIO` apart. (Runs that never reach
-    the threshold in one arm only are not a sign: that is what a transfer that works does.)"""
+    runs in one arm only, or area SDs more than `SPREAD_RATIO` apart while the arms' areas
+    overlap. (Runs that never reach the threshold in one arm only are not a sign: that is
+    what a transfer that works does.)"""
     n, m = x["auc"].size, y["auc"].size
     failed, failed_ref = int(x["failed"].sum()), int(y["failed"].sum())
     if (failed > 0) != (failed_ref > 0):
@@ -203,7 +204,10 @@ def disagreement(x: Columns, y: Columns) -> str | None:
     sd = float(np.std(x["auc"], ddof=1)) if n > 1 else 0.0
     sd_ref = float(np.std(y["auc"], ddof=1)) if m > 1 else 0.0
     low, high = sorted((sd, sd_ref))
-    if high > SPREAD_RATIO * low and high > 1e-6:
+    apart = x["auc"].min() > y["auc"].max() or x["auc"].max() < y["auc"].min()
+    # arms completely apart (every run of one above every run of the other: an exact
+    # permutation p of 2/C(n+m, n)) disagree in nothing a spread could explain
+    if high > SPREAD_RATIO * low and high > 1e-6 and not apart:
         ratio = "an unbounded" if low == 0 else f"a {high / low:.1f}-fold"
         return f"{ratio} difference in the area's spread (SD {sd:.2g} vs scratch's {sd_ref:.2g})"
     return None

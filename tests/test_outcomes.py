@@ -242,6 +242,20 @@ def test_an_interim_crossing_counts_only_when_outcomes_agree():
     assert last["counts"]  # the last look always counts
 
 
+def test_unequal_spread_disagrees_only_while_the_arms_overlap():
+    """A transfer that balances the pole in every seed (SD 0) against scratch's spread
+    (the TRPO InvertedPendulum study): the arms are completely apart, so their spreads say
+    nothing against the difference; overlapping arms with an 8.5-fold spread still disagree."""
+    never = {"failed": np.zeros(5), "time_to_threshold": np.full(5, np.inf)}
+    solved = {"auc": np.full(5, 1.04), **never}
+    scratch = {"auc": np.array([0.07, 0.075, 0.08, 0.071, 0.069]), **never}
+    assert sequential.disagreement(solved, scratch) is None
+    wide = {"auc": np.array([0.2, 0.6, 1.0, 1.4, 1.8]), **never}
+    narrow = {"auc": np.array([0.9, 1.0, 1.1, 1.0, 0.95]), **never}
+    assert sequential.disagreement(wide, narrow).startswith(
+        "a 8.5-fold difference in the area's spread (SD 0.63 vs scratch's 0.074)")
+
+
 def _hand_study(tmp_path, curves, write_run, **spec):
     from rltransfer.io_utils import atomic_write_json
 

@@ -337,8 +337,15 @@ def _read_config(path: str) -> dict[str, Any]:
             data = tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError(f"--config {path} does not exist: give the path of a TOML file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"--config {path} is a folder: give the path of a TOML file") from None
+    except UnicodeDecodeError as err:  # binary, or another encoding (TOML is UTF-8)
+        raise ConfigError(f"--config {path} is not UTF-8 text (byte {err.start} cannot be "
+                          f"read): give a TOML file saved as UTF-8") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"--config {path} is not valid TOML: {err}") from None
+    except OSError as err:
+        raise ConfigError(f"--config {path} cannot be read: {err.strerror or err}") from None
     def key_of(key: str) -> str:
         return key.replace("-", "_")
 

@@ -47,7 +47,8 @@ def parse_env_list(text: str, option: str = "ENVS") -> list[EnvSpec]:
             else:
                 pieces.append(token)
     if not pieces:
-        raise ConfigError(f"no environments in {text!r}: give e.g. CartPole-v1,Acrobot-v1")
+        raise ConfigError(f"{option} {text!r} names no environment: give e.g. "
+                          f"{option} CartPole-v1,Acrobot-v1")
     specs = [EnvSpec.parse(one) for piece in pieces for one in expand_grids(piece, option)]
     seen: set[str] = set()
     for spec in specs:  # two equal envs would share one study folder
@@ -325,6 +326,14 @@ def compare_studies(studies: list[Path]) -> dict[str, Any]:
     own study's verdict (Holm within that study). The studies' files are not rewritten."""
     from .report import METRICS, study_summary
 
+    seen: dict[Path, Path] = {}
+    for study in studies:  # the same study twice would double its rows
+        first = seen.get(study.resolve())
+        if first is not None:
+            twice = (f"{study} is given twice" if str(first) == str(study) else
+                     f"{first} and {study} are the same study")
+            raise ConfigError(f"{twice}: give each study once")
+        seen[study.resolve()] = study
     rows = []
     for study in studies:
         summary, _, _ = study_summary(study)

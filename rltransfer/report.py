@@ -41,7 +41,7 @@ from .figures import (
 )
 from .io_utils import atomic_write_json, atomic_write_text, read_json
 from .pages import env_differences, report_html, report_markdown
-from .runfiles import collect_runs
+from .runfiles import collect_runs, read_study
 from .specs import format_value
 from .study_spec import flat_spec
 from .tables import (
@@ -75,10 +75,7 @@ def study_summary(study_dir: Path) -> tuple[dict[str, Any], dict[str, Any], dict
     """(summary.json's content, study.json, the finished curves) of a study folder, computed
     from its files without writing anything (what `compare` and `matrix` read)."""
     study_dir = Path(study_dir)
-    study_path = study_dir / "study.json"
-    if not study_path.is_file():
-        raise OutputError(f"{study_dir} is not a study folder (no study.json): give runs/<study>")
-    study = read_json(study_path)
+    study = read_study(study_dir)  # a damaged or newer study.json: one line naming it
     study["spec"] = flat_spec(study["spec"])  # any study.json format, read flat
     if "threshold" not in study:
         raise OutputError(f"{study_dir} stopped before its first target run: nothing to report")

@@ -13,18 +13,30 @@ from typing import Any
 
 import numpy as np
 
+from .errors import OutputError
 from .io_utils import read_json
+from .study_spec import STUDY_FORMAT
 
 # evaluations.csv: one row per evaluation, the first at timesteps = 0 (before any training)
 EVAL_COLUMNS = ("timesteps", "mean_return", "std_return", "n_episodes", "wall_time")
 
 
+class DamagedFile(OutputError):
+    """A run or study file that cannot be read as what it should be (edited, or damaged on
+    disk: the study writes every file atomically, so an interruption never leaves one)."""
+
+
+def _damaged(path: Path, problem: str) -> DamagedFile:
+    return DamagedFile(f"{path} is damaged ({problem}): restore it from a copy, or delete the "
+                       f"run folder {path.parent} and resume the study to train that run again")
+
+
 def read_evaluations(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(timesteps, mean_return) from an evaluations.csv."""
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    steps = np.array([int(r["timesteps"]) for r in rows], dtype=np.int64)
-    returns = np.array([float(r["mean_return"]) for r in rows], dtype=np.float64)
+    """(timesteps, mean_return) from an evaluations.csv; `DamagedFile` when a row is not
+    numbers (or cut short), or its steps do not start at 0 and increase."""
+    rows = read_rows(Path(path), check_curve=True)
+    steps = np.array([r["timesteps"] for r in rows], dtype=np.int64)
+    returns = np.array([r["mean_return"] for r in rows], dtype=np.float64)
     return steps, returns
 
 
@@ -43,14 +55,81 @@ def diverged_curve(path: Path, at: int) -> tuple[np.ndarray, np.ndarray]:
     return np.append(steps, end), np.append(returns, np.nan)
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Every row of an evaluations.csv, typed; [] when the file does not exist."""
+_TYPES = {"timesteps": int, "mean_return": float, "std_return": float, "n_episodes": int,
+          "wall_time": float}
+
+
+def read_rows(path: Path, check_curve: bool = False) -> list[dict[str, Any]]:
+    """Every row of an evaluations.csv, typed; [] when the file does not exist;
+    `DamagedFile` naming the file and line when a row is not numbers or is cut short. With
+    `check_curve`, also when it has no row, or its steps do not start at 0 and increase."""
     if not path.is_file():
         return []
-    with open(path, newline="") as handle:
-        return [{"timesteps": int(r["timesteps"]), "mean_return": float(r["mean_return"]),
-                 "std_return": float(r["std_return"]), "n_episodes": int(r["n_episodes"]),
-                 "wall_time": float(r["wall_time"])} for r in csv.DictReader(handle)]
+    rows = []
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None or set(EVAL_COLUMNS) - set(reader.fieldnames):
+                raise _damaged(path, f"its header is not {','.join(EVAL_COLUMNS)}")
+            for row in reader:
+                rows.append(_typed(row, path, reader.line_num))
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise _damaged(path, f"not a CSV file: {err}") from None
+    if check_curve:
+        steps = [row["timesteps"] for row in rows]
+        if not steps:
+            raise _damaged(path, "no evaluation in it")
+        if steps[0] != 0 or any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+            raise _damaged(path, f"its timesteps {steps[:4]}... do not start at 0 and increase")
+    return rows
+
+
+def _typed(row: dict[str, Any], path: Path, line: int) -> dict[str, Any]:
+    if None in row or any(row.get(name) in (None, "") for name in EVAL_COLUMNS):
+        raise _damaged(path, f"line {line} is cut short or has extra fields")
+    try:
+        return {name: kind(row[name]) for name, kind in _TYPES.items()}
+    except ValueError:
+        text = ",".join(str(row[name]) for name in EVAL_COLUMNS)
+        raise _damaged(path, f"line {line} is not numbers: {text!r}") from None
+
+
+def read_status(path: Path) -> dict[str, Any]:
+    """A run's status.json ({} when there is none); `DamagedFile` when it is not a JSON
+    object."""
+    if not path.is_file():
+        return {}
+    try:
+        status = read_json(path)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise _damaged(path, f"not JSON: {err}") from None
+    if not isinstance(status, dict):
+        raise _damaged(path, "not a JSON object")
+    return status
+
+
+def read_study(study_dir: Path) -> dict[str, Any]:
+    """study.json of a study folder, checked: a JSON object with a spec, in a format this
+    version reads (`STUDY_FORMAT` or older). One-line errors that name the file."""
+    path = study_dir / "study.json"
+    if not path.is_file():
+        raise OutputError(f"{study_dir} is not a study folder (no study.json): give runs/<study>")
+    try:
+        record = read_json(path)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise OutputError(f"{path} is damaged (not JSON: {err}): restore it from a copy; the "
+                          f"study cannot be read or resumed without it") from None
+    if not isinstance(record, dict) or not isinstance(record.get("spec"), dict):
+        raise OutputError(f"{path} is damaged (no study spec in it): restore it from a copy; "
+                          f"the study cannot be read or resumed without it")
+    version = record.get("format", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise OutputError(f"{path} is damaged (its format {version!r} is not a version "
+                          f"number): restore it from a copy")
+    if version > STUDY_FORMAT:
+        raise OutputError(f"{path} is in format {version}, newer than this rltransfer reads "
+                          f"(up to {STUDY_FORMAT}): upgrade rltransfer to read or resume it")
+    return record
 
 
 def collect_runs(study_dir: Path, conditions: list[str]) -> tuple[dict, dict, dict]:
@@ -74,8 +153,7 @@ def collect_runs(study_dir: Path, conditions: list[str]) -> tuple[dict, dict, di
         left_out: list[str] = []
         for run_dir in sorted((study_dir / condition).glob("seed_*"),
                               key=lambda p: int(p.name.split("_")[1])):
-            status_path = run_dir / "status.json"
-            status = read_json(status_path) if status_path.is_file() else {"state": "missing"}
+            status = read_status(run_dir / "status.json") or {"state": "missing"}
             state = status.get("state")
             csv_path = run_dir / "evaluations.csv"
             if state == "failed" and status.get("diverged"):

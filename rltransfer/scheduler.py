@@ -38,6 +38,7 @@ from .normalization import derived_warning
 from .plan import Plan, encoder_note
 from .preflight import normalization
 from .progress import StudyProgress
+from .runfiles import read_status
 from .study_folder import recorded_random, run_key
 
 
@@ -96,7 +97,7 @@ class Scheduler:
         if not (self.plan.spec.transfers or "threshold" not in self.record):
             return None, "", None
         status = self.dir / "source" / "status.json"
-        if status.is_file() and read_json(status).get("state") == "done":  # trained, then cut
+        if read_status(status).get("state") == "done":  # trained, then cut
             cache = store_source(self.plan, self.dir / "source")
             return self._adopt_source(cache, reused=False), f"cache:{cache.name}", None
         cache = source_from_cache(self.plan)
@@ -130,7 +131,7 @@ class Scheduler:
             key = run_key(run)
             run_dir = self.dir / key
             status = run_dir / "status.json"
-            record = read_json(status) if status.is_file() else {}
+            record = read_status(status)  # a damaged one: a one-line error naming it
             state = record.get("state")
             label = f"{run.condition} seed {run.seed}"
             if state == "done":

@@ -54,15 +54,26 @@ def _check_conditions(conditions: tuple[str, ...]) -> None:
         raise ConfigError(f"--conditions lists a condition twice: {','.join(conditions)}")
 
 
-def _check_numbers(spec: StudySpec) -> None:
-    protocol, agent, name = spec.protocol, spec.agent, spec.output.name
+def _check_counts(spec: StudySpec) -> None:
+    """Counts are positive integers, within their `_LIMITS`."""
+    protocol = spec.protocol
     for option, value in (("--seeds", protocol.seeds), ("--timesteps", protocol.timesteps),
                           ("--source-timesteps", protocol.source_timesteps),
                           ("--eval-freq", protocol.eval_freq),
                           ("--eval-episodes", protocol.eval_episodes),
-                          ("--n-envs", agent.n_envs)):
-        if value is not None and (not isinstance(value, int) or value <= 0):
+                          ("--n-envs", spec.agent.n_envs)):
+        if value is None:
+            continue
+        if not isinstance(value, int) or value <= 0:
             raise ConfigError(f"{option} must be a positive integer, got {value!r}")
+        most, why = _LIMITS.get(option, (value, ""))
+        if value > most:
+            raise ConfigError(f"{option} {value} is more than {most:,}, {why}")
+
+
+def _check_numbers(spec: StudySpec) -> None:
+    protocol, agent, name = spec.protocol, spec.agent, spec.output.name
+    _check_counts(spec)
     if protocol.seed < 0:
         raise ConfigError(f"--seed must be 0 or more, got {protocol.seed}")
     if protocol.sequential is not None:
@@ -73,6 +84,9 @@ def _check_numbers(spec: StudySpec) -> None:
             raise ConfigError(f"--seeds {protocol.sequential}: its first batch is "
                               f"{design.first} seeds, not {protocol.seeds}")
     most = Design.parse(protocol.sequential).max if protocol.sequential else protocol.seeds
+    if most > _LIMITS["--seeds"][0]:
+        raise ConfigError(f"--seeds {protocol.sequential}: max={most} is more than "
+                          f"{_LIMITS['--seeds'][0]:,}, {_LIMITS['--seeds'][1]}")
     if protocol.seed + most > MAX_SEED:
         raise ConfigError(f"--seed {protocol.seed} is too large: seeds must stay below "
                           f"{MAX_SEED}")
@@ -83,9 +97,55 @@ def _check_numbers(spec: StudySpec) -> None:
         raise ConfigError(f"--threshold must be a finite number, got {protocol.threshold}")
     if agent.device != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?", agent.device):
         raise ConfigError(f"--device {agent.device!r} is not one of auto, cpu, cuda, cuda:N")
-    if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-        raise ConfigError(f"--name {name!r} must be a folder name: letters, digits, '.', "
-                          f"'_', '-'")
+    if name is not None:
+        _check_name(name)
+    _check_net_arch(agent.hparams.get("policy_kwargs"))
+
+
+def _check_name(name: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise ConfigError(f"--name {name!r} must be a folder name that starts with a letter "
+                          f"or a digit (names that start with '.' are hidden, and .cache holds "
+                          f"the cache), then letters, digits, '.', '_' or '-'")
+    if len(name) > MAX_NAME:
+        raise ConfigError(f"--name is {len(name)} characters long: give at most {MAX_NAME}")
+
+
+MAX_NAME = 200  # a study folder's name; the file system's limit is 255 bytes
+_LIMITS: dict[str, tuple[int, str]] = {
+    "--seeds": (1000, "the most a study takes: each seed is a run (and a folder) per "
+                      "condition, and intervals narrow little past a few dozen; split a "
+                      "larger design into several studies"),
+    "--timesteps": (10**10, "the most env steps a run takes"),
+    "--source-timesteps": (10**10, "the most env steps a run takes"),
+    "--n-envs": (1024, "the most parallel envs a run takes (each is a live env in the "
+                       "run's process)"),
+}
+"""Options' upper limits, and why: a value past them is a typo (e.g. 10000 for 1000) that
+would otherwise write thousands of folders, or fail hours later."""
+
+
+def _check_net_arch(policy_kwargs: object) -> None:
+    """`--hparams policy_kwargs={net_arch=...}`: every layer size a positive integer (SB3
+    builds a zero-width layer without complaint, and the policy learns nothing)."""
+    if not isinstance(policy_kwargs, Mapping) or "net_arch" not in policy_kwargs:
+        return
+    arch = policy_kwargs["net_arch"]
+    sizes: list[object] = []
+    for part in arch.values() if isinstance(arch, Mapping) else (
+            arch if isinstance(arch, list | tuple) else [arch]):
+        if isinstance(part, Mapping):  # SB3's older [64, {pi=[..], vf=[..]}] form
+            sizes += [s for value in part.values() for s in (
+                value if isinstance(value, list | tuple) else [value])]
+        elif isinstance(part, list | tuple):
+            sizes += list(part)
+        else:
+            sizes.append(part)
+    for size in sizes:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ConfigError(f"--hparams policy_kwargs: net_arch={arch!r} has a layer of "
+                              f"size {size!r}: layer sizes are positive integers, e.g. "
+                              f"net_arch=[64,64]")
 
 
 def _check_pixels(spec: StudySpec) -> None:

@@ -32,6 +32,7 @@ CONDITIONS = tuple(registry.CONDITIONS)
 AUGMENTATIONS = ("random-shift",)
 
 MAX_SEED = 2**31 - 1_000_000  # room for the evaluation seed offset below 2**32
+MAX_SLUG = 80  # an env's part of a default study name: two of them fit a 255-byte name
 
 # Names may be dotted: MuJoCo's per-body parameters are mass.<body> (e.g. mass.torso=1.5).
 _PARAM_RE = re.compile(
@@ -88,14 +89,21 @@ class EnvSpec:
         """Parse ``ID[:name=value,...]``; ID may be Gymnasium's ``module:EnvId-v0``, which
         imports `module` (where the env is registered) in every process that makes it."""
         text = text.strip()
-        env_id, _, rest = text.partition(":")
-        first, _, after = rest.partition(":")
+        env_id, colon, rest = text.partition(":")
+        first, second, after = rest.partition(":")
         if _MODULE_RE.match(env_id) and _ENV_ID_RE.match(first):
-            env_id, rest = f"{env_id}:{first}", after
+            env_id, colon, rest = f"{env_id}:{first}", second, after
         if not env_id:
             raise ParameterError(f"empty environment in {text!r}: write ID or ID:name=value")
+        if colon and not rest.strip():
+            raise ParameterError(f"nothing after ':' in {text!r}: write {env_id}:name=value, "
+                                 f"or just {env_id}")
+        items = [s.strip() for s in split_top_level(rest)] if rest else []
+        if "" in items:
+            raise ParameterError(f"an empty parameter in {text!r} (a ',' with nothing on one "
+                                 f"side): remove the extra ','")
         params: dict[str, Value] = {}
-        for item in filter(None, (s.strip() for s in split_top_level(rest))) if rest else ():
+        for item in items:
             match = _PARAM_RE.match(item)
             if not match:
                 raise ParameterError(
@@ -107,10 +115,6 @@ class EnvSpec:
             if name in params:
                 raise ParameterError(f"{name} is given twice in {text!r}: give it once")
             params[name] = value
-        if rest and not params:
-            raise ParameterError(
-                f"no parameters after ':' in {text!r}: write {env_id}:name=value or just {env_id}"
-            )
         return cls(env_id, canonical(env_id, params))
 
     def __str__(self) -> str:
@@ -144,8 +148,14 @@ class EnvSpec:
 
     @property
     def slug(self) -> str:
-        """A file-name-safe form of the spec."""
-        return re.sub(r"[^A-Za-z0-9.-]+", "_", str(self)).strip("_")
+        """A file-name-safe form of the spec, at most `MAX_SLUG` characters: a longer one is
+        cut, with a hash of the whole spec, so study names stay below the file system's limit
+        (255 bytes) and two long specs still differ."""
+        slug = re.sub(r"[^A-Za-z0-9.-]+", "_", str(self)).strip("_")
+        if len(slug) <= MAX_SLUG:
+            return slug
+        digest = hashlib.sha256(str(self).encode()).hexdigest()[:8]
+        return f"{slug[:MAX_SLUG - 9].rstrip('_.-')}-{digest}"
 
 
 def format_value(value: Value) -> str:

@@ -17,6 +17,7 @@ from .caches import versions
 from .errors import OutputError
 from .io_utils import read_json
 from .normalization import Normalization, RandomScore
+from .runfiles import read_status, read_study
 from .specs import RunSpec
 from .study_spec import STUDY_FORMAT, flat_spec
 
@@ -93,8 +94,8 @@ def run_states(study_dir: Path, runs: list[RunSpec]) -> dict[str, str]:
     """'condition/seed_k' -> state in its status.json ('missing' without one)."""
     states = {}
     for run in runs:
-        path = study_dir / run_key(run) / "status.json"
-        states[run_key(run)] = read_json(path).get("state", "?") if path.is_file() else "missing"
+        status = read_status(study_dir / run_key(run) / "status.json")
+        states[run_key(run)] = status.get("state", "?") if status else "missing"
     return states
 
 
@@ -105,7 +106,7 @@ def run_key(run: RunSpec) -> str:
 def existing_study(study_dir: Path) -> dict[str, Any] | None:
     """study.json of the study already in `study_dir`; None if the folder holds nothing."""
     if (study_dir / "study.json").is_file():
-        return read_json(study_dir / "study.json")
+        return read_study(study_dir)
     others = [p.name for p in study_dir.iterdir() if p.name != LOCK_FILE]
     if others:
         raise OutputError(f"{study_dir} exists and is not a study folder (it holds "
@@ -129,14 +130,13 @@ def check_same_study(plan_: Plan, record: dict[str, Any], study_dir: Path) -> No
             f"{study_dir} was started with other options ({key}: {before.get(key)!r} there, "
             f"{now.get(key)!r} now): resume it with 'python -m rltransfer resume {study_dir}', "
             f"or choose another --name for a new study")
+    read_status(study_dir / "source" / "status.json")  # a damaged one: named, before the
+    run_states(study_dir, plan_.target_runs())  # study writes anything
 
 
 def load_study(study_dir: Path) -> dict[str, Any]:
-    """study.json of a study folder, with a clear error when it is not one."""
-    path = study_dir / "study.json"
-    if not path.is_file():
-        raise OutputError(f"{study_dir} is not a study folder (no study.json): give runs/<study>")
-    return read_json(path)
+    """study.json of a study folder, with a clear error when it is not one (`read_study`)."""
+    return read_study(study_dir)
 
 
 def recorded_random(record: dict[str, Any]) -> RandomScore:

@@ -52,7 +52,7 @@ from .io_utils import (
     read_json,
     remove_stale_temporaries,
 )
-from .runfiles import EVAL_COLUMNS, read_evaluations  # noqa: F401  (the reader lives there)
+from .runfiles import EVAL_COLUMNS, DamagedFile, read_evaluations  # noqa: F401  (the reader lives there)
 from .runfiles import read_rows as _read_rows
 from .specs import RunSpec
 from .transfer import SyncFrozenTargets, TransferReport
@@ -354,16 +354,24 @@ def _restart_point(run: RunSpec, run_dir: Path,
     """(checkpoint, evaluation rows up to it, how the run starts). Without a usable
     checkpoint, the files of an earlier attempt are removed, so no row or event is doubled."""
     path = run_dir / CHECKPOINT
+    damaged = ""
     if resume and path.is_file() and can_checkpoint(run.agent.algo):
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        step = int(state["num_timesteps"])
-        rows = [r for r in _read_rows(run_dir / "evaluations.csv") if r["timesteps"] <= step]
-        if rows and rows[-1]["timesteps"] == step:
-            return state, rows, f"continues from its checkpoint at step {step:,}"
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            step = int(state["num_timesteps"])
+            rows = [r for r in _read_rows(run_dir / "evaluations.csv") if r["timesteps"] <= step]
+        except Exception as err:  # noqa: BLE001 - damaged (torch says: weights_only=False)
+            name = "evaluations.csv" if isinstance(err, DamagedFile) else CHECKPOINT
+            damaged = f"its {name} was damaged ({_first_line(err)}), so it was discarded"
+        else:
+            if rows and rows[-1]["timesteps"] == step:
+                return state, rows, f"continues from its checkpoint at step {step:,}"
     stale = [run_dir / name for name in ("evaluations.csv", "model.zip", CHECKPOINT,
                                          "transfer.json", vecnorm.NPZ, CONTEXTS)]
     stale = [p for p in stale if p.exists()] + list(run_dir.glob("events.out.tfevents.*"))
-    if not (resume and stale):
+    if damaged:  # never again: a damaged checkpoint failed its run on every resume
+        how = f"restarts from the start: {damaged}"
+    elif not (resume and stale):
         how = ""  # a first attempt
     elif not can_checkpoint(run.agent.algo):
         state = "its replay buffer" if run.agent.algo in registry.OFF_POLICY else "its search state"
@@ -374,6 +382,12 @@ def _restart_point(run: RunSpec, run_dir: Path,
     for old in stale:
         old.unlink(missing_ok=True)
     return None, [], how
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of `err`'s message, or its type (torch's are paragraphs of advice)."""
+    lines = str(err).strip().splitlines()
+    return lines[0].strip().rstrip(".") if lines else type(err).__name__
 
 
 def _checkpointer(model: BaseAlgorithm, path: Path, frozen: Any = None) -> Callable[[], None]:

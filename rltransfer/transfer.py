@@ -87,6 +87,12 @@ def load_checkpoint(path: str | Path) -> SourceCheckpoint:
         ) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: policy.pth does not hold a state dict of tensors")
+    broken = [name for name, tensor in state.items()
+              if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if broken:  # a policy with them computes NaN actions: its training diverged, or damage
+        raise CheckpointError(f"{path} has NaN or infinite weights ({', '.join(broken[:3])}"
+                              f"{', ...' if len(broken) > 3 else ''}): its training diverged or "
+                              f"the file is damaged; give another checkpoint")
     try:
         metadata = json.loads(data_bytes.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):

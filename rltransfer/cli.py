@@ -294,6 +294,11 @@ def _build_parser(parser_class: type[argparse.ArgumentParser] = _Parser
                     "checkpoint does not hold their replay buffer). Rows of evaluations.csv "
                     "are never doubled. Then the summary is recomputed.")
     resume.add_argument("study", metavar="STUDY_DIR", help="a study folder, e.g. runs/<study>")
+    resume.add_argument("--threshold", type=float, metavar="R",
+                        help="a new threshold (normalized score 1), e.g. after the source's "
+                             "own score could not set one; it only changes the normalized "
+                             "scores, so it is taken while none of the study's target runs "
+                             "is done, and refused after (default: the study's own)")
     _add_execution_options(resume)
 
     compare = sub.add_parser("compare", help="several studies in one table",
@@ -316,7 +321,7 @@ def _build_parser(parser_class: type[argparse.ArgumentParser] = _Parser
                            description="Start TensorBoard on 127.0.0.1 for a study folder (or "
                                        "the whole runs folder), print its URL, and serve until "
                                        "Ctrl-C. Charts: eval/mean_reward per run; CUSTOM "
-                                       "SCALARS: every condition's mean with its 95%% band.")
+                                       "SCALARS: every condition's mean with its 95% band.")
     board.add_argument("study", nargs="?", default="runs", metavar="STUDY_DIR",
                        help="a study folder, e.g. runs/<study> (default: runs)")
     board.add_argument("--port", type=int, default=6006, help="port to serve on (default: 6006)")
@@ -413,7 +418,8 @@ def _cmd_resume(args: argparse.Namespace, console: Console) -> int:
     from .runner import resume_study
     from .tables import terminal_table
 
-    study_dir = resume_study(Path(args.study), console=console, execution=_execution(args))
+    study_dir = resume_study(Path(args.study), console=console, execution=_execution(args),
+                             threshold=args.threshold)
     return _print_summary(summarize_elsewhere(study_dir), study_dir, console, terminal_table)
 
 
@@ -423,6 +429,13 @@ def _print_summary(result: dict, study_dir: Path, console: Console, table_fn) ->
     console.print(f"threshold {result['threshold']:g} ({result['threshold_from']}), "
                   f"random policy {result['random_return']:.4g}; scores normalized 0=random, "
                   f"1=threshold", highlight=False, markup=False)
+    asked = result.get("requested_budget")
+    if asked and asked != result["budget"]:
+        low, high = (result.get("evaluations") or {}).get("trained") or [result["budget"]] * 2
+        trained = f"{low:,}" if low == high else f"{low:,} to {high:,}"
+        console.print(f"budget: the runs trained {trained} env steps (--timesteps {asked:,}, "
+                      f"rounded up to whole rollouts or updates); the metrics use the first "
+                      f"{result['budget']:,}", highlight=False, markup=False)
     for warning in result.get("warnings", []):
         console.print(f"warning: {warning}", style="yellow", markup=False, highlight=False)
     for name, data in result["metrics"]["conditions"].items():
@@ -550,7 +563,7 @@ def _cmd_envs(args: argparse.Namespace, console: Console) -> int:
         for column in ("family", "Gymnasium ids", "parameters", "named variants"):
             table.add_column(column, overflow="fold")
         for family in families.values():
-            table.add_row(family.name, ", ".join(family.env_ids),
+            table.add_row(family.name, _listed_ids(family, list(families.values())),
                           ", ".join(family.parameter_names),
                           ", ".join(family.variants))
         console.print(table)
@@ -579,6 +592,16 @@ def _cmd_envs(args: argparse.Namespace, console: Console) -> int:
         console.print(f"  {family.variant_id(variant)}  =  {family.base_id}:{values}",
                       highlight=False)
     return 0
+
+
+def _listed_ids(family: Any, families: list[Any]) -> str:
+    """A family's ids for the `envs` table, without those a family listed before it has (the
+    generic Atari family's example is Pong's id): then what the family covers instead."""
+    others = {i for f in families[:families.index(family)] for i in f.env_ids}
+    ids = [i for i in family.env_ids if i not in others]
+    if ids:
+        return ", ".join(ids)
+    return f"any other id of {family.entry_point.rpartition(':')[2] or family.name}"
 
 
 _PROCESS = {"command": False}

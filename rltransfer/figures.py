@@ -140,7 +140,7 @@ def curves_figure(result: dict[str, Any], curves: Mapping[str, list]) -> Figure:
                  "1 = threshold)")
     ax_raw.set(title="raw return", ylabel="mean evaluation return")
     for ax in (ax_score, ax_raw):
-        ax.set_xlabel("target env steps")
+        ax.set_xlabel(_steps_label(result))
         ax.xaxis.set_major_formatter(FuncFormatter(format_steps))
         ax.set_xlim(left=0)
         ax.grid(alpha=0.25)
@@ -148,6 +148,17 @@ def curves_figure(result: dict[str, Any], curves: Mapping[str, list]) -> Figure:
                  f"seeds, shaded {_level(result)} t interval (cut to the seeds' range)")
     _legend_below(fig, *ax_score.get_legend_handles_labels())
     return fig
+
+
+def _steps_label(result: Mapping[str, Any]) -> str:
+    """The x axis: target env steps, with the steps each run really trained and how many
+    evaluations it really had (`report.evaluation_grid`)."""
+    grid = result.get("evaluations") or {}
+    if not grid.get("per_run"):
+        return "target env steps"
+    low, high = grid["per_run"]
+    times = f"{low}" if low == high else f"{low}–{high}"
+    return f"target env steps (each run {grid['steps']:,} steps, {times} evaluations)"
 
 
 def _level(result: Mapping[str, Any]) -> str:

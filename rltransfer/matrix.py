@@ -11,6 +11,7 @@ import itertools
 import json
 import math
 import re
+import shlex
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -192,8 +193,21 @@ def run_matrix(base: StudySpec, sources: list[EnvSpec], targets: list[EnvSpec], 
                       markup=False, highlight=False)
         if not finished:  # a done study is left as it is, its study.json included
             run_study(spec, command=command, console=console, execution=execution,
-                      resume=resume)
+                      resume=resume, resume_command=_resume_command(command, folder))
     return folder
+
+
+def _resume_command(command: str, folder: Path) -> str | None:
+    """The command that finishes this matrix: its own, with --resume (and the --name and
+    --out of its folder when it was not given them); None without a command."""
+    if not command:
+        return None
+    words = shlex.split(command)
+    if "--name" not in words:
+        words += ["--name", folder.name]
+    if "--out" not in words:
+        words += ["--out", str(folder.parent)]
+    return shlex.join([*words, "--resume"])
 
 
 _SAME_MATRIX_IGNORED = ("source", "target", "out", "name", "retrain_source")

@@ -20,6 +20,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from .budgets import describe_grid
 from .errors import RLTransferError
 from .metrics import format_p
 from .tables import NO_METRICS, headers, markdown_table, table_note, table_rows, without_metrics
@@ -146,6 +147,11 @@ def _reading(verdict: Mapping[str, Any]) -> str:
     reading, reason = verdict.get("reading") or "", verdict.get("reason") or ""
     if not reading:
         return reason
+    claim = reading.partition("; ")[2]  # the reading ends with the area's claim: say it once
+    if claim:
+        for said, shorter in ((f": {claim}, at most", ", Holm p at most"),
+                              (f" ({claim})", ""), (f": {claim}.", ".")):
+            reason = reason.replace(said, shorter)
     return f"{reading[0].upper()}{reading[1:]}. {reason}"
 
 
@@ -271,7 +277,7 @@ def _description(result: dict[str, Any], study: dict[str, Any]) -> list[tuple[st
         ("what differs", "; ".join(differences) or "nothing: the same environment"),
         ("algorithm", f"{result['algo']}; conditions: {conditions}"),
         ("seeds", _seeds_text(result, spec)),
-        ("budgets", _budgets_text(spec)),
+        ("budgets", budgets_text(result, spec)),
         ("normalization", f"threshold {result['threshold']:g} ({result['threshold_from']}), "
                           f"random policy's return on the target {result['random_return']:.4g}; "
                           "scores are normalized: 0 = random, 1 = threshold"),
@@ -281,7 +287,8 @@ def _description(result: dict[str, Any], study: dict[str, Any]) -> list[tuple[st
     if source_hparams and source_hparams != study["target_agent"]["hparams"]:
         items.append(("hyperparameters (source)", f"`{_hparams_text(source_hparams)}`"))
     if study.get("source"):
-        items.append(("source policy", _source_text(study["source"])))
+        items.append(("source policy", _source_text(study["source"],
+                                                    result.get("source_steps"))))
     if study.get("versions"):
         items.append(("versions", ", ".join(f"{k} {v}" for k, v in study["versions"].items())))
     if study.get("started"):
@@ -289,30 +296,65 @@ def _description(result: dict[str, Any], study: dict[str, Any]) -> list[tuple[st
     return items
 
 
-def _budgets_text(spec: Mapping[str, Any]) -> str:
-    text = f"target {spec['timesteps']:,} env steps per run, "
+def budgets_text(result: Mapping[str, Any], spec: Mapping[str, Any]) -> str:
+    """The steps the runs really trained and the evaluation grid really used (from their
+    evaluations.csv), with what was asked where it differs."""
+    steps = int(result.get("budget", spec["timesteps"]))
+    asked = int(spec["timesteps"])
+    text = f"target {steps:,} env steps per run"
+    if steps != asked:
+        text += f" (--timesteps {asked:,}, rounded up to whole rollouts)"
     if spec.get("source_model"):  # --source-model: the source budget was never spent
-        text += f"source: external checkpoint `{spec['source_model']}` (not trained by rltransfer)"
+        text += (f"; source: external checkpoint `{spec['source_model']}` (not trained by "
+                 "rltransfer)")
     else:
-        text += f"source {spec['source_timesteps']:,}"
-    if spec.get("eval_freq"):
-        text += (f"; evaluation every {spec['eval_freq']:,} steps "
-                 f"({spec.get('eval_episodes', '?')} episodes)")
+        trained = result.get("source_steps")
+        text += f"; source {trained or spec['source_timesteps']:,}"
+        if trained and trained != spec["source_timesteps"]:
+            text += f" (--source-timesteps {spec['source_timesteps']:,}, rounded up)"
+    grid = result.get("evaluations") or {}
+    episodes = spec.get("eval_episodes", "?")
+    if grid.get("per_run"):
+        low, high = grid["per_run"]
+        times = f"{low}" if low == high else f"{low} to {high}"
+        where = describe_grid(grid["grid"]) if grid.get("grid") else _spacing(grid)
+        text += f"; each run evaluated {times} times ({episodes} episodes each), {where}"
+        nominal = spec.get("eval_freq")
+        if nominal and _spacing(grid) != f"every {nominal:,} steps":
+            text += f" (--eval-freq {nominal:,}: evaluations fall at the start of a rollout)"
+    elif spec.get("eval_freq"):
+        text += f"; evaluation every {spec['eval_freq']:,} steps ({episodes} episodes)"
     if spec.get("n_envs"):
         text += f"; {spec['n_envs']} parallel envs"
     return text
 
 
-def _source_text(source: Mapping[str, Any]) -> str:
-    text = str(source.get("kind", "?"))
-    if text == "external":  # --source-model (preflight.check_external's record)
+def _spacing(grid: Mapping[str, Any]) -> str:
+    if not grid.get("spacing"):
+        return "at 0 only"
+    low, high = grid["spacing"]
+    return f"every {low:,} steps" if low == high else f"{low:,} to {high:,} steps apart"
+
+
+def _source_text(source: Mapping[str, Any], steps: int | None = None) -> str:
+    """Where the source policy came from: an external checkpoint, trained in this study, or
+    reused from the cache; `steps`: the env steps it was trained for."""
+    kind = str(source.get("kind", "?"))
+    trained = f" for {steps:,} steps" if steps else ""
+    if kind == "external":  # --source-model (preflight.check_external's record)
         text = f"external checkpoint `{source.get('path', '?')}`"
         if source.get("sha256"):
             text += f" (sha256 {str(source['sha256'])[:12]}…)"
         if source.get("algo_in_checkpoint"):
             text += f", a {source['algo_in_checkpoint']} checkpoint not trained by rltransfer"
-    if source.get("reused"):
-        text += " (reused)"
+    elif kind == "cache" and source.get("reused"):
+        text = (f"reused from the source cache (`{source.get('key', '?')}`), trained{trained} "
+                f"by an earlier study with the same source run")
+    elif kind == "cache":
+        text = (f"trained in this study{trained} (then cached as `{source.get('key', '?')}` "
+                f"for other studies)")
+    else:
+        text = kind
     if source.get("final_return") is not None:
         text += f", final return on the source {source['final_return']:.4g}"
     return text

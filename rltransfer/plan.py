@@ -22,6 +22,9 @@ from .pixels import is_image_observation
 from .specs import AgentSpec, EnvSpec, RunSpec
 from .study_spec import ResolvedStudySpec, StudySpec
 
+ENCODER_OPTIONS = ("encoder", "encoder_weights", "freeze_encoder", "encoder_lr_scale")
+"""The options only the pretrained-encoder condition reads."""
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -36,6 +39,16 @@ class Plan:
     @property
     def study_dir(self) -> Path:
         return self.spec.study_dir
+
+    def recorded_spec(self) -> dict[str, Any]:
+        """study.json's "spec": the resolved spec, without the pretrained encoder's options
+        when no condition uses the encoder (they would name an encoder the study never
+        built; a reader fills in their defaults)."""
+        data = self.spec.to_dict()
+        if self.encoder_agent is None:
+            for key in ENCODER_OPTIONS:
+                data["transfer"].pop(key, None)
+        return data
 
     def source_run(self) -> RunSpec:
         spec = self.spec

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from . import checkpoints, strategy, vecnorm
+from . import budgets, checkpoints, strategy, vecnorm
 from . import conditions as registry
 from .caches import Source, source_from_cache
 from .contrib import evaluate_policy  # SB3's, or MaskablePPO's with the env's action masks
@@ -163,10 +163,13 @@ def probe_encoder(plan_: Plan) -> None:
                           if registry.get(r.condition).image_encoder))
 
 
-def probe(plan_: Plan, train_source: bool) -> None:
+def probe(plan_: Plan, train_source: bool) -> dict[str, budgets.Fit]:
     """Build every model the study will train; dry-run the transfer from a fresh source (or
-    from the cached one the study will reuse)."""
+    from the cached one the study will reuse). Returns how the budgets fit the models'
+    rollouts ("target", and "source" when the study trains it); a budget below one rollout
+    is an error here (`budgets.check`)."""
     target = probe_model(plan_.policy_run())
+    fits = {"target": _fit(plan_, target, "--timesteps")}
     for condition in plan_.spec.transfer.conditions:  # each entry's own check, no source yet:
         hooks = strategy.of(condition)  # e.g. layers=k fits; replay's prefill fits the budget
         if hooks is not None:
@@ -183,12 +186,22 @@ def probe(plan_: Plan, train_source: bool) -> None:
                     _probe_teachers(plan_, target, state, probe_model(plan_.source_run()),
                                     label)
                 apply_transfer(target, state, "finetune", label)
-            return
+            return fits
         source = probe_model(plan_.source_run())
+        fits["source"] = _fit(plan_, source, "--source-timesteps")
         if plan_.spec.transfers:
             label = f"the {plan_.spec.env.source} policy"
             _probe_teachers(plan_, target, source.policy.state_dict(), source, label)
             apply_transfer(target, source.policy.state_dict(), "finetune", label)
+    return fits
+
+
+def _fit(plan_: Plan, model: BaseAlgorithm, option: str) -> budgets.Fit:
+    """How `option`'s budget fits `model`'s rollouts; ConfigError below one rollout."""
+    run = plan_.source_run() if option == "--source-timesteps" else plan_.policy_run()
+    fit = budgets.fit_of(model, option, plan_.spec.agent.algo, run.timesteps, run.eval_freq)
+    budgets.check(fit)
+    return fit
 
 
 def _takes_policy(plan_: Plan) -> bool:
@@ -229,15 +242,17 @@ def normalization(plan_: Plan, random: RandomScore, source: Source | None,
                   required=required)
 
 
-def check_new_study(plan_: Plan) -> tuple[RandomScore, Normalization | None, Source | None]:
+def check_new_study(plan_: Plan) -> tuple[RandomScore, Normalization | None, Source | None,
+                                          dict[str, budgets.Fit]]:
     """Check everything a new study needs before its first file. Returns the random policy's
     score on the target, the normalization when it is known already (None: the source's
-    score sets it) and the --source-model checkpoint (None without one)."""
+    score sets it), the --source-model checkpoint (None without one) and how the budgets fit
+    the rollouts (`probe`)."""
     probe_encoder(plan_)
     external = check_external(plan_)
     spec = plan_.spec
     random = random_return(spec.env.target, max(spec.protocol.eval_episodes, RANDOM_EPISODES),
                            spec.protocol.seed + EVAL_SEED_OFFSET)
     known = normalization(plan_, random, external)  # None: wait for the source's score
-    probe(plan_, needs_source(plan_, known, external))
-    return random, known, external
+    fits = probe(plan_, needs_source(plan_, known, external))
+    return random, known, external, fits

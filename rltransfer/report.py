@@ -26,6 +26,7 @@ import numpy as np
 
 from . import metrics, sequential
 from . import verdict as verdicts
+from .budgets import MIN_EVALUATIONS, describe_grid
 from .curves import AggregateCurve, aggregate_curves
 from .errors import OutputError
 from .figures import (
@@ -86,7 +87,9 @@ def study_summary(study_dir: Path) -> tuple[dict[str, Any], dict[str, Any], dict
         why = "; ".join(run_warnings(runs)) if any(r["failed"] for r in runs.values()) else ""
         raise OutputError(f"{study_dir} has no finished runs" + (
             f": nothing to report ({why})" if why else " yet: nothing to report"))
-    return _result(study_dir.name, study, finished, folders, not_used), study, finished
+    result = _result(study_dir.name, study, finished, folders, not_used)
+    result["source_steps"] = _source_steps(study_dir, study)
+    return result, study, finished
 
 
 def summarize_study(study_dir: Path) -> dict[str, Any]:
@@ -130,7 +133,8 @@ def write_tensorboard(study_dir: Path, result: dict[str, Any], study: dict[str, 
 def _result(name: str, study: dict[str, Any], finished: dict[str, list], folders: dict,
             not_used: dict) -> dict[str, Any]:
     spec = study["spec"]
-    budget = int(spec["timesteps"])  # runs may overshoot it by part of a rollout
+    grid = evaluation_grid(finished, int(spec["timesteps"]))
+    budget = grid["steps"]  # what every run really trained: whole rollouts, not --timesteps
     alpha = float(spec.get("alpha", metrics.DEFAULT_ALPHA))  # studies from before --alpha
     normalization = {"random_return": study["target_random_return"],
                      "threshold": study["threshold"], "budget": budget}
@@ -165,7 +169,9 @@ def _result(name: str, study: dict[str, Any], finished: dict[str, list], folders
         "target": _env_label(spec["target"]), "algo": spec["algo"],
         "threshold": study["threshold"], "threshold_from": study.get("threshold_from"),
         "random_return": study["target_random_return"], "budget": budget,
-        "runs": runs, "warnings": run_warnings(runs), "metrics": summary, "alpha": alpha,
+        "requested_budget": int(spec["timesteps"]), "evaluations": grid,
+        "runs": runs, "warnings": run_warnings(runs) + grid_warnings(grid),
+        "metrics": summary, "alpha": alpha,
         "verdict_rule": verdicts.rule(alpha),
         "seed_note": seed_note(summary, alpha, None if design else {
             c: metrics.table(v) for c, v in values.items()}),
@@ -173,6 +179,54 @@ def _result(name: str, study: dict[str, Any], finished: dict[str, list], folders
         "sequential": ({**design.to_dict(), "looks": design.looks, "done": final}
                        if design is not None else None),
     }
+
+
+def evaluation_grid(finished: Mapping[str, list], requested: int) -> dict[str, Any]:
+    """The steps the runs really trained and where they were really evaluated, from their
+    evaluations.csv: ``steps`` (the metrics' budget: the fewest steps a run that did not
+    diverge trained, which SB3's whole rollouts round up from `requested`; `requested` when
+    none did), ``per_run`` ([fewest, most] evaluations up to ``steps``), ``spacing``
+    ([smallest, largest] gap) and ``grid`` (the steps, when every run shares them)."""
+    curves = [np.asarray(steps, dtype=float) for runs in finished.values()
+              for steps, returns in runs if np.isfinite(np.asarray(returns, dtype=float)).all()]
+    curves = curves or [np.asarray(steps, dtype=float) for runs in finished.values()
+                        for steps, _ in runs]
+    ends = [int(steps[-1]) for steps in curves]
+    steps = max(requested, min(ends)) if ends else requested
+    counts = [int((c <= steps).sum()) for c in curves]
+    gaps = [float(g) for c in curves for g in np.diff(c[c <= steps])]
+    grids = {tuple(int(x) for x in c[c <= steps]) for c in curves}
+    return {"steps": steps, "requested": requested,
+            "trained": [min(ends), max(ends)] if ends else [],
+            "per_run": [min(counts), max(counts)] if counts else [],
+            "spacing": [int(min(gaps)), int(max(gaps))] if gaps else [],
+            "grid": list(next(iter(grids))) if len(grids) == 1 else None}
+
+
+def grid_warnings(grid: Mapping[str, Any]) -> list[str]:
+    """A warning when runs were evaluated fewer than `budgets.MIN_EVALUATIONS` times."""
+    if not grid["per_run"] or grid["per_run"][0] >= MIN_EVALUATIONS:
+        return []
+    where = (f" ({describe_grid(grid['grid'])})" if grid.get("grid") else "")
+    return [f"runs were evaluated only {grid['per_run'][0]} times up to step "
+            f"{grid['steps']:,}{where}, so the area under the curve is coarse: a longer "
+            f"--timesteps, a smaller --eval-freq or a shorter rollout gives a finer grid"]
+
+
+def _source_steps(study_dir: Path, study: Mapping[str, Any]) -> int | None:
+    """The env steps the study's source policy was trained for (in this study or when it was
+    cached); None for an external checkpoint or when not known."""
+    source = study.get("source") or {}
+    if source.get("kind") == "external":
+        return None
+    status = study_dir / "source" / "status.json"
+    try:
+        steps = read_json(status).get("timesteps") if status.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        steps = None
+    if steps is None and not source.get("reused"):
+        steps = source.get("trained_steps") or None
+    return int(steps) if steps is not None else None
 
 
 def _seed_columns(folders: list[str], values: list[dict[str, float]],

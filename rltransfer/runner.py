@@ -6,16 +6,21 @@ with the `caches`) -> the report stage reads the folder.
 
 from __future__ import annotations
 
+import shlex
 import shutil
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
+from .budgets import Fit
 from .caches import Source
 from .errors import ConfigError, OutputError
 from .execution import Execution
 from .io_utils import atomic_write_json, read_json
+from .normalization import choose
 from .plan import Plan, plan
 from .preflight import check_new_study, check_writable
 from .ray_backend import ray_session
@@ -27,17 +32,22 @@ from .study_folder import (
     existing_study,
     load_study,
     new_record,
+    recorded_progress,
+    recorded_random,
     run_key,
     run_states,
 )
-from .study_spec import StudySpec
+from .study_spec import StudySpec, flat_spec
 
 
 def run_study(spec: StudySpec, *, command: str = "", console: Console | None = None,
-              execution: Execution | None = None, resume: bool = False) -> Path:
+              execution: Execution | None = None, resume: bool = False,
+              resume_command: str | None = None) -> Path:
     """Run a whole study (or, with `resume`, finish one) and return its folder.
 
-    Runs that fail are marked failed and the study goes on; the summary reports them."""
+    Runs that fail are marked failed and the study goes on; the summary reports them. When it
+    is interrupted (Ctrl-C, SIGTERM) after something was written, it says how to finish it:
+    `resume_command` (default: ``python -m rltransfer resume STUDY_DIR``)."""
     console = console or Console()
     execution = execution or Execution()
     execution.validate()
@@ -59,17 +69,24 @@ def run_study(spec: StudySpec, *, command: str = "", console: Console | None = N
                     and not (study_dir / "source" / "status.json").is_file():
                 shutil.rmtree(study_dir, ignore_errors=True)  # nothing trained: no half study
                 _remove_if_empty(new_out)  # nor an --out folder made only for it
+            elif isinstance(sys.exc_info()[1], KeyboardInterrupt) and study_dir.is_dir():
+                how = resume_command or f"python -m rltransfer resume {shlex.quote(str(study_dir))}"
+                console.print(f"interrupted: {study_dir} keeps its finished runs; to finish "
+                              f"it, run: {how}", markup=False, highlight=False, soft_wrap=True)
             raise
     return study_dir
 
 
 def resume_study(study_dir: Path, *, console: Console | None = None,
-                 execution: Execution | None = None) -> Path:
-    """Finish the study in `study_dir` with the options it was started with."""
+                 execution: Execution | None = None, threshold: float | None = None) -> Path:
+    """Finish the study in `study_dir` with the options it was started with; `threshold`
+    replaces its threshold while none of its target runs is done (`_new_threshold`)."""
     study_dir = Path(study_dir).resolve()
     record = load_study(study_dir)
     spec = StudySpec.from_dict(record["spec"]).update(out=str(study_dir.parent),
                                                       name=study_dir.name)
+    if threshold is not None:
+        spec = spec.update(threshold=threshold)
     return run_study(spec, command=record.get("command", ""), console=console,
                      execution=execution, resume=True)
 
@@ -79,24 +96,96 @@ def _run_locked(plan_: Plan, command: str, console: Console, execution: Executio
     study_dir = plan_.study_dir
     record = existing_study(study_dir)
     if record is not None and not resume:
-        states = run_states(study_dir, plan_.target_runs())
-        done = sum(state == "done" for state in states.values())
+        done, planned = recorded_progress(study_dir, record)
         raise OutputError(
-            f"{study_dir} already holds a study ({done} of {len(states)} runs done): pass "
+            f"{study_dir} already holds a study ({done} of {planned} runs done): pass "
             f"--resume to finish it, or choose another --name for a new study")
     external: Source | None = None
     if record is None:
         if resume:
             console.print(f"--resume: {study_dir} has no study yet; starting it", markup=False)
-        random, known, external = check_new_study(plan_)
+        random, known, external, fits = check_new_study(plan_)
         record = new_record(plan_, command, random, known)
+        record["budgets"] = {role: fit.record() for role, fit in fits.items()}
+        _say_budgets(fits, console)
     else:
+        _new_threshold(plan_, record, study_dir, console)
         check_same_study(plan_, record, study_dir)
+        _threshold_from_source(plan_, record)
     design = plan_.spec.protocol.sequential
     if design is None:
         Scheduler(plan_, record, console, execution, resume).run(external)
     else:
         _sequential(plan_, record, console, execution, resume, external, Design.parse(design))
+
+
+def _say_budgets(fits: dict[str, Fit], console: Console) -> None:
+    """What the rollouts make of the budgets, and a warning when the grid is coarse."""
+    for fit in fits.values():
+        note = fit.note()
+        if note:
+            console.print(note, markup=False, highlight=False, soft_wrap=True)
+        coarse = fit.coarse()
+        if coarse:
+            console.print(f"warning: {coarse}", style="yellow", markup=False, highlight=False,
+                          soft_wrap=True)
+
+
+_NORMALIZATION_KEYS = ("threshold", "threshold_from", "normalization", "random_return_from",
+                       "threshold_warning", "normalization_note")
+
+
+def _new_threshold(plan_: Plan, record: dict[str, Any], study_dir: Path,
+                   console: Console) -> None:
+    """A resume with another --threshold: the threshold sets only the normalized scores (no
+    run trains differently), so it may be given while the study has none yet (the source's
+    own score could not set one) or none of its target runs is done. Once target runs are
+    done under a threshold, it was fixed before their results: refused."""
+    given = plan_.spec.protocol.threshold
+    spec = record.get("spec") or {}
+    before = flat_spec(spec).get("threshold")
+    if given is None or given == before:
+        return
+    done, planned = recorded_progress(study_dir, record)
+    if done and "threshold" in record:
+        raise OutputError(
+            f"{study_dir} has {done} of {planned} target runs done under threshold "
+            f"{record['threshold']:g} ({record.get('threshold_from')}): a threshold is fixed "
+            f"before the results, so it cannot change now; resume it without --threshold, "
+            f"or start a new study with another --name")
+    found = choose(plan_.spec.env.target, plan_.spec.env.source, given,
+                   recorded_random(record), plan_.spec.protocol.eval_episodes, None)
+    assert found is not None  # a given threshold is always a normalization
+    if isinstance(spec.get("protocol"), dict):
+        spec["protocol"]["threshold"] = given
+    else:  # a study.json of format 1: the spec is flat
+        spec["threshold"] = given
+    for key in _NORMALIZATION_KEYS:
+        record.pop(key, None)
+    record.update(found.record())
+    atomic_write_json(study_dir / "study.json", record)
+    console.print(f"threshold: {given:g} (--threshold), in place of "
+                  f"{'none' if before is None else format(before, 'g')}; no target run was "
+                  f"done yet", markup=False, highlight=False, soft_wrap=True)
+
+
+def _threshold_from_source(plan_: Plan, record: dict[str, Any]) -> None:
+    """A study whose source trained but whose threshold was not set (the source's score
+    failed the threshold check): set it now, or stop with the same one-line error, before
+    any target run trains without one."""
+    source = record.get("source")
+    if "threshold" in record or not source:
+        return
+    try:
+        found = choose(plan_.spec.env.target, plan_.spec.env.source,
+                       plan_.spec.protocol.threshold, recorded_random(record),
+                       plan_.spec.protocol.eval_episodes, source, required=True)
+    except ConfigError as err:
+        raise ConfigError(f"{err}; give it with: python -m rltransfer resume "
+                          f"{shlex.quote(str(plan_.study_dir))} --threshold R, with R the "
+                          f"return that counts as solving {plan_.spec.env.target}") from None
+    assert found is not None
+    record.update(found.record())
 
 
 def _sequential(plan_: Plan, record: dict, console: Console, execution: Execution,

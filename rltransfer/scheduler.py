@@ -6,6 +6,7 @@ done, with its checkpoint. Failures are recorded and the rest carried on.
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import shutil
 import time
 from collections import deque
@@ -25,7 +26,7 @@ from .caches import (
     store_scratch,
     store_source,
 )
-from .errors import RLTransferError, SourceFailedError, StorageError
+from .errors import ConfigError, RLTransferError, SourceFailedError, StorageError
 from .execution import Execution, Job, Outcome, make_backend
 from .io_utils import (
     DiskFault,
@@ -76,8 +77,9 @@ class Scheduler:
         self.dir = plan_.study_dir.resolve()  # absolute: Ray tasks may run elsewhere
         self.threads = execution.torch_threads()
         self.source_error: str | None = None
+        self.threshold_refused = False  # the source trained, but its score set no threshold
         self.fault: DiskFault | None = None  # the study's disk failed: it stops
-        self.threshold_warned = False
+        self.threshold_warned: bool | None = False  # None: warned, its value not said yet
 
     def _save(self) -> None:
         atomic_write_json(self.dir / "study.json", self.record)
@@ -210,27 +212,40 @@ class Scheduler:
         self.record["executions"][-1]["ended"] = self.record["ended"]
         self._save()
         if self.source_error is not None:
+            then = f"python -m rltransfer resume {shlex.quote(str(self.dir))}"
+            if self.threshold_refused:  # resume takes the threshold (runner._new_threshold)
+                raise SourceFailedError(
+                    f"the source run trained, but its score cannot be the threshold "
+                    f"({self.source_error}), so no transfer run could start; give the return "
+                    f"that counts as solving {self.plan.spec.env.target}: {then} --threshold R")
             raise SourceFailedError(
                 f"the source run failed ({self.source_error}), so no transfer run could start; "
-                f"fix the cause, then: python -m rltransfer resume {self.dir}")
+                f"fix the cause, then: {then}")
 
-    def _warn(self, text: str) -> None:
+    def _warn(self, text: str, prefix: str = "warning: ") -> None:
         printer = getattr(self, "progress", None)
+        style = "yellow" if prefix else None
         if printer is not None:
-            printer.print(f"warning: {text}", style="yellow")
+            printer.print(f"{prefix}{text}", style=style)
         else:
-            self.console.print(f"warning: {text}", style="yellow", markup=False,
+            self.console.print(f"{prefix}{text}", style=style, markup=False,
                                highlight=False, soft_wrap=True)
 
     def _warn_threshold(self) -> None:
         """Say so, loudly, when the threshold is (or will be) the source's own score."""
         record = self.record
-        if record.get("threshold_warning") and not self.threshold_warned:
+        if record.get("threshold_warning") and self.threshold_warned is False:
             self._warn(f"{record['threshold_warning']} (threshold {record['threshold']:g}, "
                        f"{record['threshold_from']})")
             self.threshold_warned = True
-        elif "threshold" not in record:
+        elif record.get("threshold_warning") and self.threshold_warned is None:
+            # warned before the source trained: now only the value it set (said once)
+            self._warn(f"threshold {record['threshold']:g} ({record['threshold_from']})",
+                       prefix="")
+            self.threshold_warned = True
+        elif "threshold" not in record and not self.threshold_warned:
             self._warn(derived_warning(self.plan.spec.env.target, self.plan.spec.env.source))
+            self.threshold_warned = None  # the warning is out; the value follows
         if record.get("normalization_note"):
             self._warn(record["normalization_note"])
 
@@ -302,6 +317,7 @@ class Scheduler:
             except (RLTransferError, OSError) as err:  # e.g. its score is not above random
                 outcome = dataclasses.replace(outcome, ok=False, error=str(err),
                                               fault=disk_fault(err))
+                self.threshold_refused = isinstance(err, ConfigError)
         if outcome.interrupted:
             self.progress.interrupt_run(job.key, job.label)
             return []

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock, Timeout
 
 from .caches import versions
-from .errors import OutputError
+from .errors import OutputError, RLTransferError
 from .io_utils import read_json
 from .normalization import Normalization, RandomScore
 from .runfiles import read_status, read_study
@@ -99,6 +99,32 @@ def run_states(study_dir: Path, runs: list[RunSpec]) -> dict[str, str]:
     return states
 
 
+def recorded_progress(study_dir: Path, record: dict[str, Any]) -> tuple[int, int]:
+    """(runs done, runs planned) of the study recorded in `record` (its study.json), counted
+    on disk: its own conditions and seeds (--seeds auto: the seeds its looks have added so
+    far), not those of a new command's options."""
+    try:
+        spec = flat_spec(record.get("spec") or {})
+        conditions = [str(c) for c in spec["conditions"]]
+        first, seeds = int(spec["seed"]), int(spec["seeds"])
+    except (RLTransferError, TypeError, ValueError, KeyError):  # not a study's spec
+        conditions, first, seeds = [], 0, 0
+    counts = (record.get("sequential") or {}).get("counts") or {}
+    planned = [f"{c}/seed_{first + k}" for c in conditions
+               for k in range(int(counts.get(c, seeds)))]
+    on_disk = {str(p.parent.relative_to(study_dir))
+               for p in study_dir.glob("*/seed_*/status.json")}
+    runs = set(planned) | on_disk
+    return sum(_state(study_dir / key / "status.json") == "done" for key in runs), len(runs)
+
+
+def _state(path: Path) -> str | None:
+    try:
+        return read_json(path).get("state") if path.is_file() else None
+    except (OSError, ValueError, AttributeError):  # unreadable: not done
+        return None
+
+
 def run_key(run: RunSpec) -> str:
     return f"{run.condition}/seed_{run.seed}"
 
@@ -120,9 +146,11 @@ _IGNORED_ON_RESUME = ("out", "name", "retrain_source")
 def check_same_study(plan_: Plan, record: dict[str, Any], study_dir: Path) -> None:
     # compared flat, so a study.json of any format compares; an option added after the
     # study was started had its default value then (flat_spec)
-    before = {k: v for k, v in flat_spec(record["spec"]).items() if k not in _IGNORED_ON_RESUME}
-    now = {k: v for k, v in flat_spec(plan_.spec.to_dict()).items()
-           if k not in _IGNORED_ON_RESUME}
+    from .plan import ENCODER_OPTIONS  # not read by a study without an encoder condition
+
+    ignored = _IGNORED_ON_RESUME + (ENCODER_OPTIONS if plan_.encoder_agent is None else ())
+    before = {k: v for k, v in flat_spec(record["spec"]).items() if k not in ignored}
+    now = {k: v for k, v in flat_spec(plan_.spec.to_dict()).items() if k not in ignored}
     changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
     if changed:
         key = changed[0]
@@ -152,7 +180,7 @@ def new_record(plan_: Plan, command: str, random: RandomScore,
     """study.json of a new study: the resolved spec (nested, `STUDY_FORMAT`), the command,
     the package versions, the agents, the random policy's score and the normalization."""
     record: dict[str, Any] = {
-        "format": STUDY_FORMAT, "spec": plan_.spec.to_dict(), "command": command,
+        "format": STUDY_FORMAT, "spec": plan_.recorded_spec(), "command": command,
         "versions": versions(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ended": None,
         "source_agent": plan_.source_agent.to_dict(),

@@ -91,12 +91,15 @@ def _add_study_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--seed", type=int, default=S, metavar="K",
                      help="first seed; seeds are K..K+N-1, the source uses K (default: 0)")
     run.add_argument("--timesteps", type=int, default=S, metavar="N",
-                     help="target training budget per run, in env steps "
-                          "(default: the preset's n_timesteps for the target)")
+                     help="target training budget per run, in env steps, rounded up to whole "
+                          "rollouts (n_steps x n_envs; less than one is an error) (default: "
+                          "the preset's n_timesteps for the target)")
     run.add_argument("--source-timesteps", type=int, default=S, metavar="N",
-                     help="source training budget (default: the preset's n_timesteps)")
+                     help="source training budget, rounded up the same way (default: the "
+                          "preset's n_timesteps)")
     run.add_argument("--eval-freq", type=int, default=S, metavar="N",
-                     help="evaluate every N target env steps (default: timesteps/20)")
+                     help="evaluate every N target env steps, at the first rollout start "
+                          "past each multiple (default: timesteps/20)")
     run.add_argument("--eval-episodes", type=int, default=S, metavar="N",
                      help="episodes per evaluation, deterministic policy (default: 10)")
     run.add_argument("--threshold", type=float, default=S, metavar="R",

@@ -6,12 +6,9 @@ from __future__ import annotations
 import shlex
 
 import pytest
-from rich.console import Console
 
 from rltransfer.cli import main
 from rltransfer.io_utils import read_json
-from rltransfer.scheduler import Scheduler
-from rltransfer.specs import EnvSpec
 
 TINY = ["--hparams", "n_steps=64", "batch_size=64", "n_epochs=1", "--n-envs", "1",
         "--eval-episodes", "2", "--timesteps", "256", "--source-timesteps", "256",
@@ -100,30 +97,6 @@ def test_an_interrupted_study_says_the_command_that_finishes_it(tmp_path, capsys
     assert main([*_argv(advice), "--workers", "1"]) == 0
     for seed in (0, 1):
         assert read_json(study / "scratch" / f"seed_{seed}" / "status.json")["state"] == "done"
-
-
-class _Plan:
-    class spec:  # noqa: N801  (what _warn_threshold reads of a plan)
-        class env:  # noqa: N801
-            target, source = EnvSpec.parse("Pendulum-v1:m=1.5"), EnvSpec.parse("Pendulum-v1")
-
-
-def test_the_derived_threshold_warning_is_printed_once_then_its_value(tmp_path):
-    """Before the source trains, the warning that its score will be the threshold; once it
-    is known, only the value (the warning printed twice before)."""
-    console = Console(record=True, width=300)
-    scheduler = Scheduler.__new__(Scheduler)
-    scheduler.plan, scheduler.console, scheduler.record = _Plan, console, {}
-    scheduler.threshold_warned = False
-    scheduler._warn_threshold()  # at the study's start
-    scheduler.record.update({"threshold": -177.6, "threshold_from": "source's mean return",
-                             "threshold_warning": "Pendulum-v1:m=1.5 registers no "
-                                                  "reward_threshold, so ..."})
-    scheduler._warn_threshold()  # the source is done
-    scheduler._warn_threshold()  # called again later: nothing more
-    text = console.export_text()
-    assert text.count("registers no reward_threshold") == 1
-    assert text.splitlines()[-1] == "threshold -177.6 (source's mean return)"
 
 
 @pytest.mark.parametrize("command", ["tensorboard", "run", "resume", "matrix", "compare",

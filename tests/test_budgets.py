@@ -9,6 +9,7 @@ import contextlib
 import csv
 import io
 import json
+import re
 
 import pytest
 
@@ -124,6 +125,9 @@ def test_a_rounded_budget_is_said_recorded_and_reported(rounded):
     assert "not reached (>384 steps)" in report and ">300" not in report
     assert "runs were evaluated only 4 times up to step 384" in report
     assert "evaluated only 4 times" in (study / "report.html").read_text()
+    key = record["source"]["key"]
+    assert (f"- **source policy**: trained in this study for 256 steps (then cached as `{key}` "
+            f"for other studies)") in report
 
 
 def test_a_study_that_ran_past_its_budget_is_reported_with_the_steps_it_ran(tmp_path,
@@ -179,3 +183,32 @@ def test_study_json_names_no_encoder_for_a_study_without_one(rounded):
     spec = read_json(rounded[0] / "study.json")["spec"]
     assert not {"encoder", "encoder_weights"} & set(spec["transfer"])
     assert json.dumps(spec).count("resnet") == 0
+
+
+def test_each_verdict_states_the_area_claim_once(tmp_path, write_run):
+    study = tmp_path / "s"
+    atomic_write_json(study / "study.json", {
+        "spec": {"source": {"id": "CartPole-v1", "params": {}},
+                 "target": {"id": "CartPole-v1", "params": {"length": 1.0}}, "algo": "ppo",
+                 "conditions": ["scratch", "finetune", "reinit-head"], "seeds": 5, "seed": 0,
+                 "timesteps": 400, "source_timesteps": 1000, "out": str(tmp_path)},
+        "target_agent": {"hparams": {}}, "command": "python -m rltransfer run",
+        "threshold": 100.0, "threshold_from": "--threshold", "target_random_return": 0.0})
+    for seed in range(5):
+        write_run(study / "scratch" / f"seed_{seed}", [0, 100, 200, 300, 400],
+                  [0, 10 + seed, 20, 30, 40 + 3 * seed])
+        write_run(study / "finetune" / f"seed_{seed}", [0, 100, 200, 300, 400],
+                  [0, 12 - seed, 21, 33, 38 + 4 * seed])  # no clear difference
+        write_run(study / "reinit-head" / f"seed_{seed}", [0, 100, 200, 300, 400],
+                  [0, 90 + seed, 100, 100, 100])  # clearly above scratch
+    result = summarize_study(study)
+    lines = [line for line in (study / "report.md").read_text().splitlines()
+             if line.startswith("- **finetune:") or line.startswith("- **reinit-head:")]
+    assert len(lines) == 2
+    for line in lines:
+        assert len(re.findall(r"Holm p [=<]", line)) == 1, line
+        assert len(re.findall(r"area [+-]\d", line)) == 1, line
+    labels = {name: data["verdict"]["label"]
+              for name, data in result["metrics"]["conditions"].items()}
+    assert labels["finetune"] == "no clear difference"
+    assert "The area difference is not clear at α = 0.05." in lines[0]

@@ -78,7 +78,7 @@ def test_figures_are_images_of_the_expected_size(report):
     panel = matplotlib.image.imread(study / "metrics.png")
     assert panel.shape[1] == 14 * FIGURE_DPI and panel.shape[0] > 2 * FIGURE_DPI
     profiles = matplotlib.image.imread(study / "profiles.png")
-    assert profiles.shape[:2] == (round(4.5 * FIGURE_DPI), round(7.0 * FIGURE_DPI))
+    assert profiles.shape[:2] == (round(5.2 * FIGURE_DPI), round(7.0 * FIGURE_DPI))
     svg = (study / "curves.svg").read_text()
     assert svg.startswith("<?xml") and "<svg" in svg and "</svg>" in svg
 

@@ -55,7 +55,7 @@ class FitTable:
         return sum(self.wide_widths()) + _PAD * len(self.headers) + 1 <= width
 
     def wide(self) -> Table:
-        table = Table(title=escape(self.title), title_justify="left")
+        table = Table(title=escape(self.title), title_justify="left", min_width=len(self.title))
         for header, width in zip(self.headers, self.wide_widths(), strict=True):
             # the width of its widest cell: the header wraps, rich never narrows a cell
             table.add_column(escape(header), min_width=width, max_width=width, overflow="fold")
@@ -67,7 +67,8 @@ class FitTable:
     def blocks(self) -> Table:
         """One block per row: a 2-column table (header | cell), a rule between blocks."""
         last = len(self.headers) - 1
-        table = Table(title=escape(self.title), title_justify="left")
+        # as wide as its title where the console allows: the title on one line
+        table = Table(title=escape(self.title), title_justify="left", min_width=len(self.title))
         table.add_column(escape(": ".join(self.headers[i] for i in self.heading) + " / metric"),
                          overflow="fold")
         table.add_column(escape(f"{self.headers[last]} / value"), overflow="fold")

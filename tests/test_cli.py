@@ -346,7 +346,7 @@ sys.exit(99 if heavy else status)
 
 
 @pytest.mark.parametrize("command", [["report", "{study}"],
-                                     ["compare", "{study}", "{study}", "--out", "{tmp}"],
+                                     ["compare", "{study}", "--out", "{tmp}"],
                                      ["envs", "CartPole"]])
 def test_reading_commands_import_neither_torch_nor_sb3(study, tmp_path, command):
     import subprocess

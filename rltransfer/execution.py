@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import ConfigError, StorageError
-from .io_utils import DiskFault, disk_fault, read_json
+from .io_utils import DiskFault, atomic_write_json, disk_fault, read_json
 from .specs import RunSpec
 
 BACKENDS = ("local", "ray")
@@ -363,16 +363,35 @@ def _execute_in_worker(job: Job) -> Outcome:
     try:
         return execute(job, _WORKER["events"])
     except KeyboardInterrupt:  # stopped (SIGTERM): its run is marked interrupted. A stopped
-        os._exit(0)  # worker takes no other job (it ignores SIGTERM now, so it could not be
-    finally:  # stopped again, and the queue's lock may be held by a sibling that exited)
+        _mark_interrupted(job)  # worker takes no other job (it ignores SIGTERM now, so it
+        os._exit(0)  # could not be stopped again, and the queue's lock may be held by a
+    finally:  # sibling that exited)
         _WORKER["busy"] = False
 
 
+def _mark_interrupted(job: Job) -> None:
+    """Status "interrupted" for a run stopped before it recorded a state of its own (the
+    signal came before training began): so the study tells it from a run whose worker died."""
+    status = _status(job)
+    if status.get("state") not in ("interrupted", "done", "failed"):
+        try:
+            atomic_write_json(Path(job.run_dir) / "status.json",
+                              {**status, "state": "interrupted", "run": job.run.to_dict()})
+        except OSError:  # its disk failed: the study stops on it anyway
+            pass
+
+
 def _state(job: Job) -> str | None:
+    """The state in a job's status.json (None without a readable one)."""
+    return _status(job).get("state")
+
+
+def _status(job: Job) -> dict[str, Any]:
     try:
-        return read_json(Path(job.run_dir) / "status.json").get("state")
+        status = read_json(Path(job.run_dir) / "status.json")
     except (OSError, ValueError):
-        return None
+        return {}
+    return status if isinstance(status, dict) else {}
 
 
 class ProcessBackend:
@@ -400,7 +419,20 @@ class ProcessBackend:
                                          initargs=(self._events, self._threads))
 
     def submit(self, job: Job) -> None:
-        self._futures[self._pool.submit(_execute_in_worker, job)] = (job, self._pool)
+        try:
+            future = self._pool.submit(_execute_in_worker, job)
+        except BrokenProcessPool:  # a worker died since the last wait (which reports it)
+            self._replace_broken_pool()
+            future = self._pool.submit(_execute_in_worker, job)
+        self._futures[future] = (job, self._pool)
+
+    def _replace_broken_pool(self) -> None:
+        """A fresh pool for the jobs to come. Python fails the broken pool's futures, then
+        stops its surviving workers; wait for them to write their runs' status
+        ("interrupted") before `_finished` tells which run died."""
+        broken = self._pool
+        self._new_pool()
+        broken.shutdown(wait=True, cancel_futures=True)
 
     def wait(self, timeout: float) -> list[tuple[str, str, Any]]:
         # Wait on the runs, not on their progress: a finished run is handled (and its worker
@@ -421,11 +453,7 @@ class ProcessBackend:
         done, _ = wait_futures(list(self._futures), timeout=0, return_when=FIRST_COMPLETED)
         if any(self._futures[f][1] is self._pool and isinstance(f.exception(), BrokenProcessPool)
                for f in done if not f.cancelled()):
-            # Python fails the futures, then stops the surviving workers; wait for them to
-            # write their runs' status ("interrupted") before telling which run died.
-            broken = self._pool
-            self._new_pool()
-            broken.shutdown(wait=True, cancel_futures=True)
+            self._replace_broken_pool()
             done, _ = wait_futures(list(self._futures), timeout=0,
                                    return_when=FIRST_COMPLETED)
         found: list[tuple[str, str, Any]] = []
@@ -439,8 +467,14 @@ class ProcessBackend:
             if error is None:
                 found.append(("done", job.key, future.result()))
             elif isinstance(error, BrokenProcessPool):
-                if _state(job) == "interrupted":  # stopped because a sibling died
+                status = _status(job)
+                if status.get("state") == "interrupted":  # stopped because a sibling died
                     retry.append(dataclasses.replace(job, resume=True))
+                elif status.get("state") == "done":  # stopped as it returned: it is done
+                    found.append(("done", job.key, Outcome(
+                        job.key, True, timesteps=int(status.get("timesteps", 0)),
+                        final_return=float(status.get("final_return", math.nan)),
+                        resumed_from=status.get("resumed_from"))))
                 else:
                     found.append(("done", job.key, Outcome(
                         job.key, False, error="its worker process died (killed, or out of "

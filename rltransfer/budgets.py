@@ -189,10 +189,9 @@ def evaluation_steps(budget: int, eval_freq: int, rollout: int) -> list[int]:
     multiple of `eval_freq`, and the end."""
     end = math.ceil(budget / rollout) * rollout
     steps, due = [0], eval_freq
-    for start in range(rollout, end, rollout):  # rollout starts after the first
-        if start >= due:
-            steps.append(start)
-            due = (start // eval_freq + 1) * eval_freq
+    while (start := math.ceil(due / rollout) * rollout) < end:  # the first start past `due`
+        steps.append(start)
+        due = (start // eval_freq + 1) * eval_freq
     if steps[-1] < end:
         steps.append(end)
     return steps

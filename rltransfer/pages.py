@@ -13,6 +13,7 @@ import base64
 import html
 import json
 import re
+import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -156,7 +157,10 @@ def _reading(verdict: Mapping[str, Any]) -> str:
 
 
 def _tensorboard_command(result: dict[str, Any], study: dict[str, Any]) -> str:
-    return f"tensorboard --logdir {Path(study['spec']['out']) / result['study']}"
+    """The command that serves the study's curves (rltransfer's own: no `tensorboard` script
+    needs to be on PATH)."""
+    folder = Path(study["spec"]["out"]) / result["study"]
+    return f"python -m rltransfer tensorboard {shlex.quote(str(folder))}"
 
 
 _VERDICT_CLASSES = {POSITIVE: "positive", NEGATIVE: "negative", NO_CLEAR: "inconclusive",

@@ -120,3 +120,14 @@ def test_envs_lists_each_id_once():
     assert listed["Atari"] == "any other id of AtariEnv"  # not Pong's id a second time
     ids = [i for text in listed.values() for i in text.split(", ") if "/" in i or "-v" in i]
     assert len(ids) == len(set(ids))
+
+
+def test_an_interrupted_matrix_names_its_own_resume_command(tmp_path):
+    from rltransfer.matrix import _resume_command
+
+    command = "python -m rltransfer matrix --sources CartPole-v1 --targets 'A;B' --seeds 2"
+    folder = tmp_path / "my runs" / "m-1"
+    assert _resume_command(command, folder) == (
+        f"{command} --name m-1 --out '{folder.parent}' --resume")
+    given = f"{command} --name m-1 --out runs"
+    assert _resume_command(given, folder) == f"{given} --resume"

@@ -54,7 +54,7 @@ def rule(alpha: float = metrics.DEFAULT_ALPHA) -> str:
         "significantly lower or reaches the threshold in fewer runs than scratch (or the "
         "mirror), it is mixed. Runs that diverged count at the worst their score allows; "
         "when the difference is not clear but runs failed more often in the arm whose area "
-        "is lower, the label is \"failed runs\", not no clear difference. "
+        "is lower, the label is failed runs, not no clear difference. "
         f"With fewer than {MIN_CLAIM_RUNS} runs in the condition or in scratch there are too "
         "few seeds to test. With --seeds auto the p-value is the repeated p-value of a "
         "group-sequential design (README). Jumpstart, time to threshold, speedup, "

@@ -222,7 +222,8 @@ BUDGET = ["--timesteps", "256", "--source-timesteps", "256", "--eval-freq", "128
 
 
 @pytest.mark.parametrize("args,message", [
-    (["CartPole-v1", "Acrobot-v1", "--conditions", "scratch,kickstart"],
+    (["CartPole-v1", "Acrobot-v1", "--conditions", "scratch,kickstart", "--hparams",
+      "n_steps=16"],  # Acrobot's rollout (256 x 16 envs) fits the tiny budget
      "rltransfer: error: condition 'kickstart': distillation needs the source's observation "
      "and action spaces, but the source policy observes Box(4,) and acts in Discrete(2) while "
      "the target observes Box(6,) and acts in Discrete(3): use finetune or reinit-head, or a "

@@ -177,7 +177,7 @@ def is_distribution(value: Value) -> bool:
 def literal(value: Value) -> Any:
     """The Python value a parameter's stored form stands for: a quoted string's text without
     its quotes; anything else as stored."""
-    if isinstance(value, str) and value[:1] in ('"', "'"):
+    if isinstance(value, str) and not is_distribution(value):
         return tomllib.loads(f"v = {value}")["v"]
     return value
 
@@ -240,8 +240,8 @@ def _stored_value(name: str, value: Any) -> Value:
     a distribution's text (made canonical)."""
     if isinstance(value, bool | int | float):
         return value
-    if isinstance(value, str) and value[:1] == '"':
-        return value
+    if isinstance(value, str) and not is_distribution(value):
+        return value  # a quoted string's TOML text
     if isinstance(value, str):
         from .envs.randomization import parse_distribution
 

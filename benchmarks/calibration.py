@@ -34,7 +34,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rltransfer import metrics, sequential, verdict  # noqa: E402
+from rltransfer.report import (
+    metrics,  # noqa: E402
+    sequential,
+    verdict,
+)
 
 RANDOM, THRESHOLD = -50.0, 200.0
 BUDGET, EVAL_EVERY = 20_000, 1_000

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
-from rltransfer import algos
 from rltransfer.env_factory import make_env
 from rltransfer.specs import AgentSpec, EnvSpec, RunSpec
-from rltransfer.training import train_run
+from rltransfer.training import algos
+from rltransfer.training.run import train_run
 
 # env, the algorithm trained on it (RL-Zoo has a preset for each, or its default)
 ENVS = {"LunarLander-v3": "ppo", "LunarLander-v3:main_engine_power=9": "ppo",

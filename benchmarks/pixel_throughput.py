@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
-from rltransfer import algos
 from rltransfer.env_factory import make_vec
-from rltransfer.features import FrozenFeatures, channels_first
 from rltransfer.specs import AgentSpec, EnvSpec, RunSpec
-from rltransfer.training import build_model, frozen_features
+from rltransfer.training import algos
+from rltransfer.training.features import FrozenFeatures, channels_first
+from rltransfer.training.run import build_model, frozen_features
 
 ENCODERS = {
     "NatureCNN": {"encoder": "nature-cnn"},

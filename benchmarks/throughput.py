@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from stable_baselines3.common.env_util import make_vec_env
 
-from rltransfer import algos
 from rltransfer.specs import AgentSpec, EnvSpec, RunSpec
-from rltransfer.training import build_model, train_run
+from rltransfer.training import algos
+from rltransfer.training.run import build_model, train_run
 
 
 def plain_sb3(env_id: str, hparams: dict, n_envs: int, steps: int, seed: int) -> float:

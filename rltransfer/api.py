@@ -31,8 +31,8 @@ from . import cli
 from .errors import ConfigError, HyperparameterError, MissingDependencyError, OutputError
 from .errors import did_you_mean as _did_you_mean
 from .io_utils import read_json
-from .runfiles import read_rows
-from .study_spec import ResolvedStudySpec, StudySpec
+from .report.runfiles import read_rows
+from .study.study_spec import ResolvedStudySpec, StudySpec
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -100,8 +100,8 @@ def run(source: str | EnvSpec | None = None, target: str | EnvSpec | None = None
     if not console.is_terminal:  # as the CLI: notebooks and logs get one line per run
         console = Console(width=160)
     study_dir = cli.run_from_args(args, argv, console)
-    from .execution import summarize_elsewhere
-    from .tables import terminal_table
+    from .report.tables import terminal_table
+    from .study.execution import summarize_elsewhere
 
     try:
         result = summarize_elsewhere(study_dir)
@@ -233,7 +233,7 @@ class Estimate:
                    details={k: v for k, v in data.items() if k not in known})
 
     def __str__(self) -> str:
-        from .metrics import format_estimate
+        from .report.metrics import format_estimate
 
         return format_estimate({"point": self.point, "low": self.low, "high": self.high,
                                 "note": self.note})
@@ -351,7 +351,7 @@ class Study:
     def report(self) -> Path:
         """Write the report again from the files (summary.json/csv, report.md/html, figures)
         and return report.html's path."""
-        from .report import summarize_study
+        from .report.build import summarize_study
 
         summarize_study(self.path)
         return self.path / "report.html"
@@ -380,7 +380,7 @@ class Study:
         """A notebook shows the one-line summary and the study's table."""
         if not self.summary:
             return repr(self).replace("<", "&lt;").replace(">", "&gt;")
-        from .tables import markdown_table
+        from .report.tables import markdown_table
 
         one_line = repr(self)[1:-1]
         return f"**{one_line}**\n\n{markdown_table(self.summary)}"
@@ -397,7 +397,7 @@ def load(path: str | os.PathLike[str]) -> Study:
     if not isinstance(record, dict) or not isinstance(record.get("spec"), Mapping):
         raise OutputError(f"{study_dir}/study.json is not a study record (no spec): give "
                           f"runs/<study>")
-    from .report import study_summary
+    from .report.build import study_summary
 
     try:
         summary, _, _ = study_summary(study_dir)

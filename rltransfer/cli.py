@@ -16,9 +16,10 @@ from typing import Any, NoReturn
 from rich.console import Console
 from rich.table import Table
 
-from . import conditions as registry
 from .errors import ConfigError, RLTransferError, did_you_mean
-from .execution import (
+from .specs import CONDITIONS
+from .strategies import registry
+from .study.execution import (
     BACKENDS,
     Execution,
     available_cores,
@@ -26,8 +27,7 @@ from .execution import (
     summarize_elsewhere,
     will_use_workers,
 )
-from .specs import CONDITIONS
-from .study_spec import PARTS, StudySpec, flat_values
+from .study.study_spec import PARTS, StudySpec, flat_values
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -379,7 +379,7 @@ def study_spec(args: argparse.Namespace) -> StudySpec:
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
-    from .algos import parse_overrides  # imports torch: only when there are --hparams
+    from .training.algos import parse_overrides  # imports torch: only when there are --hparams
 
     return parse_overrides(items)
 
@@ -398,7 +398,7 @@ def _start_workers_early(spec: StudySpec, execution: Execution) -> None:
 
 def _cmd_run(args: argparse.Namespace, argv: list[str], console: Console) -> int:
     study_dir = run_from_args(args, argv, console)
-    from .tables import terminal_table
+    from .report.tables import terminal_table
 
     return _print_summary(summarize_elsewhere(study_dir), study_dir, console, terminal_table)
 
@@ -409,7 +409,7 @@ def run_from_args(args: argparse.Namespace, argv: list[str], console: Console) -
     spec = study_spec(args)
     execution = _execution(args)
     _start_workers_early(spec, execution)
-    from .runner import run_study
+    from .study.runner import run_study
 
     command = "python -m rltransfer " + shlex.join(
         [a for a in argv if a != "--resume"])  # the command that reproduces the study
@@ -418,8 +418,8 @@ def run_from_args(args: argparse.Namespace, argv: list[str], console: Console) -
 
 
 def _cmd_resume(args: argparse.Namespace, console: Console) -> int:
-    from .runner import resume_study
-    from .tables import terminal_table
+    from .report.tables import terminal_table
+    from .study.runner import resume_study
 
     study_dir = resume_study(Path(args.study), console=console, execution=_execution(args),
                              threshold=args.threshold)
@@ -450,7 +450,7 @@ def _print_summary(result: dict, study_dir: Path, console: Console, table_fn) ->
         console.print(f"seeds: {result['seed_note']}", style="yellow", markup=False,
                       highlight=False)
     if result.get("verdict_rule"):
-        from .verdict import short_rule
+        from .report.verdict import short_rule
 
         console.print(f"rule: {short_rule(result['alpha'])}", style="dim", markup=False,
                       highlight=False)
@@ -482,14 +482,14 @@ def self_command() -> str:
 
 
 def _cmd_report(args: argparse.Namespace, console: Console) -> int:
-    from .report import summarize_study, terminal_table
+    from .report.build import summarize_study, terminal_table
 
     study_dir = Path(args.study)
     return _print_summary(summarize_study(study_dir), study_dir, console, terminal_table)
 
 
 def _cmd_matrix(args: argparse.Namespace, argv: list[str], console: Console) -> int:
-    from .matrix import parse_env_list, run_matrix, summarize_matrix
+    from .study.matrix import parse_env_list, run_matrix, summarize_matrix
 
     sources = parse_env_list(args.sources, "--sources")
     targets = parse_env_list(args.targets, "--targets")
@@ -511,7 +511,7 @@ def _cmd_matrix(args: argparse.Namespace, argv: list[str], console: Console) -> 
 def _cmd_compare(args: argparse.Namespace, console: Console) -> int:
     from .errors import OutputError
     from .io_utils import atomic_write_json, atomic_write_text
-    from .matrix import compare_markdown, compare_studies, compare_table
+    from .study.matrix import compare_markdown, compare_studies, compare_table
 
     out = Path(args.out) if args.out else compare_folder(Path(args.studies[0]))
     if out.exists() and not out.is_dir():
@@ -521,7 +521,7 @@ def _cmd_compare(args: argparse.Namespace, console: Console) -> int:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "compare.json", result)
     atomic_write_text(out / "compare.md", compare_markdown(result))
-    from .report import write_compare_figure
+    from .report.build import write_compare_figure
 
     write_compare_figure(out, [Path(s) for s in args.studies])
     console.print(compare_table(result))
@@ -544,7 +544,7 @@ def compare_folder(first_study: Path) -> Path:
 def _cmd_tensorboard(args: argparse.Namespace, console: Console) -> int:
     import time
 
-    from .board import start_tensorboard
+    from .report.board import start_tensorboard
 
     _, url = start_tensorboard(Path(args.study), args.port)
     console.print(f"TensorBoard for {args.study}: {url}  (Ctrl-C to stop)", markup=False,

@@ -1,5 +1,5 @@
 """Specs: frozen, JSON-round-trippable descriptions of environments, agents and runs
-(the study spec, made of these, is `rltransfer.study_spec`).
+(the study spec, made of these, is `rltransfer.study.study_spec`).
 
 A spec's `stable_hash` names its cache entry, so the same source policy is trained once.
 """
@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import conditions as registry
 from .errors import ParameterError
+from .strategies import registry
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -27,7 +27,8 @@ Value = float | int | bool | str
 distribution's canonical text (``'uniform(0.5,2)'``)."""
 
 CONDITIONS = tuple(registry.CONDITIONS)
-"""Transfer conditions (DESIGN.md), by name: `rltransfer.conditions` says what each does."""
+"""Transfer conditions (DESIGN.md), by name: `rltransfer.strategies.registry` says what
+each does."""
 
 AUGMENTATIONS = ("random-shift",)
 

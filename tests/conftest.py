@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rltransfer import algos
 from rltransfer.specs import AgentSpec
+from rltransfer.training import algos
 
 # PPO small enough that a few hundred steps take well under a second.
 TINY_PPO = {"n_steps": 64, "batch_size": 64, "n_epochs": 2}
@@ -21,7 +21,7 @@ def tiny_agent() -> AgentSpec:
 def interrupted_train_run(monkeypatch):
     """Train a run until its first checkpoint at or past 128 env steps, then interrupt it
     (KeyboardInterrupt, as Ctrl-C would), leaving the folder a resume continues from."""
-    import rltransfer.training as training
+    import rltransfer.training.run as training
 
     class StopAfterCheckpoint(training.EvaluationCallback):
         def __init__(self, *args, checkpoint, **kwargs):
@@ -44,7 +44,7 @@ def interrupted_train_run(monkeypatch):
 def training_calls(monkeypatch) -> list:
     """Every (run spec, run folder) that a study trains, recorded as the study runs
     (in this process: give the study --workers 1)."""
-    import rltransfer.training as training
+    import rltransfer.training.run as training
 
     calls: list = []
     real = training.train_run
@@ -62,7 +62,7 @@ def _write_run(run_dir, steps, returns, state: str = "done") -> None:
     import csv
 
     from rltransfer.io_utils import atomic_write_json
-    from rltransfer.training import EVAL_COLUMNS
+    from rltransfer.training.run import EVAL_COLUMNS
 
     run_dir.mkdir(parents=True)
     with open(run_dir / "evaluations.csv", "w", newline="") as handle:

@@ -75,7 +75,7 @@ def test_a_refused_name_counts_the_runs_of_the_study_on_disk(tmp_path, capsys):
 
 def test_an_interrupted_study_says_the_command_that_finishes_it(tmp_path, capsys,
                                                               monkeypatch):
-    import rltransfer.training as training
+    import rltransfer.training.run as training
 
     real = training.train_run
 
@@ -123,7 +123,7 @@ def test_envs_lists_each_id_once():
 
 
 def test_an_interrupted_matrix_names_its_own_resume_command(tmp_path):
-    from rltransfer.matrix import _resume_command
+    from rltransfer.study.matrix import _resume_command
 
     command = "python -m rltransfer matrix --sources CartPole-v1 --targets 'A;B' --seeds 2"
     folder = tmp_path / "my runs" / "m-1"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rltransfer import algos
 from rltransfer.env_factory import make_vec
 from rltransfer.specs import AgentSpec, EnvSpec, RunSpec
-from rltransfer.training import build_model
-from rltransfer.transfer import SyncFrozenTargets, apply_transfer, head_parameters
+from rltransfer.training import algos
+from rltransfer.training.run import build_model
+from rltransfer.training.transfer import SyncFrozenTargets, apply_transfer, head_parameters
 
 CASES = [
     ("a2c", "CartPole-v1", "CartPole-v1:length=1", {"n_steps": 8}),
@@ -53,8 +53,8 @@ def test_freeze_features_for_every_algorithm(algo, source_env, target_env, extra
 
 
 def test_sac_study_run_keeps_frozen_layers_of_the_source(tmp_path):
-    from rltransfer.training import train_run
-    from rltransfer.transfer import load_checkpoint
+    from rltransfer.training.run import train_run
+    from rltransfer.training.transfer import load_checkpoint
 
     hparams = {**algos.preset("sac", ["Pendulum-v1"]), "learning_starts": 50,
                "policy_kwargs": {"net_arch": [32, 32]}}

@@ -10,11 +10,11 @@ import torch
 from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.utils import LinearSchedule
 
-from rltransfer import algos
 from rltransfer.errors import AlgorithmError, ConfigError, HyperparameterError
-from rltransfer.plan import plan
 from rltransfer.specs import EnvSpec
-from rltransfer.study_spec import StudySpec
+from rltransfer.study.plan import plan
+from rltransfer.study.study_spec import StudySpec
+from rltransfer.training import algos
 
 
 def test_ppo_cartpole_preset_is_rl_zoos():

@@ -23,10 +23,10 @@ from stable_baselines3 import PPO
 from rltransfer.cli import main
 from rltransfer.env_factory import make_vec
 from rltransfer.io_utils import atomic_write_json, read_json
-from rltransfer.plan import plan
 from rltransfer.specs import EnvSpec
-from rltransfer.study_spec import STUDY_FORMAT, StudySpec
-from rltransfer.training import EVAL_COLUMNS, save_model
+from rltransfer.study.plan import plan
+from rltransfer.study.study_spec import STUDY_FORMAT, StudySpec
+from rltransfer.training.run import EVAL_COLUMNS, save_model
 
 BUDGET = ["--timesteps", "256", "--source-timesteps", "256", "--eval-freq", "128"]
 TINY = ["--hparams", "n_steps=64", "batch_size=64", "n_epochs=1", "--n-envs", "2",
@@ -250,8 +250,8 @@ def test_compare_of_one_study_twice_is_refused(tmp_path, capsys):
 
 def test_a_damaged_checkpoint_is_discarded_and_its_run_restarts(tmp_path, tiny_agent,
                                                                  interrupted_train_run):
-    from rltransfer import training
     from rltransfer.specs import RunSpec
+    from rltransfer.training import run as training
 
     run = RunSpec(EnvSpec.parse("CartPole-v1"), tiny_agent, "scratch", seed=0, timesteps=256,
                   eval_freq=128, eval_episodes=2)

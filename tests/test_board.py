@@ -11,14 +11,14 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from rltransfer.board import (
+from rltransfer.errors import OutputError
+from rltransfer.report.board import (
     AGGREGATE_DIR,
     SERIES,
     series_tags,
     start_tensorboard,
     write_aggregates,
 )
-from rltransfer.errors import OutputError
 
 STEPS = np.array([0, 100, 200])
 
@@ -106,7 +106,7 @@ def test_summary_text_and_hparams_are_written_without_torch(tmp_path):
     assert start.hparams["seeds"].number_value == 3
     assert [s.value for s in hparams.Scalars("hparam/jumpstart")] == pytest.approx([0.3])
     code = ("import sys, pathlib, numpy as np\n"
-            "from rltransfer.board import write_aggregates\n"
+            "from rltransfer.report.board import write_aggregates\n"
             "s = np.array([0, 1])\n"
             "write_aggregates(pathlib.Path(sys.argv[1]), {'scratch': (s, s, s, s)}, "
             "{'scratch': (s, s, s, s)}, {}, {}, 'x')\n"

@@ -13,12 +13,12 @@ import re
 
 import pytest
 
-from rltransfer import budgets
 from rltransfer.cli import main
 from rltransfer.env_factory import make_vec
 from rltransfer.io_utils import atomic_write_json, read_json
-from rltransfer.report import summarize_study
+from rltransfer.report.build import summarize_study
 from rltransfer.specs import EnvSpec
+from rltransfer.study import budgets
 
 PAIR = ["CartPole-v1", "CartPole-v1:length=1.0"]
 ROLLOUT_128 = ["--hparams", "n_steps=64", "batch_size=64", "n_epochs=1", "--n-envs", "2",

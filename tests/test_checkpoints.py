@@ -16,13 +16,13 @@ import pytest
 import torch
 from stable_baselines3 import PPO, SAC
 
-from rltransfer import algos, checkpoints
 from rltransfer.cli import main
 from rltransfer.env_factory import make_vec
 from rltransfer.errors import CheckpointError, MissingDependencyError
 from rltransfer.io_utils import read_json
 from rltransfer.specs import EnvSpec
-from rltransfer.transfer import apply_transfer, load_checkpoint
+from rltransfer.training import algos, checkpoints
+from rltransfer.training.transfer import apply_transfer, load_checkpoint
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 SAC_STUDY = ["--algo", "sac", "--conditions", "finetune", "--seeds", "1", "--timesteps", "200",

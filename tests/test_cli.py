@@ -15,8 +15,8 @@ from rltransfer.cli import main
 from rltransfer.env_factory import make_vec
 from rltransfer.io_utils import read_json
 from rltransfer.specs import EnvSpec
-from rltransfer.study_spec import flat_spec
-from rltransfer.training import save_model
+from rltransfer.study.study_spec import flat_spec
+from rltransfer.training.run import save_model
 
 TINY_CLI = ["--hparams", "n_steps=64", "batch_size=64", "n_epochs=2", "--n-envs", "2",
             "--eval-episodes", "2"]
@@ -305,7 +305,7 @@ def test_studies_sharing_a_target_reuse_its_scratch_runs(tmp_path, capsys, train
 def test_report_writes_aggregate_tensorboard_runs(study):
     import numpy as np
 
-    from rltransfer.training import read_evaluations
+    from rltransfer.training.run import read_evaluations
 
     for condition in CONDITIONS:
         returns = [read_evaluations(study / condition / f"seed_{s}" / "evaluations.csv")[1]
@@ -360,7 +360,8 @@ def test_reading_commands_import_neither_torch_nor_sb3(study, tmp_path, command)
 
 
 def test_the_help_lists_every_algorithm():
-    from rltransfer import algos, cli
+    from rltransfer import cli
+    from rltransfer.training import algos
 
     assert cli.ALGORITHM_NAMES == tuple(algos.ALGORITHMS)
 
@@ -428,7 +429,7 @@ def test_diverged_runs_are_outcomes_that_resume_does_not_train_again(study, caps
     outcomes, the study exits 0 with a warning, and resume leaves them alone."""
     import torch
 
-    from rltransfer import training
+    from rltransfer.training import run as training
 
     real = training._diverged
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from rltransfer import conditions
-from rltransfer.conditions import CONDITIONS, Choice, Condition, Option, parse
 from rltransfer.errors import ConfigError
 from rltransfer.specs import CONDITIONS as SPEC_CONDITIONS
 from rltransfer.specs import EnvSpec
-from rltransfer.study_spec import StudySpec
+from rltransfer.strategies import registry as conditions
+from rltransfer.strategies.registry import CONDITIONS, Choice, Condition, Option, parse
+from rltransfer.study.study_spec import StudySpec
 
 
 def test_every_condition_is_one_registry_entry():

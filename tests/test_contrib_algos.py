@@ -22,15 +22,18 @@ pytest.importorskip("sb3_contrib")
 
 from sb3_contrib import ARS, QRDQN, TQC, TRPO, CrossQ, MaskablePPO, RecurrentPPO  # noqa: E402
 
-import rltransfer.training as training  # noqa: E402
-from rltransfer import algos, checkpoints  # noqa: E402
-from rltransfer import conditions as registry  # noqa: E402
+import rltransfer.training.run as training  # noqa: E402
 from rltransfer.cli import main  # noqa: E402
 from rltransfer.env_factory import make_vec  # noqa: E402
 from rltransfer.errors import AlgorithmError, ConfigError  # noqa: E402
 from rltransfer.io_utils import read_json  # noqa: E402
 from rltransfer.specs import AgentSpec, EnvSpec, RunSpec  # noqa: E402
-from rltransfer.transfer import apply_transfer, feature_layers, load_checkpoint  # noqa: E402
+from rltransfer.strategies import registry  # noqa: E402
+from rltransfer.training import (
+    algos,  # noqa: E402
+    checkpoints,
+)
+from rltransfer.training.transfer import apply_transfer, feature_layers, load_checkpoint  # noqa: E402
 
 # --- a tiny env with action masks ---------------------------------------------------------
 
@@ -237,7 +240,7 @@ def test_masked_evaluation_and_a_maskless_env_is_refused(tmp_path):
     MaskablePPO on an env without action_masks() is one line before anything is built."""
     env = make_vec(EnvSpec("rltransfer-test/Masked-v0"), 2, 0)
     model = MaskablePPO("MlpPolicy", env, n_steps=16, batch_size=16, seed=0)
-    from rltransfer.contrib import evaluate_policy
+    from rltransfer.training.contrib import evaluate_policy
 
     returns, _ = evaluate_policy(model, env, n_eval_episodes=4, return_episode_rewards=True)
     assert len(returns) == 4
@@ -251,7 +254,7 @@ def test_masked_evaluation_and_a_maskless_env_is_refused(tmp_path):
 def test_recurrent_evaluation_carries_the_lstm_states(monkeypatch):
     """The run's evaluation passes RecurrentPPO its LSTM states from step to step, reset at
     each episode's start."""
-    from rltransfer.contrib import evaluate_policy
+    from rltransfer.training.contrib import evaluate_policy
 
     env = make_vec(EnvSpec("CartPole-v1"), 2, 0)
     model = RecurrentPPO("MlpLstmPolicy", env, n_steps=16, batch_size=16, seed=0,
@@ -359,10 +362,13 @@ torch.set_num_threads(1)
 from rltransfer.cli import main
 code = main(["run", "CartPole-v1", "CartPole-v1", "--algo", "tqc", "--out", sys.argv[1]])
 print("exit", code)
-from rltransfer import algos, contrib, preflight, transfer  # the run path imports
+from rltransfer.training import algos  # the run path imports
+from rltransfer.training import contrib
+from rltransfer.study import preflight
+from rltransfer.training import transfer
 from rltransfer.env_factory import make_vec
 from rltransfer.specs import AgentSpec, EnvSpec, RunSpec
-from rltransfer.training import build_model
+from rltransfer.training.run import build_model
 hparams = {**algos.preset("ppo", ["CartPole-v1"]), "n_steps": 32, "batch_size": 32,
            "n_epochs": 1}
 run = RunSpec(EnvSpec("CartPole-v1"), AgentSpec("ppo", hparams, 1, "cpu"), "scratch", 0, 64,
@@ -512,7 +518,7 @@ def test_feature_depths_of_the_contrib_policies():
 
 def test_kickstart_check_names_the_distribution(tmp_path):
     """MaskablePPO with MultiDiscrete actions: distillation compares Discrete ones only."""
-    from rltransfer.kickstart import build_teacher
+    from rltransfer.strategies.kickstart import build_teacher
 
     class Multi(MaskedChoice):
         def __init__(self) -> None:

@@ -13,8 +13,9 @@ import torch
 import torchvision
 from stable_baselines3 import PPO
 
-from rltransfer import encoders
-from rltransfer.encoders import (
+from rltransfer.errors import EncoderError
+from rltransfer.training import encoders
+from rltransfer.training.encoders import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     PixelEncoder,
@@ -24,8 +25,7 @@ from rltransfer.encoders import (
     pixel_policy_kwargs,
     scale_encoder_lr,
 )
-from rltransfer.errors import EncoderError
-from rltransfer.transfer import load_checkpoint
+from rltransfer.training.transfer import load_checkpoint
 
 SIZE = 36  # the smallest image NatureCNN's 8x8/4, 4x4/2, 3x3 convolutions accept
 

@@ -24,10 +24,11 @@ from pathlib import Path
 import pytest
 from tensorboard.summary.writer import record_writer
 
-from rltransfer import execution, training
 from rltransfer.cli import main
 from rltransfer.errors import StorageError
 from rltransfer.io_utils import read_json
+from rltransfer.study import execution
+from rltransfer.training import run as training
 
 PAIR = ["CartPole-v1", "CartPole-v1:length=1.0"]
 TINY = ["--hparams", "n_steps=64", "batch_size=64", "n_epochs=1", "--n-envs", "2",

@@ -16,15 +16,20 @@ import torch
 from stable_baselines3 import A2C, PPO
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from rltransfer import algos
-from rltransfer import conditions as registry
 from rltransfer.cli import main
 from rltransfer.env_factory import make_vec
 from rltransfer.errors import ConfigError
 from rltransfer.io_utils import read_json
-from rltransfer.kickstart import build_teacher, check_teacher, distillation_loss, kickstart
 from rltransfer.specs import AgentSpec, EnvSpec, RunSpec
-from rltransfer.training import build_model, train_run
+from rltransfer.strategies import registry
+from rltransfer.strategies.kickstart import (
+    build_teacher,
+    check_teacher,
+    distillation_loss,
+    kickstart,
+)
+from rltransfer.training import algos
+from rltransfer.training.run import build_model, train_run
 
 # Tiny updates.
 CASES = {

@@ -8,7 +8,7 @@ import pytest
 
 from rltransfer.cli import main
 from rltransfer.io_utils import read_json
-from rltransfer.matrix import parse_env_list
+from rltransfer.study.matrix import parse_env_list
 
 TINY = ["--seeds", "2", "--timesteps", "256", "--source-timesteps", "256", "--eval-freq", "128",
         "--eval-episodes", "2", "--n-envs", "2",
@@ -58,7 +58,7 @@ def test_matrix_trains_sources_and_scratch_once(tmp_path, training_calls):
     written = {path: (path.read_bytes(), path.stat().st_mtime_ns) for study in studies
                for path in study.iterdir() if path.is_file()}
     assert main(["compare", str(studies[0]), str(studies[1]), "--out", str(tmp_path)]) == 0
-    from rltransfer.matrix import summarize_matrix
+    from rltransfer.study.matrix import summarize_matrix
 
     summarize_matrix(tmp_path / "m")
     # compare and matrix read the studies: their reports are not rewritten
@@ -91,7 +91,7 @@ def _files(folder):
 
 def test_matrix_resume_finishes_an_interrupted_matrix(tmp_path, capsys, monkeypatch,
                                                       training_calls):
-    import rltransfer.runner as runner
+    import rltransfer.study.runner as runner
 
     real, calls = runner.run_study, []
 

@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from rltransfer.errors import RLTransferError
-from rltransfer.metrics import (
+from rltransfer.report.metrics import (
     MetricsError,
     fieller_ratio,
     format_estimate,

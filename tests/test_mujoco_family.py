@@ -17,7 +17,7 @@ from rltransfer import envs as catalog  # noqa: E402
 from rltransfer.env_factory import make_env  # noqa: E402
 from rltransfer.errors import MissingDependencyError, ParameterError  # noqa: E402
 from rltransfer.specs import AgentSpec, EnvSpec, RunSpec  # noqa: E402
-from rltransfer.training import train_run  # noqa: E402
+from rltransfer.training.run import train_run  # noqa: E402
 
 mujoco_families = catalog.mujoco  # envs/mujoco.py
 FAMILIES = tuple(mujoco_families.BODIES)

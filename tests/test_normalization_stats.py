@@ -13,14 +13,15 @@ import numpy as np
 import pytest
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-from rltransfer import algos, conditions, vecnorm
 from rltransfer.cli import main
 from rltransfer.errors import CheckpointError, ConfigError, HyperparameterError
 from rltransfer.io_utils import read_json
-from rltransfer.safe_pickle import read_vecnormalize
 from rltransfer.specs import AgentSpec, EnvSpec, RunSpec
-from rltransfer.training import train_run
-from rltransfer.transfer import load_checkpoint
+from rltransfer.strategies import registry as conditions
+from rltransfer.training import algos, vecnorm
+from rltransfer.training.run import train_run
+from rltransfer.training.safe_pickle import read_vecnormalize
+from rltransfer.training.transfer import load_checkpoint
 
 TINY = {"n_steps": 64, "batch_size": 64, "n_epochs": 2}
 INITIAL_COUNT = 1e-4  # RunningMeanStd's epsilon: the count of fresh statistics

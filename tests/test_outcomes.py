@@ -10,9 +10,9 @@ import math
 import numpy as np
 import pytest
 
-from rltransfer import metrics, sequential, verdict
 from rltransfer.errors import ConfigError
-from rltransfer.runfiles import collect_runs
+from rltransfer.report import metrics, sequential, verdict
+from rltransfer.report.runfiles import collect_runs
 
 NORM = {"random_return": 0.0, "threshold": 100.0}
 STEPS = np.arange(0, 500, 100)
@@ -284,7 +284,7 @@ def test_a_study_whose_transfer_diverges_reports_it_as_negative(tmp_path, write_
         (study / "finetune" / f"seed_{seed}" / "status.json").write_text(json.dumps(
             {"state": "failed", "error": "Diverged: NaN", "diverged": True,
              "diverged_at": 150}))
-    from rltransfer.report import summarize_study
+    from rltransfer.report.build import summarize_study
 
     result = summarize_study(study)
     finetune = result["metrics"]["conditions"]["finetune"]
@@ -305,7 +305,7 @@ def test_an_auto_study_report_judges_on_the_repeated_p_value(tmp_path, write_run
     better = [list(np.array([60, 110, 120, 122, 122]) + rng.normal(0, 4, 5)) for _ in range(10)]
     study = _hand_study(tmp_path, {"scratch": scratch, "finetune": better}, write_run,
                         sequential="auto:first=5,step=5,max=20")
-    from rltransfer.report import summarize_study
+    from rltransfer.report.build import summarize_study
 
     result = summarize_study(study)
     finetune = result["metrics"]["conditions"]["finetune"]
@@ -324,7 +324,7 @@ def test_an_auto_study_report_shows_its_looks_and_what_ran(tmp_path, write_run):
     same = [list(np.array([0, 40, 80, 115, 120]) + rng.normal(0, 4, 5)) for _ in range(10)]
     study = _hand_study(tmp_path, {"scratch": scratch, "finetune": same}, write_run,
                         sequential="auto:first=5,step=5,max=20")
-    from rltransfer.report import summarize_study
+    from rltransfer.report.build import summarize_study
 
     summarize_study(study)
     markdown = (study / "report.md").read_text()
@@ -341,7 +341,7 @@ def test_a_fixed_study_report_says_what_its_seed_count_risks(tmp_path, write_run
     rng = np.random.default_rng(11)
     runs = [list(np.array([0, 40, 80, 115, 120]) + rng.normal(0, 4, 5)) for _ in range(5)]
     study = _hand_study(tmp_path, {"scratch": runs, "finetune": runs}, write_run)
-    from rltransfer.report import summarize_study
+    from rltransfer.report.build import summarize_study
 
     summarize_study(study)
     assert ("**seeds**: 5 per condition (seeds 0–4), fixed: a fixed count cannot hold the "

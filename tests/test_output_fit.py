@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from rltransfer import progress as progress_module
 from rltransfer.cli import compare_folder, main, self_command
-from rltransfer.fit_table import SKIPPED, FitTable
 from rltransfer.io_utils import atomic_write_json
-from rltransfer.report import summarize_study
-from rltransfer.tables import table_rows, terminal_table
+from rltransfer.report.build import summarize_study
+from rltransfer.report.fit_table import SKIPPED, FitTable
+from rltransfer.report.tables import table_rows, terminal_table
+from rltransfer.study import progress as progress_module
 
 STEPS = [0, 100, 200, 300, 400]
 # 5 seeds per condition, one of finetune's never reaching the threshold: its time and
@@ -119,7 +119,7 @@ def test_blocks_leave_out_reference_cells_and_keep_failed_runs_visible():
 
 
 def test_the_compare_table_fits_80_columns(result, tmp_path, write_run):
-    from rltransfer.matrix import compare_studies, compare_table
+    from rltransfer.study.matrix import compare_studies, compare_table
 
     study = _study(tmp_path / "runs" / "a", write_run, {"scratch": SCRATCH, "finetune": FINETUNE})
     lines = _render(compare_table(compare_studies([study])), 80)
@@ -172,7 +172,7 @@ def test_compare_help_says_once_where_it_writes(capsys):
 
 
 def test_bands_are_cut_to_the_seeds_range():
-    from rltransfer.figures import seed_band
+    from rltransfer.report.figures import seed_band
 
     steps = np.array([0, 100, 200])
     # 2 seeds on CartPole: the t band is mean ± 6.4 SDs, past 0 and 500
@@ -182,7 +182,7 @@ def test_bands_are_cut_to_the_seeds_range():
     assert np.allclose(band.low, [10, 100, 480]) and np.allclose(band.high, [30, 400, 500])
     # where the t band is inside the seeds' range it is drawn as it is
     many = [(steps, np.array([100.0 + k, 200.0, 300.0 + 10 * k])) for k in range(-10, 11)]
-    from rltransfer.curves import aggregate_curves
+    from rltransfer.report.curves import aggregate_curves
 
     plain = aggregate_curves(many)
     band = seed_band(many)
@@ -200,7 +200,7 @@ def test_bands_are_cut_to_the_seeds_range():
 
 def test_figures_draw_bands_inside_the_seeds_range_and_legends_off_the_axes(result, tmp_path,
                                                                            write_run):
-    from rltransfer.figures import compare_figure, curves_figure, profiles_figure
+    from rltransfer.report.figures import compare_figure, curves_figure, profiles_figure
 
     curves = {"scratch": [(STEPS, r) for r in SCRATCH[:2]],
               "finetune": [(STEPS, r) for r in FINETUNE[3:5]]}  # 2 seeds, far apart

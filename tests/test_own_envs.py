@@ -18,8 +18,8 @@ from rltransfer import envs
 from rltransfer.cli import main
 from rltransfer.env_factory import make_env
 from rltransfer.errors import ParameterError
-from rltransfer.matrix import expand_grids
 from rltransfer.specs import EnvSpec
+from rltransfer.study.matrix import expand_grids
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "corridor"
 TINY = ["--seeds", "2", "--timesteps", "256", "--source-timesteps", "256", "--eval-freq", "128",

@@ -17,7 +17,7 @@ from scipy import stats
 
 from rltransfer.cli import main
 from rltransfer.io_utils import atomic_write_json, read_json
-from rltransfer.study_folder import StudyLock
+from rltransfer.study.study_folder import StudyLock
 
 TINY = ["--hparams", "n_steps=64", "batch_size=64", "n_epochs=2", "--n-envs", "2",
         "--eval-episodes", "2"]
@@ -167,7 +167,7 @@ def test_a_diverging_loss_fails_the_run_with_a_clear_error(tmp_path, tiny_agent)
     import dataclasses
 
     from rltransfer.specs import EnvSpec, RunSpec
-    from rltransfer.training import train_run
+    from rltransfer.training.run import train_run
 
     agent = dataclasses.replace(tiny_agent, hparams={**tiny_agent.hparams,
                                                      "learning_rate": 1e20})
@@ -181,7 +181,7 @@ def test_a_diverging_loss_fails_the_run_with_a_clear_error(tmp_path, tiny_agent)
 
 def test_a_restarted_run_removes_what_a_killed_write_left(tmp_path, tiny_agent):
     from rltransfer.specs import EnvSpec, RunSpec
-    from rltransfer.training import train_run
+    from rltransfer.training.run import train_run
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -255,9 +255,9 @@ def _replay_resume(study: Path, run_key: str, step: int, folder: Path) -> list[t
     after its checkpoint at `step` and resumed, as a worker of the study computes it."""
     import torch
 
-    from rltransfer import training
     from rltransfer.specs import RunSpec
-    from rltransfer.transfer import load_checkpoint
+    from rltransfer.training import run as training
+    from rltransfer.training.transfer import load_checkpoint
 
     run = RunSpec.from_dict(read_json(study / run_key / "status.json")["run"])
     source = (None if run.condition == "scratch"
@@ -375,8 +375,8 @@ def _assert_same_summary(study: Path, whole: Path, resumed: dict[str, int]) -> N
     mean, trimmed mean or difference of means of per-run normalized scores, so it
     moves by no more than the resumed runs' normalized returns differ between the two
     studies (twice that for a difference of two conditions)."""
-    from rltransfer.metrics import run_metrics
-    from rltransfer.training import read_evaluations
+    from rltransfer.report.metrics import run_metrics
+    from rltransfer.training.run import read_evaluations
 
     mine, theirs = read_json(study / "summary.json"), read_json(whole / "summary.json")
     assert mine.pop("study") == theirs.pop("study") == "k"
@@ -452,7 +452,7 @@ def test_ray_backend_writes_the_same_files_as_the_local_one(tmp_path):
 def test_progress_shows_every_running_run_and_the_study_total():
     from rich.console import Console
 
-    from rltransfer.progress import StudyProgress
+    from rltransfer.study.progress import StudyProgress
 
     def screen(progress: StudyProgress) -> list[str]:
         snapshot = Console(width=160, record=True, file=open(os.devnull, "w"))  # noqa: SIM115

@@ -10,9 +10,9 @@ import torchvision
 from rltransfer.cli import main
 from rltransfer.env_factory import make_env, make_vec
 from rltransfer.io_utils import read_json
-from rltransfer.plan import encoder_note, plan
 from rltransfer.specs import EnvSpec
-from rltransfer.study_spec import StudySpec, flat_spec
+from rltransfer.study.plan import encoder_note, plan
+from rltransfer.study.study_spec import StudySpec, flat_spec
 
 TINY = ["--seeds", "1", "--timesteps", "128", "--source-timesteps", "128", "--eval-freq", "64",
         "--eval-episodes", "2", "--n-envs", "2",
@@ -111,7 +111,7 @@ def test_pixels_on_a_classic_control_target(tmp_path):
 ])
 def test_pixel_input_errors(tmp_path, monkeypatch, capsys, args, message):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty hub cache
-    monkeypatch.setattr("rltransfer.encoders._reachable", lambda url, timeout=3.0: False)
+    monkeypatch.setattr("rltransfer.training.encoders._reachable", lambda url, timeout=3.0: False)
     out = tmp_path / "runs"
     assert main(["run", *args, "--out", str(out), *TINY]) == 2
     err = capsys.readouterr().err

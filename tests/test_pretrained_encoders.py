@@ -16,14 +16,14 @@ import torchvision
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 
-import rltransfer.training as training
-from rltransfer import features
-from rltransfer.encoders import PixelEncoder, trunk_checksum
+import rltransfer.training.run as training
 from rltransfer.env_factory import make_vec
 from rltransfer.errors import EncoderError
 from rltransfer.io_utils import file_sha256, read_json
 from rltransfer.specs import AgentSpec, EnvSpec, RunSpec
-from rltransfer.training import FROZEN_FEATURES, build_model, frozen_features, train_run
+from rltransfer.training import features
+from rltransfer.training.encoders import PixelEncoder, trunk_checksum
+from rltransfer.training.run import FROZEN_FEATURES, build_model, frozen_features, train_run
 
 CATCH = EnvSpec("rltransfer/PixelCatch-v0")  # 48x48 RGB, 3 discrete actions
 PENDULUM = EnvSpec("Pendulum-v1", pixels=True, image_size=36)  # continuous actions

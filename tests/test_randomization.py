@@ -11,12 +11,12 @@ from rltransfer.envs import get_family
 from rltransfer.envs.randomization import Distribution, is_distribution, parse_distribution
 
 from rltransfer.cli import main
-from rltransfer.contexts import FILE as CONTEXTS
 from rltransfer.env_factory import make_env, make_vec, resolve
 from rltransfer.errors import ParameterError
 from rltransfer.io_utils import read_json
 from rltransfer.specs import AgentSpec, EnvSpec, RunSpec
-from rltransfer.training import EVAL_SEED_OFFSET, train_run
+from rltransfer.training.contexts import FILE as CONTEXTS
+from rltransfer.training.run import EVAL_SEED_OFFSET, train_run
 
 RANDOM_POLE = "CartPole-v1:length=uniform(0.25,1.0)"
 

@@ -199,7 +199,7 @@ def ray_env(cluster, monkeypatch) -> Cluster:
 def test_runs_no_node_can_hold_fail_with_a_message_in_bounded_time(ray_env, tmp_path, capsys,
                                                                      monkeypatch):
     """2 CPUs per run on a cluster of 1-CPU nodes: the runs wait, say so, and fail."""
-    from rltransfer import ray_backend
+    from rltransfer.study import ray_backend
 
     monkeypatch.setattr(ray_backend, "CHECK_EVERY", 0.5)
     monkeypatch.setattr(ray_backend, "WAIT_FOR_NODES", 2.0)

@@ -13,15 +13,16 @@ import numpy as np
 import pytest
 import torch
 
-from rltransfer import conditions, exploration, replay
 from rltransfer.cli import main
 from rltransfer.env_factory import make_vec
 from rltransfer.errors import ConfigError, TransferError
 from rltransfer.io_utils import read_json
-from rltransfer.runfiles import read_evaluations, read_rows
+from rltransfer.report.runfiles import read_evaluations, read_rows
 from rltransfer.specs import AgentSpec, EnvSpec, RunSpec
-from rltransfer.training import build_model, train_run
-from rltransfer.transfer import apply_transfer
+from rltransfer.strategies import exploration, replay
+from rltransfer.strategies import registry as conditions
+from rltransfer.training.run import build_model, train_run
+from rltransfer.training.transfer import apply_transfer
 
 SMALL = {"policy_kwargs": {"net_arch": [32, 32]}, "learning_starts": 50, "train_freq": 4,
          "gradient_steps": 1, "buffer_size": 10_000}

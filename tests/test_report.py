@@ -15,10 +15,10 @@ import pytest
 from rich.console import Console
 
 import rltransfer
-from rltransfer import metrics
 from rltransfer.errors import OutputError
 from rltransfer.io_utils import atomic_write_json
-from rltransfer.report import (
+from rltransfer.report import metrics
+from rltransfer.report.build import (
     NEGATIVE,
     NO_CLEAR,
     POSITIVE,
@@ -386,7 +386,7 @@ def test_report_on_a_folder_that_is_not_a_study(tmp_path):
 
 
 def test_compare_lists_a_condition_whose_runs_all_failed(tmp_path, write_run):
-    from rltransfer.matrix import compare_studies
+    from rltransfer.study.matrix import compare_studies
 
     study = _study(tmp_path, {"scratch": [[0, 20, 40, 60, 80]] * 2,
                               "finetune": [[50, 100, 100, 100, 100]] * 2},
@@ -406,15 +406,15 @@ NO_PLOTTING = """
 import sys
 from pathlib import Path
 
-import rltransfer.pages
-import rltransfer.report
-import rltransfer.tables
+import rltransfer.report.pages
+import rltransfer.report.build
+import rltransfer.report.tables
 
-result, study, _ = rltransfer.report.study_summary(Path(sys.argv[1]))
-rltransfer.tables.summary_csv(result)
-rltransfer.tables.terminal_table(result)
-assert "| finetune | 5 |" in rltransfer.pages.report_markdown(result, study)
-assert "<strong>finetune</strong>" in rltransfer.pages.report_html(result, study, {})
+result, study, _ = rltransfer.report.build.study_summary(Path(sys.argv[1]))
+rltransfer.report.tables.summary_csv(result)
+rltransfer.report.tables.terminal_table(result)
+assert "| finetune | 5 |" in rltransfer.report.pages.report_markdown(result, study)
+assert "<strong>finetune</strong>" in rltransfer.report.pages.report_html(result, study, {})
 loaded = sorted(name for name in sys.modules if name.split(".")[0] == "matplotlib")
 assert not loaded, loaded
 """
@@ -435,8 +435,8 @@ def test_only_the_figures_module_imports_a_plotting_library():
                  if PLOTTING_IMPORT.search(path.read_text(encoding="utf-8"))}
     # sweep_figure draws matrix.png's sweep panels; it imports matplotlib only for type hints
     # (figures.py, its only caller, passes it the figure), so importing it loads no plotting.
-    assert importing == {"figures.py", "sweep_figure.py"}
-    done = subprocess.run([sys.executable, "-c", "import sys, rltransfer.sweep_figure; "
+    assert importing == {"report/figures.py", "report/sweep_figure.py"}
+    done = subprocess.run([sys.executable, "-c", "import sys, rltransfer.report.sweep_figure; "
                            "assert 'matplotlib' not in sys.modules"], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr

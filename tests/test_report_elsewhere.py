@@ -13,8 +13,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-from rltransfer import execution, report
 from rltransfer.cli import main
+from rltransfer.report import build as report
+from rltransfer.study import execution
 
 PAIR = ["CartPole-v1", "CartPole-v1:length=1.0"]
 TINY = ["--hparams", "n_steps=64", "batch_size=64", "n_epochs=2", "--n-envs", "2",

@@ -10,9 +10,9 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from rltransfer import metrics
 from rltransfer.io_utils import atomic_write_json
-from rltransfer.report import (
+from rltransfer.report import metrics
+from rltransfer.report.build import (
     CURVES_SIZE,
     FIGURE_DPI,
     collect_runs,

@@ -137,18 +137,18 @@ def _use(trigger: str) -> None:
         assert found is not None
         found[0].load()
     elif kind == "algo":
-        from rltransfer.algos import get_algorithm
+        from rltransfer.training.algos import get_algorithm
 
         get_algorithm(name)
     elif kind == "ray":
-        from rltransfer.ray_backend import check_address
+        from rltransfer.study.ray_backend import check_address
 
         check_address("127.0.0.1:1")
     elif kind == "minari":
-        from rltransfer.replay import load_dataset
+        from rltransfer.strategies.replay import load_dataset
 
         load_dataset("cartpole/expert-v0")
     else:
-        from rltransfer.checkpoints import resolve_source_model
+        from rltransfer.training.checkpoints import resolve_source_model
 
         resolve_source_model("hf://sb3/ppo-CartPole-v1")

@@ -10,7 +10,7 @@ import pytest
 from rltransfer.env_factory import resolve
 from rltransfer.errors import ConfigError, ParameterError, UnknownEnvError
 from rltransfer.specs import AgentSpec, EnvSpec, RunSpec, stable_hash
-from rltransfer.study_spec import StudySpec
+from rltransfer.study.study_spec import StudySpec
 
 
 def test_parse_variant():

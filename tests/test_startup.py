@@ -18,13 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from rltransfer import conditions, execution, preflight
 from rltransfer.cli import main
-from rltransfer.execution import Job
 from rltransfer.io_utils import read_json
-from rltransfer.plan import plan
-from rltransfer.scheduler import Task, at_once
-from rltransfer.study_spec import StudySpec
+from rltransfer.strategies import registry as conditions
+from rltransfer.study import execution, preflight
+from rltransfer.study.execution import Job
+from rltransfer.study.plan import plan
+from rltransfer.study.scheduler import Task, at_once
+from rltransfer.study.study_spec import StudySpec
 
 PAIR = ["CartPole-v1", "CartPole-v1:length=1.0"]
 TINY = ["--hparams", "n_steps=64", "batch_size=64", "n_epochs=2", "--n-envs", "2",

@@ -11,13 +11,13 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.envs import FakeImageEnv
 
-from rltransfer import algos, optim_groups
 from rltransfer.env_factory import make_vec
 from rltransfer.errors import ConfigError
 from rltransfer.io_utils import read_json
 from rltransfer.specs import AgentSpec, EnvSpec, RunSpec
-from rltransfer.training import build_model, train_run
-from rltransfer.transfer import (
+from rltransfer.training import algos, optim_groups
+from rltransfer.training.run import build_model, train_run
+from rltransfer.training.transfer import (
     SyncFrozenTargets,
     apply_transfer,
     check_options,

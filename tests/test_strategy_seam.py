@@ -1,14 +1,15 @@
-"""The seam: a new strategy is one registry entry whose hooks (`rltransfer.strategy`) say how
-it initializes the target, what it adds before training and what transfer.json records; the
+"""The seam: a new strategy is one registry entry whose hooks (`rltransfer.strategies.hooks`)
+say how it initializes the target, what it adds before training and what transfer.json records; the
 pre-flight check and training call them and nothing else changes."""
 
 from __future__ import annotations
 
 import torch
 
-from rltransfer import conditions, strategy
 from rltransfer.cli import main
 from rltransfer.io_utils import read_json
+from rltransfer.strategies import hooks as strategy
+from rltransfer.strategies import registry as conditions
 
 CALLS: list[tuple[str, str]] = []
 

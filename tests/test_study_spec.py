@@ -13,9 +13,9 @@ import pytest
 from rltransfer.cli import _build_parser, main, study_spec
 from rltransfer.errors import ConfigError
 from rltransfer.io_utils import read_json
-from rltransfer.plan import plan
 from rltransfer.specs import EnvSpec
-from rltransfer.study_spec import (
+from rltransfer.study.plan import plan
+from rltransfer.study.study_spec import (
     STUDY_FORMAT,
     Protocol,
     ResolvedStudySpec,
@@ -130,7 +130,7 @@ def test_a_study_written_in_the_old_flat_format_reports(tmp_path, capsys):
 
 def test_a_study_written_in_the_old_flat_format_resumes_without_training(tmp_path, capsys,
                                                                          monkeypatch):
-    from rltransfer import execution
+    from rltransfer.study import execution
 
     def no_training(*args, **kwargs):
         raise AssertionError("a done run was trained again")

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from rltransfer.cli import main
-from rltransfer.figures import FIGURE_DPI, matrix_figure
 from rltransfer.io_utils import atomic_write_json, read_json
-from rltransfer.matrix import parse_env_list, summarize_matrix
+from rltransfer.report.figures import FIGURE_DPI, matrix_figure
+from rltransfer.report.sweep_figure import Mark, sweep_series
+from rltransfer.report.verdict import NO_CLEAR, POSITIVE
 from rltransfer.specs import EnvSpec
-from rltransfer.sweep_figure import Mark, sweep_series
-from rltransfer.verdict import NO_CLEAR, POSITIVE
+from rltransfer.study.matrix import parse_env_list, summarize_matrix
 
 # --------------------------------------------------------------------------- expansion
 

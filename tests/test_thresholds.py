@@ -11,12 +11,13 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from rltransfer import preflight
 from rltransfer.cli import main
 from rltransfer.errors import ConfigError
 from rltransfer.io_utils import read_json
-from rltransfer.metrics import ASYMPTOTE_WINDOW
-from rltransfer.normalization import (
+from rltransfer.report.metrics import ASYMPTOTE_WINDOW
+from rltransfer.specs import EnvSpec
+from rltransfer.study import preflight
+from rltransfer.study.normalization import (
     HUMAN_NORMALIZED,
     SE_GAP,
     RandomScore,
@@ -26,10 +27,9 @@ from rltransfer.normalization import (
     human_scores,
     source_score,
 )
-from rltransfer.plan import plan
-from rltransfer.specs import EnvSpec
-from rltransfer.study_spec import StudySpec
-from rltransfer.training import EVAL_COLUMNS, read_evaluations
+from rltransfer.study.plan import plan
+from rltransfer.study.study_spec import StudySpec
+from rltransfer.training.run import EVAL_COLUMNS, read_evaluations
 
 BUDGET = ["--timesteps", "128", "--source-timesteps", "256", "--eval-freq", "64",
           "--seeds", "1", "--hparams", "n_steps=64", "batch_size=64", "n_epochs=1",

@@ -10,8 +10,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from rltransfer.io_utils import read_json
 from rltransfer.specs import EnvSpec, RunSpec
-from rltransfer.training import EVAL_COLUMNS, train_run
-from rltransfer.transfer import load_checkpoint
+from rltransfer.training.run import EVAL_COLUMNS, train_run
+from rltransfer.training.transfer import load_checkpoint
 
 
 def test_scratch_run_writes_its_files(tmp_path, tiny_agent):
@@ -65,7 +65,7 @@ def test_last_evaluation_scores_the_saved_model(tmp_path, tiny_agent):
     from stable_baselines3.common.evaluation import evaluate_policy
 
     from rltransfer.env_factory import make_vec
-    from rltransfer.training import EVAL_SEED_OFFSET
+    from rltransfer.training.run import EVAL_SEED_OFFSET
 
     run = RunSpec(EnvSpec("CartPole-v1"), tiny_agent, "scratch", 0, 256, 128, 4)
     result = train_run(run, tmp_path / "run")
@@ -85,8 +85,8 @@ def test_a_run_whose_policy_diverges_is_recorded_as_an_outcome(tiny_agent, tmp_p
 
     import torch
 
-    from rltransfer import training
-    from rltransfer.runfiles import collect_runs
+    from rltransfer.report.runfiles import collect_runs
+    from rltransfer.training import run as training
 
     real = training._diverged
 

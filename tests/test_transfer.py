@@ -16,8 +16,8 @@ from stable_baselines3 import DQN, PPO
 from rltransfer.env_factory import make_vec
 from rltransfer.errors import CheckpointError, TransferError
 from rltransfer.specs import EnvSpec
-from rltransfer.training import save_model
-from rltransfer.transfer import (
+from rltransfer.training.run import save_model
+from rltransfer.training.transfer import (
     apply_transfer,
     check_algorithm,
     head_parameters,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rltransfer import metrics, verdict
-from rltransfer.verdict import NEGATIVE, NO_CLEAR, POSITIVE, holm, judge
+from rltransfer.report import metrics, verdict
+from rltransfer.report.verdict import NEGATIVE, NO_CLEAR, POSITIVE, holm, judge
 
 STEPS = np.arange(0, 2001, 100, dtype=float)
 NORM = {"random_return": 0.0, "threshold": 1.0, "budget": 2000}

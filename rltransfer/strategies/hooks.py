@@ -1,0 +1,86 @@
+"""What a condition does to a run beyond SB3's defaults: the hooks its registry entry names.
+
+A `Condition` in `rltransfer.strategies.registry` names its hooks as ``"module:OBJECT"``
+(imported only when a run or the pre-flight check needs them, so the registry stays
+torch-free). The object is a `Strategy`: each hook gets the run's parsed condition (a
+`registry.Choice`: its entry, its options, ``choice.label`` its canonical spelling) and a
+`Context`, and a run calls them in this order:
+
+* ``configure(hparams, choice) -> hparams``: the hyperparameters SB3 builds the agent with
+  (its policy class, ``policy_kwargs``...), before it builds it;
+* ``check(target, choice, context)``: the pre-flight check on a freshly built target model,
+  once without the source (``context.source_state`` is None) and once with the weights the
+  study will use; a one-line error before the study writes anything;
+* ``initialize(model, choice, context) -> (TransferReport | None, record)``: how the built
+  target starts (copied or frozen weights, a distillation loss attached, a guide) and what
+  ``transfer.json`` records of it;
+* ``callbacks(model, choice, context) -> [BaseCallback, ...]``: SB3 callbacks that join the
+  run's own during ``learn`` (a curriculum, a loss's weight schedule);
+* ``before_learning(model, choice, context, evaluation) -> dict | None``: work done on the
+  run's budget before ``learn`` (a replay buffer's prefill, an offline phase); its record is
+  added to ``transfer.json``.
+
+`Strategy`'s own hooks do nothing, so a strategy implements only the ones it needs. A
+condition without hooks (scratch) starts as SB3 builds it. Adding a strategy is its entry plus
+the module its hooks live in; training and the pre-flight check only call these methods.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import registry
+
+if TYPE_CHECKING:
+    from stable_baselines3.common.base_class import BaseAlgorithm
+    from stable_baselines3.common.callbacks import BaseCallback
+
+
+@dataclass(frozen=True)
+class Context:
+    """What hooks may use besides the model: the run's budget and target, and the source."""
+
+    timesteps: int  # the run's --timesteps
+    target: str  # the target env, as errors name it
+    source_state: dict[str, Any] | None = None  # the source policy's weights (tensors)
+    source_label: str = ""  # e.g. "cache:5c3e0dd4771b3558"
+    source_spaces: tuple[Any, Any] | None = None  # the source model's (observation, action)
+
+
+class Strategy:
+    """A condition's hooks; each of these does nothing (see the module's docstring)."""
+
+    def configure(self, hparams: dict[str, Any], choice: registry.Choice) -> dict[str, Any]:
+        return hparams
+
+    def check(self, target: BaseAlgorithm, choice: registry.Choice, context: Context) -> None:
+        return None
+
+    def initialize(self, model: BaseAlgorithm, choice: registry.Choice,
+                   context: Context) -> tuple[Any, dict[str, Any]]:
+        return None, {"condition": choice.label, "source": None}
+
+    def callbacks(self, model: BaseAlgorithm, choice: registry.Choice,
+                  context: Context) -> list[BaseCallback]:
+        return []
+
+    def before_learning(self, model: BaseAlgorithm, choice: registry.Choice, context: Context,
+                        evaluation: BaseCallback) -> dict[str, Any] | None:
+        return None
+
+
+def of(condition: str | registry.Condition | registry.Choice) -> Strategy | None:
+    """The hooks of a condition (spelled, its entry, or a parsed choice); None when it has
+    none."""
+    if isinstance(condition, registry.Choice):
+        entry = condition.condition
+    elif isinstance(condition, str):
+        entry = registry.get(condition)
+    else:
+        entry = condition
+    if not entry.hooks:
+        return None
+    module, _, name = entry.hooks.partition(":")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,314 @@
+"""Algorithms by name, their hyperparameter presets (data), and how models are built.
+
+Presets come from RL-Baselines3-Zoo's tuned values (``presets/hyperparams.toml``), keyed by
+env id with a per-algorithm default; ``--hparams key=value`` overrides them.
+
+The algorithms of ``sb3-contrib`` (TQC, QR-DQN, CrossQ, TRPO, ARS, RecurrentPPO, MaskablePPO)
+are imported only when a study uses one, so SB3's own work without it; `get_algorithm` says in
+one line how to install it.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import inspect
+import sys
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
+from stable_baselines3.common.utils import LinearSchedule
+
+from ..errors import (
+    AlgorithmError,
+    ConfigError,
+    HyperparameterError,
+    MissingDependencyError,
+    did_you_mean,
+)
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+# Keys of a preset that are not constructor arguments of the SB3 class.
+STUDY_KEYS = ("policy", "n_envs", "n_timesteps", "noise_type", "noise_std", "frame_stack",
+              "normalize")  # normalize: VecNormalize around the env (rltransfer.training.vecnorm)
+
+_ACTIVATIONS = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "elu": torch.nn.ELU,
+                "leaky_relu": torch.nn.LeakyReLU, "silu": torch.nn.SiLU, "gelu": torch.nn.GELU}
+
+
+_ANY = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+CONTRIB = "sb3_contrib"
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """An SB3 or sb3-contrib algorithm and the action spaces it can act in."""
+
+    name: str
+    path: str  # "module:Class", imported on first use
+    action_spaces: tuple[type[spaces.Space], ...]
+    doc: str = ""  # one line: what it is, for the README and `--help`
+    images: bool = True  # whether its policies take a features extractor (image observations)
+
+    @property
+    def cls(self) -> type[BaseAlgorithm]:
+        """The algorithm's class (imports sb3-contrib for its algorithms)."""
+        module, _, name = self.path.partition(":")
+        return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+
+    @property
+    def contrib(self) -> bool:
+        """Whether it comes from sb3-contrib (the ``contrib`` extra)."""
+        return self.path.startswith(CONTRIB)
+
+    @property
+    def space_names(self) -> str:
+        return " or ".join(s.__name__ for s in self.action_spaces)
+
+
+def _sb3(name: str, cls: str, action_spaces: tuple[type[spaces.Space], ...],
+         doc: str) -> Algorithm:
+    return Algorithm(name, f"stable_baselines3:{cls}", action_spaces, doc)
+
+
+def _contrib(name: str, cls: str, action_spaces: tuple[type[spaces.Space], ...],
+             doc: str, images: bool = True) -> Algorithm:
+    return Algorithm(name, f"{CONTRIB}:{cls}", action_spaces, doc, images)
+
+
+ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
+    _sb3("ppo", "PPO", _ANY, "proximal policy optimization (on-policy actor-critic)"),
+    _sb3("a2c", "A2C", _ANY, "advantage actor-critic (on-policy)"),
+    _sb3("dqn", "DQN", (spaces.Discrete,), "deep Q-network (off-policy, replay buffer)"),
+    _sb3("sac", "SAC", (spaces.Box,), "soft actor-critic (off-policy, replay buffer)"),
+    _sb3("td3", "TD3", (spaces.Box,), "twin delayed DDPG (off-policy, replay buffer)"),
+    _contrib("tqc", "TQC", (spaces.Box,),
+             "truncated quantile critics: SAC with distributional critics (off-policy)"),
+    _contrib("qrdqn", "QRDQN", (spaces.Discrete,),
+             "quantile-regression DQN: a distribution of returns per action (off-policy)"),
+    _contrib("crossq", "CrossQ", (spaces.Box,),
+             "SAC without target networks, batch-renormalized critics (off-policy)"),
+    _contrib("trpo", "TRPO", _ANY,
+             "trust region policy optimization: natural-gradient steps in a KL trust region"),
+    _contrib("ars", "ARS", (spaces.Box, spaces.Discrete),
+             "augmented random search: gradient-free search over the policy's weights",
+             images=False),
+    _contrib("recurrentppo", "RecurrentPPO", _ANY,
+             "PPO with an LSTM policy, for partially observed tasks"),
+    _contrib("maskableppo", "MaskablePPO",
+             (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
+             "PPO with invalid-action masking: the env provides action_masks()"),
+)}
+"""Every algorithm, in the order `--help` lists them."""
+
+# RL-Zoo's folder and Hub names for the algorithms rltransfer names otherwise.
+ZOO_NAMES = {"ppo_lstm": "recurrentppo", "ppo_mask": "maskableppo"}
+
+
+def get_algorithm(name: str) -> Algorithm:
+    """The algorithm called `name` (case-insensitive); AlgorithmError if there is none,
+    MissingDependencyError (one line: how to install it) for an sb3-contrib algorithm
+    without sb3-contrib."""
+    algo = ALGORITHMS.get(name.lower())
+    if algo is None:
+        zoo = ZOO_NAMES.get(name.lower())
+        raise AlgorithmError(
+            f"unknown algorithm {name!r}: choose from {', '.join(ALGORITHMS)}."
+            + (f" RL-Zoo's {name.lower()} is --algo {zoo}." if zoo
+               else did_you_mean(name.lower(), ALGORITHMS))
+        )
+    if algo.contrib and importlib.util.find_spec(CONTRIB) is None:
+        raise MissingDependencyError(
+            f"--algo {algo.name} needs sb3-contrib, which is not installed: "
+            f"pip install 'rltransfer[contrib]'")
+    return algo
+
+
+def check_action_space(algo: Algorithm, action_space: spaces.Space, env_label: str) -> None:
+    """Raise AlgorithmError when `algo` cannot act in `action_space`."""
+    if not isinstance(action_space, algo.action_spaces):
+        fits = [a.name for a in ALGORITHMS.values() if isinstance(action_space, a.action_spaces)
+                and a.name != "maskableppo"]  # it needs more than the space: action masks
+        raise AlgorithmError(
+            f"{algo.name} needs {algo.space_names} actions, but {env_label} has "
+            f"{type(action_space).__name__} actions: use --algo {' or '.join(fits)}"
+        )
+
+
+@functools.cache
+def load_presets() -> dict[str, dict[str, dict[str, Any]]]:
+    """The preset file: {algo: {env id or 'default': {key: value}}}."""
+    text = resources.files("rltransfer").joinpath("presets/hyperparams.toml").read_text()
+    return tomllib.loads(text)
+
+
+def preset(algo: str, env_ids: list[str]) -> dict[str, Any]:
+    """The first preset found among `env_ids` (most specific first), else the default."""
+    table = load_presets().get(algo, {})
+    for env_id in env_ids:
+        if env_id in table:
+            return {**table.get("default", {}), **table[env_id]}
+    return dict(table.get("default", {}))
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Parse ``key=value`` strings; values are TOML literals (numbers, true, [64, 64], {...})
+    and anything else is taken as a string."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise HyperparameterError(
+                f"cannot read --hparams {item!r}: write key=value, e.g. learning_rate=3e-4"
+            )
+        try:
+            overrides[key] = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            overrides[key] = raw.strip()
+    return overrides
+
+
+def constructor_keys(algo: Algorithm) -> list[str]:
+    """Keyword arguments the SB3 class accepts (besides policy and env)."""
+    params = inspect.signature(algo.cls.__init__).parameters
+    return [p for p in params if p not in ("self", "policy", "env", "_init_setup_model")]
+
+
+# Constructor arguments rltransfer sets itself, and the option that sets them.
+RESERVED = {"seed": "--seed", "device": "--device", "verbose": None, "tensorboard_log": None}
+
+
+def validate_hparams(algo: Algorithm, hparams: dict[str, Any]) -> None:
+    """Raise HyperparameterError for keys the algorithm does not take and for values of the
+    study keys that cannot work (the SB3 constructor checks the rest; see runner.probe)."""
+    keys = constructor_keys(algo)
+    valid = (set(keys) | set(STUDY_KEYS)) - set(RESERVED)
+    if "action_noise" not in keys:
+        valid -= {"noise_type", "noise_std"}
+    for key, value in hparams.items():
+        if key in RESERVED:
+            option = RESERVED[key]
+            raise HyperparameterError(
+                f"--hparams {key} is set by rltransfer"
+                + (f": use {option} instead" if option else ": remove it")
+            )
+        if key not in valid:
+            raise HyperparameterError(
+                f"{algo.name} has no hyperparameter {key!r}.{did_you_mean(key, valid)} "
+                f"Valid: {', '.join(sorted(valid))}"
+            )
+        if key in ("n_envs", "n_timesteps") and (
+                isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise HyperparameterError(f"--hparams {key} must be a positive integer, got {value!r}")
+        if key == "normalize":
+            from .vecnorm import config
+
+            config(hparams)  # HyperparameterError for a value VecNormalize cannot take
+        if key == "policy_kwargs" and not isinstance(value, dict):
+            raise HyperparameterError(
+                "--hparams policy_kwargs must be a table, e.g. "
+                f"'policy_kwargs={{net_arch=[64,64]}}', got {value!r}"
+            )
+
+
+def _schedule(value: Any) -> Any:
+    # RL-Zoo writes linear schedules as "lin_<initial>", decaying to 0 over training.
+    if isinstance(value, str) and value.startswith("lin_"):
+        try:
+            return LinearSchedule(float(value[4:]), 0.0, 1.0)
+        except ValueError:
+            raise HyperparameterError(
+                f"cannot read schedule {value!r}: write lin_<number>, e.g. lin_1e-3"
+            ) from None
+    return value
+
+
+def _optimizers() -> dict[str, type[torch.optim.Optimizer]]:
+    from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
+
+    return {"RMSpropTFLike": RMSpropTFLike, "adam": torch.optim.Adam,
+            "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}
+
+
+def _policy_kwargs(raw: dict[str, Any]) -> dict[str, Any]:
+    kwargs = dict(raw)
+    optimizer = kwargs.get("optimizer_class")
+    if isinstance(optimizer, str):
+        known = _optimizers()
+        if optimizer not in known:
+            raise HyperparameterError(
+                f"unknown optimizer_class {optimizer!r}: choose from {', '.join(known)}"
+            )
+        kwargs["optimizer_class"] = known[optimizer]
+    activation = kwargs.get("activation_fn")
+    if isinstance(activation, str):
+        if activation not in _ACTIVATIONS:
+            raise HyperparameterError(
+                f"unknown activation_fn {activation!r}: choose from {', '.join(_ACTIVATIONS)}"
+            )
+        kwargs["activation_fn"] = _ACTIVATIONS[activation]
+    return kwargs
+
+
+def _action_noise(kind: str, std: float, action_space: spaces.Space) -> Any:
+    size = int(np.prod(action_space.shape))
+    mean, sigma = np.zeros(size), std * np.ones(size)
+    if kind == "normal":
+        return NormalActionNoise(mean, sigma)
+    if kind == "ornstein-uhlenbeck":
+        return OrnsteinUhlenbeckActionNoise(mean, sigma)
+    raise HyperparameterError(
+        f"unknown noise_type {kind!r}: choose normal or ornstein-uhlenbeck"
+    )
+
+
+def encoder_config(hparams: dict[str, Any]) -> dict[str, Any] | None:
+    """The image encoder of a pixel policy, as data (policy_kwargs.features_extractor)."""
+    policy_kwargs = hparams.get("policy_kwargs") or {}
+    return policy_kwargs.get("features_extractor")
+
+
+def model_kwargs(hparams: dict[str, Any], action_space: spaces.Space) -> dict[str, Any]:
+    """Turn data-form hyperparameters into SB3 constructor arguments."""
+    kwargs = {k: _schedule(v) for k, v in hparams.items() if k not in STUDY_KEYS}
+    if "policy_kwargs" in kwargs:
+        kwargs["policy_kwargs"] = _policy_kwargs(kwargs["policy_kwargs"])
+        encoder = kwargs["policy_kwargs"].pop("features_extractor", None)
+        if encoder is not None:
+            from .encoders import PixelEncoder  # torchvision is only needed for pixel policies
+
+            kwargs["policy_kwargs"].update(
+                features_extractor_class=PixelEncoder,
+                features_extractor_kwargs={k: v for k, v in encoder.items() if k != "lr_scale"},
+                normalize_images=False,  # the encoder scales (and normalizes) images itself
+            )
+    if isinstance(kwargs.get("train_freq"), list):
+        kwargs["train_freq"] = tuple(kwargs["train_freq"])
+    if "noise_type" in hparams:
+        kwargs["action_noise"] = _action_noise(
+            hparams["noise_type"], float(hparams.get("noise_std", 0.1)), action_space
+        )
+    return kwargs
+
+
+def resolve_device(device: str, policy: str) -> str:
+    """`auto` means CPU for MLP policies (as SB3 advises) and CUDA for CNN ones if present."""
+    if device == "auto":
+        return "cuda" if policy.startswith("Cnn") and torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"--device {device}: no CUDA device is available here; use --device cpu or auto"
+        )
+    return device

@@ -28,16 +28,16 @@ from .study.execution import (
     will_use_workers,
 )
 from .study.study_spec import PARTS, StudySpec, flat_values
+from .training import algo_registry
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-# The names of algos.ALGORITHMS, for --help: importing algos imports torch and SB3, which
-# `report`, `compare` and `envs` must not (tests check the two lists agree).
-ALGORITHM_NAMES = ("ppo", "a2c", "dqn", "sac", "td3", "tqc", "qrdqn", "crossq", "trpo", "ars",
-                   "recurrentppo", "maskableppo")
+# For --help, from the algorithm registry's torch-free table: `report`, `compare` and `envs`
+# import neither torch nor SB3.
+ALGORITHM_NAMES = algo_registry.NAMES
 
 
 class _Parser(argparse.ArgumentParser):

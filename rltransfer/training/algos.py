@@ -3,6 +3,8 @@
 Presets come from RL-Baselines3-Zoo's tuned values (``presets/hyperparams.toml``), keyed by
 env id with a per-algorithm default; ``--hparams key=value`` overrides them.
 
+The table of algorithms is `rltransfer.training.algo_registry` (torch-free, for ``--help``);
+its names are importable from here too (`ALGORITHMS`, `Algorithm`).
 The algorithms of ``sb3-contrib`` (TQC, QR-DQN, CrossQ, TRPO, ARS, RecurrentPPO, MaskablePPO)
 are imported only when a study uses one, so SB3's own work without it; `get_algorithm` says in
 one line how to install it.
@@ -11,18 +13,15 @@ one line how to install it.
 from __future__ import annotations
 
 import functools
-import importlib
 import importlib.util
 import inspect
 import sys
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import numpy as np
 import torch
 from gymnasium import spaces
-from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
 from stable_baselines3.common.utils import LinearSchedule
 
@@ -33,6 +32,7 @@ from ..errors import (
     MissingDependencyError,
     did_you_mean,
 )
+from .algo_registry import ALGORITHMS, CONTRIB, ZOO_NAMES, Algorithm  # the table (torch-free)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -45,75 +45,6 @@ STUDY_KEYS = ("policy", "n_envs", "n_timesteps", "noise_type", "noise_std", "fra
 
 _ACTIVATIONS = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "elu": torch.nn.ELU,
                 "leaky_relu": torch.nn.LeakyReLU, "silu": torch.nn.SiLU, "gelu": torch.nn.GELU}
-
-
-_ANY = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
-CONTRIB = "sb3_contrib"
-
-
-@dataclass(frozen=True)
-class Algorithm:
-    """An SB3 or sb3-contrib algorithm and the action spaces it can act in."""
-
-    name: str
-    path: str  # "module:Class", imported on first use
-    action_spaces: tuple[type[spaces.Space], ...]
-    doc: str = ""  # one line: what it is, for the README and `--help`
-    images: bool = True  # whether its policies take a features extractor (image observations)
-
-    @property
-    def cls(self) -> type[BaseAlgorithm]:
-        """The algorithm's class (imports sb3-contrib for its algorithms)."""
-        module, _, name = self.path.partition(":")
-        return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
-
-    @property
-    def contrib(self) -> bool:
-        """Whether it comes from sb3-contrib (the ``contrib`` extra)."""
-        return self.path.startswith(CONTRIB)
-
-    @property
-    def space_names(self) -> str:
-        return " or ".join(s.__name__ for s in self.action_spaces)
-
-
-def _sb3(name: str, cls: str, action_spaces: tuple[type[spaces.Space], ...],
-         doc: str) -> Algorithm:
-    return Algorithm(name, f"stable_baselines3:{cls}", action_spaces, doc)
-
-
-def _contrib(name: str, cls: str, action_spaces: tuple[type[spaces.Space], ...],
-             doc: str, images: bool = True) -> Algorithm:
-    return Algorithm(name, f"{CONTRIB}:{cls}", action_spaces, doc, images)
-
-
-ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
-    _sb3("ppo", "PPO", _ANY, "proximal policy optimization (on-policy actor-critic)"),
-    _sb3("a2c", "A2C", _ANY, "advantage actor-critic (on-policy)"),
-    _sb3("dqn", "DQN", (spaces.Discrete,), "deep Q-network (off-policy, replay buffer)"),
-    _sb3("sac", "SAC", (spaces.Box,), "soft actor-critic (off-policy, replay buffer)"),
-    _sb3("td3", "TD3", (spaces.Box,), "twin delayed DDPG (off-policy, replay buffer)"),
-    _contrib("tqc", "TQC", (spaces.Box,),
-             "truncated quantile critics: SAC with distributional critics (off-policy)"),
-    _contrib("qrdqn", "QRDQN", (spaces.Discrete,),
-             "quantile-regression DQN: a distribution of returns per action (off-policy)"),
-    _contrib("crossq", "CrossQ", (spaces.Box,),
-             "SAC without target networks, batch-renormalized critics (off-policy)"),
-    _contrib("trpo", "TRPO", _ANY,
-             "trust region policy optimization: natural-gradient steps in a KL trust region"),
-    _contrib("ars", "ARS", (spaces.Box, spaces.Discrete),
-             "augmented random search: gradient-free search over the policy's weights",
-             images=False),
-    _contrib("recurrentppo", "RecurrentPPO", _ANY,
-             "PPO with an LSTM policy, for partially observed tasks"),
-    _contrib("maskableppo", "MaskablePPO",
-             (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
-             "PPO with invalid-action masking: the env provides action_masks()"),
-)}
-"""Every algorithm, in the order `--help` lists them."""
-
-# RL-Zoo's folder and Hub names for the algorithms rltransfer names otherwise.
-ZOO_NAMES = {"ppo_lstm": "recurrentppo", "ppo_mask": "maskableppo"}
 
 
 def get_algorithm(name: str) -> Algorithm:
@@ -137,8 +68,8 @@ def get_algorithm(name: str) -> Algorithm:
 
 def check_action_space(algo: Algorithm, action_space: spaces.Space, env_label: str) -> None:
     """Raise AlgorithmError when `algo` cannot act in `action_space`."""
-    if not isinstance(action_space, algo.action_spaces):
-        fits = [a.name for a in ALGORITHMS.values() if isinstance(action_space, a.action_spaces)
+    if not isinstance(action_space, algo.space_types):
+        fits = [a.name for a in ALGORITHMS.values() if isinstance(action_space, a.space_types)
                 and a.name != "maskableppo"]  # it needs more than the space: action masks
         raise AlgorithmError(
             f"{algo.name} needs {algo.space_names} actions, but {env_label} has "

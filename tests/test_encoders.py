@@ -382,3 +382,22 @@ def test_pixel_policy_kwargs_validate_early():
         PixelEncoder(space(), "nature-cnn", features_dim=128)
     with pytest.warns(UserWarning, match="features_dim=128 is ignored for resnet18"):
         PixelEncoder(space(), "resnet18", features_dim=128)
+
+
+def test_a_checkpoint_with_sb3s_single_group_loads_into_a_scaled_encoder():
+    # Written before the encoder's rate was a group of its own (one group, every parameter,
+    # in SB3's order): it loads onto the groups, each parameter's Adam state with it.
+    old = ppo({"encoder": "nature-cnn"})
+    old.learn(64)
+    saved = old.policy.optimizer.state_dict()
+    assert len(saved["param_groups"]) == 1 and "rltransfer_groups" not in saved["param_groups"][0]
+    model = ppo({"encoder": "nature-cnn"})
+    scale_encoder_lr(model, 0.25)
+    model.policy.optimizer.load_state_dict(saved)
+    groups = model.policy.optimizer.param_groups
+    assert [g["lr_scale"] for g in groups] == [1.0, 0.25]
+    assert groups[1]["lr"] == pytest.approx(0.25 * groups[0]["lr"])
+    trunk = model.policy.features_extractor.trunk.cnn[0].weight
+    old_trunk = old.policy.features_extractor.trunk.cnn[0].weight
+    assert torch.equal(model.policy.optimizer.state[trunk]["exp_avg"],
+                       old.policy.optimizer.state[old_trunk]["exp_avg"])

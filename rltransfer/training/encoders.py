@@ -20,7 +20,6 @@ import math
 import threading
 import urllib.request
 import warnings
-import weakref
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -36,9 +35,10 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, NatureC
 from torch import nn
 
 from ..errors import EncoderError, did_you_mean
+from ..specs import AUGMENTATIONS
+from . import optim_groups
 
 NATURE_CNN = "nature-cnn"
-AUGMENTATIONS = ("random-shift",)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SHIFT_PAD = 4  # DrQ pads 84x84 images by 4 pixels
@@ -449,70 +449,29 @@ def encoder_parameters(policy: nn.Module) -> list[nn.Parameter]:
     return list(seen.values())
 
 
-class _ScaledUpdate:
-    """Optimizer step hooks that multiply the update of some parameters by `scale`.
-
-    The optimizers SB3 uses (Adam, AdamW, RMSprop incl. RMSpropTFLike, SGD) move parameters
-    by an amount proportional to the group's lr, so start + scale * (stepped - start) is
-    exactly the step with lr * scale, whatever lr SB3's schedule set just before.
-    """
-
-    def __init__(self, params: list[nn.Parameter], scale: float) -> None:
-        self.params = params
-        self.scale = scale
-        self._start: list[tuple[nn.Parameter, torch.Tensor]] = []
-
-    def before(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        self._start = [(p, p.detach().clone()) for p in self.params if p.grad is not None]
-
-    @torch.no_grad()
-    def after(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        for param, start in self._start:
-            param.lerp_(start, 1.0 - self.scale)
-        self._start = []
-
-
-_LR_HOOKS: weakref.WeakKeyDictionary[torch.optim.Optimizer, tuple[Any, ...]] = (
-    weakref.WeakKeyDictionary())
-
-
 def scale_encoder_lr(model: Any, scale: float) -> None:
     """Train the encoder trunk of `model` (an SB3 algorithm) with learning rate × `scale`.
 
-    SB3 sets every param group's lr before each update (its schedule), so the scale is applied
-    at each optimizer step instead, by hooks on every optimizer that holds trunk parameters
-    (policy.optimizer; actor/critic.optimizer for SAC/TD3). Param groups and optimizer state
-    stay as SB3 built them, so model.save() and SB3's load() work; hooks are not saved: call
-    this again after loading a model to continue training it. Calling it again replaces the
-    previous scale; scale=1 removes it.
+    The trunk's parameters move to an optimizer group of their own in every optimizer that
+    holds them (policy.optimizer; actor/critic.optimizer for SAC/TD3), which trains at
+    `scale` × the rate SB3's schedule sets (`rltransfer.training.optim_groups`, the mechanism
+    ``finetune:lr_scale`` uses too). model.save() writes the optimizer in SB3's layout, so
+    SB3's load() reads it; call this again after loading a model to go on training it at the
+    scale. Calling it again replaces the previous scale; scale=1 trains the trunk at the
+    schedule's rate again.
     """
     if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
         raise EncoderError(f"encoder learning-rate scale must be a number > 0, got {scale!r} "
                            f"(to keep the encoder fixed, freeze it)")
-    encoder = {id(p) for p in encoder_parameters(model.policy)}
-    scaled = 0
-    for optimizer in _optimizers(model.policy):
-        for handle in _LR_HOOKS.pop(optimizer, ()):
-            handle.remove()
-        params = [p for group in optimizer.param_groups for p in group["params"]
-                  if id(p) in encoder]
-        if params and scale != 1:
-            update = _ScaledUpdate(params, float(scale))
-            _LR_HOOKS[optimizer] = (optimizer.register_step_pre_hook(update.before),
-                                    optimizer.register_step_post_hook(update.after))
-            scaled += len(params)
-    if not scaled and scale != 1:
+    policy = model.policy
+    optim_groups.attach(policy)  # a model SB3's load() read: the groups it was saved with
+    held = optim_groups.policy_lr_factors(policy)
+    trained = [p for p in encoder_parameters(policy) if id(p) in held]
+    if trained:
+        optim_groups.scale(policy, trained, float(scale))
+    elif scale != 1:
         warnings.warn("no optimizer trains encoder parameters (is the encoder frozen?): the "
                       f"encoder learning-rate scale {scale} has no effect", stacklevel=2)
-
-
-def _optimizers(policy: nn.Module) -> list[torch.optim.Optimizer]:
-    found: list[torch.optim.Optimizer] = []
-    for module in policy.modules():
-        optimizer = getattr(module, "optimizer", None)
-        if isinstance(optimizer, torch.optim.Optimizer) and all(optimizer is not o for o in found):
-            found.append(optimizer)
-    return found
 
 
 def describe(encoder: PixelEncoder | Mapping[str, Any],

@@ -3,10 +3,11 @@
 SB3 builds one param group per optimizer (``policy.optimizer``; ``actor.optimizer`` and
 ``critic.optimizer`` for SAC/TD3) and, before every update, sets every group's lr to the
 schedule's value (`BaseAlgorithm._update_learning_rate`). Transfer needs more groups:
-``finetune:lr_scale=S`` trains the copied parameters at S x that rate, and freeze-features
-takes frozen parameters out of the optimizer. Both are done here, with three hooks on the
-optimizer instance (torch's own seams: no subclass, nothing patched in SB3, nothing added to
-the model that `model.save()` would pickle):
+``finetune:lr_scale=S`` trains the copied parameters at S x that rate, a fine-tuned image
+encoder trains at ``--encoder-lr-scale`` x it (`encoders.scale_encoder_lr`), and
+freeze-features takes frozen parameters out of the optimizer. All are done here, with three
+hooks on the optimizer instance (torch's own seams: no subclass, nothing patched in SB3,
+nothing added to the model that `model.save()` would pickle):
 
 * Each group carries its factor as ``group["lr_scale"]``. Group 0 always has factor 1 (it may
   hold no parameter) and so carries the schedule's rate as SB3 set it; a **step pre-hook**
@@ -17,7 +18,8 @@ the model that `model.save()` would pickle):
   (parameter positions and factors). So model.zip loads with plain ``PPO.load(path)`` (any
   SB3 algorithm): SB3 trains the loaded model with one group at the schedule's rate, every
   parameter included; the description stays in the group, and `attach` restores the groups.
-* A **load_state_dict pre-hook** reads that layout back into the groups (checkpoint.pt).
+* A **load_state_dict pre-hook** reads that layout back into the groups (checkpoint.pt), and
+  SB3's own single group of every parameter too (a checkpoint written before the groups).
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ def _regroup(optimizer: torch.optim.Optimizer, factors: dict[int, float]) -> Non
     first = optimizer.param_groups[0]
     assert float(first.get("lr_scale", 1.0)) == 1.0
     rate = first["lr"]
-    hyper = {k: v for k, v in first.items() if k not in ("params", "lr", "lr_scale")}
+    hyper = {k: v for k, v in first.items() if k not in ("params", "lr", "lr_scale", GROUPS_KEY)}
     for group in optimizer.param_groups:
         for param in group["params"]:
             if id(param) not in factors:
@@ -161,11 +163,19 @@ def _from_sb3_layout(optimizer: torch.optim.Optimizer,
     """`_to_sb3_layout` undone, onto this optimizer's groups (which must be the ones
     described: the run was rebuilt and transferred the same way)."""
     saved = state["param_groups"]
-    if len(saved) != 1 or GROUPS_KEY not in saved[0]:
-        return None  # another layout (e.g. written before these hooks): torch checks it
     managed = _MANAGED[optimizer]
-    described = saved[0][GROUPS_KEY]
     live = [[managed.position[id(p)] for p in group["params"]] for group in optimizer.param_groups]
+    if len(saved) != 1:
+        return None  # another layout: torch checks it
+    if GROUPS_KEY in saved[0]:
+        described = saved[0][GROUPS_KEY]
+    elif len(optimizer.param_groups) > 1 and len(saved[0]["params"]) == len(managed.built):
+        # SB3's own single group of every parameter (e.g. a checkpoint of an encoder trained
+        # at a scaled rate, written before that scale was a group): onto this model's groups
+        described = [{"params": positions, "lr_scale": group["lr_scale"]}
+                     for positions, group in zip(live, optimizer.param_groups, strict=True)]
+    else:
+        return None  # e.g. the same single group: torch checks it
     if [group["params"] for group in described] != live:
         raise ValueError("the saved optimizer state has other parameter groups than this "
                          "model's (another condition or lr_scale?)")

@@ -39,12 +39,15 @@ def test_pyproject_uses_current_setuptools_forms():
     assert isinstance(project["license"], str)  # an SPDX expression, not the table form
     assert re.fullmatch(r"[A-Za-z0-9.\-+ ()]+", project["license"])
     assert "setuptools>=77" in " ".join(PYPROJECT["build-system"]["requires"])
-    # every folder of package data is a listed package, with its files declared
+    # every folder is a listed package: a stage's code (it has __init__.py), or package data
+    # with its files declared
     setuptools = PYPROJECT["tool"]["setuptools"]
     for folder in (ROOT / "rltransfer").iterdir():
         if folder.is_dir() and folder.name != "__pycache__":
             package = f"rltransfer.{folder.name}"
             assert package in setuptools["packages"], package
+            if (folder / "__init__.py").is_file():
+                continue
             patterns = setuptools["package-data"][package]
             for path in folder.iterdir():
                 assert any(path.match(p) for p in patterns), path

@@ -8,12 +8,13 @@ the forward KL), averaged over the update's batch of observations. At the update
 steps its weight is ``weight x max(0, 1 - t / steps)``; t is the model's step count, so a run
 resumed from its checkpoint continues the decay where it stopped.
 
-The teacher is rebuilt from weights only: the target's policy class, built with the target's
-spaces and policy kwargs, into which the source state dict is loaded strictly; in eval mode,
-without gradients, and no module of the target policy (so neither ``policy.pth`` nor a
-checkpoint holds it). It reads the target's observations as the target's env gives them; a
-normalizing target keeps the source's statistics frozen by default (``norm=freeze``,
-`rltransfer.training.vecnorm`), so they are scaled as in the teacher's own training.
+The teacher is rebuilt from weights only (`rltransfer.strategies.teacher`): the target's
+policy class, built with the target's spaces and policy kwargs, into which the source state
+dict is loaded strictly; in eval mode, without gradients, and no module of the target policy
+(so neither ``policy.pth`` nor a checkpoint holds it). It reads the target's observations
+as the target's env gives them; a normalizing target keeps the source's statistics frozen by
+default (``norm=freeze``, `rltransfer.training.vecnorm`), so they are scaled as in the
+teacher's own training.
 
 SB3's PPO and A2C (and sb3-contrib's MaskablePPO) have no hook for an extra loss, so the loss
 joins their update through two seams, without copying their ``train()``:
@@ -37,7 +38,6 @@ the weight is 0).
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +57,7 @@ from ..training import contrib
 from ..training.transfer import TransferReport, apply_transfer
 from . import registry as conditions
 from .hooks import Context, Strategy
+from .teacher import Misfit, rebuild
 
 CROSS_ENTROPY, KL = "cross-entropy", "kl(teacher||target)"
 
@@ -116,8 +117,9 @@ def check_teacher(model: BaseAlgorithm, source_state: dict[str, torch.Tensor],
 
 def build_teacher(model: BaseAlgorithm, source_state: dict[str, torch.Tensor], condition: str,
                   source_label: str = "") -> ActorCriticPolicy:
-    """The source policy, rebuilt as `model`'s policy class with `model`'s spaces and policy
-    kwargs, holding `source_state` (loaded strictly); eval mode, no gradients."""
+    """The source policy as `model`'s teacher (`rltransfer.strategies.teacher`): an
+    actor-critic's, with actions whose distributions distillation compares; ConfigError (one
+    line) otherwise, or when the source does not fit the target's network."""
     policy = model.policy
     masked = contrib.needs_masks(contrib.name_of(model))
     if not (isinstance(policy, ActorCriticPolicy) or masked):
@@ -126,27 +128,13 @@ def build_teacher(model: BaseAlgorithm, source_state: dict[str, torch.Tensor], c
     if not isinstance(policy.action_dist, _distributions(masked)):
         raise ConfigError(f"condition {condition!r} distils Discrete or Box actions; the "
                           f"target acts in {describe(model.action_space)}: use finetune")
-    sde = ({"use_sde": model.use_sde}
-           if "use_sde" in inspect.signature(model.policy_class).parameters else {})
-    with torch.random.fork_rng(devices=[]):  # the target's random stream stays as it was
-        teacher = model.policy_class(model.observation_space, model.action_space,
-                                     lambda _: 0.0, **sde, **model.policy_kwargs)
-    expected = {name: tuple(t.shape) for name, t in teacher.state_dict().items()}
-    given = {name: tuple(t.shape) for name, t in source_state.items()}
-    if expected != given:
-        differs = sorted(set(expected) ^ set(given)) or sorted(
-            n for n in expected if expected[n] != given[n])
-        name = differs[0]
+    try:
+        return rebuild(model, source_state)  # type: ignore[return-value]
+    except Misfit as misfit:
         raise ConfigError(
             f"condition {condition!r}: {source_label or 'the source policy'} does not fit the "
-            f"target's network ({name}: {given.get(name, 'missing')} in the source, "
-            f"{expected.get(name, 'missing')} in the target): give source and target the same "
-            f"--algo and --hparams policy_kwargs")
-    teacher.load_state_dict(source_state, strict=True)
-    teacher.to(model.device)
-    teacher.set_training_mode(False)
-    teacher.requires_grad_(False)
-    return teacher
+            f"target's network ({misfit.first()}): give source and target the same --algo "
+            f"and --hparams policy_kwargs") from None
 
 
 def _distributions(masked: bool) -> tuple[type[Distribution], ...]:

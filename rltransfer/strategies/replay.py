@@ -6,10 +6,9 @@ recorded on the target (``replay:dataset=ID``: collected elsewhere, so they take
 the run's steps). Off-policy algorithms only (DQN, SAC, TD3, TQC, QR-DQN, CrossQ): they learn
 from a buffer.
 
-The source policy is rebuilt from weights only: the target's policy class with the target's
-spaces and policy kwargs, the source's state dict loaded strictly (nothing is unpickled).
-It acts as SB3 makes a policy act while it trains (`OffPolicyAlgorithm._sample_action` after
-the warm-up): SAC, TQC and CrossQ sample their squashed Gaussian, TD3 adds the run's action
+The source policy is rebuilt from weights only (`rltransfer.strategies.teacher`). It acts as
+SB3 makes a policy act while it trains (`OffPolicyAlgorithm._sample_action` after the
+warm-up): SAC, TQC and CrossQ sample their squashed Gaussian, TD3 adds the run's action
 noise (if its hyperparameters set one), DQN and QR-DQN are ε-greedy at the run's final ε
 (``exploration_final_eps``).
 SB3's own `_store_transition` writes each step, so terminal observations and time-outs are
@@ -45,6 +44,7 @@ from stable_baselines3.common.type_aliases import TrainFrequencyUnit
 from ..errors import ConfigError, MissingDependencyError, TransferError
 from . import registry
 from .hooks import Context, Strategy
+from .teacher import Misfit, rebuild
 
 DEFAULT_SHARE = 10  # replay:n left out: a tenth of the budget
 
@@ -104,39 +104,16 @@ def check(model: OffPolicyAlgorithm, condition: str, timesteps: int,
 
 def teacher_policy(model: OffPolicyAlgorithm, source_state: dict[str, torch.Tensor],
                    source_label: str, target: str) -> BasePolicy:
-    """The source policy, able to act on the target env: the target's policy class built with
-    the target's spaces and kwargs, the source's weights loaded strictly; TransferError (one
-    line) when they do not fit."""
-    policy = model.policy_class(model.observation_space, model.action_space,  # type: ignore[call-arg]
-                                model.lr_schedule, **model.policy_kwargs)
-    mismatch = _mismatch(policy.state_dict(), source_state)
-    if mismatch:
+    """The source policy, able to act on the target env (`rltransfer.strategies.teacher`);
+    TransferError (one line) when its weights do not fit the target's network."""
+    try:
+        return rebuild(model, source_state)
+    except Misfit as misfit:
         raise TransferError(
-            f"replay: {source_label or 'the source policy'} cannot act on {target} ({mismatch}): "
-            f"replay needs a source with the target's observation and action spaces and "
-            f"network; use replay:dataset=ID, or a weight condition such as reinit-head")
-    policy.load_state_dict(source_state, strict=True)
-    policy.to(model.device)
-    policy.set_training_mode(False)
-    return policy
-
-
-def _mismatch(target: dict[str, torch.Tensor], source: dict[str, torch.Tensor]) -> str:
-    for name, tensor in target.items():
-        if name in source and source[name].shape != tensor.shape:
-            return (f"{name} is {_shape(source[name].shape)} in the source, "
-                    f"{_shape(tensor.shape)} in the target")
-    missing = [n for n in target if n not in source]
-    extra = [n for n in source if n not in target]
-    if missing:
-        return f"{len(missing)} tensors missing in the source, e.g. {missing[0]}"
-    if extra:
-        return f"{len(extra)} source tensors the target does not have, e.g. {extra[0]}"
-    return ""
-
-
-def _shape(shape: torch.Size) -> str:
-    return "(" + ",".join(str(d) for d in shape) + ")"
+            f"replay: {source_label or 'the source policy'} cannot act on {target} "
+            f"({misfit.describe()}): replay needs a source with the target's observation and "
+            f"action spaces and network; use replay:dataset=ID, or a weight condition such as "
+            f"reinit-head") from None
 
 
 @contextmanager

@@ -16,7 +16,8 @@ first k feature layers, counted from the input, are frozen) and ``norm`` (the co
 that take weights: what the target does with the source's VecNormalize statistics,
 `rltransfer.training.vecnorm`); kickstart's ``steps``, ``weight`` and ``init`` (its
 distillation loss's schedule and how the target starts, `rltransfer.strategies.kickstart`);
-replay's ``n``, ``dataset`` and ``init`` (`rltransfer.strategies.replay`); ``eps`` (DQN's
+replay's ``n``, ``dataset`` and ``init`` (`rltransfer.strategies.replay`); jsrl's ``switch``,
+``stages``, ``horizon`` and ``tolerance`` (`rltransfer.strategies.jsrl`); ``eps`` (DQN's
 and QR-DQN's epsilon schedule after a transfer, `rltransfer.strategies.exploration`).
 
 A condition or option that means nothing for an algorithm says so in its entry (``algos``:
@@ -197,6 +198,30 @@ REPLAY_OPTIONS = (
     NORM_FREEZE,  # the source acts on the target during the prefill, on its own scaling
 )
 
+JSRL_OPTIONS = (
+    Option("switch", str, "curriculum",
+           "how each training episode's h is chosen: curriculum (h steps from H down to 0 "
+           "over the stages, the next stage once the mean return of the last 5 training "
+           "episodes reaches the guide's within tolerance) or random (h uniform in 0..H for "
+           "every episode: JSRL-Random)",
+           valid="curriculum or random", check=lambda value: value in ("curriculum", "random")),
+    Option("stages", int, 10,
+           "curriculum: the number of horizons, H down to 0 in equal steps (the last: the "
+           "learner alone)",
+           valid="an integer >= 2", check=lambda value: value >= 2),
+    Option("horizon", int, None,
+           "H: the guide's steps per episode at the start (curriculum), the most drawn "
+           "(random); left out: the guide's mean episode length on the target, measured by "
+           "letting it play before training (env steps that count toward --timesteps)",
+           valid="an integer >= 1", check=lambda value: value >= 1),
+    Option("tolerance", float, 0.05,
+           "curriculum: a stage gives way once its training episodes' mean return is at "
+           "least the guide's minus tolerance x |the guide's|",
+           valid="a number in [0, 1]", check=lambda value: math.isfinite(value)
+           and 0 <= value <= 1),
+    NORM_FREEZE,  # the guide acts on the target, on observations scaled as in its training
+)
+
 CONDITIONS: dict[str, Condition] = {c.name: c for c in (
     *_BASE,
     Condition("kickstart", "distillation: trained (from scratch, or init=finetune) with an "
@@ -210,6 +235,13 @@ CONDITIONS: dict[str, Condition] = {c.name: c for c in (
                                    "state along the target's rollouts is never computed, so "
                                    "its actions on a training batch are not defined"),
                   (NO_GRADIENT[0], NO_GRADIENT[1] + ", so there is no loss to add to"))),
+    Condition("jsrl", "jump-start RL: the source policy, a guide, acts for the first h steps "
+                      "of each training episode, the learner (from scratch) after it; h "
+                      "shrinks on a curriculum as the learner matches the guide's return (or "
+                      "is drawn at random); evaluations are the learner's alone (DQN, SAC, "
+                      "TD3, TQC, QR-DQN, CrossQ)",
+              takes=POLICY, options=JSRL_OPTIONS, algos=OFF_POLICY,
+              hooks="rltransfer.strategies.jsrl:HOOKS"),
     Condition("replay", "instance transfer: the replay buffer pre-filled with n transitions "
                         "the source policy collects on the target (or a Minari dataset's); "
                         "trained from scratch or init=... (DQN, SAC, TD3, TQC, QR-DQN, "

@@ -194,11 +194,24 @@ def test_each_env_counts_its_own_episode_and_random_draws_h_in_0_to_H():
     assert record["guide_steps"] == 60 + sum(every)
 
 
+def test_random_with_a_given_horizon_measures_nothing_and_the_guide_starts_each_episode():
+    condition = "jsrl:horizon=3,switch=random"
+    run = _run(condition)
+    model = _model(run)
+    _always(model, 0)
+    record = _learn(model, condition, _guide_of(run), 200)
+    assert record["measurement"] is None and record["horizon_from"] == "horizon=3"
+    guided = [_guided(e) for e in _episodes(model)]
+    assert len(guided) == 20 and set(guided) == {0, 1, 2, 3}  # from the first step on
+    assert record["guide_steps"] == sum(guided) and record["env_steps"] == 200
+
+
 def test_a_box_guide_acts_as_its_deterministic_actor_through_sbs_scaling():
-    run = _run("jsrl:horizon=50,stages=2", env="Pendulum-v1", algo="sac", timesteps=400)
+    condition = "jsrl:horizon=50,stages=2"
+    run = _run(condition, env="Pendulum-v1", algo="sac", timesteps=400)
     model = _model(run)
     source = _model(dataclasses.replace(run, seed=7)).policy.state_dict()
-    record = _learn(model, run.condition, source, 400)
+    record = _learn(model, condition, source, 400)
     assert record["measurement"]["env_steps"] == 200  # one episode: a quarter is 100 steps
     guide = rebuild(model, source)
     buffer = model.replay_buffer

@@ -361,6 +361,6 @@ def test_help_lists_replay_and_its_options(capsys):
         main(["run", "--help"])
     text = " ".join(capsys.readouterr().out.split()).replace("- ", "-")  # argparse's wrap
     assert "conditions to compare: scratch, finetune, freeze-features, reinit-head" in text
-    assert ", replay, each spelled name" in text  # from the registry
+    assert ", replay, qdagger" in text  # from the registry
     assert "replay:n=5000 (off-policy: the buffer pre-filled by the source policy on the " \
            "target; replay:dataset=ID from a local Minari dataset), finetune:eps=0.1" in text

@@ -17,8 +17,10 @@ that take weights: what the target does with the source's VecNormalize statistic
 `rltransfer.training.vecnorm`); kickstart's ``steps``, ``weight`` and ``init`` (its
 distillation loss's schedule and how the target starts, `rltransfer.strategies.kickstart`);
 replay's ``n``, ``dataset`` and ``init`` (`rltransfer.strategies.replay`); jsrl's ``switch``,
-``stages``, ``horizon`` and ``tolerance`` (`rltransfer.strategies.jsrl`); ``eps`` (DQN's
-and QR-DQN's epsilon schedule after a transfer, `rltransfer.strategies.exploration`).
+``stages``, ``horizon`` and ``tolerance`` (`rltransfer.strategies.jsrl`); qdagger's ``n``,
+``updates``, ``temperature``, ``weight``, ``decay`` and ``steps``
+(`rltransfer.strategies.qdagger`); ``eps`` (DQN's and QR-DQN's epsilon schedule after a
+transfer, `rltransfer.strategies.exploration`).
 
 A condition or option that means nothing for an algorithm says so in its entry (``algos``:
 the only ones it works with; ``refuses``: an algorithm and why not, e.g. freeze-features for
@@ -29,6 +31,7 @@ Torch-free, so the report stage can use it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -222,6 +225,39 @@ JSRL_OPTIONS = (
     NORM_FREEZE,  # the guide acts on the target, on observations scaled as in its training
 )
 
+QDAGGER_OPTIONS = (
+    Option("n", int, None,
+           "transitions the teacher (the source's Q-network) collects on the target for the "
+           "offline phase: env steps that count toward --timesteps, rounded up to whole "
+           "rollouts (train_freq x n_envs); left out: a tenth of --timesteps",
+           valid="an integer >= 1", check=lambda value: value >= 1),
+    Option("updates", int, None,
+           "offline gradient steps on those transitions (the TD loss plus the distillation "
+           "loss at full weight); left out: as many as SB3 makes over n online env steps",
+           valid="an integer >= 1", check=lambda value: value >= 1),
+    Option("temperature", float, 0.1,
+           "the softmax temperature over Q-values that the distillation loss compares",
+           valid="a number > 0", check=_positive),
+    Option("weight", float, 1.0,
+           "the distillation loss's weight offline and when the online phase starts, "
+           "relative to the TD loss (weight 1)",
+           valid="a number > 0", check=_positive),
+    Option("decay", str, "performance",
+           "how the weight falls to 0 online: performance (with the student's evaluation "
+           "return relative to the teacher's, 0 once it matches; the paper's) or linear",
+           valid="performance or linear", check=lambda value: value in ("performance",
+                                                                        "linear")),
+    Option("steps", int, None,
+           "online env steps: decay=linear reaches 0 after N (left out: half the online "
+           "phase); decay=performance is 0 after N at the latest (left out: no cutoff)",
+           valid="an integer >= 1", check=lambda value: value >= 1),
+    dataclasses.replace(EPS, doc=(
+        "the student's epsilon schedule starts at E and decays to the final epsilon (stays "
+        "at E if E is below it); left out: the pre-trained student starts at the final "
+        "epsilon")),
+    NORM_FREEZE,  # the teacher acts on the target and reads its observations
+)
+
 CONDITIONS: dict[str, Condition] = {c.name: c for c in (
     *_BASE,
     Condition("kickstart", "distillation: trained (from scratch, or init=finetune) with an "
@@ -249,6 +285,11 @@ CONDITIONS: dict[str, Condition] = {c.name: c for c in (
               takes=TRANSITIONS, options=REPLAY_OPTIONS, algos=OFF_POLICY,
               source_when=lambda c: c.get("dataset") is None or c.get("init") != REFERENCE,
               hooks="rltransfer.strategies.replay:HOOKS"),
+    Condition("qdagger", "QDagger: the source's Q-network teaches a fresh student, offline "
+                         "on n transitions it collects on the target, then online with a "
+                         "distillation loss whose weight decays to 0 (DQN, QR-DQN)",
+              takes=POLICY, options=QDAGGER_OPTIONS, algos=EPSILON_GREEDY,
+              hooks="rltransfer.strategies.qdagger:HOOKS"),
 )}
 """Every condition, in the order `--help` lists them."""
 

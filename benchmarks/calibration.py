@@ -39,6 +39,7 @@ from rltransfer.report import (
     sequential,
     verdict,
 )
+from rltransfer.report.summary import MetricsSummary  # noqa: E402
 
 RANDOM, THRESHOLD = -50.0, 200.0
 BUDGET, EVAL_EVERY = 20_000, 1_000
@@ -234,8 +235,8 @@ def verdict_rates(seeds: int, studies: int, rng: np.random.Generator, conditions
             curves[f"c{index}"] = _raw(model.curves(rng, seeds))
         summary = metrics.summarize(curves, random_return=RANDOM, threshold=THRESHOLD,
                                     budget=BUDGET)
-        verdict.judge([summary], metrics.DEFAULT_ALPHA)
-        labels = [summary["conditions"][f"c{i}"]["verdict"]["label"] for i in range(conditions)]
+        found = _labels(summary)
+        labels = [found[f"c{i}"] for i in range(conditions)]
         null = labels[1:] if effect is not None else labels
         wrong = sum(label in verdict.CLAIMS for label in null)
         false_studies += wrong > 0
@@ -301,6 +302,13 @@ def traps() -> dict[str, tuple[Model, Model, str]]:
     }
 
 
+def _labels(summary: dict, final: bool = True) -> dict[str, str]:
+    """Each condition's verdict label (`verdict.judge`) of a `metrics.summarize` result."""
+    (verdicts,) = verdict.judge([MetricsSummary.from_dict(summary)], metrics.DEFAULT_ALPHA,
+                                final=final)
+    return {name: judged.label for name, judged in verdicts.items()}
+
+
 def simulate(conditions: list[Model], ref: Model, seeds: int | sequential.Design,
              rng: np.random.Generator, last: dict | None = None) -> tuple[list[str], float]:
     """One study through the real summary (`metrics.summarize_columns`), sequential
@@ -314,10 +322,10 @@ def simulate(conditions: list[Model], ref: Model, seeds: int | sequential.Design
     names = [f"c{i}" for i in range(len(conditions))]
     if not isinstance(seeds, sequential.Design):
         summary = metrics.summarize_columns(arms, budget=BUDGET, verdict_only=True)
-        verdict.judge([summary], metrics.DEFAULT_ALPHA)
+        found = _labels(summary)
         if last is not None:
             last["summary"] = summary
-        return [summary["conditions"][c]["verdict"]["label"] for c in names], float(most)
+        return [found[c] for c in names], float(most)
     counts = {name: seeds.first for name in arms}
     while True:
         cols = {c: {k: v[:counts[c]] for k, v in arms[c].items()} for c in arms}
@@ -325,15 +333,15 @@ def simulate(conditions: list[Model], ref: Model, seeds: int | sequential.Design
         for c in names:
             summary["conditions"][c]["sequential"] = sequential.analyze(cols[c],
                                                                        cols["scratch"], seeds)
-        verdict.judge([summary], metrics.DEFAULT_ALPHA, final=False)
-        labels = {c: summary["conditions"][c]["verdict"]["label"] for c in names}
+        found = _labels(summary, final=False)
+        labels = {c: found[c] for c in names}
         after = sequential.next_counts(seeds, counts, labels, verdict.CLAIMS)
         if after is None:  # the last look: judged as final, as the report does
-            verdict.judge([summary], metrics.DEFAULT_ALPHA, final=True)
+            found = _labels(summary, final=True)
             if last is not None:
                 last["summary"] = summary
             used = float(np.mean(list(counts.values())))
-            return [summary["conditions"][c]["verdict"]["label"] for c in names], used
+            return [found[c] for c in names], used
         counts = after
 
 

@@ -37,6 +37,7 @@ from .study.study_spec import ResolvedStudySpec, StudySpec
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .report.summary import ConditionSummary, StudySummary
     from .specs import EnvSpec
 
 __all__ = ["Estimate", "OptionError", "Run", "Study", "load", "options", "run"]
@@ -270,14 +271,19 @@ class Study:
     (`curves` when it is read)."""
 
     def __init__(self, path: Path, record: dict[str, Any], spec: StudySpec,
-                 summary: dict[str, Any] | None, runs: tuple[Run, ...],
+                 result: StudySummary | None, runs: tuple[Run, ...],
                  note: str | None = None) -> None:
         self.path = path
         self.record = record  # study.json
         self.spec = spec  # the study's options as it was run (study.json's resolved spec)
-        self.summary = summary  # summary.json's content, from the files; None: nothing yet
+        self.result = result  # the typed summary, from the files; None: nothing yet
         self.runs = runs
         self.note = note  # why there is no summary yet
+
+    @property
+    def summary(self) -> dict[str, Any] | None:
+        """summary.json's content (`result.to_dict()`); None before any run finished."""
+        return self.result.to_dict() if self.result is not None else None
 
     @property
     def name(self) -> str:
@@ -290,28 +296,28 @@ class Study:
     @property
     def verdicts(self) -> dict[str, str]:
         """Condition -> verdict label (scratch: "reference"), e.g. "positive transfer"."""
-        return {name: data["verdict"]["label"] for name, data in self._conditions().items()
-                if data.get("verdict")}
+        return {name: data.verdict.label for name, data in self._conditions().items()
+                if data.verdict is not None}
 
     @property
     def readings(self) -> dict[str, str]:
         """Condition -> the verdict's one-line reading, as the CLI prints it."""
-        return {name: data["verdict"].get("reading", "") for name, data
-                in self._conditions().items() if data.get("verdict")}
+        return {name: data.verdict.reading for name, data in self._conditions().items()
+                if data.verdict is not None}
 
     @property
     def metrics(self) -> dict[str, dict[str, Estimate]]:
         """Condition -> metric -> `Estimate`: initial, asymptote, auc, iqm, time_to_threshold,
         and against scratch auc_difference (the primary claim), jumpstart, asymptote_gain,
         speedup, prob_improvement, transfer_ratio (README, 'Metrics and the verdict')."""
-        return {name: {key: Estimate.from_summary(value) for key, value in data.items()
-                       if isinstance(value, Mapping) and "point" in value}
+        return {name: {key: Estimate.from_summary(record.to_dict())
+                       for key, record in data.estimates.items()}
                 for name, data in self._conditions().items()}
 
     @property
     def n_runs(self) -> dict[str, int]:
         """Condition -> the runs its metrics are computed on."""
-        return {name: int(data["n_runs"]) for name, data in self._conditions().items()}
+        return {name: data.n_runs for name, data in self._conditions().items()}
 
     @property
     def failed_runs(self) -> dict[str, str]:
@@ -340,10 +346,10 @@ class Study:
                 for row in read_rows(self.path / r.condition / f"seed_{r.seed}"
                                      / "evaluations.csv")]
         frame = pd.DataFrame(rows, columns=list(CURVE_COLUMNS[:-1]))
-        norm = (self.summary or {}).get("metrics", {}).get("normalization")
-        if norm:
-            span = norm["threshold"] - norm["random_return"]
-            frame["score"] = (frame["mean_return"] - norm["random_return"]) / span
+        scale = self.result.metrics.scale if self.result is not None else None
+        if scale is not None:
+            span = scale.threshold - scale.random_return
+            frame["score"] = (frame["mean_return"] - scale.random_return) / span
         else:
             frame["score"] = float("nan")
         return frame
@@ -356,8 +362,8 @@ class Study:
         summarize_study(self.path)
         return self.path / "report.html"
 
-    def _conditions(self) -> dict[str, Any]:
-        return self.summary["metrics"]["conditions"] if self.summary else {}
+    def _conditions(self) -> dict[str, ConditionSummary]:
+        return self.result.conditions if self.result is not None else {}
 
     def __repr__(self) -> str:
         spec = self.spec
@@ -368,7 +374,7 @@ class Study:
         verdicts = [f"{c}: {label}" for c, label in self.verdicts.items() if label != "reference"]
         if verdicts:
             text += "; " + "; ".join(verdicts)
-        if self.note and not self.summary:
+        if self.note and self.result is None:
             text += f"; no results yet ({self.note})"
         if self.failed_runs:
             text += f"; {len(self.failed_runs)} failed: {', '.join(self.failed_runs)}"
@@ -378,12 +384,12 @@ class Study:
 
     def _repr_markdown_(self) -> str:
         """A notebook shows the one-line summary and the study's table."""
-        if not self.summary:
+        if self.result is None:
             return repr(self).replace("<", "&lt;").replace(">", "&gt;")
         from .report.tables import markdown_table
 
         one_line = repr(self)[1:-1]
-        return f"**{one_line}**\n\n{markdown_table(self.summary)}"
+        return f"**{one_line}**\n\n{markdown_table(self.result)}"
 
 
 def load(path: str | os.PathLike[str]) -> Study:
@@ -399,16 +405,17 @@ def load(path: str | os.PathLike[str]) -> Study:
                           f"runs/<study>")
     from .report.build import study_summary
 
+    result: StudySummary | None
     try:
-        summary, _, _ = study_summary(study_dir)
+        result, _, _ = study_summary(study_dir)
         note = None
     except OutputError as err:  # stopped before its first target run, or none finished yet
-        summary, note = None, str(err)
+        result, note = None, str(err)
     try:
         spec: StudySpec = ResolvedStudySpec.from_dict(record["spec"])
     except ValueError:  # a study.json of an older format without every resolved value
         spec = StudySpec.from_dict(record["spec"])
-    return Study(study_dir, record, spec, summary, _planned_runs(study_dir, spec, record), note)
+    return Study(study_dir, record, spec, result, _planned_runs(study_dir, spec, record), note)
 
 
 def _planned_runs(study_dir: Path, spec: StudySpec, record: Mapping[str, Any]

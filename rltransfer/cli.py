@@ -11,7 +11,7 @@ import shlex
 import signal
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from rich.console import Console
 from rich.table import Table
@@ -29,6 +29,9 @@ from .study.execution import (
 )
 from .study.study_spec import PARTS, StudySpec, flat_values
 from .training import algo_registry
+
+if TYPE_CHECKING:
+    from .report.summary import StudySummary
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -426,40 +429,40 @@ def _cmd_resume(args: argparse.Namespace, console: Console) -> int:
     return _print_summary(summarize_elsewhere(study_dir), study_dir, console, terminal_table)
 
 
-def _print_summary(result: dict, study_dir: Path, console: Console, table_fn) -> int:
+def _print_summary(result: StudySummary, study_dir: Path, console: Console, table_fn) -> int:
     """Print the summary; the exit status: 1 when runs failed (their results are missing)."""
     console.print(table_fn(result))
-    console.print(f"threshold {result['threshold']:g} ({result['threshold_from']}), "
-                  f"random policy {result['random_return']:.4g}; scores normalized 0=random, "
+    console.print(f"threshold {result.threshold:g} ({result.threshold_from}), "
+                  f"random policy {result.random_return:.4g}; scores normalized 0=random, "
                   f"1=threshold", highlight=False, markup=False)
-    asked = result.get("requested_budget")
-    if asked and asked != result["budget"]:
-        low, high = (result.get("evaluations") or {}).get("trained") or [result["budget"]] * 2
+    asked = result.requested_budget
+    if asked and asked != result.budget:
+        low, high = result.evaluations.trained or (result.budget, result.budget)
         trained = f"{low:,}" if low == high else f"{low:,} to {high:,}"
         console.print(f"budget: the runs trained {trained} env steps (--timesteps {asked:,}, "
                       f"rounded up to whole rollouts or updates); the metrics use the first "
-                      f"{result['budget']:,}", highlight=False, markup=False)
-    for warning in result.get("warnings", []):
+                      f"{result.budget:,}", highlight=False, markup=False)
+    for warning in result.warnings:
         console.print(f"warning: {warning}", style="yellow", markup=False, highlight=False)
-    for name, data in result["metrics"]["conditions"].items():
-        verdict = data.get("verdict") or {}
-        if verdict.get("reading"):
-            console.print(f"{name}: {verdict['label']}: {verdict['reading']}", markup=False,
+    for name, data in result.conditions.items():
+        verdict = data.verdict
+        if verdict is not None and verdict.reading:
+            console.print(f"{name}: {verdict.label}: {verdict.reading}", markup=False,
                           highlight=False)
-    if result.get("seed_note"):
-        console.print(f"seeds: {result['seed_note']}", style="yellow", markup=False,
+    if result.seed_note:
+        console.print(f"seeds: {result.seed_note}", style="yellow", markup=False,
                       highlight=False)
-    if result.get("verdict_rule"):
+    if result.verdict_rule:
         from .report.verdict import short_rule
 
-        console.print(f"rule: {short_rule(result['alpha'])}", style="dim", markup=False,
+        console.print(f"rule: {short_rule(result.alpha)}", style="dim", markup=False,
                       highlight=False)
     console.print(f"report: {study_dir / 'report.html'}, {study_dir / 'report.md'}, "
                   f"{study_dir / 'curves.png'}, {study_dir / 'summary.json'}, "
                   f"{study_dir / 'summary.csv'}", highlight=False, markup=False)
     console.print(f"curves: {self_command()} tensorboard {study_dir}", highlight=False,
                   markup=False)
-    failed = sum(len(runs.get("failed", [])) for runs in result["runs"].values())
+    failed = sum(len(runs.failed) for runs in result.runs.values())
     if failed:
         console.print(f"{failed} run(s) failed; fix the cause, then: python -m rltransfer "
                       f"resume {study_dir}", style="red", highlight=False, markup=False)
@@ -511,7 +514,7 @@ def _cmd_matrix(args: argparse.Namespace, argv: list[str], console: Console) -> 
 def _cmd_compare(args: argparse.Namespace, console: Console) -> int:
     from .errors import OutputError
     from .io_utils import atomic_write_json, atomic_write_text
-    from .study.matrix import compare_markdown, compare_studies, compare_table
+    from .report.compare import compare_markdown, compare_studies, compare_table
 
     out = Path(args.out) if args.out else compare_folder(Path(args.studies[0]))
     if out.exists() and not out.is_dir():

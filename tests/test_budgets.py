@@ -148,7 +148,7 @@ def test_a_study_that_ran_past_its_budget_is_reported_with_the_steps_it_ran(tmp_
     for condition, returns in (("scratch", [20.0, 250.0]), ("finetune", [30.0, 100.0])):
         for seed in range(2):
             write_run(study / condition / f"seed_{seed}", [0, 8192], returns)
-    result = summarize_study(study)
+    result = summarize_study(study).to_dict()
     assert result["budget"] == 8192 and result["evaluations"]["per_run"] == [2, 2]
     report = (study / "report.md").read_text()
     assert "target 8,192 env steps per run (--timesteps 5,000, rounded up" in report
@@ -201,7 +201,7 @@ def test_each_verdict_states_the_area_claim_once(tmp_path, write_run):
                   [0, 12 - seed, 21, 33, 38 + 4 * seed])  # no clear difference
         write_run(study / "reinit-head" / f"seed_{seed}", [0, 100, 200, 300, 400],
                   [0, 90 + seed, 100, 100, 100])  # clearly above scratch
-    result = summarize_study(study)
+    result = summarize_study(study).to_dict()
     lines = [line for line in (study / "report.md").read_text().splitlines()
              if line.startswith("- **finetune:") or line.startswith("- **reinit-head:")]
     assert len(lines) == 2

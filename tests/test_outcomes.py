@@ -13,6 +13,7 @@ import pytest
 from rltransfer.errors import ConfigError
 from rltransfer.report import metrics, sequential, verdict
 from rltransfer.report.runfiles import collect_runs
+from rltransfer.report.summary import MetricsSummary
 
 NORM = {"random_return": 0.0, "threshold": 100.0}
 STEPS = np.arange(0, 500, 100)
@@ -63,9 +64,9 @@ def test_time_to_threshold_needs_the_score_to_stay_above_it():
 
 
 def _judged(curves, alpha=0.05, planned=None):
-    s = metrics.summarize(curves, budget=400, **NORM)
-    verdict.judge([s], alpha, planned=planned)
-    return s
+    s = MetricsSummary.from_dict(metrics.summarize(curves, budget=400, **NORM))
+    (verdicts,) = verdict.judge([s], alpha, planned=planned)
+    return s.with_verdicts(verdicts).to_dict()
 
 
 def _flat(level, n, jitter=None):
@@ -286,7 +287,7 @@ def test_a_study_whose_transfer_diverges_reports_it_as_negative(tmp_path, write_
              "diverged_at": 150}))
     from rltransfer.report.build import summarize_study
 
-    result = summarize_study(study)
+    result = summarize_study(study).to_dict()
     finetune = result["metrics"]["conditions"]["finetune"]
     assert finetune["n_runs"] == 10 and finetune["failed_runs"] == 5
     assert finetune["verdict"]["label"] == verdict.NEGATIVE
@@ -307,7 +308,7 @@ def test_an_auto_study_report_judges_on_the_repeated_p_value(tmp_path, write_run
                         sequential="auto:first=5,step=5,max=20")
     from rltransfer.report.build import summarize_study
 
-    result = summarize_study(study)
+    result = summarize_study(study).to_dict()
     finetune = result["metrics"]["conditions"]["finetune"]
     looks = finetune["sequential"]["looks"]
     assert [look["n"] for look in looks] == [5, 10]

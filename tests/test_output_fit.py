@@ -119,7 +119,7 @@ def test_blocks_leave_out_reference_cells_and_keep_failed_runs_visible():
 
 
 def test_the_compare_table_fits_80_columns(result, tmp_path, write_run):
-    from rltransfer.study.matrix import compare_studies, compare_table
+    from rltransfer.report.compare import compare_studies, compare_table
 
     study = _study(tmp_path / "runs" / "a", write_run, {"scratch": SCRATCH, "finetune": FINETUNE})
     lines = _render(compare_table(compare_studies([study])), 80)

@@ -64,7 +64,8 @@ def test_summary_numbers_are_computed_from_the_curves(tmp_path, write_run):
         "scratch": [[0, 20, 40, 60, 80]] * 3,  # never reaches 100: censored
         "finetune": [[50, 100, 100, 100, 100]] * 3,
     }, write_run=write_run)
-    result = summarize_study(study)
+    summary = summarize_study(study)
+    result = summary.to_dict()
     finetune = result["metrics"]["conditions"]["finetune"]
     # identical seeds: no variability, so no Welch interval (never a fake one); the arms are
     # completely separated: the exact permutation p, 0.1 at 3 vs 3, too few for a claim
@@ -120,7 +121,8 @@ SCRATCH5 = [[0, 20, 40, 60, 80], [0, 30, 50, 70, 90], [0, 10, 30, 50, 70],
 
 def test_report_has_verdicts_figures_and_the_comparison(tmp_path, write_run):
     study = _study(tmp_path, {"scratch": SCRATCH5, "finetune": WIN}, write_run=write_run)
-    result = summarize_study(study)
+    summary = summarize_study(study)
+    result = summary.to_dict()
     conditions = result["metrics"]["conditions"]
     verdict = conditions["finetune"]["verdict"]
     assert verdict["label"] == POSITIVE
@@ -156,7 +158,7 @@ def test_report_has_verdicts_figures_and_the_comparison(tmp_path, write_run):
     page = (study / "report.html").read_text()
     assert f"How verdicts are decided: {result['verdict_rule']}" in page
     console = Console(record=True, width=250)
-    console.print(terminal_table(result))
+    console.print(terminal_table(summary))
     text = console.export_text()
     assert "verdict" in text and "positive transfer" in text and "(reference)" in text
     assert "95% intervals" in text
@@ -165,7 +167,8 @@ def test_report_has_verdicts_figures_and_the_comparison(tmp_path, write_run):
 def test_fewer_than_five_runs_make_no_claim_and_say_why(tmp_path, write_run):
     study = _study(tmp_path, {"scratch": SCRATCH5[:3], "finetune": WIN[:3]},
                    write_run=write_run)
-    result = summarize_study(study)
+    summary = summarize_study(study)
+    result = summary.to_dict()
     verdict = result["metrics"]["conditions"]["finetune"]["verdict"]
     assert verdict["label"] == "too few seeds to test"
     assert verdict["reason"].startswith("Only 3 vs 3 runs: no claim is possible at the 0.05 "
@@ -185,7 +188,7 @@ def test_fewer_than_five_runs_make_no_claim_and_say_why(tmp_path, write_run):
 ], ids=["clear-win", "clear-loss", "overlap"])
 def test_verdict_of_hand_made_studies(tmp_path, write_run, runs, label):
     result = summarize_study(_study(tmp_path, {"scratch": SCRATCH5, "transfer": runs},
-                                           write_run=write_run))
+                                           write_run=write_run)).to_dict()
     entry = result["metrics"]["conditions"]["transfer"]
     assert entry["verdict"]["label"] == label
     diff = entry["auc_difference"]
@@ -200,7 +203,7 @@ def test_the_verdict_is_holm_corrected_across_conditions(tmp_path, write_run):
                 [0, 30, 50, 75, 95], [0, 25, 45, 65, 90]]
     study = _study(tmp_path, {"scratch": SCRATCH5, "a": WIN, "b": marginal},
                    write_run=write_run)
-    conditions = summarize_study(study)["metrics"]["conditions"]
+    conditions = summarize_study(study).to_dict()["metrics"]["conditions"]
     p = sorted((conditions[c]["auc_difference"]["p_value"], c) for c in ("a", "b"))
     (p1, first), (p2, second) = p
     assert conditions[first]["verdict"]["p_holm"] == pytest.approx(min(1, 2 * p1))
@@ -254,7 +257,8 @@ def test_unfinished_runs_are_left_out_and_named(tmp_path, write_run):
     study = _study(tmp_path, {"scratch": [[0, 20, 40, 60, 80]] * 3,
                               "finetune": [[50, 100, 100, 100, 100]] * 3},
                    states={("finetune", 2): "running"}, write_run=write_run)
-    result = summarize_study(study)
+    summary = summarize_study(study)
+    result = summary.to_dict()
     assert result["metrics"]["conditions"]["finetune"]["n_runs"] == 2
     assert result["runs"]["finetune"] == {"finished": 2, "failed": [], "diverged": [],
                                           "left_out": ["seed_2 (running)"]}
@@ -277,7 +281,8 @@ def test_a_failed_run_is_named_with_its_error_and_left_out_of_the_metrics(tmp_pa
                               "finetune": [[50, 100, 100, 100, 100]] * 2
                               + [[50, nan, nan, nan, nan], [50, 100, 100, 100, 100]]},
                    errors={("finetune", 2): NAN_ERROR}, write_run=write_run)
-    result = summarize_study(study)
+    summary = summarize_study(study)
+    result = summary.to_dict()
     assert result["runs"]["finetune"] == {
         "finished": 3, "failed": [{"run": "seed_2", "error": NAN_ERROR}], "diverged": [],
         "left_out": []}
@@ -299,7 +304,7 @@ def test_a_failed_run_is_named_with_its_error_and_left_out_of_the_metrics(tmp_pa
     page = (study / "report.html").read_text()
     assert f"<li>{warning}</li>" in page
     assert page.index("⚠ Warnings") < page.index("<h2>Metrics</h2>")
-    text = _table_text(result)
+    text = _table_text(summary)
     assert "3 of 4" in text and "too few seeds to test" in text
     header = (study / "summary.csv").read_text().splitlines()[0]
     assert header == "condition,metric,point,low,high,flags,display"
@@ -311,7 +316,8 @@ def test_a_condition_whose_runs_all_failed_is_reported_without_metrics(tmp_path,
                               "finetune": [[50, 100, 100, 100, 100]] * 3},
                    errors={("finetune", 0): NAN_ERROR, ("finetune", 1): NAN_ERROR,
                            ("finetune", 2): long_error}, write_run=write_run)
-    result = summarize_study(study)
+    summary = summarize_study(study)
+    result = summary.to_dict()
     assert result["runs"]["finetune"]["finished"] == 0
     assert result["runs"]["finetune"]["failed"][2] == {"run": "seed_2", "error": long_error}
     shown = long_error[:119] + "…"
@@ -333,7 +339,7 @@ def test_a_condition_whose_runs_all_failed_is_reported_without_metrics(tmp_path,
     page = (study / "report.html").read_text()
     assert "&lt;obs&gt; &amp; " in page and "<obs>" not in page
     assert "<span class=\"badge missing\">no metrics (all 3 runs failed)</span>" in page
-    assert "no metrics (all 3 runs failed)" in _table_text(result)
+    assert "no metrics (all 3 runs failed)" in _table_text(summary)
     rows = list(csv.DictReader((study / "summary.csv").open()))
     assert rows and {r["condition"] for r in rows} == {"scratch"}
 
@@ -343,7 +349,8 @@ def test_without_finished_scratch_runs_the_others_have_no_reference(tmp_path, wr
                               "finetune": [[50, 100, 100, 100, 100]] * 2},
                    errors={("scratch", 0): NAN_ERROR, ("scratch", 1): NAN_ERROR},
                    write_run=write_run)
-    result = summarize_study(study)
+    summary = summarize_study(study)
+    result = summary.to_dict()
     assert result["warnings"] == [
         f"scratch: all 2 runs failed (seed_0, seed_1: {NAN_ERROR}); no metrics for it"]
     assert result["metrics"]["reference"] is None
@@ -360,7 +367,8 @@ def test_failed_and_unfinished_runs_of_one_condition_are_told_apart(tmp_path, wr
                    states={("finetune", 3): "interrupted"},
                    errors={("finetune", 1): "RuntimeError: boom"}, write_run=write_run)
     (study / "finetune" / "seed_4" / "status.json").unlink()
-    result = summarize_study(study)
+    summary = summarize_study(study)
+    result = summary.to_dict()
     assert result["runs"]["finetune"] == {
         "finished": 2, "failed": [{"run": "seed_1", "error": "RuntimeError: boom"}],
         "diverged": [], "left_out": ["seed_3 (interrupted)", "seed_4 (missing)"]}
@@ -386,7 +394,7 @@ def test_report_on_a_folder_that_is_not_a_study(tmp_path):
 
 
 def test_compare_lists_a_condition_whose_runs_all_failed(tmp_path, write_run):
-    from rltransfer.study.matrix import compare_studies
+    from rltransfer.report.compare import compare_studies
 
     study = _study(tmp_path, {"scratch": [[0, 20, 40, 60, 80]] * 2,
                               "finetune": [[50, 100, 100, 100, 100]] * 2},

@@ -39,7 +39,7 @@ def test_the_report_made_in_the_server_equals_the_one_made_here(tmp_path, monkey
     execution.start_worker_server()
     assert execution._SERVER["started"]
     elsewhere = execution.summarize_elsewhere(study)
-    assert elsewhere == here
+    assert elsewhere.to_dict() == here
     assert json.loads((study / "summary.json").read_text()) == here
     assert all((study / name).is_file() for name in FILES)
 

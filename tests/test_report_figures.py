@@ -15,6 +15,7 @@ from rltransfer.report import metrics
 from rltransfer.report.build import (
     CURVES_SIZE,
     FIGURE_DPI,
+    StudySummary,
     collect_runs,
     condition_colors,
     curves_figure,
@@ -65,7 +66,7 @@ def _study(tmp_path: Path, runs: dict = RUNS, *, write_run) -> Path:
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory, write_run) -> tuple[Path, dict]:
+def report(tmp_path_factory, write_run) -> tuple[Path, StudySummary]:
     study = _study(tmp_path_factory.mktemp("report"), write_run=write_run)
     return study, summarize_study(study)
 
@@ -119,7 +120,7 @@ def test_html_page_is_self_contained(report):
 def test_html_table_has_the_same_numbers_as_the_summary(report):
     study, result = report
     page = (study / "report.html").read_text()
-    finetune = result["metrics"]["conditions"]["finetune"]
+    finetune = result.to_dict()["metrics"]["conditions"]["finetune"]
     for text in (metrics.format_estimate(finetune["jumpstart"], signed=True),
                  metrics.format_estimate(finetune["transfer_ratio"], signed=True),
                  metrics.format_estimate(finetune["auc_difference"], signed=True)):
@@ -160,7 +161,7 @@ def test_metrics_figure_marks_lower_bounds_and_censoring(report):
     assert primary.get_title().startswith("PRIMARY: area vs scratch")
     # finetune reaches the threshold, scratch never does: the speedup is a lower bound,
     # drawn as a triangle, and its interval's upper end as an arrow (no measured bar end)
-    sp = result["metrics"]["conditions"]["finetune"]["speedup"]
+    sp = result.to_dict()["metrics"]["conditions"]["finetune"]["speedup"]
     assert sp["point_bound"] == ">" and sp["high_bound"] == ">"
     assert any(line.get_marker() == ">" for line in speedup.get_lines())
     assert len(speedup.texts) >= 1 and any(
@@ -179,7 +180,7 @@ def test_metrics_figure_marks_lower_bounds_and_censoring(report):
 
 def test_verdicts_of_the_hand_made_study(report):
     _, result = report
-    conditions = result["metrics"]["conditions"]
+    conditions = result.to_dict()["metrics"]["conditions"]
     assert conditions["finetune"]["verdict"]["label"] == "positive transfer"
     assert conditions["freeze-features"]["verdict"]["label"] == "negative transfer"
 

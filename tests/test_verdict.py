@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from rltransfer.report import metrics, verdict
+from rltransfer.report.summary import MetricsSummary
 from rltransfer.report.verdict import NEGATIVE, NO_CLEAR, POSITIVE, holm, judge
 
 STEPS = np.arange(0, 2001, 100, dtype=float)
@@ -28,9 +29,9 @@ def test_smallest_exact_permutation_p():
 
 
 def _summary(curves: dict) -> dict:
-    summary = metrics.summarize(curves, **NORM)
-    judge([summary], 0.05)
-    return summary["conditions"]
+    summary = MetricsSummary.from_dict(metrics.summarize(curves, **NORM))
+    (verdicts,) = judge([summary], 0.05)
+    return summary.with_verdicts(verdicts).to_dict()["conditions"]
 
 
 def test_starts_worse_but_learns_is_not_negative_transfer():
@@ -64,31 +65,30 @@ def test_a_better_start_that_never_reaches_the_threshold_is_not_positive_transfe
 
 def test_holm_is_applied_across_every_summary_given():
     rng = np.random.default_rng(3)
-    def study(effect: float) -> dict:
+    def study(effect: float) -> MetricsSummary:
         curves = {"scratch": [_curve(0, 1 + e, 500) for e in rng.normal(0, 0.1, 5)],
                   "finetune": [_curve(0, 1 + effect + e, 500) for e in rng.normal(0, 0.1, 5)]}
-        return metrics.summarize(curves, **NORM)
+        return MetricsSummary.from_dict(metrics.summarize(curves, **NORM))
     cells = [study(0.3), study(0.0), study(0.05)]
-    judge(cells, 0.05)
-    raw = [cell["conditions"]["finetune"]["auc_difference"]["p_value"] for cell in cells]
-    adjusted = [cell["conditions"]["finetune"]["verdict"]["p_holm"] for cell in cells]
+    judged = judge(cells, 0.05)
+    raw = [cell.conditions["finetune"].auc_difference.p_value for cell in cells]
+    adjusted = [verdicts["finetune"].p_holm for verdicts in judged]
     assert adjusted == pytest.approx(holm(raw))
-    assert {cell["conditions"]["finetune"]["verdict"]["m"] for cell in cells} == {3}
-    assert cells[1]["conditions"]["finetune"]["verdict"]["label"] == NO_CLEAR
-    assert cells[0]["conditions"]["scratch"]["verdict"]["label"] == verdict.REFERENCE
+    assert {verdicts["finetune"].m for verdicts in judged} == {3}
+    assert judged[1]["finetune"].label == NO_CLEAR
+    assert judged[0]["scratch"].label == verdict.REFERENCE
+    assert all(cell.conditions["finetune"].verdict is None for cell in cells)  # not changed
 
 
 def test_a_clear_difference_at_0_05_can_be_unclear_at_a_stricter_alpha():
     rng = np.random.default_rng(5)
     curves = {"scratch": [_curve(0, 1 + e, 500) for e in rng.normal(0, 0.2, 5)],
               "finetune": [_curve(0, 1.35 + e, 500) for e in rng.normal(0, 0.2, 5)]}
-    summary = metrics.summarize(curves, **NORM)
-    p = summary["conditions"]["finetune"]["auc_difference"]["p_value"]
+    summary = MetricsSummary.from_dict(metrics.summarize(curves, **NORM))
+    p = summary.conditions["finetune"].auc_difference.p_value
     assert 0.001 < p < 0.05
-    judge([summary], 0.05)
-    assert summary["conditions"]["finetune"]["verdict"]["label"] == POSITIVE
-    judge([summary], 0.001)
-    assert summary["conditions"]["finetune"]["verdict"]["label"] == NO_CLEAR
+    assert judge([summary], 0.05)[0]["finetune"].label == POSITIVE
+    assert judge([summary], 0.001)[0]["finetune"].label == NO_CLEAR
     assert "α = 0.001" in verdict.rule(0.001)
 
 
@@ -115,8 +115,7 @@ def test_planned_but_missing_comparisons_count_in_the_holm_family():
     rng = np.random.default_rng(4)
     curves = {"scratch": [_curve(0, 1 + e, 500) for e in rng.normal(0, 0.1, 5)],
               "finetune": [_curve(0, 1.3 + e, 500) for e in rng.normal(0, 0.1, 5)]}
-    summary = metrics.summarize(curves, **NORM)
-    judge([summary], 0.05, planned=4)
-    v = summary["conditions"]["finetune"]["verdict"]
-    p = summary["conditions"]["finetune"]["auc_difference"]["p_value"]
-    assert v["m"] == 4 and v["p_holm"] == pytest.approx(min(1.0, 4 * p))
+    summary = MetricsSummary.from_dict(metrics.summarize(curves, **NORM))
+    v = judge([summary], 0.05, planned=4)[0]["finetune"]
+    p = summary.conditions["finetune"].auc_difference.p_value
+    assert v.m == 4 and v.p_holm == pytest.approx(min(1.0, 4 * p))

@@ -6,9 +6,12 @@ Reads only files, so it works on a finished, interrupted or copied study alike. 
 is the orchestrator; each stage lives in its own module:
 
 * `runfiles`: the reader of the run-folder format (`collect_runs`);
-* `metrics`: the statistics; `verdict`: the verdict rule;
+* `metrics`: the metrics and their registry (with `intervals`, the estimators);
+  `verdict`: the verdict rule;
+* `summary`: the typed summary this module builds once (`StudySummary`; summary.json is its
+  `to_dict`), which every reader takes;
 * `curves`: learning curves across seeds (`aggregate_curves`);
-* `tables`: the metric registry, the run warnings, the terminal table and summary.csv;
+* `tables`: the run warnings, the terminal table and summary.csv;
 * `figures`: the figures (the only module that imports a plotting library, lazily);
 * `pages`: report.md and report.html, from Jinja2 templates.
 
@@ -27,6 +30,7 @@ import numpy as np
 from ..errors import OutputError
 from ..io_utils import atomic_write_json, atomic_write_text, read_json
 from ..specs import format_value
+from ..strategies import registry
 from ..study.budgets import MIN_EVALUATIONS, describe_grid
 from ..study.study_spec import flat_spec
 from . import metrics, sequential
@@ -43,24 +47,27 @@ from .figures import (
     write_figures,
     write_matrix_figure,
 )
+from .metrics import MATRIX_METRICS, METRICS, format_claim
 from .pages import env_differences, report_html, report_markdown
 from .runfiles import collect_runs, read_study
-from .tables import (
-    MATRIX_METRICS,
-    METRICS,
-    format_claim,
-    markdown_table,
-    run_warnings,
-    summary_csv,
-    terminal_table,
+from .summary import (
+    DivergedRun,
+    EvaluationGrid,
+    FailedRun,
+    MetricsSummary,
+    RunRecord,
+    SequentialComparison,
+    SequentialDesign,
+    StudySummary,
 )
+from .tables import markdown_table, run_warnings, summary_csv, terminal_table
 
 __all__ = [
     "CURVES_SIZE", "FIGURE_DPI", "MATRIX_METRICS", "METRICS", "NEGATIVE", "NO_CLEAR",
     "POSITIVE", "REFERENCE", "AggregateCurve", "aggregate_curves", "collect_runs",
     "condition_colors", "curves_figure", "env_differences", "format_claim", "format_steps",
-    "metrics_figure", "report_html", "report_markdown", "seed_note", "study_summary",
-    "summarize_study", "summary_csv", "terminal_table", "write_compare_figure",
+    "StudySummary", "metrics_figure", "report_html", "report_markdown", "seed_note",
+    "study_summary", "summarize_study", "summary_csv", "terminal_table", "write_compare_figure",
     "write_figures", "write_matrix_figure", "write_tensorboard",
 ]
 
@@ -72,8 +79,8 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def study_summary(study_dir: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, list]]:
-    """(summary.json's content, study.json, the finished curves) of a study folder, computed
+def study_summary(study_dir: Path) -> tuple[StudySummary, dict[str, Any], dict[str, list]]:
+    """(the study's summary, study.json, the finished curves) of a study folder, computed
     from its files without writing anything (what `compare` and `matrix` read)."""
     study_dir = Path(study_dir)
     study = read_study(study_dir)  # a damaged or newer study.json: one line naming it
@@ -83,22 +90,22 @@ def study_summary(study_dir: Path) -> tuple[dict[str, Any], dict[str, Any], dict
     curves, folders, not_used = collect_runs(study_dir, list(study["spec"]["conditions"]))
     finished = {c: v for c, v in curves.items() if v}
     if not finished:
-        runs = {c: {"finished": 0, **not_used[c]} for c in curves}
-        why = "; ".join(run_warnings(runs)) if any(r["failed"] for r in runs.values()) else ""
+        runs = {c: _run_record(0, not_used[c], ()) for c in curves}
+        why = "; ".join(run_warnings(runs)) if any(r.failed for r in runs.values()) else ""
         raise OutputError(f"{study_dir} has no finished runs" + (
             f": nothing to report ({why})" if why else " yet: nothing to report"))
-    result = _result(study_dir.name, study, finished, folders, not_used)
-    result["source_steps"] = _source_steps(study_dir, study)
+    result = _result(study_dir.name, study, finished, folders, not_used,
+                     _source_steps(study_dir, study))
     return result, study, finished
 
 
-def summarize_study(study_dir: Path) -> dict[str, Any]:
+def summarize_study(study_dir: Path) -> StudySummary:
     """Compute the study's metrics and verdicts from its files; write summary.json/csv,
     curves.png/.svg, profiles.png, metrics.png, report.md, report.html and the TensorBoard
-    aggregates. Returns summary.json's content."""
+    aggregates. Returns the summary (summary.json is its `to_dict`)."""
     study_dir = Path(study_dir)
     result, study, finished = study_summary(study_dir)
-    atomic_write_json(study_dir / "summary.json", result)
+    atomic_write_json(study_dir / "summary.json", result.to_dict())
     atomic_write_text(study_dir / "summary.csv", summary_csv(result))
     images = write_figures(study_dir, result, finished)
     atomic_write_text(study_dir / "report.md", report_markdown(result, study))
@@ -107,42 +114,44 @@ def summarize_study(study_dir: Path) -> dict[str, Any]:
     return result
 
 
-def write_tensorboard(study_dir: Path, result: dict[str, Any], study: dict[str, Any],
+def write_tensorboard(study_dir: Path, result: StudySummary, study: dict[str, Any],
                       finished: dict[str, list]) -> None:
     """The aggregate TensorBoard runs: across-seed mean and 95% band per condition, raw and
     normalized, the study's hyperparameters and the summary table (rltransfer.report.board)."""
     from .board import write_aggregates
 
-    random_return, threshold = result["random_return"], result["threshold"]
+    random_return, threshold = result.random_return, result.threshold
     raw = {condition: aggregate_curves(runs) for condition, runs in finished.items()}
     normalized = {condition: AggregateCurve(curve.steps, *(
         metrics.normalize(values, random_return, threshold)
         for values in (curve.mean, curve.low, curve.high))) for condition, curve in raw.items()}
     spec = study["spec"]
-    hparams = {"source": result["source"], "target": result["target"], "algo": result["algo"],
+    hparams = {"source": result.source, "target": result.target, "algo": result.algo,
                "seeds": spec["seeds"], "timesteps": spec["timesteps"],
                "source_timesteps": spec["source_timesteps"], "threshold": threshold}
-    points = {condition: {key: data[key]["point"] for key in ("auc_difference", "jumpstart",
-                                                               "asymptote", "auc")
-                          if isinstance(data.get(key), dict)
-                          and data[key].get("point") is not None}
-              for condition, data in result["metrics"]["conditions"].items()}
+    points = {condition: {key: data.estimates[key].point for key in BOARD_METRICS
+                          if key in data.estimates and data.estimates[key].point is not None}
+              for condition, data in result.conditions.items()}
     write_aggregates(study_dir, raw, normalized, hparams, points, markdown_table(result))
 
 
+BOARD_METRICS = ("auc_difference", "jumpstart", "asymptote", "auc")
+"""The metrics TensorBoard's hparams view shows per condition (their point estimates)."""
+
+
 def _result(name: str, study: dict[str, Any], finished: dict[str, list], folders: dict,
-            not_used: dict) -> dict[str, Any]:
+            not_used: dict, source_steps: int | None) -> StudySummary:
     spec = study["spec"]
     grid = evaluation_grid(finished, int(spec["timesteps"]))
-    budget = grid["steps"]  # what every run really trained: whole rollouts, not --timesteps
+    budget = grid.steps  # what every run really trained: whole rollouts, not --timesteps
     alpha = float(spec.get("alpha", metrics.DEFAULT_ALPHA))  # studies from before --alpha
-    normalization = {"random_return": study["target_random_return"],
-                     "threshold": study["threshold"], "budget": budget}
-    reference = "scratch" if "scratch" in finished else None
-    values = {condition: [metrics.run_metrics(steps, returns, **normalization)
+    scale = {"random_return": study["target_random_return"],
+             "threshold": study["threshold"], "budget": budget}
+    reference = registry.REFERENCE if registry.REFERENCE in finished else None
+    values = {condition: [metrics.run_metrics(steps, returns, **scale)
                           for steps, returns in runs] for condition, runs in finished.items()}
-    summary = metrics.summarize(finished, reference=reference, alpha=alpha, runs=values,
-                                **normalization)
+    summary = MetricsSummary.from_dict(metrics.summarize(
+        finished, reference=reference, alpha=alpha, runs=values, **scale))
     per_run = {condition: {folder: {k: _finite(v) for k, v in run.items()}
                            for folder, run in zip(folders[condition], values[condition],
                                                   strict=True)}
@@ -152,36 +161,42 @@ def _result(name: str, study: dict[str, Any], finished: dict[str, list], folders
     if design is not None and reference is not None:
         seeds = {c: _seed_columns(folders[c], values[c], int(spec.get("seed", 0)))
                  for c in finished}
-        for condition, entry in summary["conditions"].items():
-            if condition != reference:
-                entry["sequential"] = sequential.analyze(seeds[condition], seeds[reference],
-                                                         design)
+        summary = summary.with_sequential({
+            condition: SequentialComparison.from_dict(sequential.analyze(
+                seeds[condition], seeds[reference], design))
+            for condition in finished if condition != reference})
         final = bool((study.get("sequential") or {}).get("done"))
     # planned comparisons without runs enter Holm with p = 1: m is the planned family's size
-    planned = sum(c != "scratch" for c in spec["conditions"])
-    verdicts.judge([summary], alpha, planned=planned, final=final)
-    runs = {c: {"finished": len(folders[c]), **not_used[c]} for c in spec["conditions"]}
-    for condition, record in runs.items():  # each diverged run: where, and held at what
-        record["diverged"] = [_diverged(name, *finished[condition][folders[condition].index(
-            name)], normalization) for name in record.get("diverged", [])]
-    return {
-        "study": name, "source": _env_label(spec["source"]),
-        "target": _env_label(spec["target"]), "algo": spec["algo"],
-        "threshold": study["threshold"], "threshold_from": study.get("threshold_from"),
-        "random_return": study["target_random_return"], "budget": budget,
-        "requested_budget": int(spec["timesteps"]), "evaluations": grid,
-        "runs": runs, "warnings": run_warnings(runs) + grid_warnings(grid),
-        "metrics": summary, "alpha": alpha,
-        "verdict_rule": verdicts.rule(alpha),
-        "seed_note": seed_note(summary, alpha, None if design else {
+    planned = sum(c != registry.REFERENCE for c in spec["conditions"])
+    (judged,) = verdicts.judge([summary], alpha, planned=planned, final=final)
+    summary = summary.with_verdicts(judged)
+    runs = {c: _run_record(len(folders[c]), not_used[c], tuple(
+        _diverged(run, *finished[c][folders[c].index(run)], scale)
+        for run in not_used[c].get("diverged", []))) for c in spec["conditions"]}
+    return StudySummary(
+        study=name, source=_env_label(spec["source"]), target=_env_label(spec["target"]),
+        algo=spec["algo"], threshold=study["threshold"],
+        threshold_from=study.get("threshold_from"),
+        random_return=study["target_random_return"], budget=budget,
+        requested_budget=int(spec["timesteps"]), evaluations=grid, runs=runs,
+        warnings=tuple(run_warnings(runs) + grid_warnings(grid)), metrics=summary,
+        alpha=alpha, verdict_rule=verdicts.rule(alpha),
+        seed_note=seed_note(summary, alpha, None if design else {
             c: metrics.table(v) for c, v in values.items()}),
-        "per_run": per_run,
-        "sequential": ({**design.to_dict(), "looks": design.looks, "done": final}
-                       if design is not None else None),
-    }
+        per_run=per_run,
+        sequential=(SequentialDesign(design.first, design.step, design.max, design.looks,
+                                     final) if design is not None else None),
+        source_steps=source_steps)
 
 
-def evaluation_grid(finished: Mapping[str, list], requested: int) -> dict[str, Any]:
+def _run_record(finished: int, not_used: Mapping[str, Any],
+                diverged: tuple[DivergedRun, ...]) -> RunRecord:
+    """A condition's `RunRecord` from `runfiles.collect_runs`' runs not used."""
+    return RunRecord(finished, tuple(FailedRun(**run) for run in not_used["failed"]),
+                     diverged, tuple(not_used["left_out"]))
+
+
+def evaluation_grid(finished: Mapping[str, list], requested: int) -> EvaluationGrid:
     """The steps the runs really trained and where they were really evaluated, from their
     evaluations.csv: ``steps`` (the metrics' budget: the fewest steps a run that did not
     diverge trained, which SB3's whole rollouts round up from `requested`; `requested` when
@@ -196,20 +211,20 @@ def evaluation_grid(finished: Mapping[str, list], requested: int) -> dict[str, A
     counts = [int((c <= steps).sum()) for c in curves]
     gaps = [float(g) for c in curves for g in np.diff(c[c <= steps])]
     grids = {tuple(int(x) for x in c[c <= steps]) for c in curves}
-    return {"steps": steps, "requested": requested,
-            "trained": [min(ends), max(ends)] if ends else [],
-            "per_run": [min(counts), max(counts)] if counts else [],
-            "spacing": [int(min(gaps)), int(max(gaps))] if gaps else [],
-            "grid": list(next(iter(grids))) if len(grids) == 1 else None}
+    return EvaluationGrid(steps, requested,
+                          (min(ends), max(ends)) if ends else (),
+                          (min(counts), max(counts)) if counts else (),
+                          (int(min(gaps)), int(max(gaps))) if gaps else (),
+                          next(iter(grids)) if len(grids) == 1 else None)
 
 
-def grid_warnings(grid: Mapping[str, Any]) -> list[str]:
+def grid_warnings(grid: EvaluationGrid) -> list[str]:
     """A warning when runs were evaluated fewer than `budgets.MIN_EVALUATIONS` times."""
-    if not grid["per_run"] or grid["per_run"][0] >= MIN_EVALUATIONS:
+    if not grid.per_run or grid.per_run[0] >= MIN_EVALUATIONS:
         return []
-    where = (f" ({describe_grid(grid['grid'])})" if grid.get("grid") else "")
-    return [f"runs were evaluated only {grid['per_run'][0]} times up to step "
-            f"{grid['steps']:,}{where}, so the area under the curve is coarse: a longer "
+    where = f" ({describe_grid(list(grid.grid))})" if grid.grid else ""
+    return [f"runs were evaluated only {grid.per_run[0]} times up to step "
+            f"{grid.steps:,}{where}, so the area under the curve is coarse: a longer "
             f"--timesteps, a smaller --eval-freq or a shorter rollout gives a finer grid"]
 
 
@@ -242,30 +257,29 @@ def _seed_columns(folders: list[str], values: list[dict[str, float]],
     return metrics.table(rows)
 
 
-def _diverged(name: str, steps: Any, returns: Any,
-              normalization: Mapping[str, Any]) -> dict[str, Any]:
-    return {"run": name, "at": int(steps[-1]), "held_at": metrics.failure_floor(
-        steps, returns, random_return=normalization["random_return"],
-        threshold=normalization["threshold"])}
+def _diverged(name: str, steps: Any, returns: Any, scale: Mapping[str, Any]) -> DivergedRun:
+    return DivergedRun(name, int(steps[-1]), metrics.failure_floor(
+        steps, returns, random_return=scale["random_return"], threshold=scale["threshold"]))
 
 
-def seed_note(summary: Mapping[str, Any], alpha: float,
+def seed_note(summary: MetricsSummary, alpha: float,
               seeds: Mapping[str, Mapping[str, Any]] | None = None) -> str | None:
     """What the study's seed count risks: why no claim is made when a comparison has fewer
     runs than a claim needs, or, for a fixed seed count (`seeds`: each condition's per-run
     metrics), what in the data makes it unreliable (failed runs in one arm only, strongly
     unequal spread), with the advice to use --seeds auto."""
-    reference = summary.get("reference")
+    reference = summary.reference
     if reference is None:
         return None
-    n_ref = summary["conditions"][reference]["n_runs"]
-    few = [name for name, data in summary["conditions"].items()
-           if name != reference and min(data["n_runs"], n_ref) < verdicts.MIN_CLAIM_RUNS]
+    conditions = summary.conditions
+    n_ref = conditions[reference].n_runs
+    few = [name for name, data in conditions.items()
+           if name != reference and min(data.n_runs, n_ref) < verdicts.MIN_CLAIM_RUNS]
     if few:
-        n = min(summary["conditions"][name]["n_runs"] for name in few)
+        n = min(conditions[name].n_runs for name in few)
         return f"No claim is possible for {', '.join(few)}. " + verdicts.too_few_runs_reason(
             n, n_ref, alpha)
-    reasons = [f"{name}: {why}" for name in summary["conditions"] if name != reference and seeds
+    reasons = [f"{name}: {why}" for name in conditions if name != reference and seeds
                and (why := sequential.disagreement(seeds[name], seeds[reference]))]
     if not reasons:
         return None

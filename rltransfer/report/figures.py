@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..io_utils import atomic_write_bytes, read_json
-from ..strategies.registry import REFERENCE
+from ..strategies import registry
 from ..study.study_spec import flat_spec
 from . import metrics
 from .curves import AggregateCurve, aggregate_curves
+from .metrics import MATRIX_METRICS
 from .runfiles import collect_runs
-from .tables import MATRIX_METRICS
+from .summary import MetricsSummary, Scale, StudySummary
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -35,8 +36,11 @@ if TYPE_CHECKING:
 FIGURE_DPI = 150
 CURVES_SIZE = (12.0, 4.5)  # inches
 _SCRATCH_COLOR = "#3c3c3c"
-_KNOWN_COLORS = {"finetune": "#1f77b4", "freeze-features": "#ff7f0e",
-                 "reinit-head": "#2ca02c", "pretrained-encoder": "#9467bd"}
+_FIXED_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd")
+# the registry's first conditions after the reference (finetune, freeze-features,
+# reinit-head, pretrained-encoder) keep these colours in every figure
+_KNOWN_COLORS = dict(zip([c for c in registry.CONDITIONS if c != registry.REFERENCE],
+                         _FIXED_COLORS, strict=False))
 _OTHER_COLORS = ("#8c564b", "#e377c2", "#17becf", "#bcbd22", "#d62728", "#7f7f7f")
 
 
@@ -46,7 +50,7 @@ def condition_colors(conditions: Sequence[str]) -> dict[str, str]:
     free = iter(_OTHER_COLORS)
     colors = {}
     for name in conditions:
-        if name == REFERENCE:
+        if name == registry.REFERENCE:
             colors[name] = _SCRATCH_COLOR
         else:
             colors[name] = _KNOWN_COLORS.get(name) or next(free, "#7f7f7f")
@@ -78,7 +82,7 @@ def seed_band(runs: Sequence[tuple[Any, Any]], level: float = 0.95) -> Aggregate
                           np.clip(curve.high, low, high))
 
 
-def write_figures(study_dir: Path, result: dict[str, Any],
+def write_figures(study_dir: Path, result: StudySummary,
                   curves: Mapping[str, list]) -> dict[str, bytes]:
     """Write curves.png, curves.svg, profiles.png and metrics.png; return the PNG bytes by
     file name."""
@@ -117,25 +121,26 @@ def _new_figure(width: float, height: float) -> Figure:
     return fig
 
 
-def curves_figure(result: dict[str, Any], curves: Mapping[str, list]) -> Figure:
+def curves_figure(result: StudySummary, curves: Mapping[str, list]) -> Figure:
     """Normalized (left) and raw (right) evaluation return vs target env steps: the mean over
     seeds per condition with a shaded 1 - alpha t band cut to the seeds' range (`seed_band`),
     threshold and random policy lines."""
     from matplotlib.ticker import FuncFormatter
 
-    norm = result["metrics"]["normalization"]
+    scale = result.metrics.scale
+    assert scale is not None, "a study's summary has its score scale"
     colors = condition_colors(list(curves))
     fig = _new_figure(*CURVES_SIZE)
     ax_score, ax_raw = fig.subplots(1, 2)
     for name, runs in curves.items():
-        scores = [(t, metrics.normalize(r, norm["random_return"], norm["threshold"]))
+        scores = [(t, metrics.normalize(r, scale.random_return, scale.threshold))
                   for t, r in runs]
         label = f"{name} (n={len(runs)})"
-        level = 1 - result.get("alpha", metrics.DEFAULT_ALPHA)
+        level = 1 - result.alpha
         _plot_band(ax_score, seed_band(scores, level), colors[name], label)
         _plot_band(ax_raw, seed_band(runs, level), colors[name], label)
-    _reference_lines(ax_score, 1.0, 0.0, norm)
-    _reference_lines(ax_raw, norm["threshold"], norm["random_return"], norm)
+    _reference_lines(ax_score, 1.0, 0.0, scale)
+    _reference_lines(ax_raw, scale.threshold, scale.random_return, scale)
     ax_score.set(title="normalized score", ylabel="normalized return\n(0 = random, "
                  "1 = threshold)")
     ax_raw.set(title="raw return", ylabel="mean evaluation return")
@@ -144,50 +149,51 @@ def curves_figure(result: dict[str, Any], curves: Mapping[str, list]) -> Figure:
         ax.xaxis.set_major_formatter(FuncFormatter(format_steps))
         ax.set_xlim(left=0)
         ax.grid(alpha=0.25)
-    fig.suptitle(f"{result['source']} → {result['target']} ({result['algo']}): mean over "
+    fig.suptitle(f"{result.source} → {result.target} ({result.algo}): mean over "
                  f"seeds, shaded {_level(result)} t interval (cut to the seeds' range)")
     _legend_below(fig, *ax_score.get_legend_handles_labels())
     return fig
 
 
-def _steps_label(result: Mapping[str, Any]) -> str:
+def _steps_label(result: StudySummary) -> str:
     """The x axis: target env steps, with the steps each run really trained and how many
     evaluations it really had (`report.evaluation_grid`)."""
-    grid = result.get("evaluations") or {}
-    if not grid.get("per_run"):
+    grid = result.evaluations
+    if not grid.per_run:
         return "target env steps"
-    low, high = grid["per_run"]
+    low, high = grid.per_run
     times = f"{low}" if low == high else f"{low}–{high}"
-    return f"target env steps (each run {grid['steps']:,} steps, {times} evaluations)"
+    return f"target env steps (each run {grid.steps:,} steps, {times} evaluations)"
 
 
-def _level(result: Mapping[str, Any]) -> str:
-    return metrics.percent(1 - result.get('alpha', metrics.DEFAULT_ALPHA))
+def _level(result: StudySummary) -> str:
+    return metrics.percent(1 - result.alpha)
 
 
-def profiles_figure(result: dict[str, Any]) -> Figure:
+def profiles_figure(result: StudySummary) -> Figure:
     """Performance profiles (rliable's score distributions): for each normalized score tau,
     the fraction of a condition's runs whose final score (mean of the last 3 evaluations)
     exceeds tau, as a step function with its exact (Clopper-Pearson) pointwise band."""
     from matplotlib.ticker import PercentFormatter
 
-    profile = result["metrics"]["profile"]
-    taus = np.asarray(profile["taus"])
-    colors = condition_colors(list(profile["conditions"]))
+    profile = result.metrics.profile
+    assert profile is not None, "a study's summary has its performance profiles"
+    taus = np.asarray(profile.taus)
+    colors = condition_colors(list(profile.conditions))
     fig = _new_figure(7.0, 5.2)
     ax = fig.subplots()
-    for name, data in profile["conditions"].items():
-        ax.fill_between(taus, data["low"], data["high"], step="post", color=colors[name],
+    for name, data in profile.conditions.items():
+        ax.fill_between(taus, data.low, data.high, step="post", color=colors[name],
                         alpha=0.15, lw=0)
-        ax.step(taus, data["fraction"], where="post", color=colors[name], lw=2,
-                label=f"{name} (n={data['n']})")
+        ax.step(taus, data.fraction, where="post", color=colors[name], lw=2,
+                label=f"{name} (n={data.n})")
     ax.axvline(1.0, color="black", ls="--", lw=1.2, label="threshold (1)")
     ax.axvline(0.0, color="black", ls=":", lw=1.2, label="random policy (0)")
     ax.set(xlabel="normalized final score τ (mean of the last 3 evaluations)",
            ylabel="fraction of runs with score > τ", ylim=(-0.02, 1.02))
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.grid(alpha=0.25)
-    ax.set_title(f"performance profiles: {result['target']}\nshaded: exact {_level(result)} "
+    ax.set_title(f"performance profiles: {result.target}\nshaded: exact {_level(result)} "
                  "pointwise band (Clopper-Pearson)", fontsize=11)
     _legend_below(fig, *ax.get_legend_handles_labels())  # outside the data: never on a band
     return fig
@@ -209,11 +215,11 @@ def _plot_band(ax: Axes, curve: AggregateCurve, color: str, label: str) -> None:
     ax.plot(curve.steps, curve.mean, color=color, lw=2, label=label)
 
 
-def _reference_lines(ax: Axes, threshold: float, random: float, norm: Mapping) -> None:
+def _reference_lines(ax: Axes, threshold: float, random: float, scale: Scale) -> None:
     ax.axhline(threshold, color="black", ls="--", lw=1.2,
-               label=f"threshold: {norm['threshold']:g} (normalized 1)")
+               label=f"threshold: {scale.threshold:g} (normalized 1)")
     ax.axhline(random, color="black", ls=":", lw=1.2,
-               label=f"random policy: {norm['random_return']:.4g} (normalized 0)")
+               label=f"random policy: {scale.random_return:.4g} (normalized 0)")
 
 
 @dataclass(frozen=True)
@@ -241,12 +247,12 @@ _METRICS_CAPTION = (
 )
 
 
-def metrics_figure(result: dict[str, Any]) -> Figure:
+def metrics_figure(result: StudySummary) -> Figure:
     """Interval estimates in the style of rliable: a panel per metric (the primary claim
     first), a row per condition, the point estimate and its interval; censored values and
     bounds drawn as bounds (arrows), never as measured bars."""
-    summary = result["metrics"]
-    names = list(summary["conditions"])
+    summary = result.metrics
+    names = list(summary.conditions)
     colors = condition_colors(names)
     rows = {name: len(names) - 1 - i for i, name in enumerate(names)}
     fig = _new_figure(14.0, 2.1 + 0.55 * len(names))
@@ -259,22 +265,22 @@ def metrics_figure(result: dict[str, Any]) -> Figure:
         tick.set_color(colors[name])
         tick.set_fontweight("bold")
     axes[0].set_ylim(-0.6, len(names) - 0.4)
-    fig.suptitle(f"{result['source']} → {result['target']}: transfer metrics vs "
-                 f"{summary['reference'] or 'no reference'}")
-    level = metrics.percent(1 - summary.get('alpha', metrics.DEFAULT_ALPHA))
+    fig.suptitle(f"{result.source} → {result.target}: transfer metrics vs "
+                 f"{summary.reference or 'no reference'}")
+    level = metrics.percent(1 - summary.alpha)
     fig.supxlabel(_METRICS_CAPTION.format(level=level), fontsize=9, color="#444444")
     return fig
 
 
-def _metric_panel(ax: Axes, panel: _Panel, summary: Mapping, rows: Mapping[str, int],
+def _metric_panel(ax: Axes, panel: _Panel, summary: MetricsSummary, rows: Mapping[str, int],
                   colors: Mapping[str, str]) -> None:
     drawn: list[float] = [panel.line]
     for name, y in rows.items():
-        est = summary["conditions"][name].get(panel.key)
+        est = summary.conditions[name].estimates.get(panel.key)
         if est is None:
-            _row_text(ax, y, "reference" if name == summary["reference"] else "no reference")
+            _row_text(ax, y, "reference" if name == summary.reference else "no reference")
             continue
-        drawn += _draw_interval(ax, y, est, colors[name])
+        drawn += _draw_interval(ax, y, est.to_dict(), colors[name])
     ax.axvline(panel.line, color="#888888", ls="--", lw=1, zorder=0)
     ax.text(panel.line, 1.0, f" {panel.line_label}", transform=ax.get_xaxis_transform(),
             ha="left", va="top", fontsize=8, color="#666666")
@@ -407,7 +413,7 @@ def compare_figure(studies: Sequence[Path]) -> Figure:
     ax = fig.subplots()
     names = {name for study in studies
              for name in flat_spec(read_json(study / "study.json")["spec"])["conditions"]}
-    colors = condition_colors(sorted(names, key=lambda c: (c != "scratch", c)))
+    colors = condition_colors(sorted(names, key=lambda c: (c != registry.REFERENCE, c)))
     for index, study in enumerate(studies):
         record = read_json(study / "study.json")
         curves, _, _ = collect_runs(study, list(flat_spec(record["spec"])["conditions"]))

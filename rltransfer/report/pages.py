@@ -24,18 +24,19 @@ from markupsafe import Markup
 from ..errors import RLTransferError
 from ..study.budgets import describe_grid
 from .metrics import format_p
+from .summary import EvaluationGrid, StudySummary, Verdict
 from .tables import NO_METRICS, headers, markdown_table, table_note, table_rows, without_metrics
 from .verdict import FAILED_RUNS, MIXED, NEGATIVE, NO_CLEAR, POSITIVE, REFERENCE
 
 
-def report_markdown(result: dict[str, Any], study: dict[str, Any]) -> str:
+def report_markdown(result: StudySummary, study: dict[str, Any]) -> str:
     """report.md: what was compared, verdicts, the table with intervals, the figures, and how
     to reproduce it."""
     return _ENV.get_template("report.md.j2").render(
         **_page(result, study), metrics_table=markdown_table(result))
 
 
-def report_html(result: dict[str, Any], study: dict[str, Any],
+def report_html(result: StudySummary, study: dict[str, Any],
                 images: Mapping[str, bytes]) -> str:
     """report.html: report.md's content as one self-contained page (inline CSS, the figures
     as base64 PNG data URIs, no external resources)."""
@@ -50,17 +51,17 @@ def report_html(result: dict[str, Any], study: dict[str, Any],
         **_page(result, study), headers=headers(), rows=rows, figures=figures)
 
 
-def _page(result: dict[str, Any], study: dict[str, Any]) -> dict[str, Any]:
+def _page(result: StudySummary, study: dict[str, Any]) -> dict[str, Any]:
     """What both pages show, ready to lay out."""
     return {
         "result": result, "warnings_title": _WARNINGS_TITLE,
-        "warnings": result.get("warnings") or [], "description": _description(result, study),
-        "verdicts": [{"name": name, "label": verdict["label"], "reading": _reading(verdict),
-                      "css": _verdict_class(verdict["label"])}
+        "warnings": list(result.warnings), "description": _description(result, study),
+        "verdicts": [{"name": name, "label": verdict.label, "reading": _reading(verdict),
+                      "css": _verdict_class(verdict.label)}
                      for name, verdict in _verdicts(result)],
-        "no_verdicts": _NO_VERDICTS, "seed_note": result.get("seed_note"),
+        "no_verdicts": _NO_VERDICTS, "seed_note": result.seed_note,
         "looks": _looks(result),
-        "table_note": table_note(result["alpha"]), "captions": _FIGURE_CAPTIONS,
+        "table_note": table_note(result.alpha), "captions": _FIGURE_CAPTIONS,
         "command": study.get("command"), "tensorboard": _tensorboard_command(result, study),
     }
 
@@ -128,14 +129,13 @@ _NO_VERDICTS = "No condition besides scratch: nothing to judge."
 NO_VERDICT = "no verdict"
 
 
-def _verdicts(result: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
+def _verdicts(result: StudySummary) -> list[tuple[str, Verdict]]:
     """(condition, verdict) of every condition compared with the reference, and "no verdict"
     for every condition without finished runs."""
-    verdicts = [(name, data["verdict"])
-                for name, data in result["metrics"]["conditions"].items()
-                if data.get("verdict", {}).get("label") != REFERENCE]
-    verdicts += [(name, {"label": NO_VERDICT,
-                         "reason": f"No metrics: {why}, so there is nothing to judge."})
+    verdicts = [(name, data.verdict) for name, data in result.conditions.items()
+                if data.verdict is not None and data.verdict.label != REFERENCE]
+    verdicts += [(name, Verdict(NO_VERDICT, f"No metrics: {why}, so there is nothing to "
+                                            "judge."))
                  for name, why in without_metrics(result).items()]
     return verdicts
 
@@ -143,9 +143,9 @@ def _verdicts(result: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
 _WARNINGS_TITLE = "⚠ Warnings"
 
 
-def _reading(verdict: Mapping[str, Any]) -> str:
+def _reading(verdict: Verdict) -> str:
     """The one-line reading, then the reason when it adds to it."""
-    reading, reason = verdict.get("reading") or "", verdict.get("reason") or ""
+    reading, reason = verdict.reading, verdict.reason
     if not reading:
         return reason
     claim = reading.partition("; ")[2]  # the reading ends with the area's claim: say it once
@@ -156,10 +156,10 @@ def _reading(verdict: Mapping[str, Any]) -> str:
     return f"{reading[0].upper()}{reading[1:]}. {reason}"
 
 
-def _tensorboard_command(result: dict[str, Any], study: dict[str, Any]) -> str:
+def _tensorboard_command(result: StudySummary, study: dict[str, Any]) -> str:
     """The command that serves the study's curves (rltransfer's own: no `tensorboard` script
     needs to be on PATH)."""
-    folder = Path(study["spec"]["out"]) / result["study"]
+    folder = Path(study["spec"]["out"]) / result.study
     return f"python -m rltransfer tensorboard {shlex.quote(str(folder))}"
 
 
@@ -232,58 +232,58 @@ def _hparams_text(hparams: Mapping[str, Any]) -> str:
                      for k, v in hparams.items())
 
 
-def _looks(result: Mapping[str, Any]) -> list[dict[str, str]]:
+def _looks(result: StudySummary) -> list[dict[str, str]]:
     """--seeds auto: one row per comparison and look (seeds, p, z, the level its boundary
     crossed, or why the crossing did not count)."""
     rows = []
-    for name, data in result["metrics"]["conditions"].items():
-        for look in (data.get("sequential") or {}).get("looks", []):
-            level = look["level"]
-            rows.append({"name": name, "n": str(look["n"]), "p": format_p(look["p_value"]),
-                         "z": f"{look['z']:+.2f}",
+    for name, data in result.conditions.items():
+        for look in data.sequential.looks if data.sequential is not None else ():
+            level = look.level
+            rows.append({"name": name, "n": str(look.n), "p": format_p(look.p_value),
+                         "z": f"{look.z:+.2f}",
                          "level": ("not crossed" if level >= 1 else format_p(level)),
-                         "note": look["disagreement"] and (
-                             f"outcomes disagree: {look['disagreement']}"
-                             + ("" if look["counts"] else " (an interim look: not counted)"))
+                         "note": look.disagreement and (
+                             f"outcomes disagree: {look.disagreement}"
+                             + ("" if look.counts else " (an interim look: not counted)"))
                          or ""})
     return rows
 
 
-def _seeds_text(result: Mapping[str, Any], spec: Mapping[str, Any]) -> str:
+def _seeds_text(result: StudySummary, spec: Mapping[str, Any]) -> str:
     """What ran and what the seed count risks: a fixed count, or --seeds auto's looks."""
-    design = result.get("sequential")
-    if not design:
+    design = result.sequential
+    if design is None:
         return (f"{spec['seeds']} per condition (seeds {spec['seed']}–"
                 f"{spec['seed'] + spec['seeds'] - 1}), fixed: a fixed count cannot hold the "
                 "verdict's level when seeds fail to learn in one arm and not the other "
                 "(benchmarks/README.md, calibration); --seeds auto adds seeds until the "
                 "verdict is clear")
-    runs = {c: r["finished"] + len(r["failed"]) + len(r["left_out"])
-            for c, r in result["runs"].items()}
+    runs = {c: r.total for c, r in result.runs.items()}
     most = max(runs.values(), default=0)
-    looks = [n for n in design["looks"] if n <= most]
-    return (f"--seeds auto (first {design['first']}, step {design['step']}, at most "
-            f"{design['max']} per condition): looks at {', '.join(map(str, looks)) or 'none'} "
+    looks = [n for n in design.looks if n <= most]
+    return (f"--seeds auto (first {design.first}, step {design.step}, at most "
+            f"{design.max} per condition): looks at {', '.join(map(str, looks)) or 'none'} "
             f"seeds; runs per condition: "
             + ", ".join(f"{c} {n}" for c, n in runs.items())
-            + ("; the study has taken its last look" if design["done"] else
+            + ("; the study has taken its last look" if design.done else
                "; more looks are planned (resume the study)"))
 
 
-def _description(result: dict[str, Any], study: dict[str, Any]) -> list[tuple[str, str]]:
+def _description(result: StudySummary, study: dict[str, Any]) -> list[tuple[str, str]]:
     """(term, text) pairs of what was compared; text marks code with backticks."""
     spec = study["spec"]
     differences = env_differences(spec["source"], spec["target"])
-    conditions = ", ".join(f"{c} (reference)" if c == result["metrics"]["reference"] else c
+    conditions = ", ".join(f"{c} (reference)" if c == result.reference else c
                            for c in spec["conditions"])
     items = [
-        ("source → target", f"`{result['source']}` → `{result['target']}`"),
+        ("source → target", f"`{result.source}` → `{result.target}`"),
         ("what differs", "; ".join(differences) or "nothing: the same environment"),
-        ("algorithm", f"{result['algo']}; conditions: {conditions}"),
+        ("algorithm", f"{result.algo}; conditions: {conditions}"),
         ("seeds", _seeds_text(result, spec)),
         ("budgets", budgets_text(result, spec)),
-        ("normalization", f"threshold {result['threshold']:g} ({result['threshold_from']}), "
-                          f"random policy's return on the target {result['random_return']:.4g}; "
+        # the page's term, kept: "normalization" here is the normalized score's 0 and 1
+        ("normalization", f"threshold {result.threshold:g} ({result.threshold_from}), "
+                          f"random policy's return on the target {result.random_return:.4g}; "
                           "scores are normalized: 0 = random, 1 = threshold"),
         ("hyperparameters (target)", f"`{_hparams_text(study['target_agent']['hparams'])}`"),
     ]
@@ -291,8 +291,7 @@ def _description(result: dict[str, Any], study: dict[str, Any]) -> list[tuple[st
     if source_hparams and source_hparams != study["target_agent"]["hparams"]:
         items.append(("hyperparameters (source)", f"`{_hparams_text(source_hparams)}`"))
     if study.get("source"):
-        items.append(("source policy", _source_text(study["source"],
-                                                    result.get("source_steps"))))
+        items.append(("source policy", _source_text(study["source"], result.source_steps)))
     if study.get("versions"):
         items.append(("versions", ", ".join(f"{k} {v}" for k, v in study["versions"].items())))
     if study.get("started"):
@@ -300,10 +299,10 @@ def _description(result: dict[str, Any], study: dict[str, Any]) -> list[tuple[st
     return items
 
 
-def budgets_text(result: Mapping[str, Any], spec: Mapping[str, Any]) -> str:
+def budgets_text(result: StudySummary, spec: Mapping[str, Any]) -> str:
     """The steps the runs really trained and the evaluation grid really used (from their
     evaluations.csv), with what was asked where it differs."""
-    steps = int(result.get("budget", spec["timesteps"]))
+    steps = int(result.budget)
     asked = int(spec["timesteps"])
     text = f"target {steps:,} env steps per run"
     if steps != asked:
@@ -312,16 +311,16 @@ def budgets_text(result: Mapping[str, Any], spec: Mapping[str, Any]) -> str:
         text += (f"; source: external checkpoint `{spec['source_model']}` (not trained by "
                  "rltransfer)")
     else:
-        trained = result.get("source_steps")
+        trained = result.source_steps
         text += f"; source {trained or spec['source_timesteps']:,}"
         if trained and trained != spec["source_timesteps"]:
             text += f" (--source-timesteps {spec['source_timesteps']:,}, rounded up)"
-    grid = result.get("evaluations") or {}
+    grid = result.evaluations
     episodes = spec.get("eval_episodes", "?")
-    if grid.get("per_run"):
-        low, high = grid["per_run"]
+    if grid.per_run:
+        low, high = grid.per_run
         times = f"{low}" if low == high else f"{low} to {high}"
-        where = describe_grid(grid["grid"]) if grid.get("grid") else _spacing(grid)
+        where = describe_grid(list(grid.grid)) if grid.grid else _spacing(grid)
         text += f"; each run evaluated {times} times ({episodes} episodes each), {where}"
         nominal = spec.get("eval_freq")
         if nominal and _spacing(grid) != f"every {nominal:,} steps":
@@ -333,10 +332,10 @@ def budgets_text(result: Mapping[str, Any], spec: Mapping[str, Any]) -> str:
     return text
 
 
-def _spacing(grid: Mapping[str, Any]) -> str:
-    if not grid.get("spacing"):
+def _spacing(grid: EvaluationGrid) -> str:
+    if not grid.spacing:
         return "at 0 only"
-    low, high = grid["spacing"]
+    low, high = grid.spacing
     return f"every {low:,} steps" if low == high else f"{low:,} to {high:,} steps apart"
 
 

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
+from ..strategies.registry import REFERENCE
 from . import metrics
 from .metrics import stats
 
@@ -250,7 +251,7 @@ def analyze(x: Columns, y: Columns, design: Design) -> dict[str, Any]:
 
 def next_counts(design: Design, counts: Mapping[str, int],
                 labels: Mapping[str, str], claims: tuple[str, ...],
-                reference: str = "scratch") -> dict[str, int] | None:
+                reference: str = REFERENCE) -> dict[str, int] | None:
     """The seeds per condition for the next batch after a look, or None when the study
     stops: every compared condition's label is a claim (`claims`), or the last look is
     taken. Undecided conditions and the `reference` go on to the next look's count;

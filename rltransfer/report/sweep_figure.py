@@ -20,7 +20,7 @@ import numpy as np
 from .. import envs as catalog
 from ..errors import RLTransferError
 from ..specs import EnvSpec
-from .tables import MATRIX_METRICS
+from .metrics import MATRIX_METRICS
 from .verdict import NEGATIVE, POSITIVE
 
 if TYPE_CHECKING:

@@ -17,15 +17,16 @@ With ``--seeds auto`` (`rltransfer.report.sequential`) a comparison's p-value is
 p-value over the looks so far, and a comparison not decided before the last look is
 "undecided" until the study has taken its last look.
 
-Pure functions on `metrics.summarize` output; no I/O.
+Pure functions on typed summaries (`rltransfer.report.summary`); no I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from . import metrics
+from .metrics import Difference, Record, Speedup
+from .summary import ConditionSummary, MetricsSummary, SequentialComparison, Verdict
 
 POSITIVE, NEGATIVE, NO_CLEAR = "positive transfer", "negative transfer", "no clear difference"
 MIXED, TOO_FEW, NO_TEST = "mixed", "too few seeds to test", "no test"
@@ -100,67 +101,73 @@ def too_few_runs_reason(n: int, m: int, alpha: float) -> str:
             f"condition; run {RECOMMENDED_SEEDS} seeds for claims.")
 
 
-def judge(families: Sequence[MutableMapping[str, Any]], alpha: float,
-          planned: int | None = None, final: bool = True) -> None:
-    """Set ``verdict`` on every compared condition of every summary in `families` (one
-    Holm family across all of them): ``{"label", "reason", "reading", "p_holm", "m"}``.
+def judge(families: Sequence[MetricsSummary], alpha: float, planned: int | None = None,
+          final: bool = True) -> list[dict[str, Verdict]]:
+    """The verdict of every condition of every summary in `families` (one Holm family across
+    all of them), per summary: condition -> `Verdict`, in the summary's order.
 
-    Each element is a `metrics.summarize` result; conditions equal to its reference get the
-    reference label, and a summary without a reference marks its conditions as unjudged.
-    Every planned comparison is in the family: one without a test enters with p = 1, and so
-    do the `planned` comparisons without results yet (a matrix's unfinished cells or cells
-    without scratch runs, a study's conditions without runs), so that m is the planned
-    family's size (at least the comparisons present).
-    A comparison with a ``sequential`` record (``--seeds auto``) is judged on its repeated
-    p-value; `final` False: the study will take more looks, so an undecided comparison is
-    "undecided", not "no clear difference".
+    Conditions equal to a summary's reference get the reference label, and a summary without
+    a reference marks its conditions as unjudged. Every planned comparison is in the family:
+    one without a test enters with p = 1, and so do the `planned` comparisons without
+    results yet (a matrix's unfinished cells or cells without scratch runs, a study's
+    conditions without runs), so that m is the planned family's size (at least the
+    comparisons present). A comparison with ``--seeds auto``'s looks (its `sequential`) is
+    judged on its repeated p-value; `final` False: the study will take more looks, so an
+    undecided comparison is "undecided", not "no clear difference". The summaries are not
+    changed (`MetricsSummary.with_verdicts` makes the judged one).
     """
-    tested = []  # (entry, reference entry) of every comparison
-    for summary in families:
-        for name, entry in summary["conditions"].items():
-            if summary.get("reference") is None:
-                entry["verdict"] = _plain(NO_TEST, "No finished scratch runs: there is "
-                                          "nothing to compare against.")
-            elif name == summary["reference"]:
-                entry["verdict"] = _plain(REFERENCE, "The baseline the other conditions are "
-                                          "compared against.")
+    found: list[dict[str, Verdict]] = [{} for _ in families]
+    tested = []  # (family, condition, entry, reference entry) of every comparison
+    for index, summary in enumerate(families):
+        for name, entry in summary.conditions.items():
+            if summary.reference is None:
+                found[index][name] = Verdict(NO_TEST, "No finished scratch runs: there is "
+                                             "nothing to compare against.")
+            elif name == summary.reference:
+                found[index][name] = Verdict(REFERENCE, "The baseline the other conditions "
+                                             "are compared against.")
             else:
-                tested.append((entry, summary["conditions"][summary["reference"]]))
-    p_values = [primary_p(entry) for entry, _ in tested]
+                tested.append((index, name, entry, summary.conditions[summary.reference]))
+    p_values = [primary_p(entry) for _, _, entry, _ in tested]
     missing = max((planned or 0) - len(tested), 0)
     m = len(tested) + missing
     adjusted = holm([1.0 if p is None else p for p in p_values] + [1.0] * missing)
-    for i, (entry, ref) in enumerate(tested):
+    for i, (index, name, entry, ref) in enumerate(tested):
         p_holm = adjusted[i] if p_values[i] is not None else None
-        entry["verdict"] = _verdict(entry, ref, p_holm, m, alpha, final)
+        found[index][name] = _verdict(entry, ref, p_holm, m, alpha, final)
+    return [{name: verdicts[name] for name in summary.conditions}
+            for summary, verdicts in zip(families, found, strict=True)]
 
 
-def primary_p(entry: Mapping[str, Any]) -> float | None:
+def primary_p(entry: ConditionSummary) -> float | None:
     """The p-value the verdict rests on: the repeated p-value of a sequential comparison,
     else the Welch p of the area difference (None: no test)."""
-    sequential = entry.get("sequential")
-    if sequential is not None and entry["auc_difference"].get("p_value") is not None:
-        return float(sequential["p_value"])
-    return entry["auc_difference"].get("p_value")
+    diff = _claim(entry)
+    if entry.sequential is not None and diff.p_value is not None:
+        return float(entry.sequential.p_value)
+    return diff.p_value
 
 
-def _plain(label: str, reason: str) -> dict[str, Any]:
-    return {"label": label, "reason": reason, "reading": "", "p_holm": None, "m": None}
+def _claim(entry: ConditionSummary) -> Difference:
+    """The primary claim of a compared condition (every compared condition has one)."""
+    diff = entry.auc_difference
+    assert diff is not None, "a compared condition has an area difference"
+    return diff
 
 
-def _verdict(entry: Mapping[str, Any], ref: Mapping[str, Any], p_holm: float | None, m: int,
-             alpha: float, final: bool = True) -> dict[str, Any]:
-    diff = entry["auc_difference"]
-    n, n_ref = entry["n_runs"], ref["n_runs"]
-    sequential = entry.get("sequential")
+def _verdict(entry: ConditionSummary, ref: ConditionSummary, p_holm: float | None, m: int,
+             alpha: float, final: bool = True) -> Verdict:
+    diff = _claim(entry)
+    n, n_ref = entry.n_runs, ref.n_runs
+    sequential = entry.sequential
     claim = _claim_text(diff, p_holm, m, sequential)
     facts: list[str] = []
-    if diff.get("p_value") is None or p_holm is None:
-        label, reason = NO_TEST, f"No test of the area difference ({diff.get('note')})."
+    if diff.p_value is None or p_holm is None or diff.point is None:
+        label, reason = NO_TEST, f"No test of the area difference ({diff.note})."
     elif min(n, n_ref) < MIN_CLAIM_RUNS:
         label, reason = TOO_FEW, too_few_runs_reason(n, n_ref, alpha)
     elif p_holm <= alpha:
-        up = diff["point"] > 0
+        up = diff.point > 0
         facts = conflicts(entry, ref, up)
         reason = (f"Area under the curve {'above' if up else 'below'} scratch's: {claim}, at "
                   f"most α = {alpha:g}.")
@@ -172,90 +179,88 @@ def _verdict(entry: Mapping[str, Any], ref: Mapping[str, Any], p_holm: float | N
     elif sequential is not None and not final:
         label = UNDECIDED
         reason = (f"Not decided after {n} vs {n_ref} runs ({claim}); the study adds seeds up "
-                  f"to {sequential['max']} per condition.")
-    elif failure_side(entry, ref) * diff["point"] < 0:
+                  f"to {sequential.max} per condition.")
+    elif failure_side(entry, ref) * diff.point < 0:
         label = FAILED_RUNS
-        which = "the condition's" if diff["point"] < 0 else "scratch's"
+        which = "the condition's" if diff.point < 0 else "scratch's"
         reason = (f"The area difference is not clear at α = {alpha:g} ({claim}), but "
-                  f"{entry.get('failed_runs', 0)}/{n} of the condition's runs failed vs "
-                  f"{ref.get('failed_runs', 0)}/{n_ref} of scratch's, and they pull "
+                  f"{entry.failed_runs}/{n} of the condition's runs failed vs "
+                  f"{ref.failed_runs}/{n_ref} of scratch's, and they pull "
                   f"{which} area down: too few seeds to show the harm, not evidence of "
                   "none. More seeds (--seeds auto) decide it.")
     else:
         label = NO_CLEAR
         reason = f"The area difference is not clear at α = {alpha:g}: {claim}."
-    return {"label": label, "reason": reason, "reading": reading(entry, ref, claim),
-            "p_holm": p_holm, "m": m, "conflicts": facts}
+    return Verdict(label, reason, reading(entry, ref, claim), p_holm, m, tuple(facts))
 
 
-def failure_side(entry: Mapping[str, Any], ref: Mapping[str, Any]) -> int:
+def failure_side(entry: ConditionSummary, ref: ConditionSummary) -> int:
     """+1 when a larger share of the condition's runs failed (diverged) than of scratch's,
     -1 for the reverse, 0 when the shares are equal."""
-    share = entry.get("failed_runs", 0) * ref["n_runs"]
-    ref_share = ref.get("failed_runs", 0) * entry["n_runs"]
+    share = entry.failed_runs * ref.n_runs
+    ref_share = ref.failed_runs * entry.n_runs
     return (share > ref_share) - (share < ref_share)
 
 
-def conflicts(entry: Mapping[str, Any], ref: Mapping[str, Any], up: bool) -> list[str]:
+def conflicts(entry: ConditionSummary, ref: ConditionSummary, up: bool) -> list[str]:
     """What the end of the curves says against an area claim (`up`: the area is above
     scratch's): the condition ends significantly lower (its asymptote gain's interval below
     0), or reaches the threshold in fewer runs than scratch; the mirror for `up` False."""
     facts = []
-    end = _side(entry.get("asymptote_gain"), 0.0)
-    if end == (-1 if up else 1):
+    gain = entry.asymptote_gain
+    if gain is not None and _side(gain, 0.0) == (-1 if up else 1):
         facts.append(f"ends {'lower' if up else 'higher'} (asymptote "
-                     f"{metrics.format_estimate(entry['asymptote_gain'], signed=True)})")
-    ttt, ref_ttt = entry.get("time_to_threshold") or {}, ref.get("time_to_threshold") or {}
-    if ttt and ref_ttt:
-        share, ref_share = ttt["reached"] / ttt["n"], ref_ttt["reached"] / ref_ttt["n"]
-        if (share < ref_share) if up else (share > ref_share):
-            facts.append(f"reaches the threshold in {'fewer' if up else 'more'} runs "
-                         f"({ttt['reached']}/{ttt['n']} vs scratch's "
-                         f"{ref_ttt['reached']}/{ref_ttt['n']})")
+                     f"{metrics.format_estimate(gain, signed=True)})")
+    ttt, ref_ttt = entry.time_to_threshold, ref.time_to_threshold
+    share, ref_share = ttt.reached / ttt.n, ref_ttt.reached / ref_ttt.n
+    if (share < ref_share) if up else (share > ref_share):
+        facts.append(f"reaches the threshold in {'fewer' if up else 'more'} runs "
+                     f"({ttt.reached}/{ttt.n} vs scratch's {ref_ttt.reached}/{ref_ttt.n})")
     return facts
 
 
-def _claim_text(diff: Mapping[str, Any], p_holm: float | None, m: int,
-                sequential: Mapping[str, Any] | None = None) -> str:
+def _claim_text(diff: Difference, p_holm: float | None, m: int,
+                sequential: SequentialComparison | None = None) -> str:
     text = f"area {metrics.format_estimate(diff, signed=True)}"
     if p_holm is None:
         return text + ", no test"
-    raw = metrics.format_p(diff["p_value"])
-    if diff.get("method") == "exact permutation":
+    raw = metrics.format_p(diff.p_value)
+    if diff.method == "exact permutation":
         raw += " (exact permutation test: no variability within either arm)"
     if sequential is not None:
-        raw += (f", repeated {metrics.format_p(sequential['p_value'])} over "
-                f"{len(sequential['looks'])} look{'s' if len(sequential['looks']) != 1 else ''}")
+        looks = len(sequential.looks)
+        raw += (f", repeated {metrics.format_p(sequential.p_value)} over "
+                f"{looks} look{'s' if looks != 1 else ''}")
     adjusted = metrics.format_p(p_holm).replace("p", "Holm p", 1)
     return f"{text}, {raw}, {adjusted} ({m} comparison{'s' if m != 1 else ''})"
 
 
-def reading(entry: Mapping[str, Any], ref: Mapping[str, Any], claim: str) -> str:
+def reading(entry: ConditionSummary, ref: ConditionSummary, claim: str) -> str:
     """One line combining the descriptive effects with the claim, e.g. "starts worse, reaches
     the threshold sooner; area +0.42 [0.18, 0.66], p = 0.004, Holm p = 0.008 (2 ...)". An
     effect is named only when its interval excludes no change."""
     parts = []
-    jump = _side(entry.get("jumpstart"), 0.0)
+    jump = _side(entry.jumpstart, 0.0)
     if jump:
         parts.append("starts better" if jump > 0 else "starts worse")
-    ttt, ref_ttt = entry.get("time_to_threshold") or {}, ref.get("time_to_threshold") or {}
+    ttt, ref_ttt = entry.time_to_threshold, ref.time_to_threshold
     # the speedup interval's level is the product of two medians' levels: too low to name
     # an effect below MIN_CLAIM_RUNS runs (0.25 at 2 vs 2, 0.56 at 3 vs 3)
-    enough = min(entry.get("n_runs", 0), ref.get("n_runs", 0)) >= MIN_CLAIM_RUNS
-    speed = _speed_side(entry.get("speedup")) if enough else 0
+    enough = min(entry.n_runs, ref.n_runs) >= MIN_CLAIM_RUNS
+    speed = _speed_side(entry.speedup) if enough else 0
     if speed:
         parts.append("reaches the threshold sooner" if speed > 0 else
                      "reaches the threshold later")
-    if ref_ttt and ttt and ttt["reached"] * ref_ttt["n"] != ref_ttt["reached"] * ttt["n"]:
-        parts.append(f"reaches it in {ttt['reached']}/{ttt['n']} runs vs scratch's "
-                     f"{ref_ttt['reached']}/{ref_ttt['n']}")
-    end = _side(entry.get("asymptote_gain"), 0.0)
+    if ttt.reached * ref_ttt.n != ref_ttt.reached * ttt.n:
+        parts.append(f"reaches it in {ttt.reached}/{ttt.n} runs vs scratch's "
+                     f"{ref_ttt.reached}/{ref_ttt.n}")
+    end = _side(entry.asymptote_gain, 0.0)
     if end:
         parts.append("ends higher" if end > 0 else "ends lower")
-    failed, failed_ref = entry.get("failed_runs", 0), ref.get("failed_runs", 0)
+    failed, failed_ref = entry.failed_runs, ref.failed_runs
     if failed or failed_ref:
-        parts.append(f"{failed}/{entry['n_runs']} runs failed vs scratch's "
-                     f"{failed_ref}/{ref['n_runs']} (counted at the worst their score allows)")
+        parts.append(f"{failed}/{entry.n_runs} runs failed vs scratch's "
+                     f"{failed_ref}/{ref.n_runs} (counted at the worst their score allows)")
     head = ", ".join(parts) if parts else "no descriptive effect stands out"
     return f"{head}; {claim}"
 
@@ -263,24 +268,22 @@ def reading(entry: Mapping[str, Any], ref: Mapping[str, Any], claim: str) -> str
 SIDE_TOLERANCE = 1e-9  # rounding noise (e.g. means over 2 vs 3 identical curves) is no effect
 
 
-def _side(est: Mapping[str, Any] | None, reference: float) -> int:
+def _side(est: Record | None, reference: float) -> int:
     """+1 when the interval lies entirely above `reference`, -1 below, else 0."""
-    if not est or est.get("low") is None or est.get("high") is None:
+    if est is None or est.low is None or est.high is None:
         return 0
-    if est["low"] > reference + SIDE_TOLERANCE:
+    if est.low > reference + SIDE_TOLERANCE:
         return 1
-    return -1 if est["high"] < reference - SIDE_TOLERANCE else 0
+    return -1 if est.high < reference - SIDE_TOLERANCE else 0
 
 
-def _speed_side(sp: Mapping[str, Any] | None) -> int:
+def _speed_side(sp: Speedup | None) -> int:
     """+1 when the speedup interval lies above 1 (its low end exact or a lower bound), -1
     when below 1 (its high end exact or an upper bound)."""
-    if not sp:
+    if sp is None:
         return 0
-    if sp.get("low") is not None and sp["low"] > 1 and sp.get("low_bound") in (
-            metrics.EXACT, metrics.ABOVE):
+    if sp.low is not None and sp.low > 1 and sp.low_bound in (metrics.EXACT, metrics.ABOVE):
         return 1
-    if sp.get("high") is not None and sp["high"] < 1 and sp.get("high_bound") in (
-            metrics.EXACT, metrics.BELOW):
+    if sp.high is not None and sp.high < 1 and sp.high_bound in (metrics.EXACT, metrics.BELOW):
         return -1
     return 0

@@ -30,11 +30,14 @@ from concurrent.futures import wait as wait_futures
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ConfigError, StorageError
 from ..io_utils import DiskFault, atomic_write_json, disk_fault, read_json
 from ..specs import RunSpec
+
+if TYPE_CHECKING:
+    from ..report.summary import StudySummary
 
 BACKENDS = ("local", "ray")
 
@@ -322,13 +325,13 @@ def start_worker_server(workers: bool = True) -> None:
         signal.signal(signal.SIGINT, handler)
 
 
-def _summarize(study_dir: str) -> dict[str, Any]:
+def _summarize(study_dir: str) -> StudySummary:
     from ..report.build import summarize_study
 
     return summarize_study(Path(study_dir))
 
 
-def summarize_elsewhere(study_dir: Path) -> dict[str, Any]:
+def summarize_elsewhere(study_dir: Path) -> StudySummary:
     """`report.summarize_study(study_dir)`, computed in a process forked from the worker
     server when one runs: it imported SciPy, matplotlib, Jinja2 and TensorBoard's writer
     (about 1 s) on another core while the study trained, and this process never imports

@@ -1,4 +1,5 @@
-"""Collections of studies: the source x target transfer matrix, and comparing studies.
+"""The source x target transfer matrix: running every pair, and its summary (matrix.json,
+matrix.md, matrix.png). Comparing finished studies is `rltransfer.report.compare`.
 
 A matrix runs every source x target study into one folder. Sources are trained once (the
 source cache) and each target's scratch runs once (the scratch cache), so an S x T matrix
@@ -23,13 +24,15 @@ from ..errors import ConfigError, OutputError
 from ..io_utils import atomic_write_json, atomic_write_text, read_json
 from ..report import metrics
 from ..report import verdict as verdicts
-from ..report.fit_table import FitTable
+from ..report.metrics import MATRIX_METRICS, format_claim
 from ..report.sweep_figure import sweep_series
 from ..specs import EnvSpec, split_top_level
+from ..strategies.registry import REFERENCE
 from .execution import Execution
 from .study_spec import StudySpec, flat_spec, flat_values
 
 if TYPE_CHECKING:
+    from ..report.summary import StudySummary
     from .plan import Plan
 
 
@@ -132,7 +135,7 @@ def _whole(text: str) -> bool:
 def matrix_specs(base: StudySpec, sources: list[EnvSpec],
                  targets: list[EnvSpec]) -> tuple[Path, list[StudySpec]]:
     """The matrix folder and one study spec per source x target pair (targets outer)."""
-    if "scratch" not in base.transfer.conditions:
+    if REFERENCE not in base.transfer.conditions:
         raise ConfigError("a transfer matrix compares against scratch: include scratch in "
                           "--conditions")
     name = base.output.name or f"matrix-{base.agent.algo}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -251,7 +254,7 @@ def summarize_matrix(folder: Path) -> dict[str, Any]:
     sources varying one parameter of one env) is named in matrix.json's ``sweep`` and drawn
     as line plots in matrix.png. The studies'
     own files (summary.json, report.md, ...) are read, never rewritten."""
-    from ..report.build import MATRIX_METRICS, study_summary
+    from ..report.build import study_summary
 
     spec_path = folder / "matrix_spec.json"
     if not spec_path.is_file():
@@ -261,7 +264,7 @@ def summarize_matrix(folder: Path) -> dict[str, Any]:
     targets = [EnvSpec.from_dict(t) for t in record["targets"]]
     base = flat_values(record.get("base", {}))  # flat before the nested study spec, or nested
     alpha = float(base.get("alpha", metrics.DEFAULT_ALPHA))
-    summaries = []
+    summaries: list[tuple[EnvSpec, EnvSpec, StudySummary]] = []
     for target in targets:
         for source in sources:
             study = folder / f"{source.slug}--{target.slug}"
@@ -272,20 +275,22 @@ def summarize_matrix(folder: Path) -> dict[str, Any]:
             except OutputError:
                 continue  # not finished yet
             summaries.append((source, target, summary))
-    compared = [c for c in base.get("conditions", []) if c != "scratch"]
+    compared = [c for c in base.get("conditions", []) if c != REFERENCE]
     # cells not finished yet, or without scratch runs, count with p = 1: m is the planned
     # family's size
-    final = all((summary.get("sequential") or {"done": True})["done"]
+    final = all(summary.sequential is None or summary.sequential.done
                 for _, _, summary in summaries)  # --seeds auto: every study took its last look
-    verdicts.judge([summary["metrics"] for _, _, summary in summaries], alpha,
-                   planned=len(compared) * len(sources) * len(targets), final=final)
+    judged = verdicts.judge([summary.metrics for _, _, summary in summaries], alpha,
+                            planned=len(compared) * len(sources) * len(targets), final=final)
     cells: dict[str, dict[str, dict[str, Any]]] = {}
-    for source, target, summary in summaries:
-        for condition, data in summary["metrics"]["conditions"].items():
-            if condition == summary["metrics"].get("reference"):
+    for (source, target, summary), verdict in zip(summaries, judged, strict=True):
+        for condition, data in summary.conditions.items():
+            if condition == summary.reference:
                 continue
-            cells.setdefault(condition, {}).setdefault(str(source), {})[str(target)] = {
-                key: data.get(key) for key in (*(k for k, _ in MATRIX_METRICS), "verdict")}
+            cell = {key: (data.estimates[key].to_dict() if key in data.estimates else None)
+                    for key, _ in MATRIX_METRICS}
+            cell["verdict"] = verdict[condition].to_dict()
+            cells.setdefault(condition, {}).setdefault(str(source), {})[str(target)] = cell
     result = {"sources": [str(s) for s in sources], "targets": [str(t) for t in targets],
               "alpha": alpha, "verdict_rule": verdicts.rule(alpha), "cells": cells}
     sweep = sweep_series(result, record)  # a swept parameter: its name and values
@@ -300,8 +305,6 @@ def summarize_matrix(folder: Path) -> dict[str, Any]:
 
 
 def matrix_markdown(result: dict[str, Any], command: str = "") -> str:
-    from ..report.build import MATRIX_METRICS, format_claim
-
     lines = ["# Transfer matrix", ""]
     for condition, rows in result["cells"].items():
         tables = (*MATRIX_METRICS, ("verdict", "verdict (Holm across every cell)"))
@@ -333,69 +336,3 @@ def _matrix_cell(cell: dict[str, Any] | None, key: str, claim: Any) -> str:
     if key == "auc_difference":
         return claim(value)
     return metrics.format_estimate(value, signed=True)
-
-
-def compare_studies(studies: list[Path]) -> dict[str, Any]:
-    """Every condition of every study in one table (rows: study / condition), each with its
-    own study's verdict (Holm within that study). The studies' files are not rewritten."""
-    from ..report.build import METRICS, study_summary
-
-    seen: dict[Path, Path] = {}
-    for study in studies:  # the same study twice would double its rows
-        first = seen.get(study.resolve())
-        if first is not None:
-            twice = (f"{study} is given twice" if str(first) == str(study) else
-                     f"{first} and {study} are the same study")
-            raise ConfigError(f"{twice}: give each study once")
-        seen[study.resolve()] = study
-    rows = []
-    for study in studies:
-        summary, _, _ = study_summary(study)
-        reference = summary["metrics"].get("reference")
-        measured = summary["metrics"]["conditions"]
-        for condition, runs in summary["runs"].items():
-            data = measured.get(condition, {})
-            label = condition if condition in measured else (
-                f"{condition} (no finished runs: {len(runs.get('failed', []))} failed)")
-            rows.append({"study": study.name, "source": summary["source"],
-                         "target": summary["target"], "condition": label,
-                         "reference": condition == reference,
-                         "verdict": (data.get("verdict") or {}).get("label"),
-                         **{metric.key: data.get(metric.key) for metric in METRICS}})
-    return {"studies": [str(s) for s in studies], "rows": rows}
-
-
-def _compare_cells(row: dict[str, Any]) -> list[str]:
-    from ..report.build import METRICS
-
-    cells = [row["study"], f"{row['source']} → {row['target']}", row["condition"]]
-    for metric in METRICS:
-        value = row.get(metric.key)
-        cells.append(metric.formatter(value) if value else
-                     ("(reference)" if row["reference"] else "—"))
-    return cells + [row.get("verdict") or "—"]
-
-
-def compare_headers() -> list[str]:
-    from ..report.build import METRICS
-
-    return (["study", "source → target", "condition"] + [m.title for m in METRICS]
-            + ["verdict (Holm within its study)"])
-
-
-def compare_table(result: dict[str, Any]) -> FitTable:
-    """The compared studies for the terminal: a column per metric where they fit on one line,
-    else a block per study and condition."""
-    return FitTable("studies compared (intervals over seeds; verdicts from each study's "
-                    "primary claim)", compare_headers(),
-                    [_compare_cells(row) for row in result["rows"]], heading=(0, 2))
-
-
-def compare_markdown(result: dict[str, Any]) -> str:
-    headers = compare_headers()
-    lines = ["# Studies compared", "", "| " + " | ".join(headers) + " |",
-             "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(_compare_cells(row)) + " |" for row in result["rows"]]
-    lines += ["", "Each study's verdict is Holm-corrected across its own conditions only; "
-              "comparing verdicts across studies is itself a further comparison."]
-    return "\n".join(lines) + "\n"

@@ -195,7 +195,7 @@ def _sequential(plan_: Plan, record: dict, console: Console, execution: Executio
     scratch, until every verdict is decided or the design's last look is taken. Each look is
     recorded in study.json's ``sequential``, so `resume` goes on from the last batch."""
     from ..report.build import study_summary
-    from ..report.verdict import CLAIMS
+    from ..report.verdict import CLAIMS, REFERENCE
 
     conditions = list(plan_.spec.transfer.conditions)
     state = record.setdefault("sequential", {"design": design.to_dict(), "looks": [],
@@ -210,9 +210,8 @@ def _sequential(plan_: Plan, record: dict, console: Console, execution: Executio
         if not _all_outcomes(study_dir, plan_):
             return  # runs failed outside training: resume retries them, then looks
         result, _, _ = study_summary(study_dir)
-        labels = {name: data["verdict"]["label"]
-                  for name, data in result["metrics"]["conditions"].items()
-                  if data.get("verdict", {}).get("label") not in (None, "reference")}
+        labels = {name: data.verdict.label for name, data in result.conditions.items()
+                  if data.verdict is not None and data.verdict.label != REFERENCE}
         n = max(state["counts"].values())
         after = next_counts(design, state["counts"], labels, CLAIMS)
         if not state["looks"] or state["looks"][-1]["n"] != n:

@@ -290,6 +290,12 @@ CONDITIONS: dict[str, Condition] = {c.name: c for c in (
                          "distillation loss whose weight decays to 0 (DQN, QR-DQN)",
               takes=POLICY, options=QDAGGER_OPTIONS, algos=EPSILON_GREEDY,
               hooks="rltransfer.strategies.qdagger:HOOKS"),
+    Condition("progressive", "progressive networks: the source's hidden layers kept as a "
+                             "frozen column, a new column of the same shape trained beside it "
+                             "with lateral adapters from each source layer, fresh heads (PPO, "
+                             "A2C, SAC; MLP policies)",
+              takes=WEIGHTS, options=(NORM_FREEZE,), algos=("ppo", "a2c", "sac"),
+              hooks="rltransfer.strategies.progressive:HOOKS"),
 )}
 """Every condition, in the order `--help` lists them."""
 

@@ -1,4 +1,4 @@
-"""Normalization and thresholds: Atari human-normalized scores, the registered
+"""The score scale and thresholds: Atari human-normalized scores, the registered
 reward_threshold, a threshold derived from the source's last evaluations (with a warning),
 and the refusal of a threshold too close to random."""
 
@@ -17,7 +17,8 @@ from rltransfer.io_utils import read_json
 from rltransfer.report.metrics import ASYMPTOTE_WINDOW
 from rltransfer.specs import EnvSpec
 from rltransfer.study import preflight
-from rltransfer.study.normalization import (
+from rltransfer.study.plan import plan
+from rltransfer.study.score_scale import (
     HUMAN_NORMALIZED,
     SE_GAP,
     RandomScore,
@@ -27,7 +28,6 @@ from rltransfer.study.normalization import (
     human_scores,
     source_score,
 )
-from rltransfer.study.plan import plan
 from rltransfer.study.study_spec import StudySpec
 from rltransfer.training.run import EVAL_COLUMNS, read_evaluations
 
@@ -109,7 +109,7 @@ def test_plan_of_the_pong_mode_study_is_human_normalized():
     spec = StudySpec.build(_spec("ALE/Pong-v5"), _spec("ALE/Pong-v5:mode=1,difficulty=1"),
                            seeds=2, timesteps=256, source_timesteps=256, eval_freq=128,
                            eval_episodes=1, name="pong")
-    found = preflight.normalization(plan(spec), RandomScore(-20.3, 0.78, 52), None)
+    found = preflight.score_scale(plan(spec), RandomScore(-20.3, 0.78, 52), None)
     assert (found.threshold, found.random_return) == (14.6, -20.7)
 
 

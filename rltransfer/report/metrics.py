@@ -71,7 +71,7 @@ DEFAULT_ALPHA = 0.05
 
 
 class MetricsError(ConfigError, ValueError):
-    """Metrics cannot be computed from these inputs (bad normalization or malformed curve)."""
+    """Metrics cannot be computed from these inputs (a bad score scale or a malformed curve)."""
 
 
 # --------------------------------------------------------------------------- per run
@@ -251,7 +251,7 @@ def summarize(
     columns = {condition: table(values) for condition, values in runs.items()}
     summary = summarize_columns(columns, budget=budget, reference=reference, alpha=alpha,
                                 verdict_only=verdict_only)
-    if not verdict_only:
+    if not verdict_only:  # the score scale, under summary.json's key for it
         summary = {"normalization": {"random_return": float(random_return),
                                      "threshold": float(threshold), "budget": int(budget)},
                    **summary}

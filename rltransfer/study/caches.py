@@ -20,7 +20,7 @@ from ..io_utils import atomic_write_json, read_json
 from ..specs import RunSpec, stable_hash
 from ..training.run import read_evaluations
 from ..training.transfer import load_checkpoint
-from .normalization import source_score as evaluations_score
+from .score_scale import source_score as evaluations_score
 
 if TYPE_CHECKING:
     from .plan import Plan

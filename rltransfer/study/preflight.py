@@ -31,8 +31,8 @@ from ..training.run import EVAL_SEED_OFFSET, MAX_EVAL_ENVS, build_model, frozen_
 from ..training.transfer import apply_transfer, check_algorithm, load_checkpoint
 from . import budgets
 from .caches import Source, source_from_cache
-from .normalization import Normalization, RandomScore, choose, human_scores
 from .plan import Plan
+from .score_scale import RandomScore, ScoreScale, choose, human_scores
 
 RANDOM_EPISODES = 100  # the random policy's return anchors every normalized score
 RANDOM_STEP_CAP = 50_000  # but long-episode games (Atari) should not take minutes
@@ -245,13 +245,13 @@ def _context(plan_: Plan, state: dict[str, torch.Tensor] | None = None, label: s
                             spaces)
 
 
-def needs_source(plan_: Plan, known: Normalization | None, external: Source | None) -> bool:
+def needs_source(plan_: Plan, known: ScoreScale | None, external: Source | None) -> bool:
     return external is None and (plan_.spec.transfers or known is None)
 
 
-def normalization(plan_: Plan, random: RandomScore, source: Source | None,
-                  required: bool = False) -> Normalization | None:
-    """The study's normalization (`normalization.choose`): --threshold, else Atari's
+def score_scale(plan_: Plan, random: RandomScore, source: Source | None,
+                required: bool = False) -> ScoreScale | None:
+    """The study's score scale (`score_scale.choose`): --threshold, else Atari's
     human-normalized score, else the target's reward_threshold, else the source policy's mean
     score over its last evaluations; None while that score is not known yet."""
     spec = plan_.spec
@@ -260,10 +260,10 @@ def normalization(plan_: Plan, random: RandomScore, source: Source | None,
                   required=required)
 
 
-def check_new_study(plan_: Plan) -> tuple[RandomScore, Normalization | None, Source | None,
+def check_new_study(plan_: Plan) -> tuple[RandomScore, ScoreScale | None, Source | None,
                                           dict[str, budgets.Fit]]:
     """Check everything a new study needs before its first file. Returns the random policy's
-    score on the target, the normalization when it is known already (None: the source's
+    score on the target, the score scale when it is known already (None: the source's
     score sets it), the --source-model checkpoint (None without one) and how the budgets fit
     the rollouts (`probe`)."""
     probe_encoder(plan_)
@@ -271,6 +271,6 @@ def check_new_study(plan_: Plan) -> tuple[RandomScore, Normalization | None, Sou
     spec = plan_.spec
     random = random_return(spec.env.target, max(spec.protocol.eval_episodes, RANDOM_EPISODES),
                            spec.protocol.seed + EVAL_SEED_OFFSET)
-    known = normalization(plan_, random, external)  # None: wait for the source's score
+    known = score_scale(plan_, random, external)  # None: wait for the source's score
     fits = probe(plan_, needs_source(plan_, known, external))
     return random, known, external, fits

@@ -21,11 +21,11 @@ from ..report.sequential import Design, next_counts
 from .budgets import Fit
 from .caches import Source
 from .execution import Execution
-from .normalization import choose
 from .plan import Plan, plan
 from .preflight import check_new_study, check_writable
 from .ray_backend import ray_session
 from .scheduler import Scheduler
+from .score_scale import choose
 from .study_folder import (
     StudyLock,
     check_same_study,
@@ -131,8 +131,9 @@ def _say_budgets(fits: dict[str, Fit], console: Console) -> None:
                           soft_wrap=True)
 
 
-_NORMALIZATION_KEYS = ("threshold", "threshold_from", "normalization", "random_return_from",
-                       "threshold_warning", "normalization_note")
+_SCORE_SCALE_KEYS = ("threshold", "threshold_from", "normalization", "random_return_from",
+                     "threshold_warning", "normalization_note")
+"""study.json's keys of the score scale (`ScoreScale.record`), replaced by a new threshold."""
 
 
 def _new_threshold(plan_: Plan, record: dict[str, Any], study_dir: Path,
@@ -155,12 +156,12 @@ def _new_threshold(plan_: Plan, record: dict[str, Any], study_dir: Path,
             f"or start a new study with another --name")
     found = choose(plan_.spec.env.target, plan_.spec.env.source, given,
                    recorded_random(record), plan_.spec.protocol.eval_episodes, None)
-    assert found is not None  # a given threshold is always a normalization
+    assert found is not None  # a given threshold always sets the score scale
     if isinstance(spec.get("protocol"), dict):
         spec["protocol"]["threshold"] = given
     else:  # a study.json of format 1: the spec is flat
         spec["threshold"] = given
-    for key in _NORMALIZATION_KEYS:
+    for key in _SCORE_SCALE_KEYS:
         record.pop(key, None)
     record.update(found.record())
     atomic_write_json(study_dir / "study.json", record)

@@ -36,10 +36,10 @@ from .caches import (
     store_source,
 )
 from .execution import Execution, Job, Outcome, make_backend
-from .normalization import derived_warning
 from .plan import Plan, encoder_note
-from .preflight import normalization
+from .preflight import score_scale
 from .progress import StudyProgress
+from .score_scale import derived_warning
 from .study_folder import recorded_random, run_key
 
 
@@ -118,7 +118,7 @@ class Scheduler:
         atomic_write_json(self.dir / "source" / "source.json", source.record)
         self.record["source"] = source.record
         if "threshold" not in self.record:
-            known = normalization(self.plan, recorded_random(self.record), source, required=True)
+            known = score_scale(self.plan, recorded_random(self.record), source, required=True)
             assert known is not None
             self.record.update(known.record())
             self._warn_threshold()

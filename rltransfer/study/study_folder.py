@@ -18,7 +18,7 @@ from ..io_utils import read_json
 from ..report.runfiles import read_status, read_study
 from ..specs import RunSpec
 from .caches import versions
-from .normalization import Normalization, RandomScore
+from .score_scale import RandomScore, ScoreScale
 from .study_spec import STUDY_FORMAT, flat_spec
 
 if TYPE_CHECKING:
@@ -176,9 +176,9 @@ def recorded_random(record: dict[str, Any]) -> RandomScore:
 
 
 def new_record(plan_: Plan, command: str, random: RandomScore,
-               known: Normalization | None) -> dict[str, Any]:
+               known: ScoreScale | None) -> dict[str, Any]:
     """study.json of a new study: the resolved spec (nested, `STUDY_FORMAT`), the command,
-    the package versions, the agents, the random policy's score and the normalization."""
+    the package versions, the agents, the random policy's score and the score scale."""
     record: dict[str, Any] = {
         "format": STUDY_FORMAT, "spec": plan_.recorded_spec(), "command": command,
         "versions": versions(),

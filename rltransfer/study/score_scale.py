@@ -1,8 +1,10 @@
-"""Which return is 0 and which is 1 of a study's normalized score.
+"""The score scale: which return is 0 and which is 1 of a study's normalized score.
 
     score = (R - R_random) / (R_threshold - R_random)
 
-The pair is chosen once per study, in this order:
+(Named apart from the VecNormalize statistics a run normalizes its observations with,
+`rltransfer.training.vecnorm`: "normalization" in the code means those.) The pair is chosen
+once per study, in this order:
 
 1. ``--threshold`` (R_random: the random policy's return, measured on the target);
 2. Atari targets (any ale-py id) of a game in the published table: the *human-normalized*
@@ -62,8 +64,9 @@ class RandomScore:
 
 
 @dataclass(frozen=True)
-class Normalization:
-    """The 0 and the 1 of a study's normalized score and where each came from."""
+class ScoreScale:
+    """The 0 and the 1 of a study's normalized score and where each came from; `kind` is
+    study.json's ``normalization`` key (`THRESHOLD_NORMALIZED` or `HUMAN_NORMALIZED`)."""
 
     threshold: float
     threshold_from: str
@@ -74,7 +77,8 @@ class Normalization:
     note: str | None = None
 
     def record(self) -> dict[str, Any]:
-        """The study.json keys (see README, "Normalization and thresholds")."""
+        """The study.json keys (see README, "The score scale and thresholds"); they keep the
+        names they had, ``normalization`` and ``normalization_note`` included."""
         found: dict[str, Any] = {
             "threshold": self.threshold, "threshold_from": self.threshold_from,
             "normalization": self.kind, "target_random_return": self.random_return,
@@ -150,14 +154,14 @@ def derived_warning(target: EnvSpec, source: EnvSpec) -> str:
 
 def choose(study_target: EnvSpec, study_source: EnvSpec, given: float | None,
            random: RandomScore, eval_episodes: int, source: dict[str, Any] | None,
-           required: bool = False) -> Normalization | None:
-    """The study's normalization (see the module doc); None while it waits for the source's
+           required: bool = False) -> ScoreScale | None:
+    """The study's score scale (see the module doc); None while it waits for the source's
     score (`source` is the source record: its "score" and "score_from", or an older
     record's "final_return"). Raises ConfigError for a threshold too close to random."""
     measured = (random.mean, f"measured: the uniformly random policy over {random.episodes} "
                              f"episodes on the target")
     if given is not None:
-        found = Normalization(float(given), "--threshold", *measured)
+        found = ScoreScale(float(given), "--threshold", *measured)
     elif (published := human_scores(study_target)) is not None:
         changed = _non_default(study_target)
         note = None
@@ -165,16 +169,16 @@ def choose(study_target: EnvSpec, study_source: EnvSpec, given: float | None,
             settings = ", ".join(f"{k}={v:g}" for k, v in changed.items())
             note = (f"the published Atari scores are for the game's default mode and "
                     f"difficulty; this target plays {settings}")
-        return Normalization(published[1], f"human score (Atari human-normalized; "
+        return ScoreScale(published[1], f"human score (Atari human-normalized; "
                                            f"{ATARI_CITATION})", published[0],
                              f"published random score ({ATARI_CITATION})", HUMAN_NORMALIZED,
                              note=note)
     elif (registered := reward_threshold(study_target)) is not None:
-        found = Normalization(float(registered), "target reward_threshold", *measured)
+        found = ScoreScale(float(registered), "target reward_threshold", *measured)
     elif source is not None and ("score" in source or "final_return" in source):
         score = source.get("score", source.get("final_return"))
         origin = source.get("score_from", "source final score")
-        found = Normalization(float(score), origin, *measured,
+        found = ScoreScale(float(score), origin, *measured,
                               warning=derived_warning(study_target, study_source))
     elif not required:
         return None
@@ -185,7 +189,7 @@ def choose(study_target: EnvSpec, study_source: EnvSpec, given: float | None,
     return found
 
 
-def check_gap(found: Normalization, random: RandomScore, eval_episodes: int,
+def check_gap(found: ScoreScale, random: RandomScore, eval_episodes: int,
               target: EnvSpec) -> None:
     """Refuse a threshold that is not above random, or fewer than SE_GAP evaluation standard
     errors above it."""

@@ -48,7 +48,7 @@ import torch.nn.functional as F  # noqa: N812 - torch's own spelling
 from stable_baselines3 import A2C, PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.distributions import StateDependentNoiseDistribution
-from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy, ContinuousCritic
 from stable_baselines3.common.type_aliases import Schedule
 from stable_baselines3.sac.policies import Actor, SACPolicy
 from torch import nn
@@ -185,7 +185,8 @@ class _OwnStream:
     def __enter__(self) -> None:
         self._fork = torch.random.fork_rng(devices=[])
         self._fork.__enter__()
-        torch.manual_seed(int(torch.randint(2**62, ())) ^ 0x5EED_C01)
+        # the CPU generator only (layers are built there): a GPU's stream is left as it is
+        torch.default_generator.manual_seed(int(torch.randint(2**62, ())) ^ 0x5EED_C01)
 
     def __exit__(self, *args: object) -> None:
         self._fork.__exit__(*args)
@@ -234,7 +235,7 @@ class ProgressiveSACPolicy(SACPolicy):
                                                actor.action_dist)  # type: ignore[arg-type]
         return actor
 
-    def make_critic(self, features_extractor: Any = None) -> Any:
+    def make_critic(self, features_extractor: Any = None) -> ContinuousCritic:
         critic = super().make_critic(features_extractor)
         with _OwnStream():
             for index, q_net in enumerate(critic.q_networks):

@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -31,6 +32,24 @@ CASES = {  # tiny updates
                             "policy_kwargs": {"net_arch": [32, 32]}}),
 }
 LOADERS = {"ppo": PPO, "sac": SAC}
+
+
+class SixInputs(gym.Env):
+    """A target that observes six numbers (CartPole: four); reward 1 for action 0."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (6,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(6, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(6, np.float32), float(action == 0), False, False, {}
+
+
+gym.register("ProgressiveSixInputs-v0", entry_point=SixInputs, max_episode_steps=8,
+             reward_threshold=7.0)
 
 
 def _run(algo: str, condition: str = "scratch", seed: int = 0, timesteps: int = 256,
@@ -279,7 +298,8 @@ BUDGET = ["--timesteps", "256", "--source-timesteps", "256", "--eval-freq", "128
     (["CartPole-v1", "CartPole-v1", "--algo", "dqn", "--conditions", "scratch,progressive"],
      "condition 'progressive' works with ppo, a2c, sac only, not dqn: use --algo ppo, a2c or "
      "sac, or drop progressive"),
-    (["CartPole-v1", "Acrobot-v1", "--conditions", "progressive", "--hparams", "n_steps=16"],
+    (["CartPole-v1", "ProgressiveSixInputs-v0", "--conditions", "progressive", "--n-envs", "1",
+      "--hparams", "n_steps=64", "batch_size=64"],
      "condition 'progressive': the CartPole-v1 policy's policy network reads 4 inputs "
      "(observation), the target's 6: the frozen source column reads the target's observation, "
      "so their sizes must be the source's: use finetune or reinit-head, which copy what fits"),

@@ -24,7 +24,7 @@ import torch
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from rltransfer.env_factory import make_vec
-from rltransfer.specs import AgentSpec, EnvSpec, RunSpec
+from rltransfer.specs import AgentSpec, EncoderSpec, EnvSpec, RunSpec
 from rltransfer.training import algos
 from rltransfer.training.features import FrozenFeatures, channels_first
 from rltransfer.training.run import build_model, frozen_features
@@ -65,11 +65,10 @@ def _sync(device: str) -> None:
 
 def measure(env: EnvSpec, encoder: dict, device: str, n_envs: int, n_steps: int,
             rollouts: int) -> dict[str, float]:
-    hparams = {**algos.preset("ppo", ["atari"]), "policy": "CnnPolicy", "n_steps": n_steps,
-               "policy_kwargs": {"features_extractor": {**encoder,
-                                                        "frame_stack": env.frame_stack}}}
+    hparams = {**algos.preset("ppo", ["atari"]), "policy": "CnnPolicy", "n_steps": n_steps}
+    extractor = EncoderSpec.from_dict({**encoder, "frame_stack": env.frame_stack})
     steps_per_rollout = n_envs * n_steps
-    run = RunSpec(env, AgentSpec("ppo", hparams, n_envs, device), "scratch", 0,
+    run = RunSpec(env, AgentSpec("ppo", hparams, n_envs, device, extractor), "scratch", 0,
                   steps_per_rollout * (rollouts + 1), steps_per_rollout, 1)
     # Channel-first below the recorder, so it keeps exactly what the trunk is given.
     recorder = Recorder(channels_first(make_vec(env, n_envs, seed=0)))

@@ -31,6 +31,7 @@ CONDITIONS = tuple(registry.CONDITIONS)
 each does."""
 
 AUGMENTATIONS = ("random-shift",)
+"""An image encoder's augmentations (`EncoderSpec.augment`, --augment)."""
 
 MAX_SEED = 2**31 - 1_000_000  # room for the evaluation seed offset below 2**32
 MAX_SLUG = 80  # an env's part of a default study name: two of them fit a 255-byte name
@@ -258,51 +259,144 @@ _OBSERVATION_FIELDS = ("pixels", "image_size", "grayscale", "frame_stack")
 _ENV_DEFAULTS = {"pixels": False, "image_size": 84, "grayscale": False, "frame_stack": 1}
 
 
+NATURE_CNN = "nature-cnn"
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """The image encoder of a pixel policy: its features extractor
+    (`rltransfer.training.encoders.PixelEncoder`), as data.
+
+    An image policy is built with a fresh NatureCNN (the defaults); the pretrained-encoder
+    condition's agent with the encoder the study's options name (--encoder, --encoder-weights,
+    --freeze-encoder/--finetune-encoder, --encoder-lr-scale). A frozen encoder without
+    augmentation is computed once per observation (`rltransfer.training.features`).
+    """
+
+    name: str = NATURE_CNN  # nature-cnn, or a torchvision classification model (trunk only)
+    weights: str = "none"  # none (random), imagenet, or the path of a state-dict file
+    freeze: bool = False  # the trunk is not trained (no gradient, in no optimizer)
+    lr_scale: float = 1.0  # a trained trunk's learning-rate factor on the schedule's rate
+    augment: str | None = None  # random-shift (DrQ), in training only; None for none
+    frame_stack: int = 1  # frames stacked along the image channels
+
+    @property
+    def extractor_kwargs(self) -> dict[str, Any]:
+        """`PixelEncoder`'s keyword arguments (the learning-rate factor is the optimizer's:
+        `rltransfer.training.encoders.scale_encoder_lr`)."""
+        return {"encoder": self.name, "weights": self.weights, "freeze": self.freeze,
+                "augment": self.augment, "frame_stack": self.frame_stack}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "weights": self.weights, "freeze": self.freeze,
+                "lr_scale": self.lr_scale, "augment": self.augment,
+                "frame_stack": self.frame_stack}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EncoderSpec:
+        """Also the dict of study folders written before this type (the encoder's name under
+        "encoder", keys left out at their defaults)."""
+        values = {k: v for k, v in data.items() if k in _ENCODER_FIELDS}
+        if "encoder" in data and "name" not in data:
+            values["name"] = data["encoder"]
+        return cls(**values)
+
+
+_ENCODER_FIELDS = ("name", "weights", "freeze", "lr_scale", "augment", "frame_stack")
+_OLD_ENCODER_KEY = "features_extractor"  # where study folders before EncoderSpec kept it
+
+
 @dataclass(frozen=True)
 class AgentSpec:
-    """An algorithm with its resolved hyperparameters (preset merged with overrides)."""
+    """An algorithm with its resolved hyperparameters (preset merged with overrides), and
+    for an image policy its encoder."""
 
     algo: str
     hparams: Mapping[str, Any]
     n_envs: int
     device: str = "auto"
+    encoder: EncoderSpec | None = None  # an image policy's features extractor
 
     def to_dict(self) -> dict[str, Any]:
-        return {"algo": self.algo, "hparams": dict(self.hparams), "n_envs": self.n_envs,
+        data = {"algo": self.algo, "hparams": dict(self.hparams), "n_envs": self.n_envs,
                 "device": self.device}
+        if self.encoder is not None:  # only then, so other agents hash as they always did
+            data["encoder"] = self.encoder.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AgentSpec:
-        return cls(data["algo"], dict(data["hparams"]), int(data["n_envs"]),
-                   data.get("device", "auto"))
+        """Also an agent of a study folder written before `EncoderSpec`, whose encoder was
+        ``hparams.policy_kwargs.features_extractor``."""
+        hparams = dict(data["hparams"])
+        encoder = data.get("encoder")
+        policy_kwargs = hparams.get("policy_kwargs")
+        if isinstance(policy_kwargs, Mapping) and _OLD_ENCODER_KEY in policy_kwargs:
+            encoder = encoder or policy_kwargs[_OLD_ENCODER_KEY]
+            rest = {k: v for k, v in policy_kwargs.items() if k != _OLD_ENCODER_KEY}
+            if rest:
+                hparams["policy_kwargs"] = rest
+            else:
+                hparams.pop("policy_kwargs")
+        return cls(data["algo"], hparams, int(data["n_envs"]), data.get("device", "auto"),
+                   EncoderSpec.from_dict(encoder) if encoder is not None else None)
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One training run: an agent on an env from an initialization, for a budget and seed."""
+    """One training run: an agent on an env from an initialization, for a budget and seed.
+
+    `condition` is the parsed condition (`registry.Choice`: its registry entry and options);
+    a spelled one (``"finetune:lr_scale=0.1"``) is parsed when the spec is made. On disk
+    (status.json's "run", the caches' spec.json) it is its canonical spelling."""
 
     env: EnvSpec
     agent: AgentSpec
-    condition: str
+    condition: registry.Choice
     seed: int
     timesteps: int
     eval_freq: int
     eval_episodes: int
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.condition, registry.Choice):
+            object.__setattr__(self, "condition", registry.parse(self.condition))
+
     def to_dict(self) -> dict[str, Any]:
         return {"env": self.env.to_dict(), "agent": self.agent.to_dict(),
-                "condition": self.condition, "seed": self.seed, "timesteps": self.timesteps,
-                "eval_freq": self.eval_freq, "eval_episodes": self.eval_episodes}
+                "condition": self.condition.label, "seed": self.seed,
+                "timesteps": self.timesteps, "eval_freq": self.eval_freq,
+                "eval_episodes": self.eval_episodes}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunSpec:
         return cls(EnvSpec.from_dict(data["env"]), AgentSpec.from_dict(data["agent"]),
-                   data["condition"], int(data["seed"]), int(data["timesteps"]),
-                   int(data["eval_freq"]), int(data["eval_episodes"]))
+                   registry.parse(data["condition"]), int(data["seed"]),
+                   int(data["timesteps"]), int(data["eval_freq"]), int(data["eval_episodes"]))
 
     @property
     def cache_key(self) -> str:
-        """Names the cache entry of a source policy; the device does not change the result."""
+        """Names the cache entry of a source policy (or a scratch run); the device does not
+        change the result. The agent is hashed as study folders wrote it before
+        `EncoderSpec` (`_hashed_agent`), so cache entries keep their names."""
         data = self.to_dict()
-        data["agent"].pop("device")
+        data["agent"] = _hashed_agent(self.agent)
         return stable_hash(data)
+
+
+def _hashed_agent(agent: AgentSpec) -> dict[str, Any]:
+    """`agent` as its cache key hashes it: without the device, and an image policy's encoder
+    where it used to be, ``hparams.policy_kwargs.features_extractor``, under its old keys (a
+    fresh NatureCNN's name, frame_stack and augment; any other encoder's every option)."""
+    data = agent.to_dict()
+    data.pop("device")
+    encoder = data.pop("encoder", None)
+    if agent.encoder is not None and encoder is not None:
+        old = {"encoder": encoder.pop("name"), **encoder}
+        if agent.encoder == EncoderSpec(augment=agent.encoder.augment,
+                                        frame_stack=agent.encoder.frame_stack):
+            old = {k: old[k] for k in ("encoder", "frame_stack", "augment")}
+        hparams = data["hparams"]
+        hparams["policy_kwargs"] = {**(hparams.get("policy_kwargs") or {}),
+                                    _OLD_ENCODER_KEY: old}
+    return data

@@ -22,7 +22,7 @@ def test_every_condition_is_one_registry_entry():
     assert CONDITIONS["freeze-features"].freezes == conditions.FEATURES
     assert CONDITIONS["reinit-head"].copies == conditions.FEATURES
     assert CONDITIONS["finetune"].copies == conditions.ALL
-    assert CONDITIONS["pretrained-encoder"].image_encoder
+    assert CONDITIONS["pretrained-encoder"].hooks == "rltransfer.strategies.encoder:HOOKS"
     assert not CONDITIONS["scratch"].needs_source
 
 

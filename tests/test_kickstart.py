@@ -163,7 +163,7 @@ def test_the_weight_is_logged_and_decays_to_zero_at_steps(tmp_path, algo, env):
     # the loss: the mean over the updates since the last dump whose weight was above 0
     assert max(s for s, _ in losses) <= min(s for s, v in weights if v == 0)
     record = read_json(tmp_path / "transfer.json")
-    assert record["condition"] == run.condition and record["source"] == "teacher"
+    assert record["condition"] == run.condition.label and record["source"] == "teacher"
     assert record["kickstart"] == {
         "teacher": "teacher", "init": "scratch", "steps": steps, "initial_weight": weight,
         "loss": "cross-entropy" if env.startswith("CartPole") else "kl(teacher||target)",

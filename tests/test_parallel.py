@@ -260,7 +260,7 @@ def _replay_resume(study: Path, run_key: str, step: int, folder: Path) -> list[t
     from rltransfer.training.transfer import load_checkpoint
 
     run = RunSpec.from_dict(read_json(study / run_key / "status.json")["run"])
-    source = (None if run.condition == "scratch"
+    source = (None if run.condition.label == "scratch"
               else load_checkpoint(study / "source" / "model.zip").state_dict)
 
     class StopAfterCheckpoint(training.EvaluationCallback):

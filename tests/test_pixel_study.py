@@ -10,7 +10,7 @@ import torchvision
 from rltransfer.cli import main
 from rltransfer.env_factory import make_env, make_vec
 from rltransfer.io_utils import read_json
-from rltransfer.specs import EnvSpec
+from rltransfer.specs import EncoderSpec, EnvSpec
 from rltransfer.study.plan import encoder_note, plan
 from rltransfer.study.study_spec import StudySpec, flat_spec
 
@@ -87,6 +87,24 @@ def test_frozen_encoder_without_augmentation_is_cached_and_said_so():
     assert encoder_note(plan(spec.update(conditions=("scratch",)))) is None
 
 
+def test_the_pretrained_encoder_is_its_conditions_agent_configured_by_its_hooks():
+    spec = StudySpec.build(EnvSpec.parse("rltransfer/PixelCatch-v0"),
+                           EnvSpec.parse("rltransfer/PixelCatch-v0"),
+                           conditions=("scratch", "finetune", "pretrained-encoder"),
+                           encoder="resnet18", encoder_weights="none", augment="random-shift",
+                           seeds=1, timesteps=64)
+    resolved = plan(spec)
+    stack = resolved.spec.frame_stack
+    runs = {run.condition.label: run for run in resolved.target_runs()}
+    fresh = EncoderSpec(augment="random-shift", frame_stack=stack)  # a fresh NatureCNN
+    assert runs["scratch"].agent.encoder == runs["finetune"].agent.encoder == fresh
+    pretrained = EncoderSpec("resnet18", "none", True, 0.1, "random-shift", stack)
+    assert runs["pretrained-encoder"].agent.encoder == resolved.encoder == pretrained
+    assert resolved.encoder_agent == runs["pretrained-encoder"].agent
+    assert runs["pretrained-encoder"].agent.hparams == runs["scratch"].agent.hparams
+    assert plan(spec.update(conditions=("scratch",))).encoder_agent is None
+
+
 def test_pixels_on_a_classic_control_target(tmp_path):
     code = main(["run", "CartPole-v1", "CartPole-v1:length=1.0", "--pixels", "--image-size",
                  "36", "--grayscale", "--conditions", "scratch,finetune", "--out",
@@ -128,5 +146,4 @@ def test_an_encoder_weights_path_is_recorded_absolute(tmp_path, monkeypatch, res
                            encoder_weights=resnet_weights.name, seeds=1, timesteps=64)
     resolved = plan(spec)
     assert resolved.spec.transfer.encoder_weights == str(resnet_weights.resolve())
-    extractor = resolved.encoder_agent.hparams["policy_kwargs"]["features_extractor"]
-    assert extractor["weights"] == str(resnet_weights.resolve())
+    assert resolved.encoder_agent.encoder.weights == str(resnet_weights.resolve())

@@ -20,7 +20,7 @@ import rltransfer.training.run as training
 from rltransfer.env_factory import make_vec
 from rltransfer.errors import EncoderError
 from rltransfer.io_utils import file_sha256, read_json
-from rltransfer.specs import AgentSpec, EnvSpec, RunSpec
+from rltransfer.specs import AgentSpec, EncoderSpec, EnvSpec, RunSpec
 from rltransfer.training import features
 from rltransfer.training.encoders import PixelEncoder, trunk_checksum
 from rltransfer.training.run import FROZEN_FEATURES, build_model, frozen_features, train_run
@@ -87,12 +87,10 @@ def pretrained_run(algo: str, weights, mode: str, timesteps: int = STEPS, encode
                    env: EnvSpec | None = None, hparams: dict | None = None) -> RunSpec:
     freeze, augment = MODES[mode]
     default_env, algo_hparams = ALGOS[algo]
-    extractor = {"encoder": encoder, "weights": str(weights), "freeze": freeze,
-                 "lr_scale": 0.1, "frame_stack": 1, "augment": augment}
+    extractor = EncoderSpec(encoder, str(weights), freeze, 0.1, augment, frame_stack=1)
     return RunSpec(env or default_env,
-                   AgentSpec(algo, {"policy": "CnnPolicy", **algo_hparams, **(hparams or {}),
-                                    "policy_kwargs": {"features_extractor": extractor}},
-                             1, "cpu"),
+                   AgentSpec(algo, {"policy": "CnnPolicy", **algo_hparams, **(hparams or {})},
+                             1, "cpu", extractor),
                    "pretrained-encoder", 0, timesteps, timesteps, 1)
 
 
@@ -188,10 +186,9 @@ def test_finetuned_trunk_starts_from_the_file_in_every_copy_and_trains(tmp_path,
 def test_nature_cnn_weights_from_a_model_zip_survive_ortho_init(tmp_path):
     # A source policy's NatureCNN (PPO on PixelCatch) as the pretrained trunk: model.zip is
     # read as weights only, and PPO's ortho_init does not overwrite it.
-    source = RunSpec(CATCH, AgentSpec("ppo", {"policy": "CnnPolicy", **ALGOS["ppo"][1],
-                                              "policy_kwargs": {"features_extractor": {
-                                                  "encoder": "nature-cnn", "frame_stack": 1}}},
-                                      1, "cpu"), "scratch", 0, 64, 64, 1)
+    source = RunSpec(CATCH, AgentSpec("ppo", {"policy": "CnnPolicy", **ALGOS["ppo"][1]}, 1,
+                                      "cpu", EncoderSpec("nature-cnn", frame_stack=1)),
+                     "scratch", 0, 64, 64, 1)
     train_run(source, tmp_path / "source")
     zip_path = tmp_path / "source" / "model.zip"
     trained = saved_copies(zip_path)["features_extractor"]

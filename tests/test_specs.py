@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import pickle
 import re
 
 import pytest
 
 from rltransfer.env_factory import resolve
 from rltransfer.errors import ConfigError, ParameterError, UnknownEnvError
-from rltransfer.specs import AgentSpec, EnvSpec, RunSpec, stable_hash
+from rltransfer.specs import AgentSpec, EncoderSpec, EnvSpec, RunSpec, stable_hash
+from rltransfer.strategies import registry
 from rltransfer.study.study_spec import StudySpec
 
 
@@ -89,6 +91,49 @@ def test_run_spec_round_trip_and_stable_hash():
     assert RunSpec(run.env, reordered, "scratch", 0, 1000, 100, 5).cache_key == run.cache_key
     assert RunSpec(run.env, agent, "scratch", 1, 1000, 100, 5).cache_key != run.cache_key
     assert stable_hash({"a": 1, "b": 2}) == stable_hash({"b": 2, "a": 1})
+
+
+def test_a_run_spec_carries_its_parsed_condition_and_writes_its_spelling():
+    agent = AgentSpec("ppo", {"n_steps": 32}, 1)
+    run = RunSpec(EnvSpec("CartPole-v1"), agent, "finetune:lr_scale=0.1", 0, 1000, 100, 5)
+    assert isinstance(run.condition, registry.Choice)  # parsed once, when the spec is made
+    assert run.condition.condition is registry.CONDITIONS["finetune"]
+    assert run.condition.get("lr_scale") == 0.1 and run.condition.get("norm") == "update"
+    assert run.to_dict()["condition"] == "finetune:lr_scale=0.1"
+    assert RunSpec(run.env, agent, registry.parse("finetune:lr_scale=0.1"), 0, 1000, 100,
+                   5) == run
+    assert RunSpec.from_dict(json.loads(json.dumps(run.to_dict()))) == run
+    sent = pickle.loads(pickle.dumps(run))  # as a job travels to a worker process
+    assert sent == run and sent.condition.condition is registry.CONDITIONS["finetune"]
+    with pytest.raises(ConfigError, match="unknown condition 'finetunee'"):
+        RunSpec(run.env, agent, "finetunee", 0, 1000, 100, 5)
+
+
+def test_an_agents_encoder_round_trips_and_old_study_folders_read_back():
+    encoder = EncoderSpec("resnet18", "imagenet", True, 0.1, "random-shift", 4)
+    agent = AgentSpec("ppo", {"policy": "CnnPolicy", "policy_kwargs": {"net_arch": [64]}}, 2,
+                      "cpu", encoder)
+    data = json.loads(json.dumps(agent.to_dict()))
+    assert data["encoder"] == {"name": "resnet18", "weights": "imagenet", "freeze": True,
+                               "lr_scale": 0.1, "augment": "random-shift", "frame_stack": 4}
+    assert AgentSpec.from_dict(data) == agent
+    assert "encoder" not in AgentSpec("ppo", {}, 1).to_dict()  # state policies as before
+    # status.json and study.json before EncoderSpec: the encoder inside policy_kwargs
+    old = {"algo": "ppo", "n_envs": 2, "device": "cpu", "hparams": {
+        "policy": "CnnPolicy", "policy_kwargs": {"net_arch": [64], "features_extractor": {
+            "encoder": "resnet18", "weights": "imagenet", "freeze": True, "lr_scale": 0.1,
+            "frame_stack": 4, "augment": "random-shift"}}}}
+    assert AgentSpec.from_dict(old) == agent
+    fresh = {"algo": "ppo", "n_envs": 1, "hparams": {"policy": "CnnPolicy", "policy_kwargs": {
+        "features_extractor": {"encoder": "nature-cnn", "frame_stack": 2, "augment": None}}}}
+    assert AgentSpec.from_dict(fresh) == AgentSpec("ppo", {"policy": "CnnPolicy"}, 1, "auto",
+                                                   EncoderSpec(frame_stack=2))
+    # and it names the cache entry it named then
+    run = RunSpec(EnvSpec("CartPole-v1", pixels=True), AgentSpec.from_dict(old), "scratch", 0,
+                  100, 10, 1)
+    hashed = run.to_dict()
+    hashed["agent"] = {k: v for k, v in old.items() if k != "device"}
+    assert run.cache_key == stable_hash(hashed)
 
 
 def test_study_spec_round_trip():

@@ -76,7 +76,7 @@ def test_a_cached_source_is_not_built_again_and_its_weights_dry_run_the_transfer
     real_probe, real_transfer = preflight.probe_model, preflight.apply_transfer
 
     def probe(run):
-        built.append(run.condition)
+        built.append(run.condition.label)
         return real_probe(run)
 
     def transfer(model, state, condition, label=""):

@@ -89,7 +89,9 @@ def test_a_new_strategy_is_one_registry_entry(tmp_path, monkeypatch):
 
 def test_the_built_in_strategies_name_their_hooks():
     named = {name: entry.hooks for name, entry in conditions.CONDITIONS.items()}
-    assert named["scratch"] == "" and named["pretrained-encoder"] == ""
+    assert named["scratch"] == ""
+    # pretrained-encoder's effect is its agent's image encoder, configured by its own hooks
+    assert named["pretrained-encoder"] == "rltransfer.strategies.encoder:HOOKS"
     # the source acts on the target during replay's prefill: its statistics stay frozen
     assert conditions.parse("replay").get("norm") == "freeze"
     assert conditions.parse("replay:norm=update").label == "replay:norm=update"

@@ -4,8 +4,11 @@ A `Condition` in `rltransfer.strategies.registry` names its hooks as ``"module:O
 (imported only when a run or the pre-flight check needs them, so the registry stays
 torch-free). The object is a `Strategy`: each hook gets the run's parsed condition (a
 `registry.Choice`: its entry, its options, ``choice.label`` its canonical spelling) and a
-`Context`, and a run calls them in this order:
+`Context`, and a study calls them in this order:
 
+* ``configure_agent(agent, choice, context) -> agent``: the agent the condition trains, when
+  the study is planned (the typed `AgentSpec` a run's status.json records), e.g. built with
+  the study's pretrained image encoder (``context.encoder``);
 * ``configure(hparams, choice) -> hparams``: the hyperparameters SB3 builds the agent with
   (its policy class, ``policy_kwargs``...), before it builds it;
 * ``check(target, choice, context)``: the pre-flight check on a freshly built target model,
@@ -13,16 +16,23 @@ torch-free). The object is a `Strategy`: each hook gets the run's parsed conditi
   study will use; a one-line error before the study writes anything;
 * ``initialize(model, choice, context) -> (TransferReport | None, record)``: how the built
   target starts (copied or frozen weights, a distillation loss attached, a guide) and what
-  ``transfer.json`` records of it;
+  ``transfer.json`` records of it. Training calls it through ``start``, which also applies
+  what a run inherits from the source besides tensors: before `initialize`, the source's
+  VecNormalize statistics as the ``norm`` option says (conditions that take something from
+  the source, `rltransfer.training.vecnorm`); after it, DQN's and QR-DQN's ε schedule as
+  ``eps`` says (`rltransfer.strategies.exploration`). Both are recorded in transfer.json
+  ("normalization", null for a condition that takes nothing; "exploration"); a strategy that
+  handles them otherwise overrides ``start``;
 * ``callbacks(model, choice, context) -> [BaseCallback, ...]``: SB3 callbacks that join the
   run's own during ``learn`` (a curriculum, a loss's weight schedule);
 * ``before_learning(model, choice, context, evaluation) -> dict | None``: work done on the
   run's budget before ``learn`` (a replay buffer's prefill, an offline phase); its record is
   added to ``transfer.json``.
 
-`Strategy`'s own hooks do nothing, so a strategy implements only the ones it needs. A
-condition without hooks (scratch) starts as SB3 builds it. Adding a strategy is its entry plus
-the module its hooks live in; training and the pre-flight check only call these methods.
+`Strategy`'s own hooks do nothing (but ``start``, above), so a strategy implements only the
+ones it needs. A condition without hooks (scratch) starts as SB3 builds it. Adding a strategy
+is its entry plus the module its hooks live in; the plan, the pre-flight check and training
+only call these methods.
 """
 
 from __future__ import annotations
@@ -37,6 +47,8 @@ if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
     from stable_baselines3.common.callbacks import BaseCallback
 
+    from ..specs import AgentSpec, EncoderSpec
+
 
 @dataclass(frozen=True)
 class Context:
@@ -47,10 +59,20 @@ class Context:
     source_state: dict[str, Any] | None = None  # the source policy's weights (tensors)
     source_label: str = ""  # e.g. "cache:5c3e0dd4771b3558"
     source_spaces: tuple[Any, Any] | None = None  # the source model's (observation, action)
+    # the source's VecNormalize statistics (`rltransfer.training.vecnorm.Stats`), if it has any
+    source_stats: dict[str, Any] | None = None
+    # the pretrained image encoder the study's options name (--encoder, --encoder-weights...)
+    # for the target's images; None when the target observes vectors
+    encoder: EncoderSpec | None = None
 
 
 class Strategy:
-    """A condition's hooks; each of these does nothing (see the module's docstring)."""
+    """A condition's hooks; each of these does nothing (see the module's docstring), except
+    `start`, which applies ``norm`` and ``eps`` around `initialize`."""
+
+    def configure_agent(self, agent: AgentSpec, choice: registry.Choice,
+                        context: Context) -> AgentSpec:
+        return agent
 
     def configure(self, hparams: dict[str, Any], choice: registry.Choice) -> dict[str, Any]:
         return hparams
@@ -61,6 +83,25 @@ class Strategy:
     def initialize(self, model: BaseAlgorithm, choice: registry.Choice,
                    context: Context) -> tuple[Any, dict[str, Any]]:
         return None, {"condition": choice.label, "source": None}
+
+    def start(self, model: BaseAlgorithm, choice: registry.Choice,
+              context: Context) -> tuple[Any, dict[str, Any]]:
+        """`initialize`, with the source's normalization statistics applied before it and
+        the ε schedule after it (the module's docstring); what training calls."""
+        from ..training import vecnorm
+        from . import exploration
+
+        normalization = None
+        if choice.condition.needs_source:  # the source's statistics, after SB3's _build
+            normalization = vecnorm.apply(model.get_env(), context.source_stats,
+                                          choice.get("norm") or vecnorm.RESET,
+                                          context.source_label)
+        report, record = self.initialize(model, choice, context)
+        record["normalization"] = normalization  # None: none of the source's
+        schedule = exploration.apply(model, choice)  # DQN's and QR-DQN's; None for others
+        if schedule is not None:
+            record["exploration"] = schedule
+        return report, record
 
     def callbacks(self, model: BaseAlgorithm, choice: registry.Choice,
                   context: Context) -> list[BaseCallback]:

@@ -74,10 +74,10 @@ class Schedule:
         return self.weight * max(0.0, 1.0 - step / self.steps)
 
 
-def schedule(condition: str, timesteps: int) -> Schedule:
-    """The schedule `condition` (``kickstart:steps=N,weight=W``) gives a run of `timesteps`
-    env steps: N defaults to half of them."""
-    choice = conditions.parse(condition)
+def schedule(condition: str | conditions.Choice, timesteps: int) -> Schedule:
+    """The schedule `condition` (``kickstart:steps=N,weight=W``, parsed or spelled) gives a
+    run of `timesteps` env steps: N defaults to half of them."""
+    choice = conditions.choice_of(condition)
     steps = choice.get("steps")
     return Schedule(int(steps) if steps is not None else max(timesteps // 2, 1),
                     float(choice.get("weight")))
@@ -203,22 +203,23 @@ class Kickstart:
         model.logger.record_mean("kickstart/loss", loss.item())
 
 
-def kickstart(model: BaseAlgorithm, source_state: dict[str, torch.Tensor], condition: str,
-              timesteps: int, source_label: str = ""
+def kickstart(model: BaseAlgorithm, source_state: dict[str, torch.Tensor],
+              condition: str | conditions.Choice, timesteps: int, source_label: str = ""
               ) -> tuple[Kickstart, TransferReport | None, dict[str, Any]]:
-    """Initialize `model` as `condition` says (``init``), attach the distillation loss toward
-    the source policy in `source_state`, for a run of `timesteps` env steps; (the loss, the
-    transfer report of an init from the source's weights or None, the transfer.json record)."""
-    choice = conditions.parse(condition)
-    teacher = build_teacher(model, source_state, condition, source_label)
+    """Initialize `model` as `condition` (parsed or spelled) says (``init``), attach the
+    distillation loss toward the source policy in `source_state`, for a run of `timesteps`
+    env steps; (the loss, the transfer report of an init from the source's weights or None,
+    the transfer.json record)."""
+    choice = conditions.choice_of(condition)
+    teacher = build_teacher(model, source_state, choice.label, source_label)
     report = None
     if choice.weights is not None:  # init=finetune: copied as finetune copies
-        report = apply_transfer(model, source_state, condition, source_label)
-        report.condition, report.options = condition, dict(choice.options)
+        report = apply_transfer(model, source_state, choice, source_label)
         record = report.to_dict()
     else:
-        record = {"condition": condition, "source": source_label, "options": dict(choice.options)}
-    weights = schedule(condition, timesteps)
+        record = {"condition": choice.label, "source": source_label,
+                  "options": dict(choice.options)}
+    weights = schedule(choice, timesteps)
     loss = CROSS_ENTROPY if _categorical(model.policy.action_dist) else KL
     record["kickstart"] = {
         "teacher": source_label, "init": str(choice.get("init")), "steps": weights.steps,
@@ -245,8 +246,8 @@ class Hooks(Strategy):
                    context: Context) -> tuple[TransferReport | None, dict[str, Any]]:
         if context.source_state is None:
             raise ValueError(f"condition {choice.label} needs the source policy's weights")
-        _, report, record = kickstart(model, context.source_state, choice.label,
-                                      context.timesteps, context.source_label)
+        _, report, record = kickstart(model, context.source_state, choice, context.timesteps,
+                                      context.source_label)
         return report, record
 
 

@@ -72,7 +72,6 @@ class Condition:
     takes: str = NOTHING  # from the source: NOTHING, WEIGHTS, POLICY or TRANSITIONS
     copies: str = NONE  # source tensors copied by name and shape: ALL, FEATURES or NONE
     freezes: str = NONE  # copied tensors frozen: FEATURES or NONE
-    image_encoder: bool = False  # a pretrained image encoder instead of source weights
     options: tuple[Option, ...] = field(default_factory=tuple)
     algos: tuple[str, ...] = ()  # the algorithms it works with; () for every one
     # (algorithm, why the condition means nothing there): refused in one line with the reason
@@ -89,6 +88,15 @@ class Condition:
         """Whether the study may need a source policy for this condition (with some options;
         `Choice.needs_source` says for a spelled one)."""
         return self.takes != NOTHING
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled by name, as the registry's entry (its checks are lambdas, which pickle
+        # cannot send): a run spec's parsed condition travels to worker processes.
+        return (_entry, (self.name,))
+
+
+def _entry(name: str) -> Condition:
+    return CONDITIONS[name]
 
 
 def _scale_ok(value: float) -> bool:
@@ -154,10 +162,12 @@ _BASE = (
               hooks=_WEIGHTS_HOOKS),
     Condition("pretrained-encoder", "pixels: a pretrained image encoder (--encoder, "
                                     "--encoder-weights), frozen or fine-tuned, fresh heads",
-              image_encoder=True, refuses=((NO_GRADIENT[0], "ars has no image policy: its "
-                                            "policies map a vector observation to actions"),)),
+              hooks="rltransfer.strategies.encoder:HOOKS",
+              refuses=((NO_GRADIENT[0], "ars has no image policy: its policies map a vector "
+                                        "observation to actions"),)),
 )
 REFERENCE = "scratch"
+FINETUNE = "finetune"  # copies every tensor that matches: what the pre-flight dry-runs
 
 _INITS = (REFERENCE, *(c.name for c in _BASE if c.takes == WEIGHTS))
 
@@ -316,6 +326,9 @@ class Choice:
             return self.condition.name
         return self.condition.name + ":" + ",".join(f"{k}={_text(v)}" for k, v in given.items())
 
+    def __str__(self) -> str:
+        return self.label
+
     def get(self, key: str) -> Any:
         """The value of option `key`: as given, else its default; None for an option the
         condition does not have."""
@@ -413,15 +426,21 @@ def get(text: str) -> Condition:
     return parse(text).condition
 
 
+def choice_of(condition: str | Choice) -> Choice:
+    """A parsed condition: `condition` itself, or its spelling parsed (`parse`)."""
+    return condition if isinstance(condition, Choice) else parse(condition)
+
+
 def needs_source(conditions: tuple[str, ...] | list[str]) -> bool:
     """Whether any of the spelled conditions takes something from a source policy."""
     return any(parse(c).needs_source for c in conditions)
 
 
-def check_algorithm(text: str, algo: str) -> None:
-    """ConfigError (one line) when the spelled condition, or one of its options, does not
-    work with `algo`."""
-    choice, algo = parse(text), algo.lower()
+def check_algorithm(condition: str | Choice, algo: str) -> None:
+    """ConfigError (one line) when the condition (spelled or parsed), or one of its options,
+    does not work with `algo`."""
+    choice, algo = choice_of(condition), algo.lower()
+    text = condition if isinstance(condition, str) else choice.label
     entry = choice.condition
     why = dict(entry.refuses).get(algo)
     if why is not None:

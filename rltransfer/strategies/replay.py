@@ -73,15 +73,16 @@ def capacity(model: OffPolicyAlgorithm) -> int:
     return int(buffer.buffer_size) * int(buffer.n_envs)
 
 
-def check(model: OffPolicyAlgorithm, condition: str, timesteps: int,
+def check(model: OffPolicyAlgorithm, condition: str | registry.Choice, timesteps: int,
           source_state: dict[str, torch.Tensor] | None, source_label: str, target: str) -> None:
-    """Pre-flight for a replay condition (a no-op for others), on a freshly built target
-    `model`: ConfigError/TransferError (one line) when the prefill cannot happen, before the
-    study writes anything. `source_state`: the weights the study will use (None when they do
-    not exist yet or the condition needs none)."""
-    choice = registry.parse(condition)
+    """Pre-flight for a replay condition (parsed or spelled; a no-op for others), on a
+    freshly built target `model`: ConfigError/TransferError (one line) when the prefill cannot
+    happen, before the study writes anything. `source_state`: the weights the study will use
+    (None when they do not exist yet or the condition needs none)."""
+    choice = registry.choice_of(condition)
     if choice.condition.takes != registry.TRANSITIONS:
         return
+    condition = choice.label  # as errors name it
     dataset_id = choice.get("dataset")
     if dataset_id is not None:
         dataset = load_dataset(dataset_id)
@@ -327,7 +328,7 @@ class Hooks(Strategy):
 
     def check(self, target: OffPolicyAlgorithm, choice: registry.Choice,
               context: Context) -> None:
-        check(target, choice.label, context.timesteps, context.source_state,
+        check(target, choice, context.timesteps, context.source_state,
               context.source_label, context.target)
 
     def initialize(self, model: OffPolicyAlgorithm, choice: registry.Choice,
@@ -339,7 +340,7 @@ class Hooks(Strategy):
             raise ValueError(f"condition {choice.label} needs source weights")
         from ..training.transfer import apply_transfer
 
-        report = apply_transfer(model, context.source_state, choice.label, context.source_label)
+        report = apply_transfer(model, context.source_state, choice, context.source_label)
         return report, report.to_dict()
 
     def before_learning(self, model: OffPolicyAlgorithm, choice: registry.Choice,

@@ -17,13 +17,13 @@ class CopyWeights(Strategy):
     """The hooks of the conditions that copy the source's weights."""
 
     def check(self, target: BaseAlgorithm, choice: registry.Choice, context: Context) -> None:
-        check_options(target.policy, choice.label)  # e.g. layers=k against the network's depth
+        check_options(target.policy, choice)  # e.g. layers=k against the network's depth
 
     def initialize(self, model: BaseAlgorithm, choice: registry.Choice,
                    context: Context) -> tuple[TransferReport, dict[str, Any]]:
         if context.source_state is None:
             raise ValueError(f"condition {choice.label} needs source weights")
-        report = apply_transfer(model, context.source_state, choice.label, context.source_label)
+        report = apply_transfer(model, context.source_state, choice, context.source_label)
         return report, report.to_dict()
 
 

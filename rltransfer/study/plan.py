@@ -14,31 +14,47 @@ from pathlib import Path
 from typing import Any
 
 from ..env_factory import make_env, resolve
-from ..errors import ConfigError
 from ..pixels import is_image_observation
-from ..specs import AgentSpec, EnvSpec, RunSpec
+from ..specs import NATURE_CNN, AgentSpec, EncoderSpec, EnvSpec, RunSpec
+from ..strategies import hooks as strategy
 from ..strategies import registry
 from ..training import algos, checkpoints
 from ..training.features import caches_features
 from .study_spec import ResolvedStudySpec, StudySpec
 
 ENCODER_OPTIONS = ("encoder", "encoder_weights", "freeze_encoder", "encoder_lr_scale")
-"""The options only the pretrained-encoder condition reads."""
+"""The options of the study's pretrained image encoder (`Plan.encoder`), which only a
+condition that builds its agent with it reads (pretrained-encoder)."""
 
 
 @dataclass(frozen=True)
 class Plan:
-    """A resolved study: every default filled in, the agents for source and target."""
+    """A resolved study: every default filled in, the parsed conditions, the agents for
+    source and target, and each condition's own agent where its hooks configure one."""
 
     spec: ResolvedStudySpec
     source_agent: AgentSpec
     target_agent: AgentSpec
-    encoder_agent: AgentSpec | None = None  # the target agent of the pretrained-encoder condition
+    # the study's conditions, parsed (in the order of spec.transfer.conditions)
+    conditions: tuple[registry.Choice, ...] = ()
+    # the study's pretrained image encoder on the target's images (ENCODER_OPTIONS); None
+    # when the target observes vectors
+    encoder: EncoderSpec | None = None
+    # (condition label, its agent) where the condition's hooks configure an agent other than
+    # target_agent (`Strategy.configure_agent`)
+    agents: tuple[tuple[str, AgentSpec], ...] = ()
     counts: tuple[tuple[str, int], ...] = ()  # --seeds auto: seeds per condition so far
 
     @property
     def study_dir(self) -> Path:
         return self.spec.study_dir
+
+    @property
+    def encoder_agent(self) -> AgentSpec | None:
+        """The agent built with the study's pretrained encoder (`encoder`), when a condition
+        trains one; None otherwise."""
+        return next((agent for _, agent in self.agents
+                     if self.encoder is not None and agent.encoder == self.encoder), None)
 
     def recorded_spec(self) -> dict[str, Any]:
         """study.json's "spec": the resolved spec, without the pretrained encoder's options
@@ -52,30 +68,28 @@ class Plan:
 
     def source_run(self) -> RunSpec:
         spec = self.spec
-        return RunSpec(spec.env.source, self.source_agent, registry.REFERENCE, spec.protocol.seed,
-                       spec.source_timesteps, max(spec.source_timesteps // 20, 1),
-                       spec.protocol.eval_episodes)
+        return RunSpec(spec.env.source, self.source_agent, registry.parse(registry.REFERENCE),
+                       spec.protocol.seed, spec.source_timesteps,
+                       max(spec.source_timesteps // 20, 1), spec.protocol.eval_episodes)
 
-    def agent_for(self, condition: str) -> AgentSpec:
-        if registry.get(condition).image_encoder:
-            if self.encoder_agent is None:  # plan() sets it whenever such a condition is listed
-                raise ValueError(f"{condition} is not among this plan's conditions")
-            return self.encoder_agent
-        return self.target_agent
+    def agent_for(self, condition: registry.Choice) -> AgentSpec:
+        """The agent `condition` trains: its own (`agents`), else the target's."""
+        return dict(self.agents).get(condition.label, self.target_agent)
 
     def policy_run(self) -> RunSpec:
         """A target run that uses the policy's own network (the one source weights go into)."""
         run = self.target_runs()[0]
-        return dataclasses.replace(run, agent=self.target_agent, condition=registry.REFERENCE)
+        return dataclasses.replace(run, agent=self.target_agent,
+                                   condition=registry.parse(registry.REFERENCE))
 
     def target_runs(self) -> list[RunSpec]:
         spec = self.spec
         counts = dict(self.counts)
         first = spec.protocol.seed
-        return [RunSpec(spec.env.target, self.agent_for(condition), condition, seed,
+        return [RunSpec(spec.env.target, self.agent_for(choice), choice, seed,
                         spec.timesteps, spec.eval_freq, spec.protocol.eval_episodes)
-                for condition in spec.transfer.conditions
-                for seed in range(first, first + counts.get(condition, spec.protocol.seeds))]
+                for choice in self.conditions
+                for seed in range(first, first + counts.get(choice.label, spec.protocol.seeds))]
 
     def with_counts(self, counts: dict[str, int]) -> Plan:
         """This plan with `counts` seeds per condition (a ``--seeds auto`` look's batch)."""
@@ -113,19 +127,37 @@ def _observe(spec: StudySpec, env: EnvSpec, hparams: dict[str, Any],
 
 
 def _agent(spec: StudySpec, hparams: dict[str, Any], env: EnvSpec, image: bool,
-           algo: algos.Algorithm, encoder: dict[str, Any] | None = None) -> AgentSpec:
+           algo: algos.Algorithm) -> AgentSpec:
+    """The agent on `env`: an image policy gets a fresh NatureCNN encoder."""
     hparams = dict(hparams)
+    encoder = None
     if image:
         if hparams.get("policy", "MlpPolicy") == "MlpPolicy":
             hparams["policy"] = "CnnPolicy"
-        encoder = encoder or {"encoder": "nature-cnn"}
-        hparams["policy_kwargs"] = {
-            **(hparams.get("policy_kwargs") or {}),
-            "features_extractor": {**encoder, "frame_stack": env.frame_stack,
-                                   "augment": spec.agent.augment},
-        }
+        encoder = EncoderSpec(NATURE_CNN, augment=spec.agent.augment,
+                              frame_stack=env.frame_stack)
     return AgentSpec(algo.name, hparams, spec.agent.n_envs or hparams.get("n_envs", 1),
-                     spec.agent.device)
+                     spec.agent.device, encoder)
+
+
+def _pretrained(spec: StudySpec, target: EnvSpec) -> EncoderSpec:
+    """The study's pretrained image encoder (ENCODER_OPTIONS) on `target`'s images."""
+    transfer = spec.transfer
+    return EncoderSpec(transfer.encoder, transfer.encoder_weights, transfer.freeze_encoder,
+                       transfer.encoder_lr_scale, spec.agent.augment, target.frame_stack)
+
+
+def _condition_agents(conditions: tuple[registry.Choice, ...], target_agent: AgentSpec,
+                      context: strategy.Context) -> tuple[tuple[str, AgentSpec], ...]:
+    """(label, agent) of each condition whose hooks configure an agent of their own."""
+    agents = []
+    for choice in conditions:
+        hooks = strategy.of(choice)
+        agent = (hooks.configure_agent(target_agent, choice, context) if hooks is not None
+                 else target_agent)
+        if agent != target_agent:
+            agents.append((choice.label, agent))
+    return tuple(agents)
 
 
 def plan(spec: StudySpec) -> Plan:
@@ -144,17 +176,14 @@ def plan(spec: StudySpec) -> Plan:
     target, target_image = _observe(spec, spec.env.target, target_hparams, algo)
     source_agent = _agent(spec, source_hparams, source, source_image, algo)
     target_agent = _agent(spec, target_hparams, target, target_image, algo)
-    encoder_agent = None
-    if any(registry.get(c).image_encoder for c in spec.transfer.conditions):
-        if not target_image:
-            raise ConfigError(f"the pretrained-encoder condition needs image observations, but "
-                              f"{spec.env.target} observes vectors: add --pixels")
-        encoder_agent = _agent(spec, target_hparams, target, True, algo,
-                               spec.transfer.encoder_config())
-    algos.resolve_device(spec.agent.device,
-                         str(target_agent.hparams.get("policy", "MlpPolicy")))
     protocol = spec.protocol
     timesteps = protocol.timesteps or target_hparams.get("n_timesteps", 100_000)
+    conditions = tuple(registry.parse(c) for c in spec.transfer.conditions)  # checked: valid
+    encoder = _pretrained(spec, target) if target_image else None
+    agents = _condition_agents(conditions, target_agent, strategy.Context(
+        timesteps, str(spec.env.target), encoder=encoder))
+    algos.resolve_device(spec.agent.device,
+                         str(target_agent.hparams.get("policy", "MlpPolicy")))
     name = spec.output.name or "{}--{}--{}-{}".format(
         spec.env.source.slug, spec.env.target.slug, algo.name, time.strftime("%Y%m%d-%H%M%S"))
     given = spec.update(
@@ -165,19 +194,22 @@ def plan(spec: StudySpec) -> Plan:
         n_envs=target_agent.n_envs, name=name, frame_stack=target.frame_stack)
     resolved = ResolvedStudySpec(given.env, given.agent, given.transfer, given.protocol,
                                  given.output)
-    return Plan(resolved, source_agent, target_agent, encoder_agent)
+    return Plan(resolved, source_agent, target_agent, conditions, encoder, agents)
 
 
 def encoder_note(plan_: Plan) -> str | None:
-    """One line on how the pretrained-encoder condition computes its features, or None."""
-    if plan_.encoder_agent is None:
+    """One line on how the condition that trains with the study's pretrained encoder
+    computes its features, or None."""
+    agent = plan_.encoder_agent
+    if agent is None or agent.encoder is None:
         return None
-    encoder = algos.encoder_config(dict(plan_.encoder_agent.hparams)) or {}
+    encoder = agent.encoder
     if caches_features(encoder):
-        return ("pretrained-encoder: the frozen encoder's features are computed once per "
-                "observation and reused by every update")
-    if encoder.get("freeze"):
-        return (f"warning: --augment {encoder.get('augment')} changes the images at every "
-                f"update, so the frozen encoder's features cannot be cached: it runs again on "
-                f"every sample of every update (several times slower)")
+        label = next(label for label, other in plan_.agents if other == agent)
+        return (f"{label}: the frozen encoder's features are computed once per observation "
+                f"and reused by every update")
+    if encoder.freeze:
+        return (f"warning: --augment {encoder.augment} changes the images at every update, so "
+                f"the frozen encoder's features cannot be cached: it runs again on every "
+                f"sample of every update (several times slower)")
     return None

@@ -120,7 +120,7 @@ def check_external(plan_: Plan) -> Source | None:
     check_algorithm(checkpoint, plan_.spec.agent.algo)
     stats = vecnorm.source_stats(path)  # a refused vecnormalize.pkl stops the study here
     source_model = probe_model(plan_.source_run())
-    fit = apply_transfer(source_model, checkpoint.state_dict, "finetune", str(path))
+    fit = apply_transfer(source_model, checkpoint.state_dict, registry.FINETUNE, str(path))
     if fit.copied != len(fit.tensors):
         raise CheckpointError(
             f"{path} does not fit {plan_.spec.env.source} with this study's network "
@@ -130,7 +130,7 @@ def check_external(plan_: Plan) -> Source | None:
     if plan_.spec.transfers:
         target = probe_model(plan_.policy_run())
         _probe_teachers(plan_, target, checkpoint.state_dict, source_model, str(path))
-        apply_transfer(target, checkpoint.state_dict, "finetune", str(path))
+        apply_transfer(target, checkpoint.state_dict, registry.FINETUNE, str(path))
     # Its score on the source env: the threshold for targets that register none. It then
     # plays as many episodes as the last ASYMPTOTE_WINDOW evaluations of a trained source.
     window = ASYMPTOTE_WINDOW if derives_threshold(plan_) else 1
@@ -161,11 +161,12 @@ def derives_threshold(plan_: Plan) -> bool:
 
 
 def probe_encoder(plan_: Plan) -> None:
-    """Build the pretrained-encoder model (its weights file read as a run will), first: an
-    unusable file is then an error at once, before the random policy is measured."""
-    if plan_.encoder_agent is not None:
-        probe_model(next(r for r in plan_.target_runs()
-                          if registry.get(r.condition).image_encoder))
+    """Build the model of the condition that trains with the study's pretrained encoder (its
+    weights file read as a run will), first: an unusable file is then an error at once,
+    before the random policy is measured."""
+    agent = plan_.encoder_agent
+    if agent is not None:
+        probe_model(next(r for r in plan_.target_runs() if r.agent == agent))
 
 
 def probe(plan_: Plan, train_source: bool) -> dict[str, budgets.Fit]:
@@ -175,11 +176,10 @@ def probe(plan_: Plan, train_source: bool) -> dict[str, budgets.Fit]:
     is an error here (`budgets.check`)."""
     target = probe_model(plan_.policy_run())
     fits = {"target": _fit(plan_, target, "--timesteps")}
-    for condition in plan_.spec.transfer.conditions:  # each entry's own check, no source yet:
-        hooks = strategy.of(condition)  # e.g. layers=k fits; replay's prefill fits the budget
+    for choice in plan_.conditions:  # each entry's own check, no source yet:
+        hooks = strategy.of(choice)  # e.g. layers=k fits; replay's prefill fits the budget
         if hooks is not None:
-            hooks.check(_target_of(plan_, condition, target), registry.parse(condition),
-                        _context(plan_))
+            hooks.check(_target_of(plan_, choice, target), choice, _context(plan_))
     if train_source:
         cached = source_from_cache(plan_)
         if cached is not None:
@@ -191,14 +191,14 @@ def probe(plan_: Plan, train_source: bool) -> dict[str, budgets.Fit]:
                 if _takes_policy(plan_):  # a teacher's spaces: those of the source's model
                     _probe_teachers(plan_, target, state, probe_model(plan_.source_run()),
                                     label)
-                apply_transfer(target, state, "finetune", label)
+                apply_transfer(target, state, registry.FINETUNE, label)
             return fits
         source = probe_model(plan_.source_run())
         fits["source"] = _fit(plan_, source, "--source-timesteps")
         if plan_.spec.transfers:
             label = f"the {plan_.spec.env.source} policy"
             _probe_teachers(plan_, target, source.policy.state_dict(), source, label)
-            apply_transfer(target, source.policy.state_dict(), "finetune", label)
+            apply_transfer(target, source.policy.state_dict(), registry.FINETUNE, label)
     return fits
 
 
@@ -211,8 +211,8 @@ def _fit(plan_: Plan, model: BaseAlgorithm, option: str) -> budgets.Fit:
 
 
 def _takes_policy(plan_: Plan) -> bool:
-    return any(registry.get(c).takes in (registry.POLICY, registry.TRANSITIONS)  # replay's too
-               for c in plan_.spec.transfer.conditions)
+    return any(c.condition.takes in (registry.POLICY, registry.TRANSITIONS)  # replay's too
+               for c in plan_.conditions)
 
 
 def _probe_teachers(plan_: Plan, target: BaseAlgorithm, state: dict[str, torch.Tensor],
@@ -220,22 +220,21 @@ def _probe_teachers(plan_: Plan, target: BaseAlgorithm, state: dict[str, torch.T
     """Each condition's own check with the weights the study will use (`strategy`): e.g.
     kickstart's teacher must fit the target's policy (spaces, network, algorithm), replay's
     source must be able to act on the target."""
-    for condition in plan_.spec.transfer.conditions:
-        hooks = strategy.of(condition)
-        choice = registry.parse(condition)
+    for choice in plan_.conditions:
+        hooks = strategy.of(choice)
         if hooks is not None and choice.needs_source:
-            hooks.check(_target_of(plan_, condition, target), choice, _context(
+            hooks.check(_target_of(plan_, choice, target), choice, _context(
                 plan_, state, label, (source.observation_space, source.action_space)))
 
 
-def _target_of(plan_: Plan, condition: str, target: BaseAlgorithm) -> BaseAlgorithm:
-    """`target`, or the condition's own probe model when its hooks configure the agent
-    differently (e.g. progressive's policy class)."""
-    hooks = strategy.of(condition)
+def _target_of(plan_: Plan, choice: registry.Choice, target: BaseAlgorithm) -> BaseAlgorithm:
+    """`target`, or the condition's own probe model when its hooks configure SB3's
+    hyperparameters differently (e.g. progressive's policy class)."""
+    hooks = strategy.of(choice)
     hparams = dict(plan_.target_agent.hparams)
-    if hooks is None or hooks.configure(dict(hparams), registry.parse(condition)) == hparams:
+    if hooks is None or hooks.configure(dict(hparams), choice) == hparams:
         return target
-    run = dataclasses.replace(plan_.policy_run(), condition=condition)
+    run = dataclasses.replace(plan_.policy_run(), condition=choice)
     return probe_model(run)
 
 

@@ -135,7 +135,7 @@ class Scheduler:
             status = run_dir / "status.json"
             record = read_status(status)  # a damaged one: a one-line error naming it
             state = record.get("state")
-            label = f"{run.condition} seed {run.seed}"
+            label = f"{run.condition.label} seed {run.seed}"
             if state == "done":
                 progress.skip_run(label, run.timesteps, self.done_note)
                 continue
@@ -143,7 +143,7 @@ class Scheduler:
                 progress.skip_run(label, run.timesteps, "diverged: an outcome of its "
                                   "condition, not run again")
                 continue
-            reference = run.condition == registry.REFERENCE
+            reference = run.condition.label == registry.REFERENCE
             if reference and (cached := reuse_scratch(self.plan, run, run_dir)):
                 progress.skip_run(label, run.timesteps,
                                   f"reused cached run {cached} (0 training steps)")
@@ -200,7 +200,7 @@ class Scheduler:
             self.progress = bar
             tasks = [Task(source_job)] if source_job else []
             for job in self._target_jobs(bar):
-                if registry.parse(job.run.condition).needs_source and source_path is None:
+                if job.run.condition.needs_source and source_path is None:
                     tasks.append(Task(job, after="source"))  # given the source when it is done
                 else:
                     tasks.append(Task(dataclasses.replace(job, source=source_path,
@@ -337,7 +337,7 @@ class Scheduler:
         if job.key == "source":
             return [dataclasses.replace(d, source=path, source_label=f"cache:{cache.name}")
                     for d in dependents]
-        if job.run.condition == registry.REFERENCE and outcome.resumed_from is None:
+        if job.run.condition.label == registry.REFERENCE and outcome.resumed_from is None:
             store_scratch(self.plan, job.run, Path(job.run_dir))  # only uninterrupted runs
         return []
 

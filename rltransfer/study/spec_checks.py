@@ -19,9 +19,8 @@ if TYPE_CHECKING:
 def check_study(spec: StudySpec) -> None:
     """Every check below, types first."""
     check_types(spec)
-    _check_conditions(spec.transfer.conditions)
-    for condition in spec.transfer.conditions:  # e.g. replay needs an off-policy algorithm
-        registry.check_algorithm(condition, spec.agent.algo)
+    for choice in _check_conditions(spec.transfer.conditions):  # e.g. replay: off-policy
+        registry.check_algorithm(choice, spec.agent.algo)
     _check_numbers(spec)
     _check_pixels(spec)
 
@@ -43,8 +42,10 @@ def check_types(spec: StudySpec) -> None:
         raise ConfigError(f"hparams must be a table of key = value, got {spec.agent.hparams!r}")
 
 
-def _check_conditions(conditions: tuple[str, ...]) -> None:
-    labels = [registry.parse(condition).label for condition in conditions]
+def _check_conditions(conditions: tuple[str, ...]) -> list[registry.Choice]:
+    """The conditions, parsed: each spelled canonically, none twice."""
+    choices = [registry.parse(condition) for condition in conditions]
+    labels = [choice.label for choice in choices]
     if not conditions:
         raise ConfigError("--conditions is empty: give at least one, e.g. scratch,finetune")
     if labels != list(conditions):
@@ -52,6 +53,7 @@ def _check_conditions(conditions: tuple[str, ...]) -> None:
                           f"canonical form)")
     if len(set(labels)) != len(labels):
         raise ConfigError(f"--conditions lists a condition twice: {','.join(conditions)}")
+    return choices
 
 
 def _check_counts(spec: StudySpec) -> None:

@@ -32,6 +32,7 @@ from ..errors import (
     MissingDependencyError,
     did_you_mean,
 )
+from ..specs import EncoderSpec
 from .algo_registry import ALGORITHMS, CONTRIB, ZOO_NAMES, Algorithm  # the table (torch-free)
 
 if sys.version_info >= (3, 11):
@@ -205,26 +206,18 @@ def _action_noise(kind: str, std: float, action_space: spaces.Space) -> Any:
     )
 
 
-def encoder_config(hparams: dict[str, Any]) -> dict[str, Any] | None:
-    """The image encoder of a pixel policy, as data (policy_kwargs.features_extractor)."""
-    policy_kwargs = hparams.get("policy_kwargs") or {}
-    return policy_kwargs.get("features_extractor")
-
-
-def model_kwargs(hparams: dict[str, Any], action_space: spaces.Space) -> dict[str, Any]:
-    """Turn data-form hyperparameters into SB3 constructor arguments."""
+def model_kwargs(hparams: dict[str, Any], action_space: spaces.Space,
+                 encoder: EncoderSpec | None = None) -> dict[str, Any]:
+    """Turn data-form hyperparameters into SB3 constructor arguments; with `encoder`, the
+    policy's features extractor is that `PixelEncoder`."""
     kwargs = {k: _schedule(v) for k, v in hparams.items() if k not in STUDY_KEYS}
     if "policy_kwargs" in kwargs:
         kwargs["policy_kwargs"] = _policy_kwargs(kwargs["policy_kwargs"])
-        encoder = kwargs["policy_kwargs"].pop("features_extractor", None)
-        if encoder is not None:
-            from .encoders import PixelEncoder  # torchvision is only needed for pixel policies
+    if encoder is not None:
+        from .encoders import pixel_policy_kwargs  # torchvision only for pixel policies
 
-            kwargs["policy_kwargs"].update(
-                features_extractor_class=PixelEncoder,
-                features_extractor_kwargs={k: v for k, v in encoder.items() if k != "lr_scale"},
-                normalize_images=False,  # the encoder scales (and normalizes) images itself
-            )
+        kwargs["policy_kwargs"] = {**kwargs.get("policy_kwargs", {}),
+                                   **pixel_policy_kwargs(**encoder.extractor_kwargs)}
     if isinstance(kwargs.get("train_freq"), list):
         kwargs["train_freq"] = tuple(kwargs["train_freq"])
     if "noise_type" in hparams:

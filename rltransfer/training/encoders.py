@@ -35,10 +35,9 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, NatureC
 from torch import nn
 
 from ..errors import EncoderError, did_you_mean
-from ..specs import AUGMENTATIONS
+from ..specs import AUGMENTATIONS, NATURE_CNN
 from . import optim_groups
 
-NATURE_CNN = "nature-cnn"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SHIFT_PAD = 4  # DrQ pads 84x84 images by 4 pixels

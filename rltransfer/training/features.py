@@ -26,22 +26,23 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecTranspose
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
 if TYPE_CHECKING:  # torchvision is imported only where an encoder is built
+    from ..specs import EncoderSpec
     from .encoders import PixelEncoder
 
 
-def caches_features(encoder: Mapping[str, Any] | None) -> bool:
-    """Whether an encoder configuration (``policy_kwargs.features_extractor``) is computed once
-    per observation: frozen and without augmentation."""
-    return bool(encoder) and bool(encoder.get("freeze")) and not encoder.get("augment")
+def caches_features(encoder: EncoderSpec | None) -> bool:
+    """Whether an image policy's encoder is computed once per observation: frozen and
+    without augmentation."""
+    return encoder is not None and encoder.freeze and encoder.augment is None
 
 
 def mlp_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
     """Hyperparameters of the policy on cached embeddings: ``MlpPolicy``, the same
-    ``policy_kwargs`` without the image encoder."""
+    ``policy_kwargs`` (SB3 normalizes no embedding as an image)."""
     result = dict(hparams)
     result["policy"] = "MlpPolicy"
     policy_kwargs = {k: v for k, v in dict(hparams.get("policy_kwargs") or {}).items()
-                     if k not in ("features_extractor", "normalize_images")}
+                     if k != "normalize_images"}
     if policy_kwargs:
         result["policy_kwargs"] = policy_kwargs
     else:
@@ -56,14 +57,13 @@ def channels_first(venv: VecEnv) -> VecEnv:
     return VecTransposeImage(venv)
 
 
-def frozen_encoder(venv: VecEnv, encoder: Mapping[str, Any], device: str) -> PixelEncoder:
+def frozen_encoder(venv: VecEnv, encoder: EncoderSpec, device: str) -> PixelEncoder:
     """The frozen `PixelEncoder` for `venv`'s (channel-first) images, weights loaded, in eval
     mode on `device`. It is not part of any SB3 policy, so nothing re-initializes it."""
     from .encoders import PixelEncoder
 
-    kwargs = {k: v for k, v in encoder.items() if k != "lr_scale"}
     built = PixelEncoder(channels_first(venv).observation_space,  # type: ignore[arg-type]
-                         **{**kwargs, "freeze": True})
+                         **{**encoder.extractor_kwargs, "freeze": True})
     built._pretrained = None  # the trunk holds the file's weights; no SB3 build will reset them
     return built.to(device).eval()
 

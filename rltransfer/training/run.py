@@ -49,9 +49,9 @@ from ..io_utils import (
 from ..report.board import quiet_writer_threads
 from ..report.runfiles import EVAL_COLUMNS, DamagedFile, read_evaluations  # noqa: F401  (the reader lives there)
 from ..report.runfiles import read_rows as _read_rows
-from ..specs import RunSpec
-from ..strategies import exploration, registry
+from ..specs import EncoderSpec, RunSpec
 from ..strategies import hooks as strategy
+from ..strategies import registry
 from . import algos, contrib, vecnorm
 from .contexts import FILE as CONTEXTS
 from .contexts import ContextLog, EvaluationContexts, TrainingContexts, randomized
@@ -214,29 +214,29 @@ def frozen_features(run: RunSpec, venv: VecEnv) -> tuple[VecEnv, Any]:
     """`venv` for `run`, and the frozen encoder whose features replace its images, computed
     once per observation (`features.FrozenFeatures`); ``(venv, None)`` when the run's encoder
     is trained or augmented, or it has none."""
-    encoder = algos.encoder_config(dict(run.agent.hparams))
-    if not caches_features(encoder):
+    encoder = run.agent.encoder
+    if encoder is None or not caches_features(encoder):
         return venv, None
     from .features import FrozenFeatures, frozen_encoder
 
-    built = frozen_encoder(venv, encoder, run_device(run))  # type: ignore[arg-type]
+    built = frozen_encoder(venv, encoder, run_device(run))
     return FrozenFeatures(venv, built), built
 
 
 def build_model(run: RunSpec, env: VecEnv, tensorboard_dir: Path | None = None) -> BaseAlgorithm:
     """The SB3 model for `run`, freshly initialized, logging to `tensorboard_dir`.
 
-    Pretrained encoder weights are applied after SB3 has built the policy (its `_build()` and
-    ortho_init re-initialize the features extractor). A run whose encoder is frozen and not
-    augmented gets an MLP policy on the encoder's features: give it the env from
-    `frozen_features`."""
+    An image policy's encoder (`run.agent.encoder`) is its features extractor; pretrained
+    weights are applied after SB3 has built the policy (its `_build()` and ortho_init
+    re-initialize the features extractor), and a trained one learns at its learning-rate
+    factor. A run whose encoder is frozen and not augmented gets an MLP policy on the
+    encoder's features: give it the env from `frozen_features`."""
     algo = algos.get_algorithm(run.agent.algo)
-    choice = registry.parse(run.condition)
-    hooks = strategy.of(choice)
+    hooks = strategy.of(run.condition)
     hparams = dict(run.agent.hparams)
     if hooks is not None:  # e.g. progressive's policy class, built by SB3 like any other
-        hparams = hooks.configure(hparams, choice)
-    encoder = algos.encoder_config(hparams)
+        hparams = hooks.configure(hparams, run.condition)
+    encoder = run.agent.encoder
     device = run_device(run)
     cached = caches_features(encoder)
     if cached:
@@ -248,7 +248,7 @@ def build_model(run: RunSpec, env: VecEnv, tensorboard_dir: Path | None = None) 
             f"--algo {algo.name} has no image policy (its policies map a vector observation "
             f"to actions, without a features extractor), but {run.env} observes images: use "
             f"another --algo (ppo, sac, ...), or drop --pixels")
-    kwargs = algos.model_kwargs(hparams, env.action_space)
+    kwargs = algos.model_kwargs(hparams, env.action_space, None if cached else encoder)
     with warnings.catch_warnings():
         if cached:  # an MLP on the GPU is the point: the encoder is there
             warnings.filterwarnings("ignore", "You are trying to run .* on the GPU")
@@ -257,10 +257,10 @@ def build_model(run: RunSpec, env: VecEnv, tensorboard_dir: Path | None = None) 
         from .encoders import apply_pretrained
 
         apply_pretrained(model.policy)
-    if encoder and not encoder.get("freeze") and encoder.get("lr_scale", 1.0) != 1.0:
+    if encoder and not encoder.freeze and encoder.lr_scale != 1.0:
         from .encoders import scale_encoder_lr
 
-        scale_encoder_lr(model, float(encoder["lr_scale"]))
+        scale_encoder_lr(model, float(encoder.lr_scale))
     if tensorboard_dir is not None:
         model.set_logger(configure(str(tensorboard_dir), ["tensorboard"]))
     return model
@@ -457,7 +457,7 @@ def _trunk_checksums(model: BaseAlgorithm, frozen: Any) -> dict[str, str]:
     return trunk_checksums(model.policy)
 
 
-def _encoder_record(encoder: dict[str, Any], model: BaseAlgorithm, frozen: Any) -> dict[str, Any]:
+def _encoder_record(encoder: EncoderSpec, model: BaseAlgorithm, frozen: Any) -> dict[str, Any]:
     """What transfer.json says about the image encoder: its configuration, the weights file
     and its SHA-256, how its features are computed, and each trunk copy's checksum as loaded."""
     from .encoders import PixelEncoder, describe, weights_file
@@ -469,41 +469,24 @@ def _encoder_record(encoder: dict[str, Any], model: BaseAlgorithm, frozen: Any) 
     record["weights_sha256"] = file_sha256(path) if path is not None and path.is_file() else None
     record["features"] = ("computed once per observation (frozen, cached)" if frozen is not None
                           else "computed in every update")
-    if not encoder.get("freeze") and "lr_scale" in encoder:
-        record["lr_scale"] = encoder["lr_scale"]
+    if not encoder.freeze:
+        record["lr_scale"] = encoder.lr_scale
     record["trunk_sha256_loaded"] = _trunk_checksums(model, frozen)
     return record
 
 
-def _context(run: RunSpec, source_state: dict[str, torch.Tensor] | None,
-             source_label: str) -> strategy.Context:
-    return strategy.Context(run.timesteps, str(run.env), source_state, source_label)
-
-
 def _record_transfer(run: RunSpec, run_dir: Path, model: BaseAlgorithm,
-                     source_state: dict[str, torch.Tensor] | None, source_label: str,
-                     frozen: Any = None, normalization: dict[str, Any] | None = None,
+                     context: strategy.Context, frozen: Any = None,
                      ) -> tuple[TransferReport | None, dict[str, Any] | None]:
-    """Initialize `model` for the run's condition and write transfer.json; (the transfer
-    report, the record written or None)."""
-    report = None
-    encoder = algos.encoder_config(dict(run.agent.hparams))
-    choice = registry.parse(run.condition)
-    condition = choice.condition
-    hooks = strategy.of(choice)
-    if hooks is not None:  # as the condition's registry entry says (rltransfer.strategies.hooks)
-        report, record = hooks.initialize(model, choice, _context(run, source_state,
-                                                                  source_label))
-        record["normalization"] = normalization
-    else:
-        record = {"condition": run.condition, "source": None}
-    schedule = exploration.apply(model, registry.parse(run.condition))  # DQN's epsilon
-    if schedule is not None:
-        record["exploration"] = schedule
-    if encoder is not None:
-        record["encoder"] = _encoder_record(encoder, model, frozen)
-    if hooks is None and not condition.image_encoder:  # scratch: nothing to record
-        return report, None
+    """Start `model` as the run's condition says (its hooks' `start`) and write
+    transfer.json, with the image encoder the run built; (the transfer report, the record
+    written). A condition without hooks (scratch) starts as SB3 built it: (None, None)."""
+    hooks = strategy.of(run.condition)
+    if hooks is None:
+        return None, None
+    report, record = hooks.start(model, run.condition, context)
+    if run.agent.encoder is not None:
+        record["encoder"] = _encoder_record(run.agent.encoder, model, frozen)
     atomic_write_json(run_dir / "transfer.json", record)
     return report, record
 
@@ -541,13 +524,10 @@ def _train(run: RunSpec, run_dir: Path, source_state: dict[str, torch.Tensor] | 
         model = build_model(run, env, tensorboard_dir=run_dir)
         if checkpoint is not None:
             _check_trunks(checkpoint, model, frozen)  # before transfer.json is rewritten
-        choice = registry.parse(run.condition)
-        normalization = None
-        if choice.condition.needs_source:  # the source's statistics, after _build
-            normalization = vecnorm.apply(env, source_stats, choice.get("norm") or vecnorm.RESET,
-                                          source_label)
-        report, record = _record_transfer(run, run_dir, model, source_state, source_label,
-                                          frozen, normalization)
+        context = strategy.Context(run.timesteps, str(run.env), source_state, source_label,
+                                   source_stats=source_stats)
+        report, record = _record_transfer(run, run_dir, model, context, frozen)
+        normalization = record.get("normalization") if record is not None else None
         if checkpoint is not None:
             _restore(model, checkpoint, run.seed)
         notify("start", {"total": run.timesteps, "resumed_from": offset, "note": how})
@@ -558,8 +538,7 @@ def _train(run: RunSpec, run_dir: Path, source_state: dict[str, torch.Tensor] | 
             eval_seed=run.seed + EVAL_SEED_OFFSET, rows=rows,
             checkpoint=(_checkpointer(model, run_dir / CHECKPOINT, frozen)
                         if can_checkpoint(run.agent.algo) else None), contexts=contexts)
-        hooks = strategy.of(choice)
-        context = _context(run, source_state, source_label)
+        hooks, choice = strategy.of(run.condition), run.condition
         callbacks = _callbacks(evaluation, notify, contexts, report)
         if hooks is not None:  # e.g. a curriculum's, after the run's own
             callbacks.extend(hooks.callbacks(model, choice, context))

@@ -193,7 +193,7 @@ def _shape(shape: torch.Size) -> str:
 
 
 def apply_transfer(model: BaseAlgorithm, source_state: dict[str, torch.Tensor],
-                   condition: str, source_label: str = "") -> TransferReport:
+                   condition: str | conditions.Choice, source_label: str = "") -> TransferReport:
     """Initialize `model`'s policy from `source_state` according to `condition`.
 
     What is copied and frozen is the condition's registry entry (`rltransfer.strategies.registry`):
@@ -205,14 +205,15 @@ def apply_transfer(model: BaseAlgorithm, source_state: dict[str, torch.Tensor],
     ``lr_scale=S`` trains the copied tensors that are not frozen in their own optimizer
     group at S x the schedule's rate (`rltransfer.training.optim_groups`).
     Must be called after model construction: SB3's `_build()` re-initializes weights.
+    `condition` is a parsed condition, or its spelling.
     """
-    spelled = conditions.parse(condition)
+    spelled = conditions.choice_of(condition)
     choice = spelled.weights  # replay:init=finetune copies as finetune does
     if choice is None:
-        raise ValueError(f"condition {condition} takes no source weights")
+        raise ValueError(f"condition {spelled.label} takes no source weights")
     entry = choice.condition
     policy = model.policy
-    limit = _frozen_depth(policy, condition, choice.get("layers"))  # before anything changes
+    limit = _frozen_depth(policy, spelled.label, choice.get("layers"))  # before anything changes
     target_state = policy.state_dict()
     heads = head_parameters(policy)
     records: list[TensorRecord] = []
@@ -247,7 +248,7 @@ def apply_transfer(model: BaseAlgorithm, source_state: dict[str, torch.Tensor],
         )
     policy.load_state_dict(new_state, strict=False)
     contrib.sync_weights(model)  # ARS searches from its own copy of the weights
-    report = TransferReport(condition, source_label, records, dict(spelled.options))
+    report = TransferReport(spelled.label, source_label, records, dict(spelled.options))
     params = dict(policy.named_parameters())
     frozen: set[str] = set()
     if entry.freezes == conditions.FEATURES:
@@ -277,20 +278,21 @@ def apply_transfer(model: BaseAlgorithm, source_state: dict[str, torch.Tensor],
     return report
 
 
-def check_options(policy: torch.nn.Module, condition: str) -> None:
+def check_options(policy: torch.nn.Module, condition: str | conditions.Choice) -> None:
     """ConfigError (one line) when `condition`'s options do not fit `policy`, e.g.
     ``freeze-features:layers=3`` for a policy with two feature layers, or reinit-head for a
     policy that is all head (ARS's LinearPolicy, ``net_arch=[]``)."""
-    choice = conditions.parse(condition)
+    choice = conditions.choice_of(condition)
+    label = choice.label
     entry = choice.weights.condition if choice.weights is not None else choice.condition
     if _on_features(entry) and not feature_layers(policy):
         raise ConfigError(
-            f"condition {condition!r}: the policy has no feature layers (its observation goes "
+            f"condition {label!r}: the policy has no feature layers (its observation goes "
             f"straight into its heads, e.g. ARS's LinearPolicy or net_arch=[]), so "
             f"{entry.name} would {'freeze' if entry.freezes != conditions.NONE else 'copy'} "
             f"nothing: use finetune, or a network with hidden layers (--hparams "
             f"policy=MlpPolicy 'policy_kwargs={{net_arch=[64,64]}}')")
-    _frozen_depth(policy, condition, choice.get("layers"))
+    _frozen_depth(policy, label, choice.get("layers"))
 
 
 def _on_features(entry: conditions.Condition) -> bool:

@@ -65,8 +65,8 @@ class TransferSpec:
     encoder_lr_scale: float = 0.1  # learning-rate factor of a fine-tuned encoder
 
     def encoder_config(self) -> dict[str, Any]:
-        """The pretrained encoder as the agent's features extractor reads it
-        (`algos.encoder_config`), without the observation keys the plan adds."""
+        """The pretrained encoder's options as a dict (the plan makes them a
+        `specs.EncoderSpec` on the target's images: `plan._pretrained`)."""
         return {"encoder": self.encoder, "weights": self.encoder_weights,
                 "freeze": self.freeze_encoder, "lr_scale": self.encoder_lr_scale}
 

@@ -339,3 +339,20 @@ def test_a_source_with_another_network_does_not_fit_the_column():
         "target's [64, 64]: the source column keeps the source's layers beside a new column "
         "of the same shape, so source and target need the same network: give both --hparams "
         "'policy_kwargs={net_arch=[64, 64]}'")
+
+
+def test_a_cached_source_that_does_not_fit_is_refused_before_anything_is_written(tmp_path,
+                                                                                 capsys):
+    out = tmp_path / "runs"
+    common = ["--algo", "sac", *BUDGET, "--out", str(out)]
+    # a first study caches the source (its target has the source's network)
+    assert main(["run", "MountainCarContinuous-v0", "MountainCarContinuous-v0", *common,
+                 "--conditions", "finetune", "--name", "first"]) == 0
+    capsys.readouterr()
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    assert main(["run", "MountainCarContinuous-v0", "Pendulum-v1", *common, "--conditions",
+                 "progressive", "--name", "second"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "rltransfer: error: condition 'progressive': the cached MountainCarContinuous-v0 "
+        "policy's actor (actor.latent_pi) has hidden layers [64, 64], the target's [256, 256]")
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # nothing written

@@ -28,6 +28,8 @@ torch-free). The object is a `Strategy`: each hook gets the run's parsed conditi
 * ``before_learning(model, choice, context, evaluation) -> dict | None``: work done on the
   run's budget before ``learn`` (a replay buffer's prefill, an offline phase); its record is
   added to ``transfer.json``.
+* ``after_learning(model, choice, context) -> dict | None``: what ``transfer.json`` adds
+  once ``learn`` has ended (a curriculum's stages reached); the run writes it again.
 
 `Strategy`'s own hooks do nothing (but ``start``, above), so a strategy implements only the
 ones it needs. A condition without hooks (scratch) starts as SB3 builds it. Adding a strategy
@@ -109,6 +111,10 @@ class Strategy:
 
     def before_learning(self, model: BaseAlgorithm, choice: registry.Choice, context: Context,
                         evaluation: BaseCallback) -> dict[str, Any] | None:
+        return None
+
+    def after_learning(self, model: BaseAlgorithm, choice: registry.Choice,
+                       context: Context) -> dict[str, Any] | None:
         return None
 
 

@@ -46,7 +46,6 @@ from __future__ import annotations
 import math
 import weakref
 from collections import deque
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,7 +56,6 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 
 from ..errors import ConfigError, TransferError
-from ..io_utils import atomic_write_json, read_json
 from . import registry, replay
 from .hooks import Context, Strategy
 from .kickstart import describe
@@ -307,16 +305,7 @@ class Switch(BaseCallback):
     def _on_training_end(self) -> None:
         model = self.jump.model
         model.__dict__.pop("_sample_action", None)
-        _RUNS.pop(model, None)
-        self.jump.record.update(self.jump.outcome())
-        # The run wrote transfer.json before learn(); its "jsrl" gains the outcome.
-        folder = self.logger.get_dir()
-        path = Path(folder) / "transfer.json" if folder else None
-        if path is not None and path.is_file():
-            written = read_json(path)
-            if isinstance(written.get("jsrl"), dict):
-                written["jsrl"] = self.jump.record
-                atomic_write_json(path, written)
+        self.jump.record.update(self.jump.outcome())  # transfer.json's, after learn()
 
 
 def _jump(model: OffPolicyAlgorithm, choice: registry.Choice, context: Context) -> Jump:
@@ -389,6 +378,11 @@ class Hooks(Strategy):
         else:
             jump.record["rule"] = "h uniform in 0..H for every episode"
         return {"jsrl": jump.record}
+
+    def after_learning(self, model: OffPolicyAlgorithm, choice: registry.Choice,
+                       context: Context) -> dict[str, Any] | None:
+        jump = _RUNS.pop(model, None)  # its outcome: the stages reached, the guide's share
+        return {"jsrl": jump.record} if jump is not None and jump.record else None
 
 
 HOOKS = Hooks()

@@ -145,21 +145,21 @@ def _norm(default: str) -> Option:
 # freeze-features keeps them by default; conditions that train every layer follow the target.
 NORM_UPDATE, NORM_FREEZE = _norm("update"), _norm("freeze")
 
-_WEIGHTS_HOOKS = "rltransfer.strategies.weights:COPY_WEIGHTS"
+WEIGHTS_HOOKS = "rltransfer.strategies.weights:COPY_WEIGHTS"
 
 _BASE = (
     Condition("scratch", "the reference: trained from a fresh initialization"),
     Condition("finetune", "every source tensor that matches by name and shape is copied; "
                           "all are trained", takes=WEIGHTS, copies=ALL,
-              options=(LR_SCALE, NORM_UPDATE, EPS), hooks=_WEIGHTS_HOOKS),
+              options=(LR_SCALE, NORM_UPDATE, EPS), hooks=WEIGHTS_HOOKS),
     Condition("freeze-features", "copied like finetune; feature layers frozen (no gradient, "
                                  "out of the optimizer, eval mode), heads trained",
               takes=WEIGHTS, copies=ALL, freezes=FEATURES,
-              options=(LAYERS, LR_SCALE, NORM_FREEZE, EPS), hooks=_WEIGHTS_HOOKS,
+              options=(LAYERS, LR_SCALE, NORM_FREEZE, EPS), hooks=WEIGHTS_HOOKS,
               refuses=((NO_GRADIENT[0], NO_GRADIENT[1] + ", so no layer can stay frozen"),)),
     Condition("reinit-head", "feature layers copied, action/value heads fresh; all trained",
               takes=WEIGHTS, copies=FEATURES, options=(LR_SCALE, NORM_UPDATE, EPS),
-              hooks=_WEIGHTS_HOOKS),
+              hooks=WEIGHTS_HOOKS),
     Condition("pretrained-encoder", "pixels: a pretrained image encoder (--encoder, "
                                     "--encoder-weights), frozen or fine-tuned, fresh heads",
               hooks="rltransfer.strategies.encoder:HOOKS",

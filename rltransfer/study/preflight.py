@@ -188,7 +188,7 @@ def probe(plan_: Plan, train_source: bool) -> dict[str, budgets.Fit]:
             if plan_.spec.transfers:
                 state = load_checkpoint(cached / "model.zip").state_dict
                 label = f"the cached {plan_.spec.env.source} policy"
-                if _takes_policy(plan_):  # a teacher's spaces: those of the source's model
+                if _checks_source(plan_):  # e.g. a teacher's spaces: the source model's
                     _probe_teachers(plan_, target, state, probe_model(plan_.source_run()),
                                     label)
                 apply_transfer(target, state, registry.FINETUNE, label)
@@ -210,8 +210,11 @@ def _fit(plan_: Plan, model: BaseAlgorithm, option: str) -> budgets.Fit:
     return fit
 
 
-def _takes_policy(plan_: Plan) -> bool:
-    return any(c.condition.takes in (registry.POLICY, registry.TRANSITIONS)  # replay's too
+def _checks_source(plan_: Plan) -> bool:
+    """Whether a condition's own check reads the source (kickstart's teacher, replay's and
+    jsrl's policy acting on the target, progressive's column): the weight conditions'
+    checks are the dry-run transfer's."""
+    return any(c.needs_source and c.condition.hooks != registry.WEIGHTS_HOOKS
                for c in plan_.conditions)
 
 

@@ -565,8 +565,11 @@ def _train(run: RunSpec, run_dir: Path, source_state: dict[str, torch.Tensor] | 
             contexts.write()  # the training episodes' contexts up to the end
         save_model(model, run_dir / "model.zip")
         vecnorm.save_npz(run_dir / vecnorm.NPZ, env)  # beside model.zip, as plain arrays
+        ended = hooks.after_learning(model, choice, context) if hooks is not None else None
         if record is not None and "encoder" in record:  # the trunk as saved, beside as loaded
             record["encoder"]["trunk_sha256_saved"] = _trunk_checksums(model, frozen)
+        if record is not None and (ended or "encoder" in record):
+            record.update(ended or {})  # e.g. jsrl's stages reached
             atomic_write_json(run_dir / "transfer.json", record)
         model.logger.close()
     finally:

@@ -485,5 +485,9 @@ def _either(names: tuple[str, ...]) -> str:
     return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
 
 
-def _text(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """An option's value as a label and --help write it (1.0 as 1, 0.10 as 0.1)."""
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+_text = format_value

@@ -212,10 +212,8 @@ def _fit(plan_: Plan, model: BaseAlgorithm, option: str) -> budgets.Fit:
 
 def _checks_source(plan_: Plan) -> bool:
     """Whether a condition's own check reads the source (kickstart's teacher, replay's and
-    jsrl's policy acting on the target, progressive's column): the weight conditions'
-    checks are the dry-run transfer's."""
-    return any(c.needs_source and c.condition.hooks != registry.WEIGHTS_HOOKS
-               for c in plan_.conditions)
+    jsrl's policy acting on the target, progressive's column, finetune's layers)."""
+    return any(c.needs_source for c in plan_.conditions)
 
 
 def _probe_teachers(plan_: Plan, target: BaseAlgorithm, state: dict[str, torch.Tensor],

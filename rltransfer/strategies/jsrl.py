@@ -58,8 +58,7 @@ from stable_baselines3.common.policies import BasePolicy
 from ..errors import ConfigError, TransferError
 from . import registry, replay
 from .hooks import Context, Strategy
-from .kickstart import describe
-from .teacher import Misfit, rebuild
+from .teacher import Misfit, rebuild, spaces_differ
 
 CURRICULUM, RANDOM = "curriculum", "random"
 WINDOW = 5  # training episodes whose mean return decides a stage (the authors' rolling mean)
@@ -93,15 +92,13 @@ def check_guide(model: OffPolicyAlgorithm, source_state: dict[str, torch.Tensor]
                 source_label: str, target: str) -> None:
     """ConfigError (one line) unless the source policy can act on `model`'s env as its guide:
     the target's observation and action spaces and network."""
-    if source_spaces is not None:
-        source = tuple(describe(space) for space in source_spaces)
-        ours = (describe(model.observation_space), describe(model.action_space))
-        if source != ours:
-            raise ConfigError(
-                f"condition {label!r}: the guide is the source policy acting on {target}, but "
-                f"it observes {source[0]} and acts in {source[1]} while {target} observes "
-                f"{ours[0]} and acts in {ours[1]}: use finetune or reinit-head, or a SOURCE "
-                f"with the target's spaces")
+    differ = spaces_differ(model, source_spaces)
+    if differ is not None:
+        raise ConfigError(
+            f"condition {label!r}: the guide is the source policy acting on {target}, but it "
+            f"observes {differ[0]} and acts in {differ[1]} while {target} observes "
+            f"{differ[2]} and acts in {differ[3]}: use finetune or reinit-head, or a SOURCE "
+            f"with the target's spaces")
     try:
         rebuild(model, source_state)
     except Misfit as misfit:
@@ -244,14 +241,7 @@ def measure(jump: Jump, timesteps: int, evaluation: BaseCallback, target: str) -
                 break
             evaluation.num_timesteps = model.num_timesteps  # as SB3 sets it
             evaluation.on_rollout_start()
-        actions, buffer_actions = jump.guide_actions()
-        new_obs, rewards, dones, infos = env.step(actions)
-        model.num_timesteps += env.num_envs
-        model._update_info_buffer(infos, dones)
-        model._store_transition(model.replay_buffer, buffer_actions, new_obs, rewards,  # type: ignore[arg-type]
-                                dones, infos)
-        model._update_current_progress_remaining(model.num_timesteps, model._total_timesteps)
-        model._on_step()  # DQN: target-network phase and ε, as in any run
+        dones, infos = replay.take_step(model, *jump.guide_actions())
         model.logger.record_mean("jsrl/guide_fraction", 1.0)
         jump.t += 1
         for index in np.flatnonzero(dones):

@@ -56,6 +56,7 @@ from ..errors import ConfigError
 from ..training import contrib
 from ..training.transfer import TransferReport, apply_transfer
 from . import registry as conditions
+from . import teacher
 from .hooks import Context, Strategy
 from .teacher import Misfit, rebuild
 
@@ -83,18 +84,7 @@ def schedule(condition: str | conditions.Choice, timesteps: int) -> Schedule:
                     float(choice.get("weight")))
 
 
-def describe(space: spaces.Space) -> str:
-    """What distillation needs of a space, as text: two spaces with the same description have
-    observations the teacher can read, or actions whose distributions compare."""
-    if isinstance(space, spaces.Box):
-        return f"Box{tuple(space.shape)}"
-    if isinstance(space, spaces.Discrete):
-        return f"Discrete({int(space.n)})"
-    if isinstance(space, spaces.MultiDiscrete):
-        return f"MultiDiscrete({space.nvec.tolist()})"
-    if isinstance(space, spaces.Dict):
-        return "Dict(" + ", ".join(f"{k}: {describe(v)}" for k, v in space.spaces.items()) + ")"
-    return str(space)
+describe = teacher.describe  # what distillation needs of a space, as text
 
 
 def check_teacher(model: BaseAlgorithm, source_state: dict[str, torch.Tensor],
@@ -103,15 +93,7 @@ def check_teacher(model: BaseAlgorithm, source_state: dict[str, torch.Tensor],
     """ConfigError (one line) unless the source policy can teach `model`'s: an actor-critic
     (PPO, A2C, MaskablePPO), discrete or Gaussian actions, the same observation and action
     spaces, and the same network. The runner calls it before a study writes anything."""
-    observation, action = source_spaces
-    source = (describe(observation), describe(action))
-    target = (describe(model.observation_space), describe(model.action_space))
-    if source != target:
-        raise ConfigError(
-            f"condition {condition!r}: distillation needs the source's observation and action "
-            f"spaces, but the source policy observes {source[0]} and acts in {source[1]} while "
-            f"the target observes {target[0]} and acts in {target[1]}: use finetune or "
-            f"reinit-head, or a SOURCE with the target's spaces")
+    teacher.check_distillation_spaces(model, source_spaces, condition)
     build_teacher(model, source_state, condition, source_label)
 
 

@@ -66,8 +66,7 @@ from ..errors import ConfigError
 from ..training import vecnorm
 from . import registry, replay
 from .hooks import Context, Strategy
-from .kickstart import describe
-from .teacher import Misfit, rebuild
+from .teacher import Misfit, check_distillation_spaces, rebuild
 
 PERFORMANCE, LINEAR = "performance", "linear"
 LOSS = "KL(softmax(teacher Q / temperature) || softmax(student Q / temperature)), batch mean"
@@ -287,15 +286,7 @@ def check_teacher(model: OffPolicyAlgorithm, source_state: dict[str, torch.Tenso
                   source_label: str = "") -> None:
     """ConfigError (one line) unless the source's Q-network can teach `model`: the same
     observation and action spaces and the same network."""
-    if source_spaces is not None:
-        source = tuple(describe(space) for space in source_spaces)
-        target = (describe(model.observation_space), describe(model.action_space))
-        if source != target:
-            raise ConfigError(
-                f"condition {condition!r}: distillation needs the source's observation and "
-                f"action spaces, but the source policy observes {source[0]} and acts in "
-                f"{source[1]} while the target observes {target[0]} and acts in {target[1]}: "
-                f"use finetune or reinit-head, or a SOURCE with the target's spaces")
+    check_distillation_spaces(model, source_spaces, condition)
     build_teacher(model, source_state, condition, source_label)
 
 

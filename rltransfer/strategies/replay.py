@@ -149,16 +149,27 @@ def prefill_from_source(model: OffPolicyAlgorithm, teacher: BasePolicy, steps: i
             at_rollout()
         with _acting(model, teacher):
             actions, buffer_actions = model._sample_action(0, model.action_noise, env.num_envs)
-        new_obs, rewards, dones, infos = env.step(actions)
-        model.num_timesteps += env.num_envs
-        model._update_info_buffer(infos, dones)
-        model._store_transition(model.replay_buffer, buffer_actions, new_obs, rewards,  # type: ignore[arg-type]
-                                dones, infos)
-        model._update_current_progress_remaining(model.num_timesteps, model._total_timesteps)
-        model._on_step()  # DQN: target-network phase and ε, as in any run
+        dones, _ = take_step(model, actions, buffer_actions)
         for index, done in enumerate(dones):
             if done and model.action_noise is not None:
                 model.action_noise.reset(**({"indices": [index]} if env.num_envs > 1 else {}))
+
+
+def take_step(model: OffPolicyAlgorithm, actions: np.ndarray, buffer_actions: np.ndarray
+              ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """One env step outside ``learn``, as SB3's ``collect_rollouts`` takes it: the step
+    counted, the transition stored (terminal observations and time-outs as SB3 stores them),
+    DQN's target-network phase and ε advanced; (dones, infos)."""
+    env = model.env
+    assert env is not None and model.replay_buffer is not None
+    new_obs, rewards, dones, infos = env.step(actions)
+    model.num_timesteps += env.num_envs
+    model._update_info_buffer(infos, dones)
+    model._store_transition(model.replay_buffer, buffer_actions, new_obs, rewards,  # type: ignore[arg-type]
+                            dones, infos)
+    model._update_current_progress_remaining(model.num_timesteps, model._total_timesteps)
+    model._on_step()  # DQN: target-network phase and ε, as in any run
+    return dones, infos
 
 
 def behaviour(model: OffPolicyAlgorithm) -> str:

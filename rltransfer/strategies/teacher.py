@@ -15,10 +15,14 @@ networks' shapes): kickstart suggests other conditions, replay a dataset.
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import torch
+from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import BasePolicy
+
+from ..errors import ConfigError
 
 Shapes = dict[str, tuple[int, ...]]
 
@@ -52,6 +56,46 @@ class Misfit(Exception):
         if missing:
             return f"{len(missing)} tensors missing in the source, e.g. {missing[0]}"
         return f"{len(extra)} source tensors the target does not have, e.g. {extra[0]}"
+
+
+def spaces_differ(model: BaseAlgorithm, source_spaces: tuple[Any, Any] | None
+                  ) -> tuple[str, str, str, str] | None:
+    """None when the source's (observation, action) spaces are `model`'s (or unknown), else
+    (source observation, source action, target observation, target action), described as
+    `describe` says."""
+    if source_spaces is None:
+        return None
+    source = tuple(describe(space) for space in source_spaces)
+    target = (describe(model.observation_space), describe(model.action_space))
+    return None if source == target else (*source, *target)  # type: ignore[return-value]
+
+
+def check_distillation_spaces(model: BaseAlgorithm, source_spaces: tuple[Any, Any] | None,
+                              condition: str) -> None:
+    """ConfigError (one line) unless a teacher with the source's spaces can distil into
+    `model` (kickstart, qdagger): the same observation and action spaces."""
+    differ = spaces_differ(model, source_spaces)
+    if differ is not None:
+        raise ConfigError(
+            f"condition {condition!r}: distillation needs the source's observation and action "
+            f"spaces, but the source policy observes {differ[0]} and acts in {differ[1]} "
+            f"while the target observes {differ[2]} and acts in {differ[3]}: use finetune or "
+            f"reinit-head, or a SOURCE with the target's spaces")
+
+
+def describe(space: spaces.Space) -> str:
+    """What acting or distilling needs of a space, as text: two spaces with the same
+    description have observations the source can read, or actions whose distributions
+    compare."""
+    if isinstance(space, spaces.Box):
+        return f"Box{tuple(space.shape)}"
+    if isinstance(space, spaces.Discrete):
+        return f"Discrete({int(space.n)})"
+    if isinstance(space, spaces.MultiDiscrete):
+        return f"MultiDiscrete({space.nvec.tolist()})"
+    if isinstance(space, spaces.Dict):
+        return "Dict(" + ", ".join(f"{k}: {describe(v)}" for k, v in space.spaces.items()) + ")"
+    return str(space)
 
 
 def _shape(shape: tuple[int, ...]) -> str:

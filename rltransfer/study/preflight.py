@@ -188,9 +188,8 @@ def probe(plan_: Plan, train_source: bool) -> dict[str, budgets.Fit]:
             if plan_.spec.transfers:
                 state = load_checkpoint(cached / "model.zip").state_dict
                 label = f"the cached {plan_.spec.env.source} policy"
-                if _checks_source(plan_):  # e.g. a teacher's spaces: the source model's
-                    _probe_teachers(plan_, target, state, probe_model(plan_.source_run()),
-                                    label)
+                source = probe_model(plan_.source_run()) if _acts(plan_) else None
+                _probe_teachers(plan_, target, state, source, label)  # e.g. progressive's
                 apply_transfer(target, state, registry.FINETUNE, label)
             return fits
         source = probe_model(plan_.source_run())
@@ -210,22 +209,26 @@ def _fit(plan_: Plan, model: BaseAlgorithm, option: str) -> budgets.Fit:
     return fit
 
 
-def _checks_source(plan_: Plan) -> bool:
-    """Whether a condition's own check reads the source (kickstart's teacher, replay's and
-    jsrl's policy acting on the target, progressive's column, finetune's layers)."""
-    return any(c.needs_source for c in plan_.conditions)
+def _acts(plan_: Plan) -> bool:
+    """Whether a condition queries the source policy on the target (a teacher, a guide,
+    replay's prefill), so its check needs the source model's spaces: a cached source's model
+    is then built once more to read them."""
+    return any(c.condition.takes in (registry.POLICY, registry.TRANSITIONS)
+               for c in plan_.conditions)
 
 
 def _probe_teachers(plan_: Plan, target: BaseAlgorithm, state: dict[str, torch.Tensor],
-                    source: BaseAlgorithm, label: str) -> None:
+                    source: BaseAlgorithm | None, label: str) -> None:
     """Each condition's own check with the weights the study will use (`strategy`): e.g.
     kickstart's teacher must fit the target's policy (spaces, network, algorithm), replay's
-    source must be able to act on the target."""
+    source must be able to act on the target, progressive's column must fit the source's
+    layers. `source`: the source's model, for its spaces (None: they are not needed)."""
+    spaces = None if source is None else (source.observation_space, source.action_space)
     for choice in plan_.conditions:
         hooks = strategy.of(choice)
         if hooks is not None and choice.needs_source:
             hooks.check(_target_of(plan_, choice, target), choice, _context(
-                plan_, state, label, (source.observation_space, source.action_space)))
+                plan_, state, label, spaces))
 
 
 def _target_of(plan_: Plan, choice: registry.Choice, target: BaseAlgorithm) -> BaseAlgorithm:

@@ -14,7 +14,13 @@ side in one process never share arrays, and no XML file or module global is touc
   contact, so every contact's friction scales by the factor; these models use condim 1 or 3,
   where only the sliding column acts.
 * ``gear``: scales ``actuator_gear`` (every actuator's strength: torque per unit of action).
-* ``damping``: scales ``dof_damping`` (joint damping).
+  ``gear.<joint>`` scales the actuator that drives that joint (named by the joint, since
+  Hopper's, Walker2d's and Ant's actuators have no names of their own) and multiplies with
+  ``gear``; ``gear.<joint>=0`` is a broken motor, which applies no force at all.
+* ``damping``: scales ``dof_damping`` (joint damping); ``damping.<joint>`` one joint's.
+* ``range.<joint>``: scales a limited joint's range (``jnt_range``) about its reference
+  position 0, in (0, 1]: 0.5 lets the joint move half as far either way (a stiff or
+  restrained joint). Only joints the model limits have one.
 * ``timestep``: ``opt.timestep`` in seconds; Gymnasium's ``env.dt`` (timestep x frame_skip)
   and so the reward's velocities follow, and the env's ``render_fps`` is updated with it.
 
@@ -80,7 +86,7 @@ def _original(env: Any) -> dict[str, Any]:
 
         model = env.model
         saved = {name: getattr(model, name).copy()
-                 for name in ("body_mass", "body_inertia", *ARRAYS.values())}
+                 for name in ("body_mass", "body_inertia", "jnt_range", *ARRAYS.values())}
         saved["gravity"] = model.opt.gravity.copy()
         saved["timestep"] = float(model.opt.timestep)
         saved["metadata"] = dict(env.metadata)
@@ -104,6 +110,19 @@ def _derive(env: gym.Env, params: Mapping[str, float]) -> None:
     model.body_inertia[:] = original["body_inertia"] * body_scale[:, None]
     for name, array in ARRAYS.items():
         getattr(model, array)[:] = original[array] * float(params.get(name, 1.0))
+    model.jnt_range[:] = original["jnt_range"]
+    for name, value in params.items():
+        kind, _, joint_name = name.partition(".")
+        if kind not in ("gear", "damping", "range") or not joint_name:
+            continue
+        joint = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, joint_name)
+        assert joint >= 0, f"{name}: the model has no such joint"  # resolve() says so first
+        if kind == "gear":  # the actuators whose transmission is this joint
+            model.actuator_gear[model.actuator_trnid[:, 0] == joint] *= value
+        elif kind == "damping":
+            model.dof_damping[model.jnt_dofadr[joint]] *= value
+        else:
+            model.jnt_range[joint] = original["jnt_range"][joint] * value
     model.opt.gravity[:] = original["gravity"]
     model.opt.gravity[2] = float(params.get("gravity", GRAVITY))
     model.opt.timestep = float(params.get("timestep", original["timestep"]))
@@ -112,17 +131,40 @@ def _derive(env: gym.Env, params: Mapping[str, float]) -> None:
 
 
 def unknown_body(family: str, bodies: tuple[str, ...]):
-    """The one-line reason for ``mass.<name>`` with a name the model has no body for."""
+    """The one-line reason for ``mass.<name>`` with a name the model has no body for, and for
+    ``gear.``, ``damping.`` and ``range.<name>`` with a joint the family has none of."""
+    joints = JOINTS.get(family, {})
+
     def reason(name: str) -> str | None:
-        if not name.startswith("mass."):
-            return None
-        return (f"{family} has no body {name[5:]!r} ({name}): its bodies are "
-                f"{', '.join(bodies)}; write mass.<body>=SCALE")
+        kind, _, part = name.partition(".")
+        if kind == "mass":
+            return (f"{family} has no body {part!r} ({name}): its bodies are "
+                    f"{', '.join(bodies)}; write mass.<body>=SCALE")
+        if kind in joints:
+            what = {"gear": "actuated joints", "damping": "joints",
+                    "range": "limited joints"}[kind]
+            return (f"{family} has no {what[:-1]} {part!r} ({name}): its {what} are "
+                    f"{', '.join(joints[kind])}; write {kind}.<joint>=SCALE")
+        return None
     return reason
 
 
-def _parameters(bodies: tuple[str, ...], timestep: float, frame_skip: int
-                ) -> tuple[Parameter, ...]:
+def _joint_parameters(joints: dict[str, tuple[str, ...]]) -> tuple[Parameter, ...]:
+    return (
+        *(Parameter(f"gear.{joint}", 1.0, 0.0, 5.0, "x",
+                    f"scale of the gear of the actuator on joint {joint} (0: a broken motor; "
+                    f"multiplies gear)", via=DERIVE) for joint in joints["gear"]),
+        *(Parameter(f"damping.{joint}", 1.0, 0.0, 10.0, "x",
+                    f"scale of joint {joint}'s damping (multiplies damping)", via=DERIVE)
+          for joint in joints["damping"]),
+        *(Parameter(f"range.{joint}", 1.0, 0.05, 1.0, "x",
+                    f"scale of joint {joint}'s range about 0 (a restrained joint)",
+                    via=DERIVE) for joint in joints["range"]),
+    )
+
+
+def _parameters(bodies: tuple[str, ...], timestep: float, frame_skip: int,
+                joints: dict[str, tuple[str, ...]]) -> tuple[Parameter, ...]:
     return (
         Parameter("gravity", GRAVITY, -30.0, -0.1, "m/s^2",
                   "vertical (z) gravity of this env's model", via=DERIVE),
@@ -139,6 +181,7 @@ def _parameters(bodies: tuple[str, ...], timestep: float, frame_skip: int
         Parameter("timestep", timestep, 0.5 * timestep, 1.5 * timestep, "s",
                   f"simulation step; env.dt = timestep x {frame_skip} (frame_skip) follows",
                   via=DERIVE),
+        *_joint_parameters(joints),
     )
 
 
@@ -149,7 +192,7 @@ def _family(name: str, module: str, cls: str, doc: str, bodies: tuple[str, ...],
         env_ids=(f"{name}-v5",),
         entry_point=f"gymnasium.envs.mujoco.{module}:{cls}",
         doc=doc,
-        parameters=_parameters(bodies, timestep, frame_skip),
+        parameters=_parameters(bodies, timestep, frame_skip, JOINTS[name]),
         derive=_derive,
         variants=variants,
         requires="mujoco",
@@ -171,12 +214,38 @@ BODIES = {
     "InvertedDoublePendulum": ("cart", "pole", "pole2"),
 }
 
+
+
+def _joints(actuated: tuple[str, ...], unactuated: tuple[str, ...] = (),
+            unlimited: tuple[str, ...] = ()) -> dict[str, tuple[str, ...]]:
+    """A family's joints by what can change: ``gear`` (the actuated ones), ``damping``
+    (every hinge and slide joint), ``range`` (the limited ones)."""
+    every = (*unactuated, *actuated)
+    return {"gear": actuated, "damping": every,
+            "range": tuple(j for j in every if j not in unlimited)}
+
+
+# Joint names (hinge and slide joints; no free joint) as each env's XML names them, and which
+# are actuated and limited; test_mujoco_family checks them against the compiled models.
+_ROOT = ("rootx", "rootz", "rooty")
+JOINTS = {
+    "HalfCheetah": _joints(("bthigh", "bshin", "bfoot", "fthigh", "fshin", "ffoot"), _ROOT,
+                           _ROOT),
+    "Hopper": _joints(("thigh_joint", "leg_joint", "foot_joint"), _ROOT, _ROOT),
+    "Walker2d": _joints(("thigh_joint", "leg_joint", "foot_joint", "thigh_left_joint",
+                         "leg_left_joint", "foot_left_joint"), _ROOT, _ROOT),
+    "Ant": _joints(("hip_4", "ankle_4", "hip_1", "ankle_1", "hip_2", "ankle_2", "hip_3",
+                    "ankle_3")),
+    "InvertedPendulum": _joints(("slider",), ("hinge",)),
+    "InvertedDoublePendulum": _joints(("slider",), ("hinge", "hinge2"), ("hinge", "hinge2")),
+}
+
 HALF_CHEETAH = _family(
     "HalfCheetah", "half_cheetah_v5", "HalfCheetahEnv",
     "Run a planar cheetah forward from its 17-dim state (MuJoCo); gravity, masses, friction, "
     "gear, damping, timestep.", BODIES["HalfCheetah"], 0.01, 5,
     {"Slippery": {"friction": 0.5}, "HeavyTorso": {"mass.torso": 1.5},
-     "WeakMotors": {"gear": 0.6}})
+     "WeakMotors": {"gear": 0.6}, "BrokenBackThigh": {"gear.bthigh": 0.0}})
 HOPPER = _family(
     "Hopper", "hopper_v5", "HopperEnv",
     "Hop a one-legged robot forward from its 11-dim state (MuJoCo); gravity, masses, "
@@ -194,7 +263,8 @@ ANT = _family(
     "Ant", "ant_v5", "AntEnv",
     "Walk a four-legged ant forward from its 105-dim state (MuJoCo); gravity, masses, "
     "friction, gear, damping, timestep.", BODIES["Ant"], 0.01, 5,
-    {"Heavy": {"mass": 1.5}, "WeakLegs": {"gear": 0.6}, "Slippery": {"friction": 0.5}})
+    {"Heavy": {"mass": 1.5}, "WeakLegs": {"gear": 0.6}, "Slippery": {"friction": 0.5},
+     "BrokenHip": {"gear.hip_1": 0.0}})
 INVERTED_PENDULUM = _family(
     "InvertedPendulum", "inverted_pendulum_v5", "InvertedPendulumEnv",
     "Balance a pole on a cart from its 4-dim state (MuJoCo); gravity, masses, friction, "
@@ -206,4 +276,4 @@ INVERTED_DOUBLE_PENDULUM = _family(
     "Balance two stacked poles on a cart from its 9-dim state (MuJoCo); gravity, masses, "
     "friction, gear, damping, timestep.", BODIES["InvertedDoublePendulum"], 0.01, 5,
     {"HeavyPole": {"mass.pole2": 1.5}, "WeakMotor": {"gear": 0.7},
-     "HighGravity": {"gravity": -12.0}})
+     "HighGravity": {"gravity": -12.0}, "StiffCart": {"damping.slider": 5.0}})

@@ -262,3 +262,81 @@ def test_missing_mujoco_stops_a_study_before_anything_is_written(monkeypatch, tm
     assert err == ("rltransfer: error: Hopper environments need the mujoco package: "
                    "pip install 'rltransfer[mujoco]'")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_hard_coded_joints_are_the_compiled_models(name):
+    model = gym.make(catalog.get_family(name).base_id).unwrapped.model
+    joint = lambda i: mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_JOINT, i)  # noqa: E731
+    hinges = [i for i in range(model.njnt) if int(model.jnt_type[i]) in (
+        int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE))]
+    joints = mujoco_families.JOINTS[name]
+    assert joints["gear"] == tuple(joint(model.actuator_trnid[a, 0]) for a in range(model.nu))
+    assert sorted(joints["damping"]) == sorted(joint(i) for i in hinges)
+    assert sorted(joints["range"]) == sorted(joint(i) for i in hinges if model.jnt_limited[i])
+
+
+def _step_forces(env: gym.Env) -> np.ndarray:
+    env.reset(seed=0)
+    env.step(np.ones(env.action_space.shape, dtype=env.action_space.dtype))
+    return env.unwrapped.data.qfrc_actuator.copy()
+
+
+def test_a_broken_motor_applies_no_force_and_the_others_are_unchanged():
+    intact = _step_forces(_make("HalfCheetah-v5"))
+    broken_env = gym.make("rltransfer/HalfCheetah-BrokenBackThigh-v0")
+    broken = _step_forces(broken_env)
+    model = broken_env.unwrapped.model
+    bthigh = model.jnt_dofadr[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, "bthigh")]
+    assert intact[bthigh] != 0 and broken[bthigh] == 0  # its joint gets no actuator force
+    others = [d for d in range(6, model.nv) if d != bthigh]  # the other five motors' joints
+    assert np.all(broken[others] != 0)
+    gears = _make("HalfCheetah-v5").unwrapped.model.actuator_gear[:, 0].copy()  # 120, 90, ...
+    assert model.actuator_gear[0, 0] == 0
+    np.testing.assert_array_equal(model.actuator_gear[1:, 0], gears[1:])  # the others' own
+    half = _make("HalfCheetah-v5:gear=0.5,gear.bshin=0.5").unwrapped.model
+    assert half.actuator_gear[1, 0] == gears[1] * 0.25  # multiplies with gear
+    assert half.actuator_gear[0, 0] == gears[0] * 0.5
+
+
+def test_a_joints_damping_and_range_scale_only_that_joint_and_reset_to_the_original():
+    plain = _make("Hopper-v5").unwrapped.model
+    env = _make("Hopper-v5:damping.foot_joint=4,range.thigh_joint=0.5")
+    model = env.unwrapped.model
+    foot = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, "foot_joint")
+    thigh = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, "thigh_joint")
+    damping = plain.dof_damping.copy()
+    damping[model.jnt_dofadr[foot]] *= 4
+    np.testing.assert_array_equal(model.dof_damping, damping)
+    ranges = plain.jnt_range.copy()
+    ranges[thigh] *= 0.5
+    np.testing.assert_array_equal(model.jnt_range, ranges)
+    env.reset(seed=1)  # applied again at every reset: the same arrays, not scaled twice
+    np.testing.assert_array_equal(model.jnt_range, ranges)
+    np.testing.assert_array_equal(model.dof_damping, damping)
+
+
+def test_a_broken_motor_can_be_randomized_per_episode():
+    env = _make("HalfCheetah-v5:gear.bthigh=uniform(0,1)")
+    gears = set()
+    for seed in range(4):
+        env.reset(seed=seed)
+        gears.add(float(env.unwrapped.model.actuator_gear[0, 0]))
+    assert len(gears) == 4 and all(0 <= g <= 120 for g in gears)  # bthigh's gear: 120
+    assert env.unwrapped.model.actuator_gear[1, 0] == 90  # bshin's own, unchanged
+
+
+@pytest.mark.parametrize("text,message", [
+    ("HalfCheetah-v5:gear.knee=0", "HalfCheetah has no actuated joint 'knee' (gear.knee): its "
+     "actuated joints are bthigh, bshin, bfoot, fthigh, fshin, ffoot; write "
+     "gear.<joint>=SCALE"),
+    ("InvertedDoublePendulum-v5:range.hinge=0.5", "InvertedDoublePendulum has no limited joint "
+     "'hinge' (range.hinge): its limited joints are slider; write range.<joint>=SCALE"),
+])
+def test_an_unknown_joint_is_a_one_line_error_naming_the_valid_ones(capsys, tmp_path, text,
+                                                                     message):
+    out = tmp_path / "runs"
+    assert cli.main(["run", text, "HalfCheetah-v5", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(message) and len(err.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []

@@ -398,6 +398,22 @@ def _status(job: Job) -> dict[str, Any]:
     return status if isinstance(status, dict) else {}
 
 
+SETTLE_SECONDS = 5.0
+"""How long the study waits, after a worker died, for the runs of its siblings (which the
+broken pool stops with SIGTERM) to write that they were interrupted."""
+
+
+def _settled_status(job: Job, deadline: float) -> dict[str, Any]:
+    """`job`'s status once it no longer says "running", or at `deadline`: a sibling stopped
+    by the broken pool writes "interrupted" a moment after the pool reports it broken, while
+    the run whose worker died never writes again."""
+    status = _status(job)
+    while status.get("state") == "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        status = _status(job)
+    return status
+
+
 class ProcessBackend:
     """`workers` processes (forked from the fork server, which never touches CUDA, or
     spawned: each has its own CUDA context when it uses a GPU, and runs share one GPU), each
@@ -462,6 +478,7 @@ class ProcessBackend:
                                    return_when=FIRST_COMPLETED)
         found: list[tuple[str, str, Any]] = []
         retry: list[Job] = []
+        deadline = time.monotonic() + SETTLE_SECONDS
         for future in done:
             job, _ = self._futures.pop(future)
             if future.cancelled():
@@ -471,7 +488,7 @@ class ProcessBackend:
             if error is None:
                 found.append(("done", job.key, future.result()))
             elif isinstance(error, BrokenProcessPool):
-                status = _status(job)
+                status = _settled_status(job, deadline)
                 if status.get("state") == "interrupted":  # stopped because a sibling died
                     retry.append(dataclasses.replace(job, resume=True))
                 elif status.get("state") == "done":  # stopped as it returned: it is done

@@ -99,6 +99,10 @@ def _entry(name: str) -> Condition:
     return CONDITIONS[name]
 
 
+_COUNT: dict[str, Any] = {"valid": "an integer >= 1", "check": lambda value: value >= 1}
+"""An option that counts something (steps, transitions, layers): its values."""
+
+
 def _scale_ok(value: float) -> bool:
     return math.isfinite(value) and 0 < value <= 1
 
@@ -123,7 +127,7 @@ LAYERS = Option(
     "each path (a features extractor's layers first; the policy and value towers' first "
     "layers are both layer 1 after it, RecurrentPPO's LSTMs before them); left out: all "
     "feature layers",
-    valid="an integer >= 1", check=lambda value: value >= 1)
+    **_COUNT)
 EPS = Option(
     "eps", float, None,
     "DQN, QR-DQN: the epsilon schedule starts at E and decays to the final epsilon (stays at "
@@ -180,7 +184,7 @@ KICKSTART_OPTIONS = (
     Option("steps", int, None,
            "the distillation loss's weight decays linearly to 0 over the first N env steps; "
            "left out: half the target's budget (--timesteps)",
-           valid="an integer >= 1", check=lambda value: value >= 1),
+           **_COUNT),
     Option("weight", float, 1.0,
            "the distillation loss's weight at step 0, relative to SB3's own loss (weight 1)",
            valid="a number > 0", check=_positive),
@@ -197,7 +201,7 @@ REPLAY_OPTIONS = (
            "transitions collected by the source policy before training, env steps that count "
            "toward --timesteps (rounded up to whole rollouts: train_freq x n_envs); with "
            "dataset: its first n; left out: a tenth of --timesteps (dataset: all of it)",
-           valid="an integer >= 1", check=lambda value: value >= 1),
+           **_COUNT),
     Option("dataset", str, None,
            "a local Minari dataset recorded on the target, read instead of the source "
            "policy's transitions (they take none of the run's env steps)",
@@ -226,7 +230,7 @@ JSRL_OPTIONS = (
            "H: the guide's steps per episode at the start (curriculum), the most drawn "
            "(random); left out: the guide's mean episode length on the target, measured by "
            "letting it play before training (env steps that count toward --timesteps)",
-           valid="an integer >= 1", check=lambda value: value >= 1),
+           **_COUNT),
     Option("tolerance", float, 0.05,
            "curriculum: a stage gives way once its training episodes' mean return is at "
            "least the guide's minus tolerance x |the guide's|",
@@ -240,11 +244,11 @@ QDAGGER_OPTIONS = (
            "transitions the teacher (the source's Q-network) collects on the target for the "
            "offline phase: env steps that count toward --timesteps, rounded up to whole "
            "rollouts (train_freq x n_envs); left out: a tenth of --timesteps",
-           valid="an integer >= 1", check=lambda value: value >= 1),
+           **_COUNT),
     Option("updates", int, None,
            "offline gradient steps on those transitions (the TD loss plus the distillation "
            "loss at full weight); left out: as many as SB3 makes over n online env steps",
-           valid="an integer >= 1", check=lambda value: value >= 1),
+           **_COUNT),
     Option("temperature", float, 0.1,
            "the softmax temperature over Q-values that the distillation loss compares",
            valid="a number > 0", check=_positive),
@@ -260,7 +264,7 @@ QDAGGER_OPTIONS = (
     Option("steps", int, None,
            "online env steps: decay=linear reaches 0 after N (left out: half the online "
            "phase); decay=performance is 0 after N at the latest (left out: no cutoff)",
-           valid="an integer >= 1", check=lambda value: value >= 1),
+           **_COUNT),
     dataclasses.replace(EPS, doc=(
         "the student's epsilon schedule starts at E and decays to the final epsilon (stays "
         "at E if E is below it); left out: the pre-trained student starts at the final "

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
     from stable_baselines3.common.callbacks import BaseCallback
 
-    from ..specs import AgentSpec, EncoderSpec
+    from ..specs import AgentSpec, EncoderSpec, EnvSpec
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,9 @@ class Context:
     # the pretrained image encoder the study's options name (--encoder, --encoder-weights...)
     # for the target's images; None when the target observes vectors
     encoder: EncoderSpec | None = None
+    # the study's source env (its observation options applied), for the conditions that act
+    # on it while the target trains (darc's source transitions, align's source observations)
+    source_env: EnvSpec | None = None
 
 
 class Strategy:

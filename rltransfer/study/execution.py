@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ConfigError, StorageError
 from ..io_utils import DiskFault, atomic_write_json, disk_fault, read_json
-from ..specs import RunSpec
+from ..specs import EnvSpec, RunSpec
 
 if TYPE_CHECKING:
     from ..report.summary import StudySummary
@@ -126,6 +126,7 @@ class Job:
     source_label: str = ""
     resume: bool = False  # continue from the run's checkpoint when it has one
     threads: int | None = None  # torch threads; None leaves the process's setting
+    source_env: EnvSpec | None = None  # the study's source env (strategy.Context.source_env)
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,8 @@ def execute(job: Job, events: EventSink) -> Outcome:
         found = vecnorm.source_stats(job.source) if job.source else None
         result = train_run(job.run, Path(job.run_dir), source_state=state,
                            source_label=job.source_label, notify=notify, resume=job.resume,
-                           source_stats=found[0] if found else None)
+                           source_stats=found[0] if found else None,
+                           source_env=job.source_env)
         summary = "; ".join(filter(None, (result.transfer.summary() if result.transfer else "",
                                           vecnorm.note(result.normalization))))
         outcome = Outcome(job.key, True, timesteps=result.timesteps,

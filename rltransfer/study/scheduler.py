@@ -153,7 +153,7 @@ class Scheduler:
             elif self.resume and state != "pending":
                 progress.print(f"{label}: was {state}; runs again")
             jobs.append(Job(key, label, run, str(run_dir), resume=self.resume,
-                            threads=self.threads))
+                            threads=self.threads, source_env=self.plan.spec.env.source))
         return jobs
 
     def run(self, external: Source | None) -> None:

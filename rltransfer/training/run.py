@@ -49,7 +49,7 @@ from ..io_utils import (
 from ..report.board import quiet_writer_threads
 from ..report.runfiles import EVAL_COLUMNS, DamagedFile, read_evaluations  # noqa: F401  (the reader lives there)
 from ..report.runfiles import read_rows as _read_rows
-from ..specs import EncoderSpec, RunSpec
+from ..specs import EncoderSpec, EnvSpec, RunSpec
 from ..strategies import hooks as strategy
 from ..strategies import registry
 from . import algos, contrib, vecnorm
@@ -305,13 +305,16 @@ def one_line(err: BaseException) -> str:
 def train_run(run: RunSpec, run_dir: Path, *,
               source_state: dict[str, torch.Tensor] | None = None, source_label: str = "",
               notify: Notify | None = None, resume: bool = False,
-              source_stats: vecnorm.Stats | None = None) -> RunResult:
+              source_stats: vecnorm.Stats | None = None,
+              source_env: EnvSpec | None = None) -> RunResult:
     """Train `run` into `run_dir` and return its result; status.json tracks the state
     (running, then done, failed with its error, or interrupted).
 
     With `resume`, an on-policy run continues from its checkpoint when it has one; otherwise
     (and always without `resume`) the files of an earlier attempt are replaced.
-    `source_stats`: the source's normalization statistics (`vecnorm`), if it has any."""
+    `source_stats`: the source's normalization statistics (`vecnorm`), if it has any;
+    `source_env`: the study's source env, for conditions that act on it while the target
+    trains (`strategy.Context.source_env`)."""
     quiet_writer_threads()  # a full disk fails the run in one line, not also in a thread's
     run_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(run_dir)  # an earlier attempt killed mid-write
@@ -323,7 +326,7 @@ def train_run(run: RunSpec, run_dir: Path, *,
     atomic_write_json(status_path, {"state": "running", **base})
     try:
         result = _train(run, run_dir, source_state, source_label, notify or _ignore, resume,
-                        source_stats)
+                        source_stats, source_env)
     except BaseException as err:
         state = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
         diverged = ({"diverged": True, "diverged_at": err.timesteps}
@@ -504,7 +507,8 @@ def _callbacks(evaluation: EvaluationCallback, notify: Notify, contexts: Context
 
 def _train(run: RunSpec, run_dir: Path, source_state: dict[str, torch.Tensor] | None,
            source_label: str, notify: Notify, resume: bool,
-           source_stats: vecnorm.Stats | None = None) -> RunResult:
+           source_stats: vecnorm.Stats | None = None,
+           source_env: EnvSpec | None = None) -> RunResult:
     checkpoint, rows, how = _restart_point(run, run_dir, resume)
     offset = int(checkpoint["num_timesteps"]) if checkpoint else 0
     normalize = vecnorm.config(dict(run.agent.hparams))  # None: the run does not normalize
@@ -525,7 +529,7 @@ def _train(run: RunSpec, run_dir: Path, source_state: dict[str, torch.Tensor] | 
         if checkpoint is not None:
             _check_trunks(checkpoint, model, frozen)  # before transfer.json is rewritten
         context = strategy.Context(run.timesteps, str(run.env), source_state, source_label,
-                                   source_stats=source_stats)
+                                   source_stats=source_stats, source_env=source_env)
         report, record = _record_transfer(run, run_dir, model, context, frozen)
         normalization = record.get("normalization") if record is not None else None
         if checkpoint is not None:

@@ -57,3 +57,29 @@ def test_domain_distance_subsamples_reproducibly() -> None:
     assert domain.domain_distance(a, b, max_samples=500) == domain.domain_distance(
         a, b, max_samples=500)
     assert domain.domain_distance(a, a[:1000]) < domain.domain_distance(a, b)
+
+
+@pytest.mark.parametrize("algo", ["ppo", "sac", "td3", "dqn"])
+def test_policy_features_are_the_action_heads_input(algo: str) -> None:
+    import gymnasium as gym
+    from stable_baselines3 import DQN, PPO, SAC, TD3
+
+    env = gym.make("CartPole-v1" if algo in ("ppo", "dqn") else "Pendulum-v1")
+    cls = {"ppo": PPO, "sac": SAC, "td3": TD3, "dqn": DQN}[algo]
+    model = cls("MlpPolicy", env, policy_kwargs={"net_arch": [16, 8]}, seed=0)
+    obs = torch.as_tensor(np.stack([env.observation_space.sample() for _ in range(5)]))
+    features = domain.policy_features(model.policy, obs)
+    assert features.shape == (5, 8)
+    policy = model.policy
+    if algo == "ppo":
+        expected = policy.action_net(features)
+        got = policy.get_distribution(obs).distribution.logits
+        assert torch.allclose(torch.log_softmax(expected, -1), got, atol=1e-6)
+    elif algo == "sac":
+        assert torch.allclose(policy.actor.mu(features), policy.actor.get_action_dist_params(
+            obs)[0], atol=1e-6)
+    elif algo == "td3":
+        assert torch.allclose(policy.actor.mu[-2:](features), policy.actor(obs), atol=1e-6)
+    else:
+        assert torch.allclose(policy.q_net.q_net[-1](features), policy.q_net(obs), atol=1e-6)
+    features.sum().backward()  # differentiable: align's losses train through it

@@ -46,6 +46,8 @@ from typing import TYPE_CHECKING, Any
 from . import registry
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from stable_baselines3.common.base_class import BaseAlgorithm
     from stable_baselines3.common.callbacks import BaseCallback
 
@@ -69,6 +71,9 @@ class Context:
     # the study's source env (its observation options applied), for the conditions that act
     # on it while the target trains (darc's source transitions, align's source observations)
     source_env: EnvSpec | None = None
+    # the run's folder, for what a condition stores with its run (align's source
+    # observations); None in the pre-flight check, which writes nothing
+    run_dir: Path | None = None
 
 
 class Strategy:

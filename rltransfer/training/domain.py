@@ -183,3 +183,40 @@ def domain_distance(source: np.ndarray | torch.Tensor, target: np.ndarray | torc
 
     with torch.no_grad():
         return float(mmd2(rows(source), rows(target)))
+
+
+def policy_features(policy: nn.Module, obs: torch.Tensor) -> torch.Tensor:
+    """The features a policy's action head reads its observations through, for one batch of
+    (preprocessed-as-SB3-does) observations; differentiable. What `align` aligns and the
+    study's feature distance compares:
+
+    * a features extractor that learns (an image encoder, a dict's combined extractor): its
+      output, ``extract_features`` as SB3 computes it;
+    * MLP features (SB3's `FlattenExtractor`, which only flattens): the last hidden layer
+      before the action head: an actor-critic's ``latent_pi``, SAC's (TQC's, CrossQ's)
+      ``actor.latent_pi``, TD3's actor network without its output layer, DQN's (QR-DQN's)
+      Q-network without its output layer.
+    """
+    from stable_baselines3.common.policies import ActorCriticPolicy
+    from stable_baselines3.common.preprocessing import preprocess_obs
+    from stable_baselines3.common.torch_layers import FlattenExtractor
+
+    actor = getattr(policy, "actor", None)
+    q_net = getattr(policy, "q_net", None)
+    if isinstance(policy, ActorCriticPolicy):
+        extractor = policy.pi_features_extractor
+        head = policy.mlp_extractor.forward_actor
+    elif actor is not None and hasattr(actor, "latent_pi"):  # SAC, TQC, CrossQ
+        extractor, head = actor.features_extractor, actor.latent_pi
+    elif actor is not None and hasattr(actor, "mu"):  # TD3, DDPG: mu ends Linear, Tanh
+        extractor, head = actor.features_extractor, actor.mu[:-2]
+    elif q_net is not None:  # DQN; QR-DQN's quantile net
+        inner = getattr(q_net, "q_net", None) or getattr(q_net, "quantile_net", None)
+        if inner is None:
+            raise TypeError(f"no features known for {type(policy).__name__}")
+        extractor, head = q_net.features_extractor, inner[:-1]
+    else:
+        raise TypeError(f"no features known for {type(policy).__name__}")
+    features = extractor(preprocess_obs(obs, policy.observation_space,
+                                        normalize_images=policy.normalize_images))
+    return head(features) if isinstance(extractor, FlattenExtractor) else features

@@ -27,6 +27,7 @@ from .study.execution import (
     summarize_elsewhere,
     will_use_workers,
 )
+from .study.similarity import DEFAULT_TRANSITIONS
 from .study.study_spec import PARTS, StudySpec, flat_values
 from .training import algo_registry
 
@@ -112,6 +113,18 @@ def _add_study_options(run: argparse.ArgumentParser) -> None:
                           "source policy's mean over its last 3 evaluations). Refused unless "
                           "it is at least 3 evaluation standard errors above the random "
                           "policy's return")
+    run.add_argument("--similarity", type=int, default=S, metavar="N",
+                     help="how similar source and target are, measured once the source "
+                          "policy is ready, before it is used on the target: its zero-shot "
+                          "return on the target (deterministic, --eval-episodes), the "
+                          "held-out accuracy of a classifier that tells its (s, a, s') "
+                          "transitions on the source from those on the target (N per side, "
+                          "its own stochastic actions; 0.5: indistinguishable), and the "
+                          "distance (MMD) between its features of source and target "
+                          "observations; in similarity.json, summary.json, the report and "
+                          "the matrix, which ranks them against the area difference. N "
+                          "transitions per side; 0 turns it off (default: "
+                          f"{DEFAULT_TRANSITIONS})")
     run.add_argument("--alpha", type=float, default=S, metavar="A",
                      help="level of the verdict, fixed before the study: a condition is "
                           "positive/negative transfer when the Holm-corrected Welch t test "

@@ -20,6 +20,7 @@ The names other modules and the tests import from here are re-exported.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,6 +33,8 @@ from ..io_utils import atomic_write_json, atomic_write_text, read_json
 from ..specs import format_value
 from ..strategies import registry
 from ..study.budgets import MIN_EVALUATIONS, describe_grid
+from ..study.similarity import FILE as SIMILARITY_FILE
+from ..study.similarity import read as read_similarity
 from ..study.study_spec import flat_spec
 from . import metrics, sequential
 from . import verdict as verdicts
@@ -58,6 +61,7 @@ from .summary import (
     RunRecord,
     SequentialComparison,
     SequentialDesign,
+    Similarity,
     StudySummary,
 )
 from .tables import markdown_table, run_warnings, summary_csv, terminal_table
@@ -96,7 +100,32 @@ def study_summary(study_dir: Path) -> tuple[StudySummary, dict[str, Any], dict[s
             f": nothing to report ({why})" if why else " yet: nothing to report"))
     result = _result(study_dir.name, study, finished, folders, not_used,
                      _source_steps(study_dir, study))
+    result = dataclasses.replace(result, similarity=_similarity(study_dir, result))
     return result, study, finished
+
+
+def _similarity(study_dir: Path, result: StudySummary) -> Similarity | None:
+    """The study's similarity.json (`study.similarity`) as the summary holds it, with the
+    zero-shot return normalized on the study's score scale; None when the study has none
+    (started before it was measured, or with --similarity left out of an old study)."""
+    try:
+        record = read_similarity(study_dir)
+    except (OSError, ValueError) as err:  # damaged: said, and the rest is reported
+        return Similarity(0, skipped=f"{SIMILARITY_FILE} cannot be read ({err}): delete it "
+                                     f"and resume the study to measure again")
+    if record is None:
+        return None
+    zero_shot = record.get("zero_shot") or {}
+    classifier = record.get("classifier") or {}
+    distance = record.get("feature_distance") or {}
+    mean = zero_shot.get("mean_return")
+    normalized = (None if mean is None else
+                  _finite(float(metrics.normalize(mean, result.random_return, result.threshold))))
+    return Similarity(int(record.get("transitions", 0)), mean, normalized,
+                      zero_shot.get("episodes"), classifier.get("accuracy"),
+                      classifier.get("n_test"), classifier.get("rows"), distance.get("value"),
+                      record.get("skipped"), tuple(record.get("notes") or ()),
+                      record.get("seconds"))
 
 
 def summarize_study(study_dir: Path) -> StudySummary:

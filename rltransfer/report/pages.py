@@ -56,6 +56,7 @@ def _page(result: StudySummary, study: dict[str, Any]) -> dict[str, Any]:
     return {
         "result": result, "warnings_title": _WARNINGS_TITLE,
         "warnings": list(result.warnings), "description": _description(result, study),
+        "similarity": similarity_items(result),
         "verdicts": [{"name": name, "label": verdict.label, "reading": _reading(verdict),
                       "css": _verdict_class(verdict.label)}
                      for name, verdict in _verdicts(result)],
@@ -296,6 +297,37 @@ def _description(result: StudySummary, study: dict[str, Any]) -> list[tuple[str,
         items.append(("versions", ", ".join(f"{k} {v}" for k, v in study["versions"].items())))
     if study.get("started"):
         items.append(("ran", f"{study['started']} – {study.get('ended') or 'unfinished'}"))
+    return items
+
+
+def similarity_items(result: StudySummary) -> list[tuple[str, str]]:
+    """(term, text) pairs of how similar source and target are (`summary.Similarity`),
+    measured before the source was used on the target; none when the study has no record."""
+    found = result.similarity
+    if found is None:
+        return []
+    if found.skipped:
+        return [("not measured", found.skipped)]
+    items = []
+    if found.zero_shot is not None:
+        normalized = ("" if found.zero_shot_normalized is None
+                      else f" (normalized {found.zero_shot_normalized:.2f})")
+        items.append(("zero-shot", f"the source policy's mean return on the target "
+                                   f"{found.zero_shot:.4g}{normalized}, deterministic, over "
+                                   f"{found.zero_shot_episodes} episodes on the evaluation "
+                                   "seeds of the first seed"))
+    if found.classifier_accuracy is not None:
+        items.append(("transition classifier", (
+            f"held-out accuracy {found.classifier_accuracy:.2f} at telling the source "
+            "policy's transitions on the source from those on the target (0.5: they cannot "
+            f"be told apart, 1: always); {found.transitions} per side, its own stochastic "
+            f"actions, {found.classifier_held_out} per side held out; rows: "
+            f"{found.classifier_rows}")))
+    if found.feature_distance is not None:
+        items.append(("feature distance", f"{found.feature_distance:.3g}: the squared MMD "
+                                          "between the source policy's features of source "
+                                          "and of target observations (0: the same)"))
+    items += [("note", note) for note in found.notes]
     return items
 
 

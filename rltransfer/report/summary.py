@@ -7,8 +7,9 @@ the CLI.
 back. The records nest as summary.json does:
 
 * `StudySummary`: the study-level facts (pair, algorithm, score scale, budgets, evaluation
-  grid, warnings, the verdict rule, the seed note, ``--seeds auto``'s design), each
-  condition's runs (`RunRecord`), the per-run metrics, and
+  grid, warnings, the verdict rule, the seed note, ``--seeds auto``'s design, how similar
+  source and target are: `Similarity`), each condition's runs (`RunRecord`), the per-run
+  metrics, and
 * `MetricsSummary` (``metrics``): the score scale the metrics used (`Scale`), the reference,
   alpha, the performance profiles (`Profile`) and, per condition, a `ConditionSummary`: its
   run counts, its metrics with their intervals (typed records of `metrics.REGISTRY`),
@@ -380,6 +381,42 @@ class SequentialDesign:
                    bool(data["done"]))
 
 
+@dataclass(frozen=True)
+class Similarity:
+    """How similar source and target are (`rltransfer.study.similarity`, the study's
+    similarity.json): the source policy's zero-shot return on the target and its normalized
+    score on the study's scale, the held-out balanced accuracy of a classifier that tells
+    the policy's source transitions from its target ones (0.5: indistinguishable), and the
+    distance between its features of source and target observations (0: the same). None
+    where not measured: `skipped` says why nothing was, `notes` why a measure is missing."""
+
+    transitions: int  # per side (--similarity; 0: off)
+    zero_shot: float | None = None
+    zero_shot_normalized: float | None = None
+    zero_shot_episodes: int | None = None
+    classifier_accuracy: float | None = None
+    classifier_held_out: int | None = None  # held-out transitions per side
+    classifier_rows: str | None = None  # what a row holds
+    feature_distance: float | None = None
+    skipped: str | None = None
+    notes: tuple[str, ...] = ()
+    seconds: float | None = None
+
+    MEASURES = (("zero_shot_normalized", "zero-shot score (normalized)"),
+                ("classifier_accuracy", "transition classifier accuracy"),
+                ("feature_distance", "feature distance (MMD²)"))
+    """The measures a matrix ranks against the area difference: key, title."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "notes": list(self.notes)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Similarity:
+        return cls(**{**{f.name: data.get(f.name) for f in dataclasses.fields(cls)},
+                      "transitions": int(data["transitions"]),
+                      "notes": tuple(data.get("notes") or ())})
+
+
 PerRun = dict[str, dict[str, dict[str, float | None]]]
 """Condition -> run folder -> its `metrics.run_metrics` (None where not finite)."""
 
@@ -408,6 +445,7 @@ class StudySummary:
     per_run: PerRun = field(default_factory=dict)
     sequential: SequentialDesign | None = None
     source_steps: int | None = None
+    similarity: Similarity | None = None  # None: the study has no similarity.json
 
     @property
     def conditions(self) -> dict[str, ConditionSummary]:
@@ -432,12 +470,13 @@ class StudySummary:
             "seed_note": self.seed_note, "per_run": self.per_run,
             "sequential": None if self.sequential is None else self.sequential.to_dict(),
             "source_steps": self.source_steps,
+            "similarity": None if self.similarity is None else self.similarity.to_dict(),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StudySummary:
         """A summary.json's content."""
-        sequential = data.get("sequential")
+        sequential, similarity = data.get("sequential"), data.get("similarity")
         return cls(
             data["study"], data["source"], data["target"], data["algo"], data["threshold"],
             data.get("threshold_from"), data["random_return"], data["budget"],
@@ -449,4 +488,5 @@ class StudySummary:
             float(data["alpha"]), data.get("verdict_rule", ""), data.get("seed_note"),
             data.get("per_run", {}),
             None if sequential is None else SequentialDesign.from_dict(sequential),
-            data.get("source_steps"))
+            data.get("source_steps"),
+            None if similarity is None else Similarity.from_dict(similarity))

@@ -40,6 +40,7 @@ from .plan import Plan, encoder_note
 from .preflight import score_scale
 from .progress import StudyProgress
 from .score_scale import derived_warning
+from .similarity import ensure as ensure_similarity
 from .study_folder import recorded_random, run_key
 
 
@@ -196,6 +197,8 @@ class Scheduler:
         if note:
             self.console.print(note, markup=False, highlight=False, soft_wrap=True,
                                style="yellow" if note.startswith("warning") else None)
+        if source_job is None:  # the source is ready (or the study has none): measure now
+            self._similarity(source_path)
         with StudyProgress(self.console, total, len(runs) + int(source_job is not None)) as bar:
             self.progress = bar
             tasks = [Task(source_job)] if source_job else []
@@ -221,6 +224,15 @@ class Scheduler:
             raise SourceFailedError(
                 f"the source run failed ({self.source_error}), so no transfer run could start; "
                 f"fix the cause, then: {then}")
+
+    def _similarity(self, source_path: str | None) -> None:
+        """How similar source and target are (`similarity`): measured once per study with
+        the source policy at `source_path` (None: the study has none), then reused."""
+        def say(text: str) -> None:
+            warning = text.startswith("warning: ")
+            self._warn(text.removeprefix("warning: "), prefix="warning: " if warning else "")
+
+        ensure_similarity(self.plan, self.dir, source_path, say, self.threads)
 
     def _warn(self, text: str, prefix: str = "warning: ") -> None:
         printer = getattr(self, "progress", None)
@@ -314,6 +326,7 @@ class Scheduler:
             try:
                 cache = store_source(self.plan, Path(job.run_dir))
                 path = self._adopt_source(cache, reused=False)
+                self._similarity(path)  # before the runs that start from it
             except (RLTransferError, OSError) as err:  # e.g. its score is not above random
                 outcome = dataclasses.replace(outcome, ok=False, error=str(err),
                                               fault=disk_fault(err))

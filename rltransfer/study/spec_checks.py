@@ -95,6 +95,9 @@ def _check_numbers(spec: StudySpec) -> None:
     if isinstance(protocol.alpha, bool) or not 0.0001 <= protocol.alpha <= 0.5:
         raise ConfigError(f"--alpha must be a level between 0.0001 and 0.5 (e.g. 0.05), "
                           f"got {protocol.alpha!r}")
+    if not 0 <= protocol.similarity <= MAX_SIMILARITY:
+        raise ConfigError(f"--similarity must be 0 (off) or a number of transitions per side "
+                          f"up to {MAX_SIMILARITY:,}, got {protocol.similarity}")
     if protocol.threshold is not None and not math.isfinite(protocol.threshold):
         raise ConfigError(f"--threshold must be a finite number, got {protocol.threshold}")
     if agent.device != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?", agent.device):
@@ -114,6 +117,7 @@ def _check_name(name: str) -> None:
 
 
 MAX_NAME = 200  # a study folder's name; the file system's limit is 255 bytes
+MAX_SIMILARITY = 100_000  # --similarity: transitions per side (each side is a rollout)
 _LIMITS: dict[str, tuple[int, str]] = {
     "--seeds": (1000, "the most a study takes: each seed is a run (and a folder) per "
                       "condition, and intervals narrow little past a few dozen; split a "
@@ -171,7 +175,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "out": (str,), "source_model": (str,), "retrain_source": (bool,), "pixels": (bool,),
     "image_size": (int,), "grayscale": (bool,), "frame_stack": (int,), "encoder": (str,),
     "encoder_weights": (str,), "freeze_encoder": (bool,), "encoder_lr_scale": (int, float),
-    "augment": (str,), "alpha": (int, float), "sequential": (str,),
+    "augment": (str,), "alpha": (int, float), "sequential": (str,), "similarity": (int,),
 }
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 _OPTIONAL = {"timesteps", "source_timesteps", "eval_freq", "threshold", "n_envs", "name",

@@ -22,6 +22,7 @@ from typing import Any
 from ..errors import ConfigError, did_you_mean
 from ..specs import EnvSpec
 from ..strategies import registry
+from .similarity import DEFAULT_TRANSITIONS
 from .spec_checks import check_study, check_types
 
 STUDY_FORMAT = 2
@@ -85,6 +86,8 @@ class Protocol:
     alpha: float = 0.05  # level of the verdict's test (Holm-corrected) and of every interval
     # --seeds auto's design (rltransfer.report.sequential); seeds = first
     sequential: str | None = None
+    # transitions per side of the source/target similarity measures (study.similarity); 0: off
+    similarity: int = DEFAULT_TRANSITIONS
 
     @property
     def seed_list(self) -> list[int]:

@@ -13,7 +13,9 @@ tells them apart. Shared by the methods that adapt across domains (`darc`'s clas
 * `DomainClassifier`: a small MLP that outputs the logit of "target" (log p(target | x) -
   log p(source | x)), with optional Gaussian noise on its inputs while training (DARC's
   regularizer). `classifier_accuracy` fits a fresh one on two samples and returns its
-  accuracy on held-out samples: 0.5 when the domains cannot be told apart, 1 when always.
+  accuracy on held-out samples: 0.5 when the domains cannot be told apart, 1 when always;
+  `held_out_accuracy` does the same with the held-out rows given (transitions held out by
+  episode: the study's similarity measure).
 """
 
 from __future__ import annotations
@@ -136,7 +138,6 @@ def classifier_accuracy(source: np.ndarray, target: np.ndarray, *, steps: int = 
     if len(source) < 4 or len(target) < 4:
         raise ValueError("classifier_accuracy needs at least 4 samples per domain")
     rng = np.random.default_rng(seed)
-    generator = torch.Generator().manual_seed(seed)
 
     def split(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         rows = np.asarray(rows, dtype=np.float32).reshape(len(rows), -1)
@@ -146,6 +147,27 @@ def classifier_accuracy(source: np.ndarray, target: np.ndarray, *, steps: int = 
 
     source_train, source_test = split(source)
     target_train, target_test = split(target)
+    return held_out_accuracy(source_train, target_train, source_test, target_test,
+                             steps=steps, seed=seed, hidden=hidden)
+
+
+def held_out_accuracy(source_train: np.ndarray | torch.Tensor,
+                      target_train: np.ndarray | torch.Tensor,
+                      source_test: np.ndarray | torch.Tensor,
+                      target_test: np.ndarray | torch.Tensor, *, steps: int = 300,
+                      seed: int = 0, hidden: tuple[int, ...] = (64, 64)) -> Fit:
+    """`classifier_accuracy` with the held-out rows given: for samples whose rows are not
+    independent (transitions of one episode), held out by episode rather than by row."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def rows(sample: np.ndarray | torch.Tensor) -> torch.Tensor:
+        tensor = torch.as_tensor(sample, dtype=torch.float32)
+        return tensor.reshape(len(tensor), -1)
+
+    source_train, target_train = rows(source_train), rows(target_train)
+    source_test, target_test = rows(source_test), rows(target_test)
+    if min(len(source_train), len(target_train), len(source_test), len(target_test)) < 1:
+        raise ValueError("held_out_accuracy needs training and held-out rows of each domain")
     pooled = torch.cat([source_train, target_train])
     mean, std = pooled.mean(dim=0), pooled.std(dim=0).clamp_min(1e-6)
 

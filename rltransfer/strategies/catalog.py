@@ -23,6 +23,8 @@ _TAKES = {
     registry.POLICY: "its policy, rebuilt from its weights, acting or teaching while the "
                      "target trains",
     registry.TRANSITIONS: "transitions its policy collects on the target",
+    registry.ENV: "its env, stepped by the target's policy while it trains (and its weights "
+                  "with init=...)",
 }
 _COPIES = {registry.ALL: "every tensor that matches by name and shape",
            registry.FEATURES: "its feature layers", registry.NONE: "its weights, as below"}

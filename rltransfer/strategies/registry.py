@@ -17,9 +17,11 @@ that take weights: what the target does with the source's VecNormalize statistic
 `rltransfer.training.vecnorm`); kickstart's ``steps``, ``weight`` and ``init`` (its
 distillation loss's schedule and how the target starts, `rltransfer.strategies.kickstart`);
 replay's ``n``, ``dataset`` and ``init`` (`rltransfer.strategies.replay`); jsrl's ``switch``,
-``stages``, ``horizon`` and ``tolerance`` (`rltransfer.strategies.jsrl`); qdagger's ``n``,
+``stages``, ``horizon`` and ``tolerance`` (`rltransfer.strategies.jsrl`); align's ``method``,
+``weight``, ``n`` and ``measure`` (`rltransfer.strategies.align`); qdagger's ``n``,
 ``updates``, ``temperature``, ``weight``, ``decay`` and ``steps``
-(`rltransfer.strategies.qdagger`); ``eps`` (DQN's and QR-DQN's epsilon schedule after a
+(`rltransfer.strategies.qdagger`); darc's ``source_ratio``, ``warmup``, ``noise`` and
+``init`` (`rltransfer.strategies.darc`); ``eps`` (DQN's and QR-DQN's epsilon schedule after a
 transfer, `rltransfer.strategies.exploration`).
 
 A condition or option that means nothing for an algorithm says so in its entry (``algos``:
@@ -41,10 +43,12 @@ from typing import Any
 from ..errors import ConfigError, did_you_mean
 
 NOTHING, WEIGHTS, POLICY, TRANSITIONS = "nothing", "weights", "policy", "transitions"
+ENV = "env"
 """What a condition takes from the source: nothing, its weights (copied into the target before
 training), its policy, rebuilt from its weights and queried while the target trains (a
-teacher), or transitions: a replay buffer pre-filled by the source policy acting on the target
-(or from a dataset, which needs no source)."""
+teacher), transitions: a replay buffer pre-filled by the source policy acting on the target
+(or from a dataset, which needs no source), or its env: stepped by the target's policy while
+the target trains (darc; its weights too with init=..., `Choice.needs_source`)."""
 ALL, FEATURES, NONE = "all", "features", "none"
 """Which matching target tensors it copies / which copied tensors it freezes."""
 
@@ -239,6 +243,32 @@ JSRL_OPTIONS = (
     NORM_FREEZE,  # the guide acts on the target, on observations scaled as in its training
 )
 
+ALIGN_METHODS = ("coral", "mmd", "dann")
+ALIGN_OPTIONS = (
+    Option("method", str, "coral",
+           "the alignment loss between the features of target and source observations: "
+           "coral (their covariances, Sun & Saenko 2016), mmd (squared MMD, Gaussian "
+           "kernels) or dann (a domain classifier through gradient reversal, Ganin et al. "
+           "2016)",
+           valid="coral, mmd or dann", check=lambda value: value in ALIGN_METHODS),
+    Option("weight", float, None,
+           "the alignment loss's weight relative to SB3's own loss (dann: the gradient "
+           "reversal's scale); left out: coral 1000, mmd 1, dann 0.1",
+           valid="a number > 0", check=_positive),
+    Option("n", int, 2000,
+           "source observations the source policy collects on the source env before "
+           "training (env steps outside --timesteps), stored with the run; each update draws "
+           "as many as its batch holds",
+           **_COUNT),
+    Option("measure", int, 500,
+           "held-out observations of each env (the source policy on the source and on the "
+           "target, before training; outside --timesteps) for the domain distance measured "
+           "before and after training",
+           valid="an integer >= 2", check=lambda value: value >= 2),
+    LR_SCALE,
+    NORM_UPDATE,
+)
+
 QDAGGER_OPTIONS = (
     Option("n", int, None,
            "transitions the teacher (the source's Q-network) collects on the target for the "
@@ -270,6 +300,27 @@ QDAGGER_OPTIONS = (
         "at E if E is below it); left out: the pre-trained student starts at the final "
         "epsilon")),
     NORM_FREEZE,  # the teacher acts on the target and reads its observations
+)
+
+DARC_OPTIONS = (
+    Option("source_ratio", int, 10,
+           "source env steps per target env step, taken by the target's policy; the policy "
+           "trains on them (one update per source step), while --timesteps counts target "
+           "steps",
+           **_COUNT),
+    Option("warmup", int, None,
+           "target env steps before the classifiers' reward correction joins the policy's "
+           "rewards (they train from the first update); left out: a tenth of --timesteps "
+           "(the paper's 10^5 of 10^6 steps)",
+           valid="an integer >= 0", check=lambda value: value >= 0),
+    Option("noise", float, 1.0,
+           "the standard deviation of the Gaussian noise added to the classifiers' inputs "
+           "while they train (the authors' regularizer; 0: none)",
+           valid="a number >= 0", check=lambda value: math.isfinite(value) and value >= 0),
+    Option("init", str, REFERENCE,
+           "how the target's weights start: scratch (fresh), or copied from the source as "
+           "that condition does (its default options)",
+           valid="one of " + ", ".join(_INITS), check=lambda value: value in _INITS),
 )
 
 CONDITIONS: dict[str, Condition] = {c.name: c for c in (
@@ -304,12 +355,24 @@ CONDITIONS: dict[str, Condition] = {c.name: c for c in (
                          "distillation loss whose weight decays to 0 (DQN, QR-DQN)",
               takes=POLICY, options=QDAGGER_OPTIONS, algos=EPSILON_GREEDY,
               hooks="rltransfer.strategies.qdagger:HOOKS"),
+    Condition("align", "feature alignment: finetune plus a loss (coral, mmd or dann) that "
+                       "pulls the features of target observations toward those of source "
+                       "observations the source policy collects (PPO, A2C, SAC)",
+              takes=WEIGHTS, copies=ALL, options=ALIGN_OPTIONS, algos=("ppo", "a2c", "sac"),
+              hooks="rltransfer.strategies.align:HOOKS"),
     Condition("progressive", "progressive networks: the source's hidden layers kept as a "
                              "frozen column, a new column of the same shape trained beside it "
                              "with lateral adapters from each source layer, fresh heads (PPO, "
                              "A2C, SAC; MLP policies)",
               takes=WEIGHTS, options=(NORM_FREEZE,), algos=("ppo", "a2c", "sac"),
               hooks="rltransfer.strategies.progressive:HOOKS"),
+    Condition("darc", "off-dynamics RL (DARC): the policy trains on the source env's "
+                      "transitions (source_ratio per target step), its reward corrected by "
+                      "two classifiers that tell them from the target's transitions; "
+                      "evaluated on the target (SAC, TD3, TQC)",
+              takes=ENV, options=DARC_OPTIONS, algos=("sac", "td3", "tqc"),
+              source_when=lambda c: c.get("init") != REFERENCE,
+              hooks="rltransfer.strategies.darc:HOOKS"),
 )}
 """Every condition, in the order `--help` lists them."""
 

@@ -32,7 +32,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rltransfer.report.rank_correlation import interval, min_pairs, spearman  # noqa: E402
+from rltransfer.report.rank_correlation import (  # noqa: E402
+    STANDARD_ERRORS,
+    interval,
+    min_pairs,
+    spearman,
+)
 
 TRUTH_PAIRS = 400_000
 Draw = Callable[[np.random.Generator, int, int], tuple[np.ndarray, np.ndarray]]
@@ -133,14 +138,15 @@ def truth(setting: Setting) -> float:
 
 
 def coverage(setting: Setting, n: int, matrices: int, rng: np.random.Generator,
-             true: float, confidence: float = 0.95) -> tuple[float, float] | None:
+             true: float, confidence: float = 0.95,
+             standard_error: str = "larger") -> tuple[float, float] | None:
     """(coverage, mean width) of the interval over `matrices` simulated matrices of `n`
     pairs; None below `min_pairs` (no interval is given). A matrix whose r_s is undefined
     (a side that does not vary) gives no interval and is left out."""
     if n < min_pairs(confidence):
         return None
     x, y = setting.draw(rng, matrices, n)
-    r, low, high = interval(x, y, confidence)
+    r, low, high = interval(x, y, confidence, standard_error)
     ok = np.isfinite(r)
     hit = (low[ok] <= true) & (true <= high[ok])
     return float(hit.mean()), float((high[ok] - low[ok]).mean())
@@ -154,19 +160,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="simulation seed (default 0)")
     parser.add_argument("--pairs", default="4,5,6,7,8,10,12,16,20,30",
                         help="pair counts of the independent-pairs table")
+    parser.add_argument("--standard-error", default="larger", choices=STANDARD_ERRORS,
+                        help="the report's (larger: of Bonett-Wright's and the jackknife's), "
+                             "or one alone, for comparison")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     sizes = [int(n) for n in args.pairs.split(",")]
     start = time.perf_counter()
-    print(f"95% intervals; coverage over {args.matrices} matrices per cell (mean width); "
-          f"no interval below {min_pairs(0.95)} pairs\n")
+    se = args.standard_error
+    print(f"95% intervals, standard error: {se}; coverage over {args.matrices} matrices per "
+          f"cell (mean width); no interval below {min_pairs(0.95)} pairs\n")
     print("| independent pairs | truth | " + " | ".join(f"n={n}" for n in sizes) + " |")
     print("|---|---:|" + "---:|" * len(sizes))
     for setting in INDEPENDENT:
         true = truth(setting)
         cells = []
         for n in sizes:
-            found = coverage(setting, n, args.matrices, rng, true)
+            found = coverage(setting, n, args.matrices, rng, true, standard_error=se)
             cells.append("—" if found is None else f"{found[0]:.1%} ({found[1]:.2f})")
         print(f"| {setting.name} | {true:+.2f} | " + " | ".join(cells) + " |")
     print("\n| crossed matrix (shared source, target and scratch) | truth | coverage (width) |")
@@ -176,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             setting = Setting(f"{sources} x {targets}, scratch noise sd {shared}",
                               crossed(sources, targets, shared))
             true = truth(setting)
-            found = coverage(setting, sources * targets, args.matrices, rng, true)
+            found = coverage(setting, sources * targets, args.matrices, rng, true,
+                             standard_error=se)
             cell = "—" if found is None else f"{found[0]:.1%} ({found[1]:.2f})"
             print(f"| {setting.name} | {true:+.2f} | {cell} |")
     print(f"\n{time.perf_counter() - start:.0f} s")

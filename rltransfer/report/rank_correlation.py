@@ -13,11 +13,12 @@ The interval (`interval`): Fisher's z of r_s, ``atanh(r_s) +/- t(n-2) * se``, ba
   too small.
 
 A perfect ranking (r_s = +/-1, whose z is infinite) is taken halfway to the next value r_s can
-take, ``1 - 6 / (n^3 - n)``. With Bonett & Wright's standard error alone, coverage fell to 88%
-with heavy-tailed dependence at 16 to 30 pairs; the jackknife alone under-covers below 8 pairs
-(60-90%). Their maximum held 94-100% in every setting of the benchmark up to 30 independent
-pairs (benchmarks/README.md, "similarity_coverage.py"). Below `min_pairs` (6 pairs at 95%)
-even a perfect ranking would give an interval that includes 0: no interval is given there.
+take, ``1 - 6 / (n^3 - n)``. The larger of the two held at least 94.9% in every setting of
+the benchmark from 6 to 30 independent pairs (98-100% below 10: conservative); Bonett &
+Wright's alone fell to 93% at 12 pairs and 88% at 30 with heavy-tailed dependence, the
+jackknife alone to 68-95% at 6 pairs (benchmarks/README.md, "similarity_coverage.py"). Below
+`min_pairs` (6 pairs at 95%) even a perfect ranking would give an interval that includes 0:
+no interval is given there.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from numpy.typing import ArrayLike
 
 from .intervals import stats
 
-METHOD = ("Spearman's r_s; interval: Fisher z with the larger of Bonett-Wright's and the "
-          "jackknife's standard error, t(n-2) critical value")
+METHOD = ("Fisher z of Spearman's r_s with the larger of Bonett-Wright's and the jackknife's "
+          "standard error, t(n-2) critical value")
 
 
 def spearman(x: ArrayLike, y: ArrayLike) -> np.ndarray:
@@ -60,10 +61,15 @@ def _z(r: np.ndarray, n: int) -> np.ndarray:
     return np.arctanh(np.clip(r, -top, top))
 
 
-def interval(x: ArrayLike, y: ArrayLike,
-             confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+STANDARD_ERRORS = ("larger", "bonett-wright", "jackknife")
+
+
+def interval(x: ArrayLike, y: ArrayLike, confidence: float = 0.95,
+             standard_error: str = "larger") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(r_s, low, high) of `x` and `y` along their last axis (n pairs, n >= 4), vectorized
-    over the leading axes; NaN where r_s is undefined (a sample that does not vary)."""
+    over the leading axes; NaN where r_s is undefined (a sample that does not vary).
+    `standard_error`: the larger of the two (the report's), or one of them alone (what the
+    coverage benchmark compares it with)."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     n = x.shape[-1]
     if n < 4:
@@ -77,7 +83,8 @@ def interval(x: ArrayLike, y: ArrayLike,
     # a pair whose removal leaves a sample without variation says nothing about r_s: 0
     leave_out = np.where(np.isnan(leave_out), 0.0, leave_out)
     jackknife = np.sqrt((n - 1) / n * ((leave_out - leave_out.mean(axis=0)) ** 2).sum(axis=0))
-    se = np.maximum(bonett_wright, jackknife)
+    se = {"larger": np.maximum(bonett_wright, jackknife), "bonett-wright": bonett_wright,
+          "jackknife": jackknife}[standard_error]
     c = float(stats.t.ppf(0.5 + confidence / 2, n - 2))
     return r, np.tanh(z - c * se), np.tanh(z + c * se)
 
@@ -119,7 +126,7 @@ class Correlation:
         if self.rho is None:
             return f"— ({self.note}; n={self.n})"
         if self.low is None or self.high is None:
-            return f"{self.rho:+.2f} (no interval: {self.note}; n={self.n})"
+            return f"{self.rho:+.2f} (n={self.n}: no interval)"
         return f"{self.rho:+.2f} [{self.low:.2f}, {self.high:.2f}] (n={self.n})"
 
 

@@ -178,7 +178,8 @@ def measure(plan_: Plan, model_zip: Path, transitions: int,
             if hasattr(model, "exploration_final_eps"):  # DQN, QR-DQN: acting as trained
                 model.exploration_rate = float(model.exploration_final_eps)
             target_env = env("target", envs, seed)
-            spaces = [space_text(s) for s in (model.observation_space, model.action_space,
+            spaces = [space_text(s) for s in (source_env.observation_space,
+                                              source_env.action_space,
                                               target_env.observation_space,
                                               target_env.action_space)]
             if spaces[:2] != spaces[2:]:

@@ -142,6 +142,15 @@ def test_a_study_measures_once_records_it_everywhere_and_a_resume_reuses_it(
     after = (study / "similarity.json").read_bytes(), (study / "similarity.json").stat()
     assert after[0] == before[0] and after[1].st_mtime_ns == before[1].st_mtime_ns
 
+    (study / "similarity.json").write_text('{"zero_shot": ')  # cut short: measured again
+    assert main(["report", str(study)]) == 0
+    assert read_json(study / "summary.json")["similarity"]["skipped"].startswith(
+        "similarity.json cannot be read (")
+    assert main(["resume", str(study)]) == 0
+    assert len(calls) == 2
+    again = read_json(study / "similarity.json")  # the same seeds: the same measures
+    assert {**again, "seconds": None} == {**recorded, "seconds": None}
+
 
 @pytest.mark.parametrize("extra,reason", [
     (["--similarity", "0"], "--similarity 0: not measured"),
@@ -162,7 +171,9 @@ def test_a_study_that_measures_nothing_says_why(tmp_path, monkeypatch, extra, re
 
 @pytest.mark.parametrize("value,message", [
     ("-1", "rltransfer: error: --similarity must be 0 (off) or a number of transitions per "
-           "side up to 100,000, got -1\n"),
+           "side from 16 to 100,000, got -1\n"),
+    ("8", "rltransfer: error: --similarity must be 0 (off) or a number of transitions per "
+          "side from 16 to 100,000, got 8\n"),
     ("many", "rltransfer run: error: argument --similarity: invalid int value: 'many' (see "
              "rltransfer run --help)\n"),
 ])

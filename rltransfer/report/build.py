@@ -111,8 +111,8 @@ def _similarity(study_dir: Path, result: StudySummary) -> Similarity | None:
     try:
         record = read_similarity(study_dir)
     except (OSError, ValueError) as err:  # damaged: said, and the rest is reported
-        return Similarity(0, skipped=f"{SIMILARITY_FILE} cannot be read ({err}): delete it "
-                                     f"and resume the study to measure again")
+        return Similarity(0, skipped=f"{SIMILARITY_FILE} cannot be read ({err}): resume the "
+                                     f"study to measure it again")
     if record is None:
         return None
     zero_shot = record.get("zero_shot") or {}

@@ -84,7 +84,10 @@ def ensure(plan_: Plan, study_dir: Path, model_zip: str | None,
     (with the source policy in `model_zip`; None: the study has none; on `threads` torch
     threads) and written once. `say` gets one line on what was measured. None when
     measuring failed (said, not written: a resume tries again)."""
-    found = read(study_dir)
+    try:
+        found = read(study_dir)
+    except ValueError:  # cut short or damaged: measured again, and rewritten
+        found = None
     if found is not None:
         return found
     transitions = plan_.spec.protocol.similarity
@@ -155,7 +158,7 @@ def measure(plan_: Plan, model_zip: Path, transitions: int,
     source_run = plan_.source_run()
     stats = vecnorm.source_stats(model_zip)
     hparams = dict(plan_.source_agent.hparams)
-    envs = min(COLLECT_ENVS, max(transitions // 4, 2))
+    envs = COLLECT_ENVS
     notes: list[str] = []
     opened: list[VecEnv] = []
 

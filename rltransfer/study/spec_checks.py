@@ -95,9 +95,10 @@ def _check_numbers(spec: StudySpec) -> None:
     if isinstance(protocol.alpha, bool) or not 0.0001 <= protocol.alpha <= 0.5:
         raise ConfigError(f"--alpha must be a level between 0.0001 and 0.5 (e.g. 0.05), "
                           f"got {protocol.alpha!r}")
-    if not 0 <= protocol.similarity <= MAX_SIMILARITY:
+    if protocol.similarity != 0 and not MIN_SIMILARITY <= protocol.similarity <= MAX_SIMILARITY:
         raise ConfigError(f"--similarity must be 0 (off) or a number of transitions per side "
-                          f"up to {MAX_SIMILARITY:,}, got {protocol.similarity}")
+                          f"from {MIN_SIMILARITY} to {MAX_SIMILARITY:,}, got "
+                          f"{protocol.similarity}")
     if protocol.threshold is not None and not math.isfinite(protocol.threshold):
         raise ConfigError(f"--threshold must be a finite number, got {protocol.threshold}")
     if agent.device != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?", agent.device):
@@ -117,7 +118,8 @@ def _check_name(name: str) -> None:
 
 
 MAX_NAME = 200  # a study folder's name; the file system's limit is 255 bytes
-MAX_SIMILARITY = 100_000  # --similarity: transitions per side (each side is a rollout)
+MIN_SIMILARITY = 16  # --similarity: transitions per side (8 episodes side by side, 2 held out)
+MAX_SIMILARITY = 100_000
 _LIMITS: dict[str, tuple[int, str]] = {
     "--seeds": (1000, "the most a study takes: each seed is a run (and a folder) per "
                       "condition, and intervals narrow little past a few dozen; split a "

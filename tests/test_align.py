@@ -99,7 +99,7 @@ def test_align_is_a_registry_entry_that_copies_the_source_weights():
     ("align:n=0", "condition 'align:n=0': n must be an integer >= 1, got 0"),
     ("align:measure=1", "condition 'align:measure=1': measure must be an integer >= 2, got 1"),
     ("align:methods=mmd", "condition 'align' has no option 'methods': valid options are "
-                          "method, weight, n, measure, lr_scale, norm"),
+                          "method, weight, n, measure, norm"),
 ])
 def test_bad_options_are_one_line_errors(spelled, message):
     with pytest.raises(ConfigError, match=re.escape(message)):

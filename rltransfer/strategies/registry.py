@@ -265,7 +265,6 @@ ALIGN_OPTIONS = (
            "target, before training; outside --timesteps) for the domain distance measured "
            "before and after training",
            valid="an integer >= 2", check=lambda value: value >= 2),
-    LR_SCALE,
     NORM_UPDATE,
 )
 

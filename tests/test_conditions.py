@@ -15,10 +15,10 @@ from rltransfer.study.study_spec import StudySpec
 def test_every_condition_is_one_registry_entry():
     assert SPEC_CONDITIONS == ("scratch", "finetune", "freeze-features", "reinit-head",
                                "pretrained-encoder", "kickstart", "jsrl", "replay",
-                               "qdagger", "progressive")
+                               "qdagger", "align", "progressive", "darc")
     assert [c for c in CONDITIONS if CONDITIONS[c].needs_source] == [
         "finetune", "freeze-features", "reinit-head", "kickstart", "jsrl", "replay",
-        "qdagger", "progressive"]
+        "qdagger", "align", "progressive", "darc"]
     assert CONDITIONS["freeze-features"].freezes == conditions.FEATURES
     assert CONDITIONS["reinit-head"].copies == conditions.FEATURES
     assert CONDITIONS["finetune"].copies == conditions.ALL
@@ -29,7 +29,7 @@ def test_every_condition_is_one_registry_entry():
 @pytest.mark.parametrize(("text", "message"), [
     ("finetunee", "unknown condition 'finetunee': choose from scratch, finetune, "
                   "freeze-features, reinit-head, pretrained-encoder, kickstart, jsrl, replay, "
-                  "qdagger, progressive. Did you mean 'finetune'?"),
+                  "qdagger, align, progressive, darc. Did you mean 'finetune'?"),
     ("scratch:lr_scale=0.1", "condition 'scratch' takes no options (got 'lr_scale'): write "
                              "scratch"),
     ("reinit-head:layers=1", "condition 'reinit-head' has no option 'layers': valid options "

@@ -17,17 +17,21 @@ target at scratch's steps. During ``learn``:
   buffer of the same size;
 * SB3's updates sample the source buffer (the model's replay buffer is swapped for a router
   during ``learn``: ``add`` goes to the target buffer, ``sample`` to the source), R times as
-  many gradient steps as SB3 would make (one update per source step, as in the paper);
+  many gradient steps as SB3 would make: as many updates per source step as scratch makes
+  per target step (with SB3's defaults one per source step, as in the paper);
 * each update first scores its source batch and an equal batch of target transitions with
   the two classifiers, then trains them one Adam step on those batches (inputs with Gaussian
   noise, the authors' regularizer), and the policy's rewards become ``r + Δr`` once the
   target has taken ``warmup`` steps (before it, Δr = 0: the classifiers learn from the
   first update).
 
-The classifiers are `rltransfer.training.domain.DomainClassifier`s, one on (s, a, s') and
-one on (s, a), each returning the logit of "target"; observations as the env gives them and
-actions as SB3 stores them (scaled to [-1, 1]), as the authors' code feeds its classifiers.
-The correction is theirs::
+The two classifiers return the logit of "target" given (s, a, s') and given (s, a), built
+as the authors' code builds them (`Classifiers`): the (s, a) one a
+`rltransfer.training.domain.DomainClassifier`, the (s, a, s') one its logit plus a second
+DomainClassifier's on (s, a, s'); both trained on the sum of their cross-entropies, with
+Gaussian noise (std ``noise``, default 1) on their inputs, Adam at 3e-4. They read
+observations as the env gives them and actions as SB3 stores them (scaled to [-1, 1]), as
+the authors' code does. The correction is theirs::
 
     Δr(s, a, s') = log p(target | s, a, s') - log p(source | s, a, s')
                    - log p(target | s, a) + log p(source | s, a)
@@ -74,7 +78,10 @@ from . import registry
 from .hooks import Context, Strategy
 from .teacher import describe
 
-HIDDEN = (256, 256)  # each classifier's hidden layers (ODRL's DARC; the authors' code: one of 32)
+# each network's hidden layers: DomainClassifier's default, between the authors' code (one
+# of 32 units) and ODRL's (two of 256); learns within the few thousand updates of a small
+# budget (the authors' 32 units barely moved in 800), at a fraction of ODRL's cost
+HIDDEN = (64, 64)
 LEARNING_RATE = 3e-4  # the classifiers' Adam (the authors' classifier_learning_rate)
 WARMUP_SHARE = 10  # warmup left out: a tenth of --timesteps (the paper's 1e5 of 1e6 steps)
 RECENT = 100  # updates whose classifier statistics transfer.json's summary averages
@@ -125,6 +132,9 @@ def settings(model: OffPolicyAlgorithm, choice: registry.Choice, context: Contex
     gradient_steps = int(model.gradient_steps)
     per_rollout = (f"{ratio} x {gradient_steps} per rollout" if gradient_steps >= 0
                    else f"{ratio} x the rollout's env steps")
+    per_rollout += (": as many updates per source step as scratch makes per target step"
+                    f" (train_freq {model.train_freq.frequency} "  # type: ignore[union-attr]
+                    f"{model.train_freq.unit.value}, {model.n_envs} envs)")  # type: ignore[union-attr]
     return {
         "source_env": str(context.source_env), "source_ratio": ratio,
         "init": str(choice.get("init")),
@@ -135,10 +145,12 @@ def settings(model: OffPolicyAlgorithm, choice: registry.Choice, context: Contex
         "noise": float(choice.get("noise")),
         "classifiers": {"hidden": list(HIDDEN), "learning_rate": LEARNING_RATE,
                         "batch_size": int(model.batch_size),
+                        "structure": "logit_sa = sa(s, a); logit_sas = logit_sa + "
+                                     "residual(s, a, s') (the authors' code)",
                         "inputs": "(s, a, s') and (s, a): observations as the env gives "
                                   "them, actions as SB3 stores them (scaled to [-1, 1])"},
         "delta_r": "logit_sas(s, a, s') - logit_sa(s, a), without input noise",
-        "gradient_steps": per_rollout + ": one update per source step",
+        "gradient_steps": per_rollout,
         "policy_trains_on": "source transitions, reward r + delta_r (delta_r = 0 before warmup)",
         "classifiers_train_on": "each update's source batch and as many target transitions",
         "budget": "--timesteps counts target env steps; source steps are on top",
@@ -146,16 +158,19 @@ def settings(model: OffPolicyAlgorithm, choice: registry.Choice, context: Contex
 
 
 class Classifiers:
-    """DARC's two domain classifiers and their optimizer."""
+    """DARC's two domain classifiers and their optimizer, as the authors' code builds them:
+    the (s, a) classifier ``sa``, and the (s, a, s') classifier's logit as ``sa``'s plus a
+    ``residual`` network's on (s, a, s'), so Δr is the residual's logit."""
 
     def __init__(self, obs_dim: int, action_dim: int, noise: float, device: torch.device,
                  seed: int) -> None:
         with torch.random.fork_rng(devices=[]):  # the policy's random stream stays as built
             torch.manual_seed(seed)
-            self.sas = DomainClassifier(2 * obs_dim + action_dim, HIDDEN, noise).to(device)
             self.sa = DomainClassifier(obs_dim + action_dim, HIDDEN, noise).to(device)
-        self.optimizer = torch.optim.Adam([*self.sas.parameters(), *self.sa.parameters()],
-                                          lr=LEARNING_RATE)
+            self.residual = DomainClassifier(2 * obs_dim + action_dim, HIDDEN,
+                                             noise).to(device)
+        self.optimizer = torch.optim.Adam([*self.sa.parameters(),
+                                           *self.residual.parameters()], lr=LEARNING_RATE)
 
     @staticmethod
     def inputs(batch: ReplayBufferSamples) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,33 +179,41 @@ class Classifiers:
                         batch.actions.flatten(1).float()], dim=1)
         return torch.cat([sa, batch.next_observations.flatten(1).float()], dim=1), sa
 
+    def logits(self, sas: torch.Tensor, sa: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logit_sas, logit_sa): the logits of "target" given (s, a, s') and given (s, a)."""
+        sa_logit = self.sa(sa)
+        return sa_logit + self.residual(sas), sa_logit
+
+    def _mode(self, training: bool) -> None:
+        self.sa.train(training)  # input noise in training mode only
+        self.residual.train(training)
+
     def delta_r(self, batch: ReplayBufferSamples) -> torch.Tensor:
         """Δr of each transition of `batch` (no input noise, no gradient)."""
-        sas, sa = self.inputs(batch)
-        self.sas.eval()
-        self.sa.eval()
+        self._mode(False)
         with torch.no_grad():
-            return self.sas(sas) - self.sa(sa)
+            sas_logit, sa_logit = self.logits(*self.inputs(batch))
+            return sas_logit - sa_logit
 
     def update(self, source: ReplayBufferSamples, target: ReplayBufferSamples
                ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Score both batches (Δr of the source's, accuracies), then one Adam step on them;
-        (Δr of the source batch, the update's statistics)."""
-        source_sas, source_sa = self.inputs(source)
-        target_sas, target_sa = self.inputs(target)
-        self.sas.eval()
-        self.sa.eval()
+        """Score both batches without noise (Δr of the source's, the accuracies), then one
+        Adam step on the sum of both classifiers' losses with noisy inputs; (Δr of the
+        source batch, the update's statistics)."""
+        source_in, target_in = self.inputs(source), self.inputs(target)
+        self._mode(False)
         with torch.no_grad():
-            s_sas, s_sa = self.sas(source_sas), self.sa(source_sa)
-            t_sas, t_sa = self.sas(target_sas), self.sa(target_sa)
-            delta_r = s_sas - s_sa
-        self.sas.train()
-        self.sa.train()
-        sas_loss = DomainClassifier.loss(self.sas(source_sas), self.sas(target_sas))
-        sa_loss = DomainClassifier.loss(self.sa(source_sa), self.sa(target_sa))
+            s_sas, s_sa = self.logits(*source_in)
+            t_sas, t_sa = self.logits(*target_in)
+        self._mode(True)
+        source_sas, source_sa = self.logits(*source_in)
+        target_sas, target_sa = self.logits(*target_in)
+        sas_loss = DomainClassifier.loss(source_sas, target_sas)
+        sa_loss = DomainClassifier.loss(source_sa, target_sa)
         self.optimizer.zero_grad()
         (sas_loss + sa_loss).backward()
         self.optimizer.step()
+        delta_r = s_sas - s_sa
         return delta_r, {"sas_loss": sas_loss.item(), "sa_loss": sa_loss.item(),
                          "sas_accuracy": DomainClassifier.accuracy(s_sas, t_sas),
                          "sa_accuracy": DomainClassifier.accuracy(s_sa, t_sa),

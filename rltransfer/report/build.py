@@ -124,8 +124,7 @@ def _similarity(study_dir: Path, result: StudySummary) -> Similarity | None:
     return Similarity(int(record.get("transitions", 0)), mean, normalized,
                       zero_shot.get("episodes"), classifier.get("accuracy"),
                       classifier.get("n_test"), classifier.get("rows"), distance.get("value"),
-                      record.get("skipped"), tuple(record.get("notes") or ()),
-                      record.get("seconds"))
+                      record.get("skipped"), tuple(record.get("notes") or ()))
 
 
 def summarize_study(study_dir: Path) -> StudySummary:

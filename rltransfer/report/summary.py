@@ -388,7 +388,8 @@ class Similarity:
     score on the study's scale, the held-out balanced accuracy of a classifier that tells
     the policy's source transitions from its target ones (0.5: indistinguishable), and the
     distance between its features of source and target observations (0: the same). None
-    where not measured: `skipped` says why nothing was, `notes` why a measure is missing."""
+    where not measured: `skipped` says why nothing was, `notes` why a measure is missing.
+    (How long it took is in similarity.json only: a summary holds results.)"""
 
     transitions: int  # per side (--similarity; 0: off)
     zero_shot: float | None = None
@@ -400,7 +401,6 @@ class Similarity:
     feature_distance: float | None = None
     skipped: str | None = None
     notes: tuple[str, ...] = ()
-    seconds: float | None = None
 
     MEASURES = (("zero_shot_normalized", "zero-shot score (normalized)"),
                 ("classifier_accuracy", "transition classifier accuracy"),

@@ -304,8 +304,8 @@ QDAGGER_OPTIONS = (
 DARC_OPTIONS = (
     Option("source_ratio", int, 10,
            "source env steps per target env step, taken by the target's policy; the policy "
-           "trains on them (one update per source step), while --timesteps counts target "
-           "steps",
+           "trains on them (as many updates per source step as scratch makes per target "
+           "step), while --timesteps counts target steps",
            **_COUNT),
     Option("warmup", int, None,
            "target env steps before the classifiers' reward correction joins the policy's "

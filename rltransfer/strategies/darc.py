@@ -235,6 +235,8 @@ class Router:
         return self._darc.sample(batch_size, env)
 
     def __getattr__(self, name: str) -> Any:
+        if name == "_darc":  # not set yet (a copy being built): no recursion
+            raise AttributeError(name)
         return getattr(self._darc.target, name)
 
 

@@ -382,3 +382,9 @@ def test_a_darc_study_from_the_command_line(tmp_path):
     assert steps == [r["timesteps"] for r in read_rows(study / "scratch" / "seed_0" /
                                                        "evaluations.csv")] == [0, 100, 200]
     assert "darc:source_ratio=2" in read_json(study / "summary.json")["metrics"]["conditions"]
+    # the report states the source steps next to the target budget
+    summary = read_json(study / "summary.json")
+    assert summary["runs"]["darc:source_ratio=2"]["outside_budget"] == {"source": [400, 400]}
+    assert "outside_budget" not in summary["runs"]["scratch"]
+    assert ("darc:source_ratio=2 also took 400 source env steps per run, outside the target "
+            "budget") in (study / "report.md").read_text()

@@ -52,7 +52,7 @@ from .figures import (
 )
 from .metrics import MATRIX_METRICS, METRICS, format_claim
 from .pages import env_differences, report_html, report_markdown
-from .runfiles import collect_runs, read_study
+from .runfiles import collect_runs, outside_budget, read_study
 from .summary import (
     DivergedRun,
     EvaluationGrid,
@@ -100,7 +100,10 @@ def study_summary(study_dir: Path) -> tuple[StudySummary, dict[str, Any], dict[s
             f": nothing to report ({why})" if why else " yet: nothing to report"))
     result = _result(study_dir.name, study, finished, folders, not_used,
                      _source_steps(study_dir, study))
-    result = dataclasses.replace(result, similarity=_similarity(study_dir, result))
+    result = dataclasses.replace(result, similarity=_similarity(study_dir, result), runs={
+        c: dataclasses.replace(record, outside_budget=_outside_budget(study_dir, c,
+                                                                      folders.get(c, [])))
+        for c, record in result.runs.items()})
     return result, study, finished
 
 
@@ -222,6 +225,16 @@ def _run_record(finished: int, not_used: Mapping[str, Any],
     """A condition's `RunRecord` from `runfiles.collect_runs`' runs not used."""
     return RunRecord(finished, tuple(FailedRun(**run) for run in not_used["failed"]),
                      diverged, tuple(not_used["left_out"]))
+
+
+def _outside_budget(study_dir: Path, condition: str,
+                    runs: list[str]) -> tuple[tuple[str, int, int], ...]:
+    """(env, fewest, most) env steps the condition's finished `runs` took besides the target
+    budget (`runfiles.outside_budget`: darc's source steps...)."""
+    steps = [outside_budget(study_dir / condition / run) for run in runs]
+    envs = sorted({env for taken in steps for env in taken})
+    return tuple((env, min(t.get(env, 0) for t in steps), max(t.get(env, 0) for t in steps))
+                 for env in envs)
 
 
 def evaluation_grid(finished: Mapping[str, list], requested: int) -> EvaluationGrid:

@@ -361,7 +361,17 @@ def budgets_text(result: StudySummary, spec: Mapping[str, Any]) -> str:
         text += f"; evaluation every {spec['eval_freq']:,} steps ({episodes} episodes)"
     if spec.get("n_envs"):
         text += f"; {spec['n_envs']} parallel envs"
+    for condition, record in result.runs.items():
+        if record.outside_budget:
+            spans = ", ".join(f"{_span(low, high)} {env}" for env, low, high
+                              in record.outside_budget)
+            text += (f"; {condition} also took {spans} env steps per run, outside the target "
+                     "budget")
     return text
+
+
+def _span(low: int, high: int) -> str:
+    return f"{low:,}" if low == high else f"{low:,} to {high:,}"
 
 
 def _spacing(grid: EvaluationGrid) -> str:

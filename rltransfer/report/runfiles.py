@@ -132,6 +132,23 @@ def read_study(study_dir: Path) -> dict[str, Any]:
     return record
 
 
+OUTSIDE_BUDGET = "env_steps_outside_budget"  # = strategies.hooks.OUTSIDE_BUDGET (torch-free)
+
+
+def outside_budget(run_dir: Path) -> dict[str, int]:
+    """The env steps a run took besides its target budget, by env (``{"source": 25000}``),
+    from its transfer.json; {} when it took none or has no transfer.json."""
+    path = run_dir / "transfer.json"
+    if not path.is_file():
+        return {}
+    try:
+        record = read_json(path)
+    except (OSError, ValueError):
+        return {}
+    steps = record.get(OUTSIDE_BUDGET) if isinstance(record, dict) else None
+    return {str(k): int(v) for k, v in steps.items()} if isinstance(steps, dict) else {}
+
+
 def collect_runs(study_dir: Path, conditions: list[str]) -> tuple[dict, dict, dict]:
     """Curves of the runs that are outcomes by condition, their run folders, and the runs not
     used by condition: ``{"failed": [{"run": "seed_3", "error": "Type: message"}],

@@ -312,6 +312,8 @@ class RunRecord:
     failed: tuple[FailedRun, ...] = ()
     diverged: tuple[DivergedRun, ...] = ()
     left_out: tuple[str, ...] = ()
+    # env steps the finished runs took besides the target budget: (env, fewest, most)
+    outside_budget: tuple[tuple[str, int, int], ...] = ()
 
     @property
     def total(self) -> int:
@@ -322,13 +324,17 @@ class RunRecord:
         return {"finished": self.finished,
                 "failed": [dataclasses.asdict(run) for run in self.failed],
                 "diverged": [dataclasses.asdict(run) for run in self.diverged],
-                "left_out": list(self.left_out)}
+                "left_out": list(self.left_out),
+                **({"outside_budget": {env: [low, high] for env, low, high
+                                       in self.outside_budget}} if self.outside_budget else {})}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunRecord:
         return cls(int(data["finished"]), tuple(FailedRun(**run) for run in data["failed"]),
                    tuple(DivergedRun(**run) for run in data.get("diverged", [])),
-                   tuple(data["left_out"]))
+                   tuple(data["left_out"]),
+                   tuple((env, int(low), int(high)) for env, (low, high)
+                         in data.get("outside_budget", {}).items()))
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,7 @@ from ..training import vecnorm
 from ..training.domain import DomainClassifier
 from ..training.transfer import apply_transfer, check_options
 from . import registry
-from .hooks import Context, Strategy
+from .hooks import OUTSIDE_BUDGET, Context, Strategy
 from .teacher import describe
 
 # each network's hidden layers: DomainClassifier's default, between the authors' code (one
@@ -435,7 +435,11 @@ class Hooks(Strategy):
     def after_learning(self, model: OffPolicyAlgorithm, choice: registry.Choice,
                        context: Context) -> dict[str, Any] | None:
         darc = _RUNS.pop(model, None)
-        return {"darc": darc.outcome()} if darc is not None else None
+        if darc is None:
+            return None
+        outcome = darc.outcome()
+        return {"darc": outcome,
+                OUTSIDE_BUDGET: {"source": outcome["source_steps"]}}
 
 
 HOOKS = Hooks()

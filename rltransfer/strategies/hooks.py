@@ -54,6 +54,13 @@ if TYPE_CHECKING:
     from ..specs import AgentSpec, EncoderSpec, EnvSpec
 
 
+OUTSIDE_BUDGET = "env_steps_outside_budget"
+"""transfer.json's key for the env steps a run took besides its target budget, by env
+(``{"source": 25000}``: darc's source steps, align's source observations; ``"target"``: target
+steps it measured with but never trained on). A strategy's record sets it; the report states
+them next to the budget (`rltransfer.report.runfiles.outside_budget`)."""
+
+
 @dataclass(frozen=True)
 class Context:
     """What hooks may use besides the model: the run's budget and target, and the source."""

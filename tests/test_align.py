@@ -273,6 +273,10 @@ def test_observations_made_for_another_source_are_collected_again(tmp_path):
     assert again["source_sha256"] != first["source_sha256"]
     assert {k: v for k, v in again.items() if k != "source_sha256"} == {
         k: v for k, v in first.items() if k != "source_sha256"}
+    (tmp_path / align.FILE).write_bytes(b"PK\x03\x04 cut short")  # damaged: made anew
+    train_run(run, tmp_path, source_state=other, source_env=run.env, resume=True)
+    assert read_json(tmp_path / "transfer.json")["align"]["source_observations"]["reused"] is False
+    assert _stored(tmp_path).meta == again
 
 
 # --- the algorithms, their logs, SB3's load -----------------------------------------------

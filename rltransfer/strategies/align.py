@@ -54,6 +54,7 @@ import io
 import json
 import re
 import weakref
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -71,7 +72,7 @@ from ..io_utils import atomic_write_bytes
 from ..specs import EnvSpec
 from ..training import domain, vecnorm
 from ..training.features import channels_first
-from ..training.transfer import TransferReport, apply_transfer, check_options
+from ..training.transfer import TransferReport, apply_transfer
 from . import registry, teacher
 from .hooks import Context, Strategy
 
@@ -103,7 +104,6 @@ def check(model: BaseAlgorithm, choice: registry.Choice, context: Context) -> No
     (and acts) as the target does, the features it aligns are trained, and, given the
     source's weights, the source policy can act in the target's network."""
     label = choice.label
-    check_options(model.policy, choice)
     if context.source_env is None:
         raise ConfigError(f"condition {label!r} collects observations on the source env, "
                           f"which this run was not given: run it in a study (rltransfer run "
@@ -117,7 +117,7 @@ def check(model: BaseAlgorithm, choice: registry.Choice, context: Context) -> No
     target = (teacher.describe(obs_space), teacher.describe(model.action_space))
     if source[0] != target[0]:
         raise ConfigError(
-            f"condition {label!r}: the source {_name(context.source_env)} observes "
+            f"condition {label!r}: the source {context.source_env} observes "
             f"{source[0]}, the target {context.target} {target[0]}: align passes both envs' "
             f"observations through one network, so they must observe alike: use finetune "
             f"or reinit-head, or give both the same observation options (--pixels, "
@@ -125,15 +125,9 @@ def check(model: BaseAlgorithm, choice: registry.Choice, context: Context) -> No
     if source[1] != target[1]:
         raise ConfigError(
             f"condition {label!r}: the source policy collects observations by acting on "
-            f"{_name(context.source_env)} in {source[1]}, but the target acts in {target[1]}: "
+            f"{context.source_env} in {source[1]}, but the target acts in {target[1]}: "
             f"align needs the same action space; use finetune or reinit-head")
-    with torch.no_grad():
-        obs_space.seed(0)
-        sample = torch.as_tensor(np.stack([obs_space.sample() for _ in range(2)]),
-                                 device=model.device)
-    with torch.enable_grad():
-        trained = domain.policy_features(model.policy, sample).requires_grad
-    if not trained:
+    if not _features_train(model):
         raise ConfigError(
             f"condition {label!r} trains the policy's features, but the target's have no "
             f"trained layer (a frozen encoder, or an MLP without hidden layers): fine-tune "
@@ -152,8 +146,18 @@ def _spaces(spec: EnvSpec) -> tuple[str, str]:
         venv.close()
 
 
-def _name(spec: EnvSpec) -> str:
-    return str(spec)
+def _features_train(model: BaseAlgorithm) -> bool:
+    """Whether the features align aligns depend on trained parameters (eval mode: a
+    BatchNorm's statistics stay as they are)."""
+    policy = model.policy
+    was_training = policy.training
+    policy.set_training_mode(False)
+    try:
+        sample = torch.zeros((2, *(model.observation_space.shape or ())), device=model.device)
+        with torch.enable_grad():
+            return domain.policy_features(policy, sample).requires_grad
+    finally:
+        policy.set_training_mode(was_training)
 
 
 def _source_policy(model: BaseAlgorithm, context: Context, label: str) -> BasePolicy:
@@ -243,7 +247,7 @@ def _read(path: Any, meta: dict[str, Any]) -> Observations | None:
             if stored != meta:
                 return None
             return Observations(data["train"], data["source"], data["target"], stored, True)
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
 
 

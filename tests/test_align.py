@@ -85,7 +85,7 @@ def test_align_is_a_registry_entry_that_copies_the_source_weights():
     entry = registry.CONDITIONS["align"]
     assert entry.takes == registry.WEIGHTS and entry.copies == registry.ALL
     assert entry.algos == ("ppo", "a2c", "sac") and entry.hooks.endswith("align:HOOKS")
-    assert registry.parse("align:method=coral,n=2000,weight=5").label == "align:weight=5"
+    assert registry.parse("align:method=mmd,n=2000,weight=5").label == "align:weight=5"
     choice = registry.parse("align:method=dann")
     assert align.weight_of(choice) == align.DEFAULT_WEIGHTS["dann"]
     assert registry.split("scratch,align:method=mmd,n=500") == ["scratch",
@@ -127,8 +127,8 @@ def _stored(run_dir) -> align.Observations:
                                   json.loads(str(data["meta"])))
 
 
-@pytest.mark.parametrize("condition", [f"align:weight=100000,{SMALL}",  # coral
-                                       f"align:method=mmd,{SMALL}",
+@pytest.mark.parametrize("condition", [f"align:method=coral,weight=100000,{SMALL}",
+                                       f"align:{SMALL}",  # mmd
                                        f"align:method=dann,{SMALL}"],
                          ids=["coral", "mmd", "dann"])
 def test_align_shrinks_its_distance_on_a_visual_change(tmp_path, red_source, finetuned,
@@ -169,7 +169,7 @@ def test_the_target_starts_as_the_source_and_its_features_train(tmp_path, red_so
     assert _has(stored.target, blue) and not _has(stored.target, red)
     assert stored.meta["n"] == 256 and stored.meta["source_env"] == str(RED)
     entry = record["align"]
-    assert entry["method"] == "coral" and entry["weight"] == align.DEFAULT_WEIGHTS["coral"]
+    assert entry["method"] == "mmd" and entry["weight"] == align.DEFAULT_WEIGHTS["mmd"]
     assert entry["features"] == "the features extractor's output (nature-cnn, 512 features)"
     assert entry["source_observations"] == {
         "file": align.FILE, "n": 256, "reused": False, "env": str(RED),
@@ -313,7 +313,7 @@ def test_a_torchvision_encoder_is_aligned(tmp_path):
                       "cpu", encoder)
     source_run = RunSpec(RED, agent, "scratch", 7, 64, 32, 1)
     source = build_model(source_run, make_vec(RED, 1, 0)).policy.state_dict()
-    run = RunSpec(BLUE, agent, "align:method=mmd,n=64,measure=16", 0, 64, 32, 1)
+    run = RunSpec(BLUE, agent, "align:measure=16,n=64", 0, 64, 32, 1)
     _train(run, tmp_path, source)
     record = read_json(tmp_path / "transfer.json")["align"]
     assert record["features"] == ("the features extractor's output (mobilenet_v3_small, "
@@ -363,12 +363,12 @@ def test_refusals_are_one_line_errors_before_anything_is_written(tmp_path, capsy
 
 def test_a_study_with_align_stores_its_source_observations(tmp_path):
     assert main(["run", "CartPole-v1", "CartPole-v1:length=1.0", "--conditions",
-                 "align:measure=20,method=mmd,n=100", "--seeds", "1", "--workers",
+                 "align:measure=20,method=coral,n=100", "--seeds", "1", "--workers",
                  "1", "--timesteps", "256", "--source-timesteps", "256", "--eval-freq",
                  "128", "--eval-episodes", "2", "--n-envs", "2", "--hparams", "n_steps=64",
                  "batch_size=64", "n_epochs=2", "--out", str(tmp_path), "--name", "al"]) == 0
     runs = tmp_path / "al"
-    run = runs / "align:measure=20,method=mmd,n=100" / "seed_0"
+    run = runs / "align:measure=20,method=coral,n=100" / "seed_0"
     assert read_json(run / "status.json")["state"] == "done"
     assert read_json(run / "status.json")["timesteps"] == 256  # source steps not counted
     record = read_json(run / "transfer.json")

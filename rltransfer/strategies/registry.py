@@ -245,7 +245,7 @@ JSRL_OPTIONS = (
 
 ALIGN_METHODS = ("coral", "mmd", "dann")
 ALIGN_OPTIONS = (
-    Option("method", str, "coral",
+    Option("method", str, "mmd",
            "the alignment loss between the features of target and source observations: "
            "coral (their covariances, Sun & Saenko 2016), mmd (squared MMD, Gaussian "
            "kernels) or dann (a domain classifier through gradient reversal, Ganin et al. "

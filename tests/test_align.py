@@ -324,6 +324,26 @@ def test_a_torchvision_encoder_is_aligned(tmp_path):
     assert not torch.equal(trained[first], source[first])
 
 
+def test_sac_aligns_its_actors_image_features(tmp_path):
+    """SAC on pixels: the actor's NatureCNN is aligned through the actor's optimizer."""
+    source_env = EnvSpec("Pendulum-v1", pixels=True, image_size=36)
+    target = EnvSpec("Pendulum-v1", {"g": 12.0}, pixels=True, image_size=36)
+    agent = AgentSpec("sac", {"policy": "CnnPolicy", "learning_starts": 16, "batch_size": 8,
+                              "buffer_size": 200, "train_freq": 4}, 1, "cpu", EncoderSpec())
+    source = build_model(RunSpec(source_env, agent, "scratch", 7, 64, 32, 1),
+                         make_vec(source_env, 1, 0)).policy.state_dict()
+    train_run(RunSpec(target, agent, "align:method=coral,n=32,measure=8", 0, 64, 32, 1),
+              tmp_path, source_state=source, source_env=source_env)
+    record = read_json(tmp_path / "transfer.json")["align"]
+    assert record["features"] == "the features extractor's output (nature-cnn, 512 features)"
+    assert record["aligned"].startswith("the actor's features")
+    assert record["source_observations"]["env"] == "Pendulum-v1 [pixels 36px]"
+    assert _scalars(tmp_path, "align/loss")
+    trained = SAC.load(tmp_path / "model.zip", device="cpu").policy.state_dict()
+    first = "actor.features_extractor.trunk.cnn.0.weight"
+    assert not torch.equal(trained[first], source[first])
+
+
 def test_features_that_do_not_train_are_refused(red_source):
     frozen = AgentSpec("ppo", PIXELS, 1, "cpu", EncoderSpec(freeze=True, augment="random-shift"))
     run = RunSpec(BLUE, frozen, "align", 0, 128, 64, 1)

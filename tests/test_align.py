@@ -22,6 +22,7 @@ from rltransfer.cli import main
 from rltransfer.env_factory import make_vec
 from rltransfer.errors import ConfigError
 from rltransfer.io_utils import read_json
+from rltransfer.report.runfiles import outside_budget
 from rltransfer.specs import AgentSpec, EncoderSpec, EnvSpec, RunSpec
 from rltransfer.strategies import align, registry
 from rltransfer.strategies.hooks import Context
@@ -395,6 +396,7 @@ def test_a_study_with_align_stores_its_source_observations(tmp_path):
     assert record["copied"] == len(record["tensors"])
     assert record["align"]["source_observations"]["env"] == "CartPole-v1"
     assert record["align"]["source_observations"]["source_env_steps"] == 120
+    assert outside_budget(run) == {"source": 120, "target": 20}  # what the report states
     stored = _stored(run)
     assert stored.meta["target_env"] == "CartPole-v1:length=1"
     steps = [line.split(",")[0] for line in (run / "evaluations.csv").read_text().split()[1:]]

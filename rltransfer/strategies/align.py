@@ -11,7 +11,8 @@ heads learned on the source stay valid (CORAL, Sun & Saenko 2016; MMD, e.g. Long
   SOURCE env and ``n`` of its observations are kept, plus ``measure`` more from separately
   seeded episodes, held out for the distance. These source env steps do not count toward
   --timesteps (the target's budget); transfer.json records them. They are stored with the
-  run as `FILE` (compressed, in the observation space's dtype: uint8 for images), so a run
+  run as `FILE` (compressed, in the observation space's dtype: uint8 for images; transfer.json's
+  ``env_steps_outside_budget`` counts them, and the target's below), so a run
   resumed from its checkpoint, or restarted, reads them back instead of collecting again
   (when the file was made for the same source weights, envs, seed and sizes).
 * **The loss**, at each update: the batch SB3 trains on (PPO's minibatch, A2C's rollout,
@@ -74,7 +75,7 @@ from ..training import domain, vecnorm
 from ..training.features import channels_first
 from ..training.transfer import TransferReport, apply_transfer
 from . import registry, teacher
-from .hooks import Context, Strategy
+from .hooks import OUTSIDE_BUDGET, Context, Strategy
 
 CORAL, MMD, DANN = registry.ALIGN_METHODS
 DEFAULT_WEIGHTS = {CORAL: 1000.0, MMD: 1.0, DANN: 0.1}  # align:weight left out (README)
@@ -484,6 +485,9 @@ class Hooks(Strategy):
         alignment = Alignment(model, choice, stored, distance(model, stored))
         _RUNS[model] = alignment
         record["align"] = _record(model, choice, context, alignment)
+        # the source env's steps, and the target's it measured with but never trained on
+        measure = len(stored.target)
+        record[OUTSIDE_BUDGET] = {"source": len(stored.train) + measure, "target": measure}
         return report, record
 
     def callbacks(self, model: BaseAlgorithm, choice: registry.Choice,

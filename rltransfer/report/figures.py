@@ -149,7 +149,7 @@ def curves_figure(result: StudySummary, curves: Mapping[str, list]) -> Figure:
         ax.xaxis.set_major_formatter(FuncFormatter(format_steps))
         ax.set_xlim(left=0)
         ax.grid(alpha=0.25)
-    fig.suptitle(f"{result.source} → {result.target} ({result.algo}): mean over "
+    fig.suptitle(f"{result.source} → {result.target} ({result.algo})\nmean over "
                  f"seeds, shaded {_level(result)} t interval (cut to the seeds' range)")
     _legend_below(fig, *ax_score.get_legend_handles_labels())
     return fig

@@ -197,8 +197,11 @@ def _checksum(state: dict[str, torch.Tensor]) -> str:
 
 
 def target_spec(context: Context) -> EnvSpec:
-    """The target env as the run observes it: `context.target` (which names it with its
-    observation label) with the source's observation options, which a study gives both."""
+    """The target env as the run observes it: `context.target_env`; without it (a context
+    made by hand), `context.target` (which names it with its observation label) with the
+    source's observation options, which a study gives both."""
+    if context.target_env is not None:
+        return context.target_env
     assert context.source_env is not None
     source = context.source_env
     return dataclasses.replace(EnvSpec.parse(_LABEL.sub("", context.target)),

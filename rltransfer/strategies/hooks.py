@@ -78,6 +78,8 @@ class Context:
     # the study's source env (its observation options applied), for the conditions that act
     # on it while the target trains (darc's source transitions, align's source observations)
     source_env: EnvSpec | None = None
+    # the run's target env (its observation options applied), as `target` names it
+    target_env: EnvSpec | None = None
     # the run's folder, for what a condition stores with its run (align's source
     # observations); None in the pre-flight check, which writes nothing
     run_dir: Path | None = None

@@ -245,7 +245,8 @@ def _target_of(plan_: Plan, choice: registry.Choice, target: BaseAlgorithm) -> B
 def _context(plan_: Plan, state: dict[str, torch.Tensor] | None = None, label: str = "",
              spaces: tuple[Any, Any] | None = None) -> strategy.Context:
     return strategy.Context(plan_.spec.timesteps, str(plan_.spec.env.target), state, label,
-                            spaces, source_env=plan_.spec.env.source)
+                            spaces, source_env=plan_.spec.env.source,
+                            target_env=plan_.spec.env.target)
 
 
 def needs_source(plan_: Plan, known: ScoreScale | None, external: Source | None) -> bool:

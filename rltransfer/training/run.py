@@ -530,7 +530,7 @@ def _train(run: RunSpec, run_dir: Path, source_state: dict[str, torch.Tensor] | 
             _check_trunks(checkpoint, model, frozen)  # before transfer.json is rewritten
         context = strategy.Context(run.timesteps, str(run.env), source_state, source_label,
                                    source_stats=source_stats, source_env=source_env,
-                                   run_dir=run_dir)
+                                   target_env=run.env, run_dir=run_dir)
         report, record = _record_transfer(run, run_dir, model, context, frozen)
         normalization = record.get("normalization") if record is not None else None
         if checkpoint is not None:

@@ -136,3 +136,16 @@ def _custom_scalar_charts(logdir) -> dict[str, dict[str, list[float]]]:
 def custom_scalar_charts():
     """What TensorBoard's custom-scalars dashboard draws for a logdir (see above)."""
     return _custom_scalar_charts
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread, as a study's workers train (--threads 1): tiny networks run faster
+    so, and each run is repeatable. A module uses it with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

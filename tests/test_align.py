@@ -44,13 +44,7 @@ MLP = {
 LOADS = {"ppo": PPO, "a2c": A2C, "sac": SAC}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """As a study's workers train (--threads 1), and so each run is repeatable."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pixel_run(condition: str, seed: int = 0, timesteps: int = 512, **extra) -> RunSpec:

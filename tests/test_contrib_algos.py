@@ -121,13 +121,7 @@ def _run(algo: str, env: str, condition: str, seed: int) -> RunSpec:
     return RunSpec(EnvSpec.parse(env), _agent(algo), condition, seed, STEPS, STEPS, 1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread, as a study's runs have (--threads 1): tiny networks run faster so."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

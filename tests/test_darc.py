@@ -39,13 +39,7 @@ SMALL = {"policy_kwargs": {"net_arch": [32, 32]}, "learning_starts": 0, "train_f
          "gradient_steps": 1, "batch_size": 64, "buffer_size": 20_000}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """As a study's workers train (--threads 1): tiny networks are slower on more."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _run(condition: str, timesteps: int = 800, n_envs: int = 8, seed: int = 0,

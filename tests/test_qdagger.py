@@ -35,13 +35,7 @@ SMALL = {"policy_kwargs": {"net_arch": [32, 32]}, "learning_starts": 50, "train_
 QUANTILES = {**SMALL, "policy_kwargs": {"net_arch": [32, 32], "n_quantiles": 10}}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """As a study's workers train (--threads 1): tiny networks are slower on more."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _run(condition: str = "scratch", algo: str = "dqn", env: str = "CartPole-v1",

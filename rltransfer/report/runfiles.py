@@ -148,9 +148,6 @@ def outside_budget(run_dir: Path) -> dict[str, int]:
     if not isinstance(record, dict):
         return {}
     steps = record.get(OUTSIDE_BUDGET)
-    if steps is None and isinstance(record.get("darc"), dict) \
-            and "source_steps" in record["darc"]:  # darc runs written before the key
-        steps = {"source": record["darc"]["source_steps"]}
     return {str(k): int(v) for k, v in steps.items()} if isinstance(steps, dict) else {}
 
 

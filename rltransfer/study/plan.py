@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gymnasium import spaces
+
 from ..env_factory import make_env, resolve
+from ..errors import HyperparameterError
 from ..pixels import is_image_observation
 from ..specs import NATURE_CNN, AgentSpec, EncoderSpec, EnvSpec, RunSpec
 from ..strategies import hooks as strategy
@@ -111,27 +114,77 @@ def _preset(spec: StudySpec, env: EnvSpec, algo: algos.Algorithm) -> dict[str, A
     return hparams
 
 
+@dataclass(frozen=True)
+class Observed:
+    """What an env observes, as far as the agent's policy and replay buffer care."""
+
+    image: bool  # one image: CnnPolicy with the study's NatureCNN encoder
+    keys: tuple[str, ...] | None = None  # a Dict observation's keys: MultiInputPolicy
+    goal: bool = False  # a goal env (achieved/desired goal, compute_reward): HER can relabel
+
+
 def _observe(spec: StudySpec, env: EnvSpec, hparams: dict[str, Any],
-             algo: algos.Algorithm) -> tuple[EnvSpec, bool]:
-    """`env` with the study's observation options, and whether it observes images."""
+             algo: algos.Algorithm) -> tuple[EnvSpec, Observed]:
+    """`env` with the study's observation options, and what it observes."""
     env = dataclasses.replace(env, pixels=spec.env.pixels, image_size=spec.env.image_size,
                               grayscale=spec.env.grayscale)
     probe = make_env(env)
     try:
         algos.check_action_space(algo, probe.action_space, str(env))
-        image = is_image_observation(probe.observation_space)
+        space = probe.observation_space
+        image = is_image_observation(space)
+        keys = tuple(space.spaces) if isinstance(space, spaces.Dict) else None
+        observed = Observed(image, keys, algos.is_goal_env(space, probe))
     finally:
         probe.close()
     default_stack = int(hparams.get("frame_stack", 4 if image else 1))
-    return dataclasses.replace(env, frame_stack=spec.env.frame_stack or default_stack), image
+    return (dataclasses.replace(env, frame_stack=spec.env.frame_stack or default_stack),
+            observed)
 
 
-def _agent(spec: StudySpec, hparams: dict[str, Any], env: EnvSpec, image: bool,
+def _dict_agent(spec: StudySpec, hparams: dict[str, Any], env: EnvSpec, observed: Observed,
+                algo: algos.Algorithm) -> dict[str, Any]:
+    """`hparams` for an env that observes a Dict: SB3's MultiInputPolicy (a preset's
+    MlpPolicy is for the zoo's vector envs; an explicit other policy cannot take a Dict),
+    and on a goal env an off-policy agent relabels with HER as RL-Zoo's robotics presets do,
+    unless ``--hparams replay_buffer_class=none`` (or another class) says otherwise."""
+    given = spec.agent.hparams.get("policy")
+    if given not in (None, "MultiInputPolicy"):
+        raise HyperparameterError(
+            f"--hparams policy={given}: {env} observes a Dict ({', '.join(observed.keys or ())})"
+            f", which only MultiInputPolicy takes: drop policy from --hparams")
+    hparams = {**hparams, "policy": "MultiInputPolicy"}
+    buffer = hparams.get("replay_buffer_class")
+    if buffer == "none":  # the algorithm's own buffer (SB3 picks DictReplayBuffer)
+        hparams.pop("replay_buffer_class")
+        if "replay_buffer_kwargs" not in spec.agent.hparams:
+            hparams.pop("replay_buffer_kwargs", None)  # HER's, from the preset
+    elif observed.goal and buffer is None and algos.takes_replay_buffer(algo):
+        hparams["replay_buffer_class"] = algos.HER
+        hparams["replay_buffer_kwargs"] = {**algos.HER_DEFAULTS,
+                                           **hparams.get("replay_buffer_kwargs", {})}
+    if hparams.get("replay_buffer_class") == algos.HER and not observed.goal:
+        raise HyperparameterError(
+            f"--hparams replay_buffer_class={algos.HER}: {env} is not a goal env (HER needs "
+            f"achieved_goal and desired_goal keys and compute_reward): drop replay_buffer_class")
+    return hparams
+
+
+def _agent(spec: StudySpec, hparams: dict[str, Any], env: EnvSpec, observed: Observed,
            algo: algos.Algorithm) -> AgentSpec:
-    """The agent on `env`: an image policy gets a fresh NatureCNN encoder."""
+    """The agent on `env`: an image policy gets a fresh NatureCNN encoder, a Dict
+    observation MultiInputPolicy (`_dict_agent`)."""
     hparams = dict(hparams)
     encoder = None
-    if image:
+    if observed.keys is not None:
+        hparams = _dict_agent(spec, hparams, env, observed, algo)
+    elif hparams.get("replay_buffer_class") == algos.HER:
+        raise HyperparameterError(
+            f"--hparams replay_buffer_class={algos.HER}: {env} observes a vector, not a goal "
+            f"env's Dict: drop replay_buffer_class")
+    if observed.image:
+
+
         if hparams.get("policy", "MlpPolicy") == "MlpPolicy":
             hparams["policy"] = "CnnPolicy"
         encoder = EncoderSpec(NATURE_CNN, augment=spec.agent.augment,
@@ -172,14 +225,14 @@ def plan(spec: StudySpec) -> Plan:
     if spec.transfer.source_model is not None:  # its network, for the source and every target
         source_hparams, target_hparams = checkpoints.adopt_network(
             spec.transfer.source_model, algo, spec.agent.hparams, source_hparams, target_hparams)
-    source, source_image = _observe(spec, spec.env.source, source_hparams, algo)
-    target, target_image = _observe(spec, spec.env.target, target_hparams, algo)
-    source_agent = _agent(spec, source_hparams, source, source_image, algo)
-    target_agent = _agent(spec, target_hparams, target, target_image, algo)
+    source, source_observed = _observe(spec, spec.env.source, source_hparams, algo)
+    target, target_observed = _observe(spec, spec.env.target, target_hparams, algo)
+    source_agent = _agent(spec, source_hparams, source, source_observed, algo)
+    target_agent = _agent(spec, target_hparams, target, target_observed, algo)
     protocol = spec.protocol
     timesteps = protocol.timesteps or target_hparams.get("n_timesteps", 100_000)
     conditions = tuple(registry.parse(c) for c in spec.transfer.conditions)  # checked: valid
-    encoder = _pretrained(spec, target) if target_image else None
+    encoder = _pretrained(spec, target) if target_observed.image else None
     agents = _condition_agents(conditions, target_agent, strategy.Context(
         timesteps, str(spec.env.target), encoder=encoder))
     algos.resolve_device(spec.agent.device,

@@ -194,6 +194,45 @@ def _policy_kwargs(raw: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+HER = "HerReplayBuffer"
+"""The replay buffer class that relabels goals (SB3's), named as RL-Zoo's presets name it."""
+
+HER_DEFAULTS = {"n_sampled_goal": 4, "goal_selection_strategy": "future"}
+"""RL-Zoo's HER setting for every robotics goal env (rl-baselines3-zoo 2.9.0a2
+hyperparams/sac.yml and tqc.yml, FetchReach-v1 ... PandaStack-v1): 4 relabelled goals per
+real one, drawn from the same episode's future ("future")."""
+
+
+def is_goal_env(space: spaces.Space, env: Any) -> bool:
+    """Whether `env` is a goal env HER can relabel: a Dict observation with
+    ``achieved_goal`` and ``desired_goal`` keys and a ``compute_reward`` method."""
+    keys = set(space.spaces) if isinstance(space, spaces.Dict) else set()
+    return {"achieved_goal", "desired_goal"} <= keys and callable(
+        getattr(env.unwrapped, "compute_reward", None))
+
+
+def takes_replay_buffer(algo: Algorithm) -> bool:
+    """Whether `algo` is off-policy with SB3's replay buffer seam (DQN, SAC, TD3, DDPG, TQC,
+    QR-DQN, CrossQ), so HerReplayBuffer can replace its buffer."""
+    return "replay_buffer_class" in constructor_keys(algo)
+
+
+def _replay_buffer_class(name: Any) -> Any:
+    """``replay_buffer_class`` in data form (RL-Zoo's class name) as SB3's class."""
+    from stable_baselines3 import HerReplayBuffer
+    from stable_baselines3.common.buffers import DictReplayBuffer, ReplayBuffer
+
+    known = {HER: HerReplayBuffer, "DictReplayBuffer": DictReplayBuffer,
+             "ReplayBuffer": ReplayBuffer}
+    if not isinstance(name, str):
+        return name
+    if name not in known:
+        raise HyperparameterError(
+            f"unknown --hparams replay_buffer_class={name!r}: choose {', '.join(known)}, or "
+            f"none (the algorithm's own buffer; on a goal env: no HER)")
+    return known[name]
+
+
 def _action_noise(kind: str, std: float, action_space: spaces.Space) -> Any:
     size = int(np.prod(action_space.shape))
     mean, sigma = np.zeros(size), std * np.ones(size)
@@ -218,6 +257,8 @@ def model_kwargs(hparams: dict[str, Any], action_space: spaces.Space,
 
         kwargs["policy_kwargs"] = {**kwargs.get("policy_kwargs", {}),
                                    **pixel_policy_kwargs(**encoder.extractor_kwargs)}
+    if "replay_buffer_class" in kwargs:
+        kwargs["replay_buffer_class"] = _replay_buffer_class(kwargs["replay_buffer_class"])
     if isinstance(kwargs.get("train_freq"), list):
         kwargs["train_freq"] = tuple(kwargs["train_freq"])
     if "noise_type" in hparams:

@@ -21,8 +21,10 @@ replay's ``n``, ``dataset`` and ``init`` (`rltransfer.strategies.replay`); jsrl'
 ``weight``, ``n`` and ``measure`` (`rltransfer.strategies.align`); qdagger's ``n``,
 ``updates``, ``temperature``, ``weight``, ``decay`` and ``steps``
 (`rltransfer.strategies.qdagger`); darc's ``source_ratio``, ``warmup``, ``noise`` and
-``init`` (`rltransfer.strategies.darc`); ``eps`` (DQN's and QR-DQN's epsilon schedule after a
-transfer, `rltransfer.strategies.exploration`).
+``init`` (`rltransfer.strategies.darc`); ``obs_map`` (the conditions that copy weights,
+replay's init=...: transfer across observation and action spaces,
+`rltransfer.strategies.obs_map`, `rltransfer.training.cross_space`); ``eps`` (DQN's and
+QR-DQN's epsilon schedule after a transfer, `rltransfer.strategies.exploration`).
 
 A condition or option that means nothing for an algorithm says so in its entry (``algos``:
 the only ones it works with; ``refuses``: an algorithm and why not, e.g. freeze-features for
@@ -41,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError, did_you_mean
+from . import obs_map
 
 NOTHING, WEIGHTS, POLICY, TRANSITIONS = "nothing", "weights", "policy", "transitions"
 ENV = "env"
@@ -153,20 +156,30 @@ def _norm(default: str) -> Option:
 # freeze-features keeps them by default; conditions that train every layer follow the target.
 NORM_UPDATE, NORM_FREEZE = _norm("update"), _norm("freeze")
 
+OBS_MAP = Option(
+    "obs_map", str, None,
+    "transfer across observation spaces: which source features the target's are "
+    "(KEY[a:b>c:d;...] per Dict key joined by '+', [a:b>c:d] for a Box; none: no map; "
+    "leading: a grown Box or key keeps its leading features); new inputs start at zero "
+    "weight; left out: the env family's map for its two ids, else shared Dict keys only "
+    "(`rltransfer.strategies.obs_map`)",
+    valid="KEY[a:b>c:d;...]+..., [a:b>c:d], none or leading",
+    check=lambda value: obs_map.valid(value))
+
 WEIGHTS_HOOKS = "rltransfer.strategies.weights:COPY_WEIGHTS"
 
 _BASE = (
     Condition("scratch", "the reference: trained from a fresh initialization"),
     Condition("finetune", "every source tensor that matches by name and shape is copied; "
                           "all are trained", takes=WEIGHTS, copies=ALL,
-              options=(LR_SCALE, NORM_UPDATE, EPS), hooks=WEIGHTS_HOOKS),
+              options=(LR_SCALE, NORM_UPDATE, EPS, OBS_MAP), hooks=WEIGHTS_HOOKS),
     Condition("freeze-features", "copied like finetune; feature layers frozen (no gradient, "
                                  "out of the optimizer, eval mode), heads trained",
               takes=WEIGHTS, copies=ALL, freezes=FEATURES,
-              options=(LAYERS, LR_SCALE, NORM_FREEZE, EPS), hooks=WEIGHTS_HOOKS,
+              options=(LAYERS, LR_SCALE, NORM_FREEZE, EPS, OBS_MAP), hooks=WEIGHTS_HOOKS,
               refuses=((NO_GRADIENT[0], NO_GRADIENT[1] + ", so no layer can stay frozen"),)),
     Condition("reinit-head", "feature layers copied, action/value heads fresh; all trained",
-              takes=WEIGHTS, copies=FEATURES, options=(LR_SCALE, NORM_UPDATE, EPS),
+              takes=WEIGHTS, copies=FEATURES, options=(LR_SCALE, NORM_UPDATE, EPS, OBS_MAP),
               hooks=WEIGHTS_HOOKS),
     Condition("pretrained-encoder", "pixels: a pretrained image encoder (--encoder, "
                                     "--encoder-weights), frozen or fine-tuned, fresh heads",
@@ -217,6 +230,7 @@ REPLAY_OPTIONS = (
            valid="one of " + ", ".join(_INITS), check=lambda value: value in _INITS),
     EPS,
     NORM_FREEZE,  # the source acts on the target during the prefill, on its own scaling
+    OBS_MAP,  # with init=...: its copied weights (dataset=: the source need not act)
 )
 
 JSRL_OPTIONS = (
@@ -419,7 +433,9 @@ class Choice:
         start = self.get("init")
         if start is None or start == REFERENCE:
             return None
-        return parse(start)
+        copies = parse(start)  # with obs_map, which applies to the weights it copies
+        carried = {k: v for k, v in self.options.items() if k == OBS_MAP.key}
+        return Choice(copies.condition, {**copies.options, **carried}) if carried else copies
 
 
 def parse(text: str) -> Choice:
@@ -472,6 +488,10 @@ def help_text(width: int = 88) -> str:
     return "\n".join(lines)
 
 
+_CONTINUES = re.compile(r"^[A-Za-z_]\w*=")
+"""A ``key=value`` piece of a condition list (its value may hold ':', as obs_map's do)."""
+
+
 def split(text: str) -> list[str]:
     """Split a comma-separated list of conditions: ``scratch,freeze-features:layers=1,
     lr_scale=0.5`` is two conditions, since a ``key=value`` piece continues the condition
@@ -480,7 +500,7 @@ def split(text: str) -> list[str]:
     for token in (t.strip() for t in text.split(",")):
         if not token:
             continue
-        if "=" in token and ":" not in token and pieces and ":" in pieces[-1]:
+        if _CONTINUES.match(token) and pieces and ":" in pieces[-1]:
             pieces[-1] += "," + token
         else:
             pieces.append(token)

@@ -341,6 +341,9 @@ class Hooks(Strategy):
               context: Context) -> None:
         check(target, choice, context.timesteps, context.source_state,
               context.source_label, context.target)
+        from ..training.transfer import check_spaces
+
+        check_spaces(target, choice, context)  # init=...'s obs_map against the spaces
 
     def initialize(self, model: OffPolicyAlgorithm, choice: registry.Choice,
                    context: Context) -> tuple[Any, dict[str, Any]]:
@@ -351,7 +354,8 @@ class Hooks(Strategy):
             raise ValueError(f"condition {choice.label} needs source weights")
         from ..training.transfer import apply_transfer
 
-        report = apply_transfer(model, context.source_state, choice, context.source_label)
+        report = apply_transfer(model, context.source_state, choice, context.source_label,
+                                context)
         return report, report.to_dict()
 
     def before_learning(self, model: OffPolicyAlgorithm, choice: registry.Choice,

@@ -13,7 +13,7 @@ import types
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -21,8 +21,11 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from ..errors import CheckpointError, ConfigError, TransferError
 from ..strategies import registry as conditions
-from . import contrib, optim_groups
+from . import contrib, cross_space, optim_groups
 from .layers import feature_layers, head_parameters, parameter_depths
+
+if TYPE_CHECKING:
+    from ..strategies.hooks import Context
 
 # The module of a checkpoint's policy class, as "data" writes it readably (its "__module__"),
 # for the algorithms whose policy class is their own.
@@ -137,6 +140,9 @@ class TensorRecord:
     # of a condition given one); None when no optimizer trains it: frozen, a target network,
     # a buffer
     lr_scale: float | None = None
+    # copied across spaces (`rltransfer.training.cross_space`): which source columns/rows
+    # went where, which start at zero; None for a tensor copied whole
+    mapping: dict[str, Any] | None = None
 
 
 @dataclass
@@ -151,6 +157,8 @@ class TransferReport:
     frozen_layers: list[dict[str, Any]] = field(default_factory=list)
     # (online, target-network copy) of frozen layers, kept equal by SyncFrozenTargets
     frozen_targets: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    # transfer across observation/action spaces: the map, its origin, both layouts
+    spaces: dict[str, Any] | None = None
 
     @property
     def copied(self) -> int:
@@ -159,6 +167,10 @@ class TransferReport:
     def summary(self) -> str:
         """One line: 'copied 6/8 tensors, 2 re-initialized: action_net.* shape (2,64)→(3,64)'."""
         line = f"copied {self.copied}/{len(self.tensors)} tensors"
+        mapped = sum(t.mapping is not None for t in self.tensors)
+        if mapped:
+            origin = (self.spaces or {}).get("origin", "")
+            line += f" ({mapped} mapped across spaces, map: {origin})"
         fresh = [t for t in self.tensors if t.status != "copied"]
         if fresh:
             reasons: dict[str, str] = {}  # layer -> its own reason (not the "layer ..." echo)
@@ -185,6 +197,8 @@ class TransferReport:
                 "tensors": [asdict(t) for t in self.tensors]}
         if self.frozen_layers:
             data["frozen_layers"] = self.frozen_layers
+        if self.spaces is not None:
+            data["spaces"] = self.spaces
         return data
 
 
@@ -193,7 +207,8 @@ def _shape(shape: torch.Size) -> str:
 
 
 def apply_transfer(model: BaseAlgorithm, source_state: dict[str, torch.Tensor],
-                   condition: str | conditions.Choice, source_label: str = "") -> TransferReport:
+                   condition: str | conditions.Choice, source_label: str = "",
+                   context: Context | None = None) -> TransferReport:
     """Initialize `model`'s policy from `source_state` according to `condition`.
 
     What is copied and frozen is the condition's registry entry (`rltransfer.strategies.registry`):
@@ -204,6 +219,10 @@ def apply_transfer(model: BaseAlgorithm, source_state: dict[str, torch.Tensor],
     Options: ``layers=k`` freezes only the feature layers of depth <= k (`feature_layers`);
     ``lr_scale=S`` trains the copied tensors that are not frozen in their own optimizer
     group at S x the schedule's rate (`rltransfer.training.optim_groups`).
+    ``obs_map`` (and grown action spaces): first layers and action heads are mapped across
+    observation and action spaces (`rltransfer.training.cross_space`), new inputs at zero
+    weight; `context` gives the source's spaces (its ``source_spaces``, else its
+    ``source_env``, built) and the env family's map (``source_env``/``target_env``).
     Must be called after model construction: SB3's `_build()` re-initializes weights.
     `condition` is a parsed condition, or its spelling.
     """
@@ -216,24 +235,30 @@ def apply_transfer(model: BaseAlgorithm, source_state: dict[str, torch.Tensor],
     limit = _frozen_depth(policy, spelled.label, choice.get("layers"))  # before anything changes
     target_state = policy.state_dict()
     heads = head_parameters(policy)
+    mapping = across_spaces(model, source_state, choice, context)
+    mapped = cross_space.map_tensors(policy, heads, source_state, mapping) if mapping else {}
+    unmapped = f": {mapping.unmapped}" if mapping is not None and mapping.unmapped else ""
     records: list[TensorRecord] = []
     for name, tensor in target_state.items():
         role = "head" if name in heads else "features"
         source = source_state.get(name)
         if entry.copies == conditions.FEATURES and role == "head":
             status, reason = "reinitialized", f"fresh head ({entry.name})"
+        elif name in mapped:
+            status, reason = "copied", ""
         elif source is None:
             status, reason = "reinitialized", "missing in source"
         elif source.shape != tensor.shape:
             status = "reinitialized"
-            reason = f"shape {_shape(source.shape)}→{_shape(tensor.shape)}"
+            reason = f"shape {_shape(source.shape)}→{_shape(tensor.shape)}{unmapped}"
         else:
             status, reason = "copied", ""
-        records.append(TensorRecord(name, list(tensor.shape), status, reason, False, role))
+        records.append(TensorRecord(name, list(tensor.shape), status, reason, False, role,
+                                    mapping=mapping.layers.get(name) if mapping else None))
     _whole_layers(records)
-    new_state = {r.name: source_state[r.name].to(target_state[r.name].device,
-                                                  target_state[r.name].dtype)
-                 for r in records if r.status == "copied"}
+    new_state = {r.name: mapped[r.name] if r.name in mapped else source_state[r.name].to(
+        target_state[r.name].device, target_state[r.name].dtype)
+        for r in records if r.status == "copied"}
     learnable = {n for n, _ in policy.named_parameters()}
     # Transfer is about feature layers: a stray matching bias (e.g. the 1-unit value head)
     # from a differently sized network is not a transfer.
@@ -248,15 +273,19 @@ def apply_transfer(model: BaseAlgorithm, source_state: dict[str, torch.Tensor],
         )
     policy.load_state_dict(new_state, strict=False)
     contrib.sync_weights(model)  # ARS searches from its own copy of the weights
-    report = TransferReport(spelled.label, source_label, records, dict(spelled.options))
+    report = TransferReport(spelled.label, source_label, records, dict(spelled.options),
+                            spaces=mapping.record() if mapping is not None else None)
     params = dict(policy.named_parameters())
     frozen: set[str] = set()
     if entry.freezes == conditions.FEATURES:
         # Only copied layers are frozen: a layer that could not be copied (e.g. the input
         # layer when observation sizes differ) stays trainable instead of frozen at random.
         depth = parameter_depths(policy)
+        # A mapped first layer with new (zero) inputs trains: frozen, the target could
+        # never read its new features.
         frozen = {r.name for r in records if r.role == "features" and r.status == "copied"
-                  and r.name in learnable and depth.get(r.name, 1) <= limit}
+                  and r.name in learnable and depth.get(r.name, 1) <= limit
+                  and not _grown(r.mapping)}
         freeze(model, frozen)
         report.frozen_targets = target_copies(policy, frozen)
         _sync(report.frozen_targets)
@@ -276,6 +305,72 @@ def apply_transfer(model: BaseAlgorithm, source_state: dict[str, torch.Tensor],
         record.frozen = id(tensors[record.name]) in frozen_ids
         record.lr_scale = factors.get(id(tensors[record.name]))
     return report
+
+
+def _grown(mapping: dict[str, Any] | None) -> bool:
+    """Whether a mapped tensor has new inputs or outputs (at zero weight, or new actions)."""
+    return mapping is not None and bool(mapping.get("zero_columns") or mapping.get("new_rows"))
+
+
+def across_spaces(model: BaseAlgorithm, source_state: dict[str, torch.Tensor],
+                  choice: conditions.Choice, context: Context | None,
+                  ) -> cross_space.Mapping | None:
+    """How the source's observation and action spaces map onto `model`'s
+    (`cross_space.plan`); None when nothing needs mapping: no obs_map given and every source
+    tensor has its target's shape. ConfigError when obs_map does not fit the spaces."""
+    target_state = model.policy.state_dict()
+    differ = any(name in target_state and tensor.shape != target_state[name].shape
+                 for name, tensor in source_state.items())
+    if not differ and choice.get("obs_map") is None and (
+            context is None or context.source_spaces is None):
+        return None
+    spaces = source_spaces(context)
+    return cross_space.plan(model, choice, spaces, family_map(context))
+
+
+def check_spaces(model: BaseAlgorithm, choice: str | conditions.Choice,
+                 context: Context | None) -> None:
+    """The pre-flight check of ``obs_map`` against the source's and `model`'s spaces (the
+    source env is built to read its spaces): ConfigError, one line, before anything is
+    written. A condition without obs_map has nothing to check."""
+    parsed = conditions.choice_of(choice)
+    weights = parsed.weights
+    if weights is None or weights.get("obs_map") is None:
+        return
+    cross_space.plan(model, weights, source_spaces(context), None)
+
+
+def source_spaces(context: Context | None) -> tuple[Any, Any] | None:
+    """The source policy's (observation, action) spaces: the context's, else its source
+    env's (built once to read them); None when unknown or the target's own env."""
+    if context is None:
+        return None
+    if context.source_spaces is not None:
+        return context.source_spaces
+    if context.source_env is None or context.source_env == context.target_env:
+        return None
+    from ..env_factory import make_vec
+
+    env = make_vec(context.source_env, 1, seed=0)
+    try:
+        return env.observation_space, env.action_space
+    finally:
+        env.close()
+
+
+def family_map(context: Context | None) -> str | None:
+    """The obs_map the env family declares for the study's source and target ids (its
+    ``observation_map``), or None."""
+    if context is None or context.source_env is None or context.target_env is None:
+        return None
+    from ..envs.family import family_for
+
+    source, target = context.source_env.id, context.target_env.id
+    found_s, found_t = family_for(source), family_for(target)
+    if found_s is None or found_t is None or found_s[0].name != found_t[0].name:
+        return None
+    declared = getattr(found_s[0], "observation_map", None)
+    return declared(source, target) if declared is not None else None
 
 
 def check_options(policy: torch.nn.Module, condition: str | conditions.Choice) -> None:

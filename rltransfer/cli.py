@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from rich.console import Console
 from rich.table import Table
 
-from .errors import ConfigError, RLTransferError, did_you_mean
+from .errors import ConfigError, MissingDependencyError, RLTransferError, did_you_mean
 from .specs import CONDITIONS
 from .strategies import registry
 from .study.execution import (
@@ -28,6 +28,7 @@ from .study.execution import (
     will_use_workers,
 )
 from .study.similarity import DEFAULT_TRANSITIONS
+from .study.spec_checks import SCORES
 from .study.study_spec import PARTS, StudySpec, flat_values
 from .training import algo_registry
 
@@ -125,6 +126,16 @@ def _add_study_options(run: argparse.ArgumentParser) -> None:
                           "the matrix, which ranks them against the area difference. N "
                           "transitions per side; 0 turns it off (default: "
                           f"{DEFAULT_TRANSITIONS})")
+    run.add_argument("--score", choices=SCORES, default=S,
+                     help="what the study compares: 'return' (the evaluation return) or "
+                          "'success' (the share of evaluation episodes that succeeded, for "
+                          "envs whose step infos report is_success, read at the episode's "
+                          "last step, or success, any step): curves, thresholds, metrics, "
+                          "verdict and report then read success rates, normalized 0 = the "
+                          "random policy's success rate on the target, 1 = 100%% success; "
+                          "refused for a target that reports no success, or where the random "
+                          "policy already succeeds almost always. Success rates are recorded "
+                          "either way where the env reports them (default: return)")
     run.add_argument("--alpha", type=float, default=S, metavar="A",
                      help="level of the verdict, fixed before the study: a condition is "
                           "positive/negative transfer when the Holm-corrected Welch t test "
@@ -445,9 +456,13 @@ def _cmd_resume(args: argparse.Namespace, console: Console) -> int:
 def _print_summary(result: StudySummary, study_dir: Path, console: Console, table_fn) -> int:
     """Print the summary; the exit status: 1 when runs failed (their results are missing)."""
     console.print(table_fn(result))
-    console.print(f"threshold {result.threshold:g} ({result.threshold_from}), "
-                  f"random policy {result.random_return:.4g}; scores normalized 0=random, "
-                  f"1=threshold", highlight=False, markup=False)
+    if result.score == "success":
+        console.print(f"score: success rate; random policy {result.random_return:.4g}; scores "
+                      f"normalized 0=random, 1=100% success", highlight=False, markup=False)
+    else:
+        console.print(f"threshold {result.threshold:g} ({result.threshold_from}), "
+                      f"random policy {result.random_return:.4g}; scores normalized 0=random, "
+                      f"1=threshold", highlight=False, markup=False)
     asked = result.requested_budget
     if asked and asked != result.budget:
         low, high = result.evaluations.trained or (result.budget, result.budget)
@@ -599,6 +614,9 @@ def _cmd_envs(args: argparse.Namespace, console: Console) -> int:
     for column in ("parameter", "default", "range", "unit", "per episode", "description"):
         table.add_column(column)
     for p in family.parameters:
+        if p.value_type is str:  # a name: its valid names are its range
+            table.add_row(p.name, str(p.default), _valid_names(family, p), p.unit, "no", p.doc)
+            continue
         table.add_row(p.name, f"{p.default:g}", f"[{p.low:g}, {p.high:g}]", p.unit,
                       "yes" if p.randomizable else "no", p.doc)
     console.print(table)
@@ -611,6 +629,16 @@ def _cmd_envs(args: argparse.Namespace, console: Console) -> int:
         console.print(f"  {family.variant_id(variant)}  =  {family.base_id}:{values}",
                       highlight=False)
     return 0
+
+
+def _valid_names(family: Any, parameter: Any) -> str:
+    """A name-valued parameter's names for the `envs` table (Meta-World's come from its
+    package: without it, how to install it)."""
+    try:
+        names = " | ".join(parameter.valid_names())
+    except MissingDependencyError:
+        return f"(pip install 'rltransfer[{family.extra}]' to list them)"
+    return f"{names} (several joined by {parameter.separator!r})" if parameter.separator else names
 
 
 def _listed_ids(family: Any, families: list[Any]) -> str:

@@ -37,6 +37,9 @@ TEXT_TAG = "summary"  # the summary table, as a text summary (tag "summary/text_
 SERIES = (("aggregate/return", "evaluation return: mean and 95% CI over seeds"),
           ("aggregate/normalized", "normalized score (0 = random, 1 = threshold): mean and "
                                    "95% CI over seeds"))
+SUCCESS_SERIES = ("aggregate/success_rate", "evaluation success rate (share of episodes that "
+                                            "succeeded): mean and 95% CI over seeds")
+"""Written where the runs recorded success rates (`rltransfer.training.success`)."""
 ALL_CONDITIONS = "transfer vs scratch (all conditions)"
 PER_CONDITION = "conditions"
 
@@ -50,7 +53,7 @@ def series_tags(prefix: str, condition: str | None = None) -> tuple[str, str, st
     return f"{base}/mean", f"{base}/low", f"{base}/high"
 
 
-def layout(conditions: Iterable[str]) -> Any:
+def layout(conditions: Iterable[str], success: bool = False) -> Any:
     """The custom-scalars layout (a `layout_pb2.Layout`): one Margin chart per series over the
     shared tags, which every condition's aggregate run has (so the chart draws each
     condition's band), and one chart per condition over the tags only its run has."""
@@ -62,25 +65,31 @@ def layout(conditions: Iterable[str]) -> Any:
             series=[layout_pb2.MarginChartContent.Series(value=value, lower=lower,
                                                           upper=upper)]))
 
-    shared = [margin(title, series_tags(prefix)) for prefix, title in SERIES]
-    own = [margin(f"{condition}: {SERIES[0][1]}", series_tags(SERIES[0][0], condition))
-           for condition in conditions]
+    series = SERIES + ((SUCCESS_SERIES,) if success else ())
+    shared = [margin(title, series_tags(prefix)) for prefix, title in series]
+    own = [margin(f"{condition}: {title}", series_tags(prefix, condition))
+           for condition in conditions for prefix, title in series
+           if prefix != SERIES[1][0]]
     return layout_pb2.Layout(category=[layout_pb2.Category(title=ALL_CONDITIONS, chart=shared),
                                        layout_pb2.Category(title=PER_CONDITION, chart=own)])
 
 
 def write_aggregates(study_dir: Path, raw: Mapping[str, Aggregate],
                      normalized: Mapping[str, Aggregate], hparams: Mapping[str, Any],
-                     metrics: Mapping[str, Mapping[str, float]], table_markdown: str) -> Path:
-    """Write `_aggregate/<condition>` runs (replacing earlier ones) and return the folder."""
+                     metrics: Mapping[str, Mapping[str, float]], table_markdown: str,
+                     success: Mapping[str, Aggregate] | None = None) -> Path:
+    """Write `_aggregate/<condition>` runs (replacing earlier ones) and return the folder;
+    `success`: each condition's success-rate aggregate, where the runs recorded one."""
     root = study_dir / AGGREGATE_DIR
     shutil.rmtree(root, ignore_errors=True)  # regenerated from the files, never appended to
     for condition, series in raw.items():
         with _Writer(root / condition) as writer:
-            for (prefix, _), values in zip(SERIES, (series, normalized[condition]),
-                                           strict=True):
+            written = [(SERIES[0], series), (SERIES[1], normalized[condition])]
+            if success is not None and condition in success:
+                written.append((SUCCESS_SERIES, success[condition]))
+            for (prefix, _), values in written:
                 shared = series_tags(prefix)
-                own = series_tags(prefix, condition) if prefix == SERIES[0][0] else None
+                own = series_tags(prefix, condition) if prefix != SERIES[1][0] else None
                 for step, *point in zip(*values, strict=True):
                     for tags in (shared, own):
                         if tags is not None:
@@ -93,7 +102,7 @@ def write_aggregates(study_dir: Path, raw: Mapping[str, Aggregate],
                 writer.summary(summary)
             writer.scalars(0, scores.items())
     with _Writer(root) as writer:
-        writer.summary(_layout_summary(layout(raw)))
+        writer.summary(_layout_summary(layout(raw, success is not None)))
     return root
 
 

@@ -37,6 +37,7 @@ from ..study.similarity import FILE as SIMILARITY_FILE
 from ..study.similarity import read as read_similarity
 from ..study.study_spec import flat_spec
 from . import metrics, sequential
+from . import success as success_metrics
 from . import verdict as verdicts
 from .curves import AggregateCurve, aggregate_curves
 from .figures import (
@@ -52,7 +53,7 @@ from .figures import (
 )
 from .metrics import MATRIX_METRICS, METRICS, format_claim
 from .pages import env_differences, report_html, report_markdown
-from .runfiles import collect_runs, outside_budget, read_study
+from .runfiles import collect_runs, collect_success, outside_budget, read_study
 from .summary import (
     DivergedRun,
     EvaluationGrid,
@@ -91,15 +92,18 @@ def study_summary(study_dir: Path) -> tuple[StudySummary, dict[str, Any], dict[s
     study["spec"] = flat_spec(study["spec"])  # any study.json format, read flat
     if "threshold" not in study:
         raise OutputError(f"{study_dir} stopped before its first target run: nothing to report")
-    curves, folders, not_used = collect_runs(study_dir, list(study["spec"]["conditions"]))
+    score = study["spec"].get("score", "return")
+    curves, folders, not_used = collect_runs(study_dir, list(study["spec"]["conditions"]), score)
     finished = {c: v for c, v in curves.items() if v}
     if not finished:
         runs = {c: _run_record(0, not_used[c], ()) for c in curves}
         why = "; ".join(run_warnings(runs)) if any(r.failed for r in runs.values()) else ""
         raise OutputError(f"{study_dir} has no finished runs" + (
             f": nothing to report ({why})" if why else " yet: nothing to report"))
+    success = collect_success(study_dir, {c: folders[c] for c in finished},
+                              {c: not_used[c]["diverged"] for c in finished})
     result = _result(study_dir.name, study, finished, folders, not_used,
-                     _source_steps(study_dir, study))
+                     _source_steps(study_dir, study), success)
     result = dataclasses.replace(result, similarity=_similarity(study_dir, result), runs={
         c: dataclasses.replace(record, outside_budget=_outside_budget(study_dir, c,
                                                                       folders.get(c, [])))
@@ -122,7 +126,7 @@ def _similarity(study_dir: Path, result: StudySummary) -> Similarity | None:
     classifier = record.get("classifier") or {}
     distance = record.get("feature_distance") or {}
     mean = zero_shot.get("mean_return")
-    normalized = (None if mean is None else
+    normalized = (None if mean is None or result.score != "return" else  # a return, not a rate
                   _finite(float(metrics.normalize(mean, result.random_return, result.threshold))))
     return Similarity(int(record.get("transitions", 0)), mean, normalized,
                       zero_shot.get("episodes"), classifier.get("accuracy"),
@@ -152,10 +156,14 @@ def write_tensorboard(study_dir: Path, result: StudySummary, study: dict[str, An
     from .board import write_aggregates
 
     random_return, threshold = result.random_return, result.threshold
-    raw = {condition: aggregate_curves(runs) for condition, runs in finished.items()}
+    conditions = list(finished)
+    returns, folders, not_used = collect_runs(study_dir, conditions)  # the score's may be success
+    success = collect_success(study_dir, folders, {c: not_used[c]["diverged"] for c in folders})
+    raw = {condition: aggregate_curves(runs) for condition, runs in returns.items() if runs}
     normalized = {condition: AggregateCurve(curve.steps, *(
         metrics.normalize(values, random_return, threshold)
-        for values in (curve.mean, curve.low, curve.high))) for condition, curve in raw.items()}
+        for values in (curve.mean, curve.low, curve.high)))
+        for condition, curve in ((c, aggregate_curves(runs)) for c, runs in finished.items())}
     spec = study["spec"]
     hparams = {"source": result.source, "target": result.target, "algo": result.algo,
                "seeds": spec["seeds"], "timesteps": spec["timesteps"],
@@ -163,7 +171,9 @@ def write_tensorboard(study_dir: Path, result: StudySummary, study: dict[str, An
     points = {condition: {key: data.estimates[key].point for key in BOARD_METRICS
                           if key in data.estimates and data.estimates[key].point is not None}
               for condition, data in result.conditions.items()}
-    write_aggregates(study_dir, raw, normalized, hparams, points, markdown_table(result))
+    write_aggregates(study_dir, raw, normalized, hparams, points, markdown_table(result),
+                     None if success is None else {condition: aggregate_curves(runs)
+                                                   for condition, runs in success.items()})
 
 
 BOARD_METRICS = ("auc_difference", "jumpstart", "asymptote", "auc")
@@ -171,7 +181,8 @@ BOARD_METRICS = ("auc_difference", "jumpstart", "asymptote", "auc")
 
 
 def _result(name: str, study: dict[str, Any], finished: dict[str, list], folders: dict,
-            not_used: dict, source_steps: int | None) -> StudySummary:
+            not_used: dict, source_steps: int | None,
+            success: dict[str, list] | None = None) -> StudySummary:
     spec = study["spec"]
     grid = evaluation_grid(finished, int(spec["timesteps"]))
     budget = grid.steps  # what every run really trained: whole rollouts, not --timesteps
@@ -181,8 +192,13 @@ def _result(name: str, study: dict[str, Any], finished: dict[str, list], folders
     reference = registry.REFERENCE if registry.REFERENCE in finished else None
     values = {condition: [metrics.run_metrics(steps, returns, **scale)
                           for steps, returns in runs] for condition, runs in finished.items()}
-    summary = MetricsSummary.from_dict(metrics.summarize(
-        finished, reference=reference, alpha=alpha, runs=values, **scale))
+    summarized = metrics.summarize(finished, reference=reference, alpha=alpha, runs=values,
+                                   **scale)
+    if success is not None:  # the runs recorded success rates: its metrics beside the others
+        for condition, entries in success_metrics.success_summary(
+                success, budget, reference, 1 - alpha).items():
+            summarized["conditions"][condition].update(entries)
+    summary = MetricsSummary.from_dict(summarized)
     per_run = {condition: {folder: {k: _finite(v) for k, v in run.items()}
                            for folder, run in zip(folders[condition], values[condition],
                                                   strict=True)}
@@ -217,7 +233,7 @@ def _result(name: str, study: dict[str, Any], finished: dict[str, list], folders
         per_run=per_run,
         sequential=(SequentialDesign(design.first, design.step, design.max, design.looks,
                                      final) if design is not None else None),
-        source_steps=source_steps)
+        source_steps=source_steps, score=spec.get("score", "return"))
 
 
 def _run_record(finished: int, not_used: Mapping[str, Any],

@@ -141,9 +141,14 @@ def curves_figure(result: StudySummary, curves: Mapping[str, list]) -> Figure:
         _plot_band(ax_raw, seed_band(runs, level), colors[name], label)
     _reference_lines(ax_score, 1.0, 0.0, scale)
     _reference_lines(ax_raw, scale.threshold, scale.random_return, scale)
-    ax_score.set(title="normalized score", ylabel="normalized return\n(0 = random, "
-                 "1 = threshold)")
-    ax_raw.set(title="raw return", ylabel="mean evaluation return")
+    if result.score == "success":  # --score success: the curves are success rates
+        ax_score.set(title="normalized score", ylabel="normalized success rate\n(0 = random, "
+                     "1 = 100% success)")
+        ax_raw.set(title="success rate", ylabel="evaluation success rate")
+    else:
+        ax_score.set(title="normalized score", ylabel="normalized return\n(0 = random, "
+                     "1 = threshold)")
+        ax_raw.set(title="raw return", ylabel="mean evaluation return")
     for ax in (ax_score, ax_raw):
         ax.set_xlabel(_steps_label(result))
         ax.xaxis.set_major_formatter(FuncFormatter(format_steps))

@@ -430,6 +430,16 @@ class ProbImprovement(Record):
 
 
 @dataclass(frozen=True)
+class ForwardTransfer(Record):
+    """Continual World's forward transfer on success rates (`forward_transfer`) with its
+    Fieller interval; point None (with the `note`) when scratch's success area is not
+    clearly below 1."""
+
+    note: str | None
+    method: str
+
+
+@dataclass(frozen=True)
 class TransferRatio(Record):
     """(area - the reference's) / the reference's area with Fieller's interval; point None
     (with the `note`) when the reference's area is not clearly above 0."""
@@ -570,6 +580,9 @@ REGISTRY: dict[str, Metric] = {metric.key: metric for metric in (
     Metric("prob_improvement", ProbImprovement, title="P(improve)", against_reference=True),
     Metric("transfer_ratio", TransferRatio, format_signed, "transfer ratio (area)",
            against_reference=True),
+    Metric("success", Interval, title="final success rate"),
+    Metric("forward_transfer", ForwardTransfer, format_signed, "forward transfer (success)",
+           against_reference=True),
 )}
 """Every metric of a condition's summary, by its key (summary.json's order)."""
 
@@ -578,6 +591,16 @@ COLUMNS = ("auc_difference", "jumpstart", "time_to_threshold", "speedup", "asymp
 METRICS = tuple(REGISTRY[key] for key in COLUMNS)
 """The metrics every table shows, in order (terminal, summary.csv, report.md/html, compare):
 the primary claim first."""
+SUCCESS_METRICS = (REGISTRY["success"], REGISTRY["forward_transfer"])
+"""The columns the tables add for a study whose runs recorded success rates."""
+
+
+def shown_metrics(conditions: Mapping[str, Any]) -> tuple[Metric, ...]:
+    """The tables' metrics for these conditions (`ConditionSummary` by name): `METRICS`, and
+    `SUCCESS_METRICS` when the runs recorded success rates (so a study of envs without
+    success shows the table it always did)."""
+    recorded = any("success" in data.estimates for data in conditions.values())
+    return METRICS + SUCCESS_METRICS if recorded else METRICS
 
 MATRIX_METRICS = (("auc_difference", "area vs scratch (primary)"),
                   ("jumpstart", "jumpstart (step 0 vs scratch)"))

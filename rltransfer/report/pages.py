@@ -48,7 +48,7 @@ def report_html(result: StudySummary, study: dict[str, Any],
     figures = [{"caption": caption, "data": base64.b64encode(images[name]).decode("ascii")}
                for name, caption in _FIGURE_CAPTIONS.items() if name in images]
     return _ENV.get_template("report.html.j2").render(
-        **_page(result, study), headers=headers(), rows=rows, figures=figures)
+        **_page(result, study), headers=headers(result), rows=rows, figures=figures)
 
 
 def _page(result: StudySummary, study: dict[str, Any]) -> dict[str, Any]:
@@ -285,7 +285,12 @@ def _description(result: StudySummary, study: dict[str, Any]) -> list[tuple[str,
         # the page's term, kept: "normalization" here is the normalized score's 0 and 1
         ("normalization", f"threshold {result.threshold:g} ({result.threshold_from}), "
                           f"random policy's return on the target {result.random_return:.4g}; "
-                          "scores are normalized: 0 = random, 1 = threshold"),
+                          "scores are normalized: 0 = random, 1 = threshold"
+         ) if result.score == "return" else (
+            "score", f"success rate (--score success): the curves, the metrics and the "
+                     f"verdict read the share of evaluation episodes that succeeded; "
+                     f"normalized 0 = the random policy's success rate on the target "
+                     f"{result.random_return:.4g}, 1 = 100% success"),
         ("hyperparameters (target)", f"`{_hparams_text(study['target_agent']['hparams'])}`"),
     ]
     source_hparams = (study.get("source_agent") or {}).get("hparams")

@@ -19,6 +19,16 @@ from ..study.study_spec import STUDY_FORMAT
 
 # evaluations.csv: one row per evaluation, the first at timesteps = 0 (before any training)
 EVAL_COLUMNS = ("timesteps", "mean_return", "std_return", "n_episodes", "wall_time")
+# ... and, where the env reports success (`rltransfer.training.success`), the share of the
+# evaluation's episodes that succeeded. Optional: written only by envs that report success,
+# absent from run folders written before it was recorded; read as None where absent.
+SUCCESS_COLUMN = "success_rate"
+SCORE_COLUMNS = {"return": "mean_return", "success": SUCCESS_COLUMN}
+"""A study's score (``--score``) -> the evaluations.csv column its curves read."""
+
+
+class NoSuccessColumn(OutputError):
+    """A study scored by success reads a run folder that recorded no success rate."""
 
 
 class DamagedFile(OutputError):
@@ -31,20 +41,34 @@ def _damaged(path: Path, problem: str) -> DamagedFile:
                        f"run folder {path.parent} and resume the study to train that run again")
 
 
-def read_evaluations(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(timesteps, mean_return) from an evaluations.csv; `DamagedFile` when a row is not
-    numbers (or cut short), or its steps do not start at 0 and increase."""
+def read_evaluations(path: str | Path, score: str = "return") -> tuple[np.ndarray, np.ndarray]:
+    """(timesteps, mean_return) from an evaluations.csv, or with ``score="success"``
+    (timesteps, success_rate); `DamagedFile` when a row is not numbers (or cut short), or
+    its steps do not start at 0 and increase; `NoSuccessColumn` when success is asked of a
+    file that has no success rate at some evaluation."""
     rows = read_rows(Path(path), check_curve=True)
+    column = SCORE_COLUMNS[score]
+    if any(r[column] is None for r in rows):
+        raise NoSuccessColumn(
+            f"{path} has no {column} column (written before success rates were recorded, or "
+            f"its env reports no success): delete the run folder {Path(path).parent} and "
+            f"resume the study to train that run again, or use --score return")
     steps = np.array([r["timesteps"] for r in rows], dtype=np.int64)
-    returns = np.array([r["mean_return"] for r in rows], dtype=np.float64)
-    return steps, returns
+    values = np.array([r[column] for r in rows], dtype=np.float64)
+    return steps, values
 
 
-def diverged_curve(path: Path, at: int) -> tuple[np.ndarray, np.ndarray]:
+def has_success(path: Path) -> bool:
+    """Whether an evaluations.csv records a success rate at every evaluation."""
+    rows = read_rows(path)
+    return bool(rows) and all(r[SUCCESS_COLUMN] is not None for r in rows)
+
+
+def diverged_curve(path: Path, at: int, score: str = "return") -> tuple[np.ndarray, np.ndarray]:
     """A diverged run's curve: its evaluations before step `at`, then NaN at `at` (or just
     after its last evaluation)."""
     if path.is_file():
-        steps, returns = read_evaluations(path)
+        steps, returns = read_evaluations(path, score)
         keep = steps < at
         steps, returns = steps[keep], returns[keep]
     else:
@@ -88,7 +112,10 @@ def _typed(row: dict[str, Any], path: Path, line: int) -> dict[str, Any]:
     if None in row or any(row.get(name) in (None, "") for name in EVAL_COLUMNS):
         raise _damaged(path, f"line {line} is cut short or has extra fields")
     try:
-        return {name: kind(row[name]) for name, kind in _TYPES.items()}
+        typed = {name: kind(row[name]) for name, kind in _TYPES.items()}
+        success = row.get(SUCCESS_COLUMN)
+        typed[SUCCESS_COLUMN] = float(success) if success not in (None, "") else None
+        return typed
     except ValueError:
         text = ",".join(str(row[name]) for name in EVAL_COLUMNS)
         raise _damaged(path, f"line {line} is not numbers: {text!r}") from None
@@ -151,9 +178,11 @@ def outside_budget(run_dir: Path) -> dict[str, int]:
     return {str(k): int(v) for k, v in steps.items()} if isinstance(steps, dict) else {}
 
 
-def collect_runs(study_dir: Path, conditions: list[str]) -> tuple[dict, dict, dict]:
-    """Curves of the runs that are outcomes by condition, their run folders, and the runs not
-    used by condition: ``{"failed": [{"run": "seed_3", "error": "Type: message"}],
+def collect_runs(study_dir: Path, conditions: list[str],
+                 score: str = "return") -> tuple[dict, dict, dict]:
+    """Curves of the runs that are outcomes by condition (their `score`'s column,
+    `SCORE_COLUMNS`), their run folders, and the runs not used by condition:
+    ``{"failed": [{"run": "seed_3", "error": "Type: message"}],
     "diverged": ["seed_4"], "left_out": ["seed_2 (running)", ...]}``.
 
     Outcomes are finished runs and runs whose training diverged (status.json's
@@ -176,7 +205,8 @@ def collect_runs(study_dir: Path, conditions: list[str]) -> tuple[dict, dict, di
             state = status.get("state")
             csv_path = run_dir / "evaluations.csv"
             if state == "failed" and status.get("diverged"):
-                curves[condition].append(diverged_curve(csv_path, int(status["diverged_at"])))
+                curves[condition].append(diverged_curve(csv_path, int(status["diverged_at"]),
+                                                        score))
                 folders[condition].append(run_dir.name)
                 diverged.append(run_dir.name)
             elif state == "failed":
@@ -185,7 +215,33 @@ def collect_runs(study_dir: Path, conditions: list[str]) -> tuple[dict, dict, di
             elif state != "done" or not csv_path.is_file():
                 left_out.append(f"{run_dir.name} ({state})")
             else:
-                curves[condition].append(read_evaluations(csv_path))
+                curves[condition].append(read_evaluations(csv_path, score))
                 folders[condition].append(run_dir.name)
         not_used[condition] = {"failed": failed, "diverged": diverged, "left_out": left_out}
     return curves, folders, not_used
+
+
+def collect_success(study_dir: Path, folders: dict[str, list[str]],
+                    diverged: dict[str, list[str]]) -> dict[str, list] | None:
+    """The success-rate curves of the runs `collect_runs` used (its `folders`; `diverged`:
+    those that diverged, NaN from the step they diverged, as their score curves are); None
+    unless every one of them recorded a success rate (an env that reports no success, or a
+    run folder written before success rates were recorded)."""
+    curves: dict[str, list] = {}
+    for condition, runs in folders.items():
+        curves[condition] = []
+        for run in runs:
+            run_dir = study_dir / condition / run
+            csv_path = run_dir / "evaluations.csv"
+            if not has_success(csv_path):
+                if run in diverged.get(condition, ()) and not read_rows(csv_path):
+                    curves[condition].append(diverged_curve(csv_path, 0))  # no evaluation
+                    continue
+                return None
+            if run in diverged.get(condition, ()):
+                status = read_status(run_dir / "status.json")
+                curves[condition].append(diverged_curve(csv_path, int(status["diverged_at"]),
+                                                        "success"))
+            else:
+                curves[condition].append(read_evaluations(csv_path, "success"))
+    return curves if any(curves.values()) else None

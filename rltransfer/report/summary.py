@@ -452,6 +452,7 @@ class StudySummary:
     sequential: SequentialDesign | None = None
     source_steps: int | None = None
     similarity: Similarity | None = None  # None: the study has no similarity.json
+    score: str = "return"  # --score: what the curves, the metrics and the verdict read
 
     @property
     def conditions(self) -> dict[str, ConditionSummary]:
@@ -477,6 +478,7 @@ class StudySummary:
             "sequential": None if self.sequential is None else self.sequential.to_dict(),
             "source_steps": self.source_steps,
             "similarity": None if self.similarity is None else self.similarity.to_dict(),
+            "score": self.score,
         }
 
     @classmethod
@@ -495,4 +497,5 @@ class StudySummary:
             data.get("per_run", {}),
             None if sequential is None else SequentialDesign.from_dict(sequential),
             data.get("source_steps"),
-            None if similarity is None else Similarity.from_dict(similarity))
+            None if similarity is None else Similarity.from_dict(similarity),
+            data.get("score", "return"))

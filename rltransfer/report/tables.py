@@ -15,7 +15,7 @@ from typing import Any
 
 from . import metrics
 from .fit_table import FitTable
-from .metrics import METRICS, REGISTRY
+from .metrics import METRICS, REGISTRY, Metric, shown_metrics
 from .summary import ConditionSummary, FailedRun, RunRecord, StudySummary
 from .verdict import FAILED_RUNS, MIXED, NEGATIVE, NO_CLEAR, POSITIVE, REFERENCE, UNDECIDED
 
@@ -100,9 +100,10 @@ def without_metrics(result: StudySummary) -> dict[str, str]:
 # --------------------------------------------------------------------------- tables
 
 
-def _cells(name: str, data: ConditionSummary, reference: str | None) -> list[str]:
+def _cells(name: str, data: ConditionSummary, reference: str | None,
+           shown: tuple[Metric, ...] = METRICS) -> list[str]:
     cells = []
-    for metric in METRICS:
+    for metric in shown:
         record = data.estimates.get(metric.key)
         if record is not None:
             cells.append(metric.formatter(record))
@@ -121,16 +122,17 @@ def table_rows(result: StudySummary) -> list[list[str]]:
     conditions = result.conditions
     missing = without_metrics(result)
     runs = result.runs
+    shown = shown_metrics(conditions)
     rows = []
     for name in [c for c in runs if c in conditions or c in missing]:
         if name in missing:
-            rows.append([name, _runs_cell(0, runs[name])] + ["—"] * len(METRICS)
+            rows.append([name, _runs_cell(0, runs[name])] + ["—"] * len(shown)
                         + [f"{NO_METRICS} ({missing[name]})"])
             continue
         data = conditions[name]
         verdict = data.verdict.label if data.verdict is not None else "—"
         rows.append([name, _runs_cell(data.n_runs, runs[name])]
-                    + _cells(name, data, result.reference)
+                    + _cells(name, data, result.reference, shown)
                     + [f"({verdict})" if verdict == REFERENCE else verdict])
     return rows
 
@@ -142,13 +144,17 @@ def _runs_cell(used: int, record: RunRecord) -> str:
     return f"{used} of {record.total}"
 
 
-def headers() -> list[str]:
-    return ["condition", "runs"] + [metric.title for metric in METRICS] + ["verdict"]
+def headers(result: StudySummary | None = None) -> list[str]:
+    """The table's headers; with `result`, its success columns where its runs recorded
+    success rates (`metrics.shown_metrics`)."""
+    shown = METRICS if result is None else shown_metrics(result.conditions)
+    return ["condition", "runs"] + [metric.title for metric in shown] + ["verdict"]
 
 
 def markdown_table(result: StudySummary) -> str:
     """The table as markdown (report.md, TensorBoard's text tab), without a final newline."""
-    return "\n".join(["| " + " | ".join(headers()) + " |", "|" + "---|" * len(headers())]
+    return "\n".join(["| " + " | ".join(headers(result)) + " |",
+                      "|" + "---|" * len(headers(result))]
                      + ["| " + " | ".join(row) + " |" for row in table_rows(result)])
 
 
@@ -171,7 +177,7 @@ def terminal_table(result: StudySummary) -> FitTable:
             row_styles[1] = _TERMINAL_WARNING
         styles.append(row_styles)
     return FitTable(f"{result.source} → {result.target} ({result.algo}), "
-                    f"{level} intervals over seeds", headers(), rows, styles)
+                    f"{level} intervals over seeds", headers(result), rows, styles)
 
 
 def summary_csv(result: StudySummary) -> str:

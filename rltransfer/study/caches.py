@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..io_utils import atomic_write_json, read_json
+from ..report.runfiles import has_success
 from ..specs import RunSpec, stable_hash
 from ..training.run import read_evaluations
 from ..training.transfer import load_checkpoint
@@ -69,10 +70,14 @@ def scratch_cache(plan_: Plan, run: RunSpec) -> Path:
 
 
 def reuse_scratch(plan_: Plan, run: RunSpec, run_dir: Path) -> str | None:
-    """Copy a finished identical scratch run instead of training it again; its cache key."""
+    """Copy a finished identical scratch run instead of training it again; its cache key.
+    Under ``--score success``, only a run that recorded success rates (one cached before
+    they were recorded is trained again: its curve has no success column)."""
     cache = scratch_cache(plan_, run)
     status = cache / "status.json"
     if not status.is_file() or read_json(status).get("state") != "done":
+        return None
+    if plan_.spec.protocol.score == "success" and not has_success(cache / "evaluations.csv"):
         return None
     copy_atomically(cache, run_dir)
     return cache.name

@@ -28,11 +28,12 @@ from ..training.contrib import (
     evaluate_policy,  # SB3's, or MaskablePPO's with the env's action masks
 )
 from ..training.run import EVAL_SEED_OFFSET, MAX_EVAL_ENVS, build_model, frozen_features
+from ..training.success import EpisodeSuccess
 from ..training.transfer import apply_transfer, check_algorithm, load_checkpoint
 from . import budgets
 from .caches import Source, source_from_cache
 from .plan import Plan
-from .score_scale import RandomScore, ScoreScale, choose, human_scores
+from .score_scale import RandomScore, ScoreScale, choose, human_scores, success_scale
 
 RANDOM_EPISODES = 100  # the random policy's return anchors every normalized score
 RANDOM_STEP_CAP = 50_000  # but long-episode games (Atari) should not take minutes
@@ -45,6 +46,7 @@ def random_return(env: EnvSpec, episodes: int, seed: int) -> RandomScore:
     instance = make_env(env)
     instance.action_space.seed(seed)
     totals: list[float] = []
+    success = EpisodeSuccess(1)  # its success rate too, where the env reports success
     steps = 0
     try:
         for episode in range(episodes):
@@ -53,15 +55,17 @@ def random_return(env: EnvSpec, episodes: int, seed: int) -> RandomScore:
             instance.reset(seed=seed + episode)
             total, done = 0.0, False
             while not done:
-                _, reward, terminated, truncated, _ = instance.step(instance.action_space.sample())
+                _, reward, terminated, truncated, info = instance.step(
+                    instance.action_space.sample())
                 total += float(reward)
                 steps += 1
                 done = terminated or truncated
+                success({"i": 0, "info": info, "done": done, "is_monitor_wrapped": False}, {})
             totals.append(total)
     finally:
         instance.close()
     return RandomScore(float(np.mean(totals)), float(np.std(totals, ddof=1)) if len(totals) > 1
-                       else 0.0, len(totals))
+                       else 0.0, len(totals), success.rate)
 
 
 def check_writable(out: Path) -> None:
@@ -259,6 +263,8 @@ def score_scale(plan_: Plan, random: RandomScore, source: Source | None,
     human-normalized score, else the target's reward_threshold, else the source policy's mean
     score over its last evaluations; None while that score is not known yet."""
     spec = plan_.spec
+    if spec.protocol.score == "success":
+        return success_scale(spec.env.target, random, spec.protocol.eval_episodes)
     return choose(spec.env.target, spec.env.source, spec.protocol.threshold, random,
                   spec.protocol.eval_episodes, source.record if source is not None else None,
                   required=required)

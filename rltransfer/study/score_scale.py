@@ -43,6 +43,7 @@ from ..specs import EnvSpec
 
 SE_GAP = 3.0  # a threshold must be >= SE_GAP evaluation standard errors above random
 HUMAN_NORMALIZED = "human-normalized"
+SUCCESS_NORMALIZED = "success-rate"  # --score success: 0 = random's success rate, 1 = 100%
 THRESHOLD_NORMALIZED = "threshold"
 ATARI_SCORES = "atari_scores.json"
 ATARI_CITATION = "Badia et al. 2020 Atari-57 table"
@@ -55,6 +56,7 @@ class RandomScore:
     mean: float
     std: float | None  # None: not recorded (a study started before it was)
     episodes: int
+    success: float | None = None  # its success rate; None: the env reports no success
 
     def standard_error(self, eval_episodes: int) -> float | None:
         """Standard error of one evaluation of `eval_episodes` episodes of this policy."""
@@ -207,3 +209,27 @@ def check_gap(found: ScoreScale, random: RandomScore, eval_episodes: int,
             f"{SE_GAP:g} standard errors of an evaluation ({SE_GAP:g} x {se:.4g}, from the "
             f"random returns' std {random.std:.4g} over {eval_episodes} episodes): scores "
             f"would be noise; pass a higher --threshold, or --eval-episodes {needed} or more")
+
+
+def success_scale(target: EnvSpec, random: RandomScore, eval_episodes: int) -> ScoreScale:
+    """``--score success``'s scale: 0 = the random policy's success rate on the target, 1 =
+    100% success. Refused (`ConfigError`, before anything is written) for a target that
+    reports no success, and, as `check_gap` refuses a threshold, where 100% is fewer than
+    `SE_GAP` standard errors of one evaluation (a binomial's, sqrt(p (1 - p) / episodes))
+    above the random policy's rate: it already succeeds (almost) always."""
+    if random.success is None:
+        raise ConfigError(
+            f"--score success: {target} reports no success (no 'is_success' or 'success' in "
+            f"its step infos, in {random.episodes} random episodes): use --score return")
+    rate = random.success
+    gap = 1.0 - rate
+    se = math.sqrt(rate * (1.0 - rate) / max(eval_episodes, 1))
+    if gap <= 0 or gap < SE_GAP * se:
+        raise ConfigError(
+            f"--score success: the random policy already succeeds in {rate:.0%} of "
+            f"{random.episodes} episodes on {target}, so 100% success is less than "
+            f"{SE_GAP:g} standard errors of an evaluation above it: success rates cannot "
+            f"tell transfer from chance; use --score return, or a harder target")
+    return ScoreScale(1.0, "100% success (--score success)", rate,
+                      f"measured: the uniformly random policy's success rate over "
+                      f"{random.episodes} episodes on the target", SUCCESS_NORMALIZED)

@@ -12,6 +12,10 @@ from ..errors import ConfigError
 from ..specs import AUGMENTATIONS, MAX_SEED
 from ..strategies import registry
 
+SCORES = ("return", "success")
+"""--score: what a study compares (the evaluation return, or the success rate where the env
+reports success: `rltransfer.training.success`)."""
+
 if TYPE_CHECKING:
     from .study_spec import StudySpec
 
@@ -73,6 +77,15 @@ def _check_counts(spec: StudySpec) -> None:
             raise ConfigError(f"{option} {value} is more than {most:,}, {why}")
 
 
+def _check_score(score: str, threshold: float | None) -> None:
+    if score not in SCORES:
+        raise ConfigError(f"--score {score!r} is not one of {', '.join(SCORES)}")
+    if score == "success" and threshold is not None:
+        raise ConfigError(f"--threshold {threshold:g} is a return, and --score success "
+                          f"compares success rates (normalized 1 = 100% success): leave "
+                          f"--threshold out, or use --score return")
+
+
 def _check_numbers(spec: StudySpec) -> None:
     protocol, agent, name = spec.protocol, spec.agent, spec.output.name
     _check_counts(spec)
@@ -101,6 +114,7 @@ def _check_numbers(spec: StudySpec) -> None:
                           f"{protocol.similarity}")
     if protocol.threshold is not None and not math.isfinite(protocol.threshold):
         raise ConfigError(f"--threshold must be a finite number, got {protocol.threshold}")
+    _check_score(protocol.score, protocol.threshold)
     if agent.device != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?", agent.device):
         raise ConfigError(f"--device {agent.device!r} is not one of auto, cpu, cuda, cuda:N")
     if name is not None:
@@ -178,6 +192,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "image_size": (int,), "grayscale": (bool,), "frame_stack": (int,), "encoder": (str,),
     "encoder_weights": (str,), "freeze_encoder": (bool,), "encoder_lr_scale": (int, float),
     "augment": (str,), "alpha": (int, float), "sequential": (str,), "similarity": (int,),
+    "score": (str,),
 }
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 _OPTIONAL = {"timesteps", "source_timesteps", "eval_freq", "threshold", "n_envs", "name",

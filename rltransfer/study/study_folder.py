@@ -189,6 +189,8 @@ def new_record(plan_: Plan, command: str, random: RandomScore,
         "measured_random_return": random.mean, "measured_random_std": random.std,
         "measured_random_episodes": random.episodes,
     }
+    if random.success is not None:  # the env reports success (rltransfer.training.success)
+        record["measured_random_success"] = random.success
     if known is not None:
         record.update(known.record())
     return record

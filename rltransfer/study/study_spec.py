@@ -84,6 +84,7 @@ class Protocol:
     eval_episodes: int = 10
     threshold: float | None = None
     alpha: float = 0.05  # level of the verdict's test (Holm-corrected) and of every interval
+    score: str = "return"  # what the study compares: "return" or "success" (SCORES)
     # --seeds auto's design (rltransfer.report.sequential); seeds = first
     sequential: str | None = None
     # transitions per side of the source/target similarity measures (study.similarity); 0: off

@@ -47,7 +47,7 @@ from ..io_utils import (
     remove_stale_temporaries,
 )
 from ..report.board import quiet_writer_threads
-from ..report.runfiles import EVAL_COLUMNS, DamagedFile, read_evaluations  # noqa: F401  (the reader lives there)
+from ..report.runfiles import EVAL_COLUMNS, SUCCESS_COLUMN, DamagedFile, read_evaluations  # noqa: F401  (the reader lives there)
 from ..report.runfiles import read_rows as _read_rows
 from ..specs import EncoderSpec, EnvSpec, RunSpec
 from ..strategies import hooks as strategy
@@ -56,6 +56,7 @@ from . import algos, contrib, vecnorm
 from .contexts import FILE as CONTEXTS
 from .contexts import ContextLog, EvaluationContexts, TrainingContexts, randomized
 from .features import caches_features, mlp_hparams
+from .success import EpisodeSuccess
 from .transfer import SyncFrozenTargets, TransferReport
 
 EVAL_SEED_OFFSET = 100_000  # evaluation envs never share seeds with training envs
@@ -112,10 +113,11 @@ class EvaluationCallback(BaseCallback):
         vecnorm.sync(self.training_env, self.eval_env)  # the statistics training has now
         self.eval_env.seed(self.eval_seed)
         played = EvaluationContexts(self.eval_env.num_envs) if self.contexts else None
+        success = EpisodeSuccess(self.eval_env.num_envs, then=played)
         # MaskablePPO's with the env's action masks; RecurrentPPO's with its LSTM states
         returns, _ = contrib.evaluate_policy(self.model, self.eval_env,
                                              n_eval_episodes=self.n_episodes, deterministic=True,
-                                             return_episode_rewards=True, callback=played)
+                                             return_episode_rewards=True, callback=success)
         mean, std = float(np.mean(returns)), float(np.std(returns))
         if not (math.isfinite(mean) and math.isfinite(std)):
             raise Diverged(f"evaluation return is not finite ({mean}) — diverged?",
@@ -123,12 +125,19 @@ class EvaluationCallback(BaseCallback):
         step = int(self.num_timesteps)
         self.rows.append({"timesteps": step, "mean_return": mean, "std_return": std,
                           "n_episodes": len(returns),
-                          "wall_time": round(time.perf_counter() - self._start, 3)})
+                          "wall_time": round(time.perf_counter() - self._start, 3),
+                          SUCCESS_COLUMN: success.rate})
         self.logger.record("eval/mean_reward", mean)
         self.logger.record("eval/std_reward", std)
+        if success.rate is not None:  # an env that reports success (training.success)
+            self.logger.record("eval/success_rate", success.rate)
         self.logger.dump(step)
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=EVAL_COLUMNS, lineterminator="\n")
+        # the success column only where the env reports success: others' files are unchanged
+        columns = EVAL_COLUMNS + ((SUCCESS_COLUMN,) if any(
+            row.get(SUCCESS_COLUMN) is not None for row in self.rows) else ())
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n",
+                                extrasaction="ignore")
         writer.writeheader()
         writer.writerows(self.rows)
         atomic_write_text(self.csv_path, buffer.getvalue())

@@ -18,13 +18,16 @@ env is made, so the catalog imports and lists them without the package.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import importlib.util
+import io
+import json
 import math
 import sys
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from copy import deepcopy
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +35,12 @@ from typing import Any
 import gymnasium as gym
 from gymnasium.envs.registration import EnvSpec, WrapperSpec, load_env_creator
 
-from rltransfer.errors import MissingDependencyError, ParameterError, UnknownEnvError
+from rltransfer.errors import (
+    MissingDependencyError,
+    ParameterError,
+    UnknownEnvError,
+    did_you_mean,
+)
 
 from . import randomization
 
@@ -49,25 +57,38 @@ class Parameter:
 
     Values travel as floats (``ID:name=value`` on the command line); `convert` turns them
     into `value_type` (``int``, ``bool`` or ``float``) before they reach the env.
+
+    A *name-valued* parameter (``value_type=str``, made with `name_parameter`) takes one of
+    `names` (Meta-World's ``task=push-v3``, a maze's ``layout=Medium``), or with a
+    `separator` a set of them (FrankaKitchen's ``tasks=kettle+microwave``). An `EnvSpec`
+    stores it as a quoted string's text (``'"push-v3"'``), which no distribution has, so
+    float parameters hash as they always did; it is never randomized.
     """
 
     name: str
-    default: float
+    default: float | str
     low: float
     high: float
     unit: str
     doc: str
     attr: str = ""  # attribute on the unwrapped env; defaults to `name` (via "attribute")
     via: str = ATTRIBUTE  # how the value reaches the env: "attribute", "make", "id", "derive"
-    value_type: type = float  # float, int or bool (bool values are given as 0 or 1)
+    value_type: type = float  # float, int, bool (given as 0 or 1) or str (a name)
     choices: tuple[float, ...] = ()  # the only valid values, when not every value in range is
+    # A name-valued parameter's valid names, or a function listing them, called only when
+    # needed (Meta-World's tasks come from its package, which the catalog does not import).
+    names: tuple[str, ...] | Callable[[], Sequence[str]] = ()
+    separator: str = ""  # when set, a value is a set of names joined by it (e.g. '+')
+    to_env: Callable[[str], Any] | None = None  # a name-valued value as the env takes it
     # It sets a bound of the observation or action space, which a run's vectorized env and
     # policy read once: it cannot change per episode (randomization.check_spaces verifies).
     bounds_space: bool = False
 
     def __post_init__(self) -> None:
         assert self.via in _VIA, f"{self.name}: via must be one of {_VIA}"
-        assert self.value_type in (float, int, bool), f"{self.name}: value_type {self.value_type}"
+        assert self.value_type in (float, int, bool, str), \
+            f"{self.name}: value_type {self.value_type}"
+        assert (self.value_type is str) == bool(self.names), f"{self.name}: names with str only"
 
     @property
     def attribute(self) -> str:
@@ -82,13 +103,47 @@ class Parameter:
         return (self.via in (ATTRIBUTE, DERIVE) and self.value_type is float
                 and not self.choices and not self.bounds_space)
 
-    def convert(self, value: float) -> float | int | bool:
-        """`value` as the env expects it (`value_type`)."""
+    def convert(self, value: float | str) -> Any:
+        """`value` as the env expects it (`value_type`; a name-valued one through `to_env`)."""
+        if self.value_type is str:
+            name = self.canonical_name(unquoted(value))
+            return self.to_env(name) if self.to_env is not None else name
         if self.value_type is bool:
             return bool(round(value))
         if self.value_type is int:
             return int(round(value))
         return float(value)
+
+    def valid_names(self) -> tuple[str, ...]:
+        """A name-valued parameter's valid names (a listing function is called here)."""
+        return tuple(self.names() if callable(self.names) else self.names)
+
+    def canonical_name(self, value: str) -> str:
+        """A name-valued value as stored: spaces as underscores (FrankaKitchen's 'light
+        switch' is light_switch), a set's names sorted, so kettle+microwave is
+        microwave+kettle's spec. Not checked: `check_name` says what is wrong."""
+        value = "_".join(value.split())
+        if not self.separator:
+            return value
+        return self.separator.join(sorted(value.split(self.separator)))
+
+    def check_name(self, value: str) -> str | None:
+        """Why the name-valued `value` is invalid (one line listing the valid names, with a
+        guess when one is close), or None when it is fine."""
+        valid = self.valid_names()
+        given = self.canonical_name(value)
+        parts = given.split(self.separator) if self.separator else [given]
+        joined = f" joined by {self.separator!r}" if self.separator else ""
+        for part in parts:
+            if part not in valid:
+                what = "no name" if not part else repr(part)
+                return (f"{self.name}={value}: {what} is not one of its valid names"
+                        f"{' (give one or more' + joined + ')' if joined else ''}; valid: "
+                        f"{', '.join(valid)}.{did_you_mean(part, valid)}")
+        twice = sorted({part for part in parts if parts.count(part) > 1})
+        if twice:
+            return f"{self.name}={value} names {', '.join(twice)} twice: give each once"
+        return None
 
     def check(self, value: float) -> str | None:
         """Return why `value` is invalid, or None when it is fine."""
@@ -106,6 +161,26 @@ class Parameter:
             return (f"{self.name}={value:g} is outside its valid range "
                     f"[{self.low:g}, {self.high:g}]{unit}")
         return None
+
+
+def name_parameter(name: str, default: str, names: tuple[str, ...] | Callable[[], Sequence[str]],
+                   doc: str, via: str = MAKE_KWARG, attr: str = "", separator: str = "",
+                   to_env: Callable[[str], Any] | None = None) -> Parameter:
+    """A name-valued parameter (`Parameter`, ``value_type=str``): no range, no unit."""
+    return Parameter(name, default, 0.0, 0.0, "", doc, attr=attr, via=via, value_type=str,
+                     names=names, separator=separator, to_env=to_env)
+
+
+def unquoted(value: float | str) -> str:
+    """A name-valued parameter's name from its stored form (a quoted string's text, as
+    `rltransfer.specs` keeps it) or as given (a default)."""
+    text = str(value)
+    if text[:1] in ('"', "'") and text[-1:] == text[:1] and len(text) >= 2:
+        try:
+            return str(json.loads(text))
+        except ValueError:  # a TOML literal string ('...') holds no escapes
+            return text[1:-1]
+    return text
 
 
 ApplyFn = Callable[[gym.Env, Mapping[str, float]], None]
@@ -137,6 +212,13 @@ class Family:
     # A one-line reason for a parameter name the family lacks, sharper than the generic one
     # (MuJoCo: the bodies mass.<body> can name), or None to use the generic one.
     unknown_parameter: Callable[[str], str | None] | None = None
+    # (base id, the "id" parameters given, converted) -> the id to make, for families whose
+    # ids no one `id_template` spells (Fetch's and the mazes' Dense ids and versions).
+    id_for: Callable[[str, Mapping[str, Any]], str] | None = None
+    # (source registered id, target registered id) -> obs_map text for a transfer between
+    # them, or None when the observations line up as they are (the text's syntax:
+    # rltransfer.strategies.obs_map; e.g. Fetch's Reach -> Push "observation[0:3>0:3;...]").
+    observation_map: Callable[[str, str], str | None] | None = None
 
     @property
     def base_id(self) -> str:
@@ -157,8 +239,9 @@ class Family:
         """Import the package the env needs (which registers its ids), or say how to install it."""
         if not self.requires:
             return
-        try:
-            importlib.import_module(self.requires)
+        try:  # quietly: gymnasium_robotics prints a notice about its Adroit envs on import
+            with contextlib.redirect_stderr(io.StringIO()):
+                importlib.import_module(self.requires)
         except ImportError:
             hint = f"pip install 'rltransfer[{self.extra}]'" if self.extra else "install it"
             raise MissingDependencyError(
@@ -175,12 +258,14 @@ class Family:
             parameter = self.parameter(name)
             if parameter is None:
                 raise KeyError(f"{self.name} has no parameter {name!r}")
-            if isinstance(value, str):
+            # A gym.make argument goes by its keyword (Meta-World's task is env_name).
+            key = parameter.attribute if parameter.via == MAKE_KWARG else name
+            if isinstance(value, str) and parameter.value_type is not str:
                 if not parameter.randomizable:
                     raise ParameterError(randomization.not_randomizable(self, parameter))
-                groups[parameter.via][name] = value
+                groups[parameter.via][key] = value
             else:
-                groups[parameter.via][name] = parameter.convert(value)
+                groups[parameter.via][key] = parameter.convert(value)
         return groups
 
     def env_id(self, base_id: str, params: Mapping[str, float]) -> str:
@@ -188,6 +273,8 @@ class Family:
         chosen = self._split(params)[ENV_ID]
         if not chosen:
             return base_id
+        if self.id_for is not None:
+            return self.id_for(base_id, chosen)
         values = {p.name: p.convert(p.default) for p in self.parameters if p.via == ENV_ID}
         values.update(chosen)
         return self.id_template.format(**values)

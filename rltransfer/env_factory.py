@@ -50,6 +50,9 @@ def resolve(spec: EnvSpec) -> tuple[catalog.Family | None, str, dict[str, Value]
                 f"{family.name} has no parameter {name!r}.{hint}"
                 f" Valid parameters: {', '.join(family.parameter_names)}"
             )
+        if parameter.value_type is str:  # a name (Meta-World's task, a maze's layout)
+            params[name] = _check_name(family, parameter, value, spec)
+            continue
         if isinstance(value, str):  # a distribution (EnvSpec keeps its canonical text)
             params[name] = _check_distribution(family, parameter, value, spec)
             continue
@@ -151,6 +154,22 @@ def _rejected(spec: EnvSpec, env_id: str, params: Mapping[str, Value], err: Exce
 def _typed_text(value: Value) -> str:
     """A value as its type reads: 12.0 for a float, 12 for an int."""
     return repr(value) if isinstance(value, float) else format_value(value)
+
+
+def _check_name(family: catalog.Family, parameter: catalog.Parameter, value: Value,
+                spec: EnvSpec) -> Value:
+    """`value` if it is one of a name-valued parameter's names (a set of them, for a
+    `separator`); otherwise a one-line ParameterError listing the valid names."""
+    if is_distribution(value):
+        raise ParameterError(randomization.not_randomizable(family, parameter))
+    if not isinstance(value, str):
+        names = ", ".join(parameter.valid_names())
+        raise ParameterError(f"{parameter.name}={format_value(value)} in {spec}: "
+                             f"{family.name}'s {parameter.name} is a name, one of: {names}")
+    problem = parameter.check_name(literal(value))
+    if problem:
+        raise ParameterError(f"{problem} (in {spec})")
+    return value
 
 
 def _check_distribution(family: catalog.Family, parameter: catalog.Parameter, value: str,

@@ -76,7 +76,8 @@ class EnvSpec:
     canonical text. A catalog family's values are floats (`canonical`), so they hash as they
     always did; an env outside the catalog keeps the literal's type, since its values are
     its constructor's keyword arguments. A quoted string is kept as its TOML text
-    (``'"hard"'``), which tells it from a distribution's.
+    (``'"hard"'``), which tells it from a distribution's. A family's name-valued parameter
+    also takes a bare word (``Meta-World/MT1:task=push-v3``), stored as the quoted form.
     """
 
     id: str
@@ -117,7 +118,7 @@ class EnvSpec:
             if name in params:
                 raise ParameterError(f"{name} is given twice in {text!r}: give it once")
             params[name] = value
-        return cls(env_id, canonical(env_id, params))
+        return cls(env_id, canonical(env_id, params, text))
 
     def __str__(self) -> str:
         text = self.id
@@ -179,33 +180,57 @@ def is_distribution(value: Value) -> bool:
 def literal(value: Value) -> Any:
     """The Python value a parameter's stored form stands for: a quoted string's text without
     its quotes; anything else as stored."""
+    if isinstance(value, _Bare):
+        return str(value)
     if isinstance(value, str) and not is_distribution(value):
         return tomllib.loads(f"v = {value}")["v"]
     return value
 
 
-def canonical(env_id: str, params: Mapping[str, Value]) -> dict[str, Value]:
+def canonical(env_id: str, params: Mapping[str, Value], text: str = "") -> dict[str, Value]:
     """`params` as stored: for an env of a catalog family (`rltransfer.envs`, which imports
     the module of a ``module:EnvId`` first, as a family it declares is then known), numbers
-    and switches become floats, so ``length=1`` hashes as ``length=1.0`` always has; an env
-    outside the catalog keeps the literals' types (its constructor's arguments)."""
-    if not params or all(isinstance(v, str) for v in params.values()):
+    and switches become floats, so ``length=1`` hashes as ``length=1.0`` always has; a
+    name-valued parameter's value (a bare word or quoted) becomes its canonical name quoted
+    (`Parameter.canonical_name`); an env outside the catalog keeps the literals' types (its
+    constructor's arguments). A bare word anywhere else is an error naming `text`."""
+    if not params or all(isinstance(v, str) and is_distribution(v) and not isinstance(v, _Bare)
+                         for v in params.values()):
         return dict(params)
     from .envs.family import family_for  # the env catalog (no SB3, no torch), when needed
 
     found = family_for(env_id)
-    if found is None:
-        return dict(params)
-    family = found[0]
+    family = found[0] if found is not None else None
 
     def stored(name: str, value: Value) -> Value:
-        parameter = family.parameter(name)
+        parameter = family.parameter(name) if family is not None else None
+        if parameter is not None and parameter.value_type is str and (
+                isinstance(value, _Bare) or (isinstance(value, str)
+                                             and not is_distribution(value))):
+            return json.dumps(parameter.canonical_name(literal(value)))
+        if isinstance(value, _Bare):
+            raise ParameterError(_not_a_value(name, value, text))
+        if family is None:
+            return value
         if isinstance(value, str) or (isinstance(value, bool) and (
                 parameter is None or parameter.value_type is not bool)):
             return value  # resolve() says what is wrong with it
+        if parameter is not None and parameter.value_type is str:
+            return value  # a number for a name: resolve() says so
         return float(value)
 
     return {k: stored(k, v) for k, v in params.items()}
+
+
+class _Bare(str):
+    """A bare word on the command line (``task=push-v3``): a name, if the family has a
+    name-valued parameter of that name (`canonical` decides), else an error."""
+
+
+def _not_a_value(name: str, raw: str, text: str) -> str:
+    return (f"{name}={raw!r} in {text!r} is not a number: give a value like {name}=1.0, a "
+            f"switch ({name}=true), a string in double quotes ({name}=\"{raw}\"), or a "
+            f"distribution like {name}=uniform(0.5,2)")
 
 
 def _parse_value(name: str, raw: str, text: str) -> Value:
@@ -230,10 +255,7 @@ def _parse_value(name: str, raw: str, text: str) -> Value:
 
     distribution = parse_distribution(raw, where=f"{name}={raw} in {text!r}")
     if distribution is None:
-        raise ParameterError(
-            f"{name}={raw!r} in {text!r} is not a number: give a value like {name}=1.0, a "
-            f"switch ({name}=true), a string in double quotes ({name}=\"{raw}\"), or a "
-            f"distribution like {name}=uniform(0.5,2)")
+        return _Bare(raw)  # a name, if the env's family takes one (canonical)
     return distribution.text
 
 

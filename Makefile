@@ -5,9 +5,10 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-# The extras the tests import (box2d, mujoco, atari, minigrid, ray, minari, hub, contrib,
-# notebook: pandas); dev is pytest, ruff and the build backend test_setup.py runs.
-TEST_EXTRAS := dev,box2d,mujoco,atari,minigrid,ray,minari,hub,contrib,notebook
+# The extras the tests import (box2d, mujoco, atari, minigrid, metaworld, robotics:
+# gymnasium-robotics, ray, minari, hub, contrib, notebook: pandas); dev is pytest, ruff and
+# the build backend test_setup.py runs.
+TEST_EXTRAS := dev,box2d,mujoco,atari,minigrid,metaworld,robotics,ray,minari,hub,contrib,notebook
 CORE_STAMP  := $(VENV)/.installed-core
 DEV_STAMP   := $(VENV)/.installed-dev
 TEST_STAMP  := $(VENV)/.installed-test

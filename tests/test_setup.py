@@ -25,13 +25,15 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 # optional module a test may import -> the extra that installs it
 EXTRA_OF = {"ray": "ray", "minari": "minari", "huggingface_hub": "hub", "ale_py": "atari",
             "minigrid": "minigrid", "mujoco": "mujoco", "Box2D": "box2d",
-            "sb3_contrib": "contrib", "pandas": "notebook"}
+            "sb3_contrib": "contrib", "pandas": "notebook", "metaworld": "metaworld",
+            "gymnasium_robotics": "robotics"}
 # what, in a test file, needs which extra: an import, or making one of the extra's envs
 NEEDS = {"ray": r"\bimport ray\b|importorskip\(\"ray\"\)", "minari": r"\bimport minari\b",
          "hub": r"\bhuggingface_hub\b", "atari": r"\bale_py\b|ALE/",
          "minigrid": r"\bminigrid\b|MiniGrid-", "mujoco": r"\bmujoco\b|Hopper|HalfCheetah",
          "box2d": r"LunarLander|BipedalWalker|CarRacing", "contrib": r"\bsb3_contrib\b",
-         "notebook": r"\bpandas\b"}
+         "notebook": r"\bpandas\b", "metaworld": r"\bmetaworld\b|Meta-World/",
+         "robotics": r"\bgymnasium_robotics\b|PointMaze|AntMaze|FrankaKitchen|Fetch[A-Z]"}
 
 
 def test_pyproject_uses_current_setuptools_forms():
@@ -117,6 +119,8 @@ def test_make_test_installs_every_extra_the_tests_need():
     ("mujoco", "family:Hopper-v5", "pip install 'rltransfer[mujoco]'"),
     ("ale_py", "family:ALE/Pong-v5", "pip install 'rltransfer[atari]'"),
     ("minigrid", "family:MiniGrid-DoorKey-5x5-v0", "pip install 'rltransfer[minigrid]'"),
+    ("metaworld", "family:Meta-World/MT1", "pip install 'rltransfer[metaworld]'"),
+    ("gymnasium_robotics", "family:FetchPush-v4", "pip install 'rltransfer[robotics]'"),
     ("sb3_contrib", "algo:tqc", "pip install 'rltransfer[contrib]'"),
     ("ray", "ray", "pip install 'rltransfer[ray]'"),
     ("minari", "minari", "pip install 'rltransfer[minari]'"),

@@ -34,7 +34,7 @@ def test_a_new_condition_makes_the_readme_stale_until_it_is_regenerated(tmp_path
     text = readme.read_text(encoding="utf-8")
     assert text.startswith("# Title\n\n" + catalog.BEGIN) and text.endswith("\n\nafter\n")
     assert ("| `finetune-twice` | all | weights: every tensor that matches by name and shape "
-            "| a demo entry | `lr_scale`, `norm`, `eps` |") in text
+            "| a demo entry | `lr_scale`, `norm`, `eps`, `obs_map` |") in text
     assert "| `lr_scale` | `finetune`, `freeze-features`, `reinit-head`, `finetune-twice` " \
            "(all but ars, trpo) | a number in (0, 1] | `1` |" in text
     assert catalog.main(["--check", "--readme", str(readme)]) == 0

@@ -33,7 +33,7 @@ def test_every_condition_is_one_registry_entry():
     ("scratch:lr_scale=0.1", "condition 'scratch' takes no options (got 'lr_scale'): write "
                              "scratch"),
     ("reinit-head:layers=1", "condition 'reinit-head' has no option 'layers': valid options "
-                             "are lr_scale, norm, eps."),
+                             "are lr_scale, norm, eps, obs_map."),
     ("finetune:lr_scale=0", "condition 'finetune:lr_scale=0': lr_scale must be a number in "
                             "(0, 1], got 0"),
     ("finetune:lr_scale=1.5", "condition 'finetune:lr_scale=1.5': lr_scale must be a number in "
@@ -83,10 +83,12 @@ def test_a_study_needs_a_source_only_for_conditions_that_take_one():
 
 
 def test_strategies_are_options_of_their_conditions():
-    assert [o.key for o in CONDITIONS["finetune"].options] == ["lr_scale", "norm", "eps"]
+    assert [o.key for o in CONDITIONS["finetune"].options] == ["lr_scale", "norm", "eps",
+                                                                "obs_map"]
     assert [o.key for o in CONDITIONS["freeze-features"].options] == ["layers", "lr_scale",
-                                                                       "norm", "eps"]
-    assert [o.key for o in CONDITIONS["reinit-head"].options] == ["lr_scale", "norm", "eps"]
+                                                                       "norm", "eps", "obs_map"]
+    assert [o.key for o in CONDITIONS["reinit-head"].options] == ["lr_scale", "norm", "eps",
+                                                                   "obs_map"]
     choice = parse("freeze-features:lr_scale=0.50,layers=1")
     assert choice.label == "freeze-features:layers=1,lr_scale=0.5"
     assert choice.get("layers") == 1 and choice.get("lr_scale") == 0.5
@@ -100,6 +102,10 @@ def test_a_list_of_conditions_splits_between_conditions_not_options():
     text = "scratch, freeze-features:layers=1,lr_scale=0.5,finetune:lr_scale=0.1,reinit-head"
     assert conditions.split(text) == ["scratch", "freeze-features:layers=1,lr_scale=0.5",
                                       "finetune:lr_scale=0.1", "reinit-head"]
+    # an option's value may hold ':' (obs_map's slices): still the condition before it
+    assert conditions.split("finetune:lr_scale=0.5,obs_map=[0:4>0:4],reinit-head:obs_map=x[0:1"
+                            ">2:3]") == ["finetune:lr_scale=0.5,obs_map=[0:4>0:4]",
+                                         "reinit-head:obs_map=x[0:1>2:3]"]
     spec = StudySpec.from_dict({"source": "CartPole-v1", "target": "CartPole-v1",
                                 "conditions": text.replace(" ", "")})
     spec.validate()

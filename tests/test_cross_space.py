@@ -19,6 +19,7 @@ from stable_baselines3 import DQN, PPO, SAC
 
 from rltransfer.cli import main
 from rltransfer.errors import ConfigError
+from rltransfer.specs import EnvSpec
 from rltransfer.strategies.hooks import Context
 from rltransfer.training.cross_space import NEW_ACTION_MARGIN
 from rltransfer.training.transfer import apply_transfer
@@ -264,5 +265,20 @@ def test_fetch_reach_to_fetch_push_acts_as_the_source_on_shared_states():
                        source.predict(shared, deterministic=True)[0], atol=1e-6)
     with pytest.raises(ConfigError, match="obs_map's key 'goal' is not in the source"):
         _transfer(source, target, "finetune:obs_map=goal[0:1>0:1]")
+    # the Fetch family declares that map for Reach -> Push: a study of the two uses it
+    studied = Context(100, "target", source_spaces=(reach.observation_space,
+                                                    reach.action_space),
+                      source_env=EnvSpec.parse("FetchReach-v4"),
+                      target_env=EnvSpec.parse("FetchReach-v4:task=Push"))
+    fresh = SAC("MultiInputPolicy", push, **kwargs)
+    report = apply_transfer(fresh, source.policy.state_dict(), "finetune", "src", studied)
+    assert report.spaces is not None and report.spaces["origin"] == "family"
+    assert report.spaces["obs_map"] == fetch_map
+    assert np.allclose(fresh.predict(obs, deterministic=True)[0],
+                       source.predict(shared, deterministic=True)[0], atol=1e-6)
+    dropped = apply_transfer(SAC("MultiInputPolicy", push, **kwargs), source.policy.state_dict(),
+                             "finetune:obs_map=none", "src", studied)
+    assert next(t for t in dropped.tensors if t.name == "actor.latent_pi.0.weight").reason == (
+        "shape (32,16)→(32,31): obs_map=none: the first layers start fresh")
     reach.close()
     push.close()

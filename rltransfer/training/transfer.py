@@ -194,12 +194,20 @@ class TransferReport:
     def to_dict(self) -> dict[str, Any]:
         data = {"condition": self.condition, "source": self.source, "options": self.options,
                 "copied": self.copied, "total": len(self.tensors), "summary": self.summary(),
-                "tensors": [asdict(t) for t in self.tensors]}
+                "tensors": [_tensor_record(t) for t in self.tensors]}
         if self.frozen_layers:
             data["frozen_layers"] = self.frozen_layers
         if self.spaces is not None:
             data["spaces"] = self.spaces
         return data
+
+
+def _tensor_record(tensor: TensorRecord) -> dict[str, Any]:
+    """A tensor's entry in transfer.json: "mapping" only for one mapped across spaces."""
+    data = asdict(tensor)
+    if data["mapping"] is None:
+        del data["mapping"]
+    return data
 
 
 def _shape(shape: torch.Size) -> str:
@@ -363,14 +371,16 @@ def family_map(context: Context | None) -> str | None:
     ``observation_map``), or None."""
     if context is None or context.source_env is None or context.target_env is None:
         return None
-    from ..envs.family import family_for
+    from ..env_factory import resolve
 
-    source, target = context.source_env.id, context.target_env.id
-    found_s, found_t = family_for(source), family_for(target)
-    if found_s is None or found_t is None or found_s[0].name != found_t[0].name:
+    (family, base_s, params_s), (other, base_t, params_t) = (
+        resolve(context.source_env), resolve(context.target_env))
+    if family is None or other is None or family.name != other.name:
         return None
-    declared = getattr(found_s[0], "observation_map", None)
-    return declared(source, target) if declared is not None else None
+    declared = getattr(family, "observation_map", None)
+    if declared is None:
+        return None  # the ids it registers (a parameter may pick another, Fetch's task)
+    return declared(family.env_id(base_s, params_s), other.env_id(base_t, params_t))
 
 
 def check_options(policy: torch.nn.Module, condition: str | conditions.Choice) -> None:

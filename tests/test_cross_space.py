@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
-from stable_baselines3 import DQN, PPO, SAC
+from stable_baselines3 import DQN, PPO, SAC, TD3
 
 from rltransfer.cli import main
 from rltransfer.errors import ConfigError
 from rltransfer.specs import EnvSpec
 from rltransfer.strategies.hooks import Context
+from rltransfer.strategies.registry import parse
 from rltransfer.training.cross_space import NEW_ACTION_MARGIN
 from rltransfer.training.transfer import apply_transfer
 
@@ -99,9 +100,13 @@ def _shared_states(target: Any, shared: Any, n: int = 64, seed: int = 1):
     return batch, shared(batch)
 
 
-@pytest.mark.parametrize("algo", [PPO, SAC])
+FIRST_LAYER = {PPO: "mlp_extractor.policy_net.0.weight", SAC: "actor.latent_pi.0.weight",
+               TD3: "actor.mu.0.weight", DQN: "q_net.q_net.0.weight"}
+
+
+@pytest.mark.parametrize("algo", [PPO, SAC, TD3, DQN])
 def test_grown_box_acts_as_the_source_at_step_0_then_trains_its_new_columns(algo):
-    box = algo is SAC
+    box = algo in (SAC, TD3)
     source = _model(algo, size=4, box=box)
     target = _model(algo, size=6, box=box)
     report = _transfer(source, target, "finetune:obs_map=[0:4>0:4]")
@@ -109,11 +114,11 @@ def test_grown_box_acts_as_the_source_at_step_0_then_trains_its_new_columns(algo
     obs, shared = _shared_states(target, lambda b: b[:, :4])
     assert np.array_equal(target.predict(obs, deterministic=True)[0],
                           source.predict(shared, deterministic=True)[0])
-    first = "mlp_extractor.policy_net.0.weight" if algo is PPO else "actor.latent_pi.0.weight"
+    first = FIRST_LAYER[algo]
     before = target.policy.state_dict()[first].clone()
     assert torch.equal(before[:, :4], source.policy.state_dict()[first])
     assert torch.count_nonzero(before[:, 4:]) == 0  # new inputs at zero weight
-    if algo is SAC:  # the critics' [features, action] input: the action column moves along
+    if box:  # the critics' [features, action] input: the action columns move along
         critic = target.policy.state_dict()["critic.qf0.0.weight"]
         copied = source.policy.state_dict()["critic.qf0.0.weight"]
         assert torch.equal(critic[:, 6:], copied[:, 4:])
@@ -282,3 +287,13 @@ def test_fetch_reach_to_fetch_push_acts_as_the_source_on_shared_states():
         "shape (32,16)→(32,31): obs_map=none: the first layers start fresh")
     reach.close()
     push.close()
+
+
+def test_init_conditions_copy_with_their_obs_map():
+    choice = parse("replay:dataset=cartpole/expert-v0,init=reinit-head,obs_map=leading")
+    assert choice.weights is not None
+    assert choice.weights.label == "reinit-head:obs_map=leading"
+    assert parse("replay:init=finetune").weights.label == "finetune"
+    with pytest.raises(ConfigError, match=r"^obs_map 'x\[0:2>0:2;1:3>4:6\]': 0:2>0:2 and "
+                                          r"1:3>4:6 overlap in the source"):
+        parse("finetune:obs_map=x[0:2>0:2;1:3>4:6]")

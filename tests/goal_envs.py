@@ -42,7 +42,7 @@ class PointGoal(gym.Env):
             "observation": spaces.Box(-1.0, 1.0, (4,), np.float32),
             "achieved_goal": goal, "desired_goal": goal}
         if image:
-            keys["pixels"] = spaces.Box(0, 255, (16, 16, 1), np.uint8)
+            keys["pixels"] = spaces.Box(0, 255, (36, 36, 1), np.uint8)
         self.observation_space = spaces.Dict(keys)
         self.action_space = (spaces.Discrete(4) if discrete
                              else spaces.Box(-1.0, 1.0, (2,), np.float32))
@@ -59,9 +59,9 @@ class PointGoal(gym.Env):
         obs = {"observation": np.concatenate([self.position, self.velocity]).astype(np.float32),
                "achieved_goal": self.position.copy(), "desired_goal": self.goal.copy()}
         if self.image:
-            pixels = np.zeros((16, 16, 1), np.uint8)
+            pixels = np.zeros((36, 36, 1), np.uint8)
             for point, value in ((self.goal, 128), (self.position, 255)):
-                row, col = np.clip(((point + 1) * 8).astype(int), 0, 15)
+                row, col = np.clip(((point + 1) * 18).astype(int), 0, 35)
                 pixels[row, col, 0] = value
             obs["pixels"] = pixels
         return obs

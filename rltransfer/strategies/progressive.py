@@ -438,6 +438,8 @@ class Hooks(Strategy):
         if policy != "MlpPolicy":  # plan gives image observations a CnnPolicy
             what, fix = ((f"a {policy} on images", "use vector observations (no --pixels)")
                          if policy == "CnnPolicy" else
+                         (f"a {policy} on a Dict observation", "use an env that observes a "
+                          "vector") if policy == "MultiInputPolicy" else
                          (f"a {policy}", "use --hparams policy=MlpPolicy on vector observations"))
             raise ConfigError(
                 f"condition {choice.label!r} builds its columns from MLP layers on vector "

@@ -148,12 +148,21 @@ def _dict_agent(spec: StudySpec, hparams: dict[str, Any], env: EnvSpec, observed
     MlpPolicy is for the zoo's vector envs; an explicit other policy cannot take a Dict),
     and on a goal env an off-policy agent relabels with HER as RL-Zoo's robotics presets do,
     unless ``--hparams replay_buffer_class=none`` (or another class) says otherwise."""
-    given = spec.agent.hparams.get("policy")
-    if given not in (None, "MultiInputPolicy"):
+    keys = ", ".join(observed.keys or ())
+    recurrent = str(hparams.get("policy", "")).endswith("LstmPolicy")
+    policy = "MultiInputLstmPolicy" if recurrent else "MultiInputPolicy"
+    if policy not in algo.cls.policy_aliases:
+        others = [a.name for a in algos.ALGORITHMS.values()
+                  if any(p.startswith("MultiInput") for p in a.cls.policy_aliases)]
         raise HyperparameterError(
-            f"--hparams policy={given}: {env} observes a Dict ({', '.join(observed.keys or ())})"
-            f", which only MultiInputPolicy takes: drop policy from --hparams")
-    hparams = {**hparams, "policy": "MultiInputPolicy"}
+            f"--algo {algo.name} has no policy for a Dict observation (no {policy}), but {env} "
+            f"observes one ({keys}): use --algo {', '.join(others)}")
+    given = spec.agent.hparams.get("policy")
+    if given not in (None, policy):
+        raise HyperparameterError(
+            f"--hparams policy={given}: {env} observes a Dict ({keys}), which only {policy} "
+            f"takes: drop policy from --hparams")
+    hparams = {**hparams, "policy": policy}
     buffer = hparams.get("replay_buffer_class")
     if buffer == "none":  # the algorithm's own buffer (SB3 picks DictReplayBuffer)
         hparams.pop("replay_buffer_class")

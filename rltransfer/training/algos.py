@@ -148,6 +148,8 @@ def validate_hparams(algo: Algorithm, hparams: dict[str, Any]) -> None:
             from .vecnorm import config
 
             config(hparams)  # HyperparameterError for a value VecNormalize cannot take
+        if key == "replay_buffer_class" and value != "none":
+            _replay_buffer_class(value)  # HyperparameterError for a class it cannot name
         if key == "policy_kwargs" and not isinstance(value, dict):
             raise HyperparameterError(
                 "--hparams policy_kwargs must be a table, e.g. "

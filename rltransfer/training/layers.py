@@ -49,10 +49,13 @@ def feature_layers(policy: torch.nn.Module) -> dict[str, int]:
     order they are registered, which is the order NatureCNN and MLPs apply them), then the
     layers of each MLP that reads its features. Parallel MLPs count separately, so the policy
     and value towers of an actor-critic, Q-networks qf0 and qf1, and target networks each have
-    their own layer 1 (after the extractor they read). A recurrent policy (RecurrentPPO) has
-    its LSTMs between the extractor and the towers: ``lstm_actor`` (one layer, however many
-    stacked layers it has) before the policy tower, ``lstm_critic`` (or the ``critic`` Linear
-    that stands in for it, or the shared ``lstm_actor``) before the value tower.
+    their own layer 1 (after the extractor they read). MultiInputPolicy's CombinedExtractor
+    reads each key in parallel: a key's CNN counts from 1 on its own, and the MLPs after the
+    extractor start after its deepest key (a flattened vector key has no layer). A recurrent
+    policy (RecurrentPPO) has its LSTMs between the extractor and the towers: ``lstm_actor``
+    (one layer, however many stacked layers it has) before the policy tower, ``lstm_critic``
+    (or the ``critic`` Linear that stands in for it, or the shared ``lstm_actor``) before the
+    value tower.
     """
     heads = head_parameters(policy)
     names = {id(module): name for name, module in policy.named_modules()}
@@ -64,7 +67,9 @@ def feature_layers(policy: torch.nn.Module) -> dict[str, int]:
         before = _extractor_of(policy, chain, names)
         if before is None or before == chain:
             return 0
-        return offset(before) + len(chains.get(before, []))
+        keys = [len(layers) for name, layers in chains.items()
+                if name.startswith(f"{before}.extractors.")]  # parallel: the deepest counts
+        return offset(before) + max([len(chains.get(before, [])), *keys])
 
     depths: dict[str, int] = {}
     for chain, layers in chains.items():
@@ -100,6 +105,8 @@ def _chain(module: str) -> str:
     parts = module.split(".")
     for index, part in enumerate(parts):
         if part.endswith("features_extractor"):
+            if parts[index + 1:index + 2] == ["extractors"] and len(parts) > index + 3:
+                return ".".join(parts[:index + 3])  # MultiInputPolicy: one chain per key
             return ".".join(parts[:index + 1])
     return module.rpartition(".")[0]
 

@@ -261,7 +261,7 @@ class Run:
 
 
 CURVE_COLUMNS = ("condition", "seed", "timesteps", "mean_return", "std_return", "n_episodes",
-                 "wall_time", "score")
+                 "wall_time", "success_rate", "score")
 
 
 class Study:
@@ -334,8 +334,10 @@ class Study:
     @property
     def curves(self) -> pd.DataFrame:
         """Every evaluation of the runs the summary counts, long format: one row per row of
-        their evaluations.csv, with its condition and seed, and `score`, the return
-        normalized as the metrics are (0 = random policy, 1 = threshold)."""
+        their evaluations.csv, with its condition and seed, its `success_rate` (NaN where the
+        env reports no success) and `score`, the study's score (the return, or with
+        ``score="success"`` the success rate) normalized as the metrics are (0 = random
+        policy, 1 = threshold)."""
         try:
             import pandas as pd
         except ImportError:
@@ -349,7 +351,8 @@ class Study:
         scale = self.result.metrics.scale if self.result is not None else None
         if scale is not None:
             span = scale.threshold - scale.random_return
-            frame["score"] = (frame["mean_return"] - scale.random_return) / span
+            column = "success_rate" if self.result.score == "success" else "mean_return"
+            frame["score"] = (frame[column].astype(float) - scale.random_return) / span
         else:
             frame["score"] = float("nan")
         return frame

@@ -208,6 +208,11 @@ def test_score_success_end_to_end(tmp_path, capsys):
         assert entry["success"]["point"] == pytest.approx(np.mean([r[-3:].mean()
                                                                    for _, r in rates]))
     assert "forward_transfer" in summary["metrics"]["conditions"]["finetune"]
+    from rltransfer import api
+
+    curves = api.load(study_dir).curves  # the API's curves: the study's score, normalized
+    assert curves.score.tolist() == pytest.approx(
+        ((curves.success_rate - random) / (1 - random)).tolist())
     assert "score: success rate" in out and "final success rate" in out
     report = (study_dir / "report.md").read_text()
     assert "success rate (--score success)" in report and "forward transfer (success)" in report

@@ -183,6 +183,10 @@ def test_conditions_train_on_dict_observations(tmp_path, capsys, algo, env, cond
                      "goal_envs:PointGoal-v0:goal_range=0.8 observes Dict("),
     ("sac", "darc", "condition 'darc': its classifiers read vector observations, and "
                     "goal_envs:PointGoal-v0:goal_range=0.8 observes Dict("),
+    ("ppo", "pretrained-encoder", "the pretrained-encoder condition replaces the encoder of "
+                                  "one image, but goal_envs:PointGoal-v0:goal_range=0.8 "
+                                  "observes a Dict: use finetune or freeze-features (each "
+                                  "image key's CNN is copied from the source)"),
     ("ppo", "progressive", "condition 'progressive' builds its columns from MLP layers on "
                            "vector observations, but this study's policy is a "
                            "MultiInputPolicy on a Dict observation: use an env that observes "
@@ -225,3 +229,18 @@ def test_feature_depths_of_a_combined_extractor_run_per_key():
         assert [depths[f"features_extractor.extractors.{key}.{layer}"]
                 for layer in ("cnn.0", "cnn.2", "cnn.4", "linear.0")] == [1, 2, 3, 4]
     assert depths["mlp_extractor.policy_net.0"] == depths["mlp_extractor.value_net.0"] == 5
+
+
+def test_real_robotics_goal_envs_get_rl_zoos_setup_and_a_learning_start_her_can_sample():
+    pytest.importorskip("gymnasium_robotics")
+    fetch = _plan("sac", "FetchReach-v4").target_agent.hparams
+    assert (fetch["policy"], fetch["replay_buffer_class"], fetch["learning_starts"],
+            fetch["normalize"]) == ("MultiInputPolicy", "HerReplayBuffer", 1000, True)
+    # no zoo table for PointMaze: SAC's default learning_starts (100) would sample HER's
+    # buffer before its first 300-step episode ended, so it starts after one
+    maze = _plan("sac", "PointMaze_UMaze-v3").target_agent.hparams
+    assert (maze["replay_buffer_class"], maze["learning_starts"]) == ("HerReplayBuffer", 300)
+    with pytest.raises(HyperparameterError, match=re.escape(
+            "--hparams learning_starts=64: HER samples only finished episodes, and "
+            "PointMaze_UMaze-v3's take 300 steps (per env): give learning_starts=300 or more")):
+        _plan("sac", "PointMaze_UMaze-v3", hparams={"learning_starts": 64})

@@ -27,6 +27,12 @@ class PretrainedEncoder(Strategy):
 
     def configure_agent(self, agent: AgentSpec, choice: registry.Choice,
                         context: Context) -> AgentSpec:
+        if context.encoder is None and str(agent.hparams.get("policy", "")).startswith(
+                "MultiInput"):  # its CombinedExtractor has a CNN per image key, no encoder seam
+            raise ConfigError(
+                f"the {choice.condition.name} condition replaces the encoder of one image, but "
+                f"{context.target} observes a Dict: use finetune or freeze-features (each image "
+                f"key's CNN is copied from the source)")
         if context.encoder is None:
             raise ConfigError(f"the {choice.condition.name} condition needs image observations, "
                               f"but {context.target} observes vectors: add --pixels")

@@ -121,6 +121,7 @@ class Observed:
     image: bool  # one image: CnnPolicy with the study's NatureCNN encoder
     keys: tuple[str, ...] | None = None  # a Dict observation's keys: MultiInputPolicy
     goal: bool = False  # a goal env (achieved/desired goal, compute_reward): HER can relabel
+    horizon: int | None = None  # its registered max_episode_steps
 
 
 def _observe(spec: StudySpec, env: EnvSpec, hparams: dict[str, Any],
@@ -134,7 +135,8 @@ def _observe(spec: StudySpec, env: EnvSpec, hparams: dict[str, Any],
         space = probe.observation_space
         image = is_image_observation(space)
         keys = tuple(space.spaces) if isinstance(space, spaces.Dict) else None
-        observed = Observed(image, keys, algos.is_goal_env(space, probe))
+        horizon = probe.spec.max_episode_steps if probe.spec is not None else None
+        observed = Observed(image, keys, algos.is_goal_env(space, probe), horizon)
     finally:
         probe.close()
     default_stack = int(hparams.get("frame_stack", 4 if image else 1))
@@ -176,6 +178,16 @@ def _dict_agent(spec: StudySpec, hparams: dict[str, Any], env: EnvSpec, observed
         raise HyperparameterError(
             f"--hparams replay_buffer_class={algos.HER}: {env} is not a goal env (HER needs "
             f"achieved_goal and desired_goal keys and compute_reward): drop replay_buffer_class")
+    if hparams.get("replay_buffer_class") == algos.HER and observed.horizon:
+        # HER samples only from finished episodes: SB3 raises mid-run before the first ends
+        episode = observed.horizon * int(spec.agent.n_envs or hparams.get("n_envs", 1))
+        if "learning_starts" not in hparams:  # the algorithm's default (SAC's 100)
+            hparams["learning_starts"] = max(episode, 100)
+        elif int(hparams["learning_starts"]) < episode:
+            raise HyperparameterError(
+                f"--hparams learning_starts={hparams['learning_starts']}: HER samples only "
+                f"finished episodes, and {env}'s take {observed.horizon} steps (per env): give "
+                f"learning_starts={episode} or more")
     return hparams
 
 

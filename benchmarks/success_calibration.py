@@ -132,6 +132,34 @@ def random_rate(model: SuccessModel, rng: np.random.Generator) -> float:
     return float(rng.binomial(RANDOM_EPISODES, model.p0) / RANDOM_EPISODES)
 
 
+class Arm:
+    """A model as `calibration.simulate` draws arms (``curves(rng, n)``: normalized scores),
+    on a study's own measured random rate: scratch's draw (simulate draws it first) measures
+    it anew, and the conditions' draws share it."""
+
+    def __init__(self, model: SuccessModel, scale: dict[str, float], measures: bool) -> None:
+        self.model, self.scale, self.measures = model, scale, measures
+
+    def curves(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        if self.measures:
+            self.scale["random"] = random_rate(self.model, rng)
+        return normalized(self.model.rates(rng, n), self.scale["random"])
+
+
+def auto_claims(model: SuccessModel, ref: SuccessModel, conditions: int, studies: int,
+                rng: np.random.Generator) -> tuple[float, float]:
+    """--seeds auto (5, 10, 15, 20 per arm) through `calibration.simulate` (the real
+    sequential analysis and verdict): (share of studies with any claim, mean seeds per arm)."""
+    scale: dict[str, float] = {}
+    arms = [Arm(model, scale, False)] * conditions
+    claims, seeds = 0, 0.0
+    for _ in range(studies):
+        labels, used = base.simulate(arms, Arm(ref, scale, True), base.AUTO, rng)
+        claims += any(label in verdict.CLAIMS for label in labels)
+        seeds += used
+    return claims / studies, seeds / studies
+
+
 def check_fast_columns(rng: np.random.Generator) -> None:
     """The vectorized per-run metrics equal `metrics.run_metrics` on success curves."""
     rates = np.vstack([SCRATCH.rates(rng, 20), replace(SCRATCH, fail=1.0).rates(rng, 5),
@@ -217,18 +245,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--studies", type=int, default=2000,
                         help="simulated studies per cell (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="simulation seed (default 0)")
+    parser.add_argument("--parts", default="nulls,coverage,auto",
+                        help="which tables: nulls (fixed seeds), coverage, auto (--seeds auto "
+                             "on the shape-differing nulls) (default: all)")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     check_fast_columns(rng)
     started = time.perf_counter()
-    print(f"false verdicts under bounded-score nulls ({args.studies} studies per cell): share "
+    parts = args.parts.split(",")
+    if "nulls" in parts:
+        null_table(args.studies, rng)
+    if "coverage" in parts:
+        coverage_table(args.studies, rng)
+    if "auto" in parts:
+        print(f"\n--seeds auto (5..20) on the shape-differing nulls ({args.studies} studies per "
+              "cell): studies with any claim (mean seeds per arm); 1 / 4 conditions (Holm)")
+        print("| null family | 1 condition | 4 conditions |\n|---|---|---|")
+        for family, (model, ref) in families().items():
+            if "20%" not in family:
+                continue
+            cells = [auto_claims(model, ref, k, args.studies, rng) for k in (1, 4)]
+            print(f"| {family} | " + " | ".join(f"{c:.1%} ({n:.1f})" for c, n in cells)
+                  + " |", flush=True)
+    print(f"\n{time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def null_table(studies: int, rng: np.random.Generator) -> None:
+    print(f"false verdicts under bounded-score nulls ({studies} studies per cell): share "
           "of studies with any positive, negative or mixed label; 1 / 4 conditions (Holm)")
     print("| null family | 3 seeds | 5 seeds | 10 seeds |\n|---|---|---|---|")
     for family, (model, ref) in families().items():
-        cells = [" / ".join(f"{false_verdicts(model, ref, n, k, args.studies, rng):.1%}"
+        cells = [" / ".join(f"{false_verdicts(model, ref, n, k, studies, rng):.1%}"
                             for k in (1, 4)) for n in (3, 5, 10)]
         print(f"| {family} | " + " | ".join(cells) + " |", flush=True)
-    print(f"\ncoverage, nominal 95% ({args.studies} studies per cell; in brackets: studies "
+
+
+def coverage_table(studies: int, rng: np.random.Generator) -> None:
+    print(f"\ncoverage, nominal 95% ({studies} studies per cell; in brackets: studies "
           "where the interval was reported)")
     cases = {"transfer learns faster (tau 2,500 vs 6,000)": EFFECT,
              "null: 40% of seeds never succeed": families()[
@@ -237,13 +291,11 @@ def main(argv: list[str] | None = None) -> int:
                  "condition fails in 20%, learns faster"]}
     print("| case | interval | 3 seeds | 5 seeds | 10 seeds |\n|---|---|---|---|---|")
     for case, (model, ref) in cases.items():
-        table = {n: coverage(model, ref, n, args.studies, rng) for n in (3, 5, 10)}
+        table = {n: coverage(model, ref, n, studies, rng) for n in (3, 5, 10)}
         for key in ("auc_difference", "success", "ft_fieller", "ft_bootstrap"):
             print(f"| {case} | {key} | " + " | ".join(
                 f"{table[n][key][0]:.1%} ({table[n][key][1]})" for n in (3, 5, 10)) + " |",
                 flush=True)
-    print(f"\n{time.perf_counter() - started:.0f} s")
-    return 0
 
 
 if __name__ == "__main__":

@@ -176,7 +176,8 @@ def test_score_success_refuses_a_threshold(tmp_path, capsys):
 STUDY = ["--algo", "ppo", "--timesteps", "192", "--source-timesteps", "192", "--eval-freq",
          "64", "--eval-episodes", "4", "--seeds", "2", "--conditions", "scratch,finetune",
          "--n-envs", "1", "--hparams", "n_steps=32", "batch_size=32", "n_epochs=1",
-         "learning_rate=0.01", "policy_kwargs={net_arch=[8]}", "--similarity", "0", "--workers", "1"]
+         "learning_rate=0.01", "policy_kwargs={net_arch=[8]}", "--similarity", "0",
+         "--workers", "1"]
 
 
 def test_score_success_end_to_end(tmp_path, capsys):

@@ -41,7 +41,9 @@ _PARAM_RE = re.compile(
     r"^\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*=\s*(\S(?:.*\S)?)\s*$")
 _GRID_RE = re.compile(r"^grid\s*\(")
 _MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-_ENV_ID_RE = re.compile(r"^[A-Za-z0-9_/.-]+-v\d+$")
+# A registered id after "module:": versioned (CartPole-v1) or not (Meta-World/MT1); no "=",
+# so "Id:name=value" is never read as "module:Id".
+_ENV_ID_RE = re.compile(r"^[A-Za-z0-9_/.-]+(-v\d+)?$")
 
 
 def split_top_level(text: str, sep: str = ",") -> list[str]:

@@ -96,6 +96,14 @@ def test_a_bare_name_parses_as_its_quoted_form_and_round_trips(bare, quoted, sto
     assert "/" not in spec.slug and '"' not in spec.slug
 
 
+def test_an_id_without_a_version_works_after_a_module():
+    spec = EnvSpec.parse("metaworld:Meta-World/MT1:task=push-v3")
+    assert (spec.id, spec.params) == ("metaworld:Meta-World/MT1", {"task": '"push-v3"'})
+    family, base_id, _ = resolve(spec)
+    assert (family.name, base_id) == ("Meta-World", "Meta-World/MT1")
+    assert spec.slug == "metaworld_Meta-World_MT1_task_push-v3"
+
+
 def test_float_parameters_store_and_hash_as_before():
     spec = EnvSpec.parse("CartPole-v1:length=1,force_mag=5")
     assert spec.to_dict() == {"id": "CartPole-v1", "params": {"force_mag": 5.0, "length": 1.0}}

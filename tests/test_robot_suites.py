@@ -305,10 +305,11 @@ def test_a_meta_world_study_from_reach_to_push(tmp_path, monkeypatch):
 def test_a_goal_suite_study(tmp_path, monkeypatch, source, target):
     # Sparse rewards: a tiny source scores what a random policy does, so the test gives a
     # threshold above any return these rewards reach in so few steps.
-    # MultiInputPolicy for the dict observations (issue 23 part C picks it by itself).
+    # No policy given: the dict observations get MultiInputPolicy by themselves.
     study = _study(tmp_path, monkeypatch, source, target, "ppo",
-                   ["policy=MultiInputPolicy", "n_steps=50", "batch_size=50", "n_epochs=1"],
-                   timesteps=100, threshold="1")
+                   ["n_steps=50", "batch_size=50", "n_epochs=1"], timesteps=100, threshold="1")
     for condition in ("scratch", "finetune"):
         assert _evaluated_steps(study / condition / "seed_0") == [0, 100]
+    agent = json.loads((study / "study.json").read_text())["target_agent"]
+    assert agent["hparams"]["policy"] == "MultiInputPolicy"
     assert (study / "summary.json").exists()

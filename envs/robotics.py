@@ -2,11 +2,12 @@
 tasks, as families whose parameters pick the suite's registered envs.
 
 * **PointMaze** / **AntMaze**: ``layout`` picks ``PointMaze_<layout>-v3`` /
-  ``AntMaze_<layout>-v5`` (only the maze map differs); ``dense=1`` the ``...Dense`` id (a
-  negative-distance reward instead of 1 at the goal). Goal-conditioned dict observations
-  (observation, achieved_goal, desired_goal); the goal is redrawn when reached (a continuing
-  task) until the layout's time limit (UMaze and Open 300 steps, Medium 600, Large 800 for
-  PointMaze; 700, 1000, 1000 for AntMaze). ``info["success"]``: within 0.45 of the goal.
+  ``AntMaze_<layout>-v5`` (only the maze map differs); ``dense=1`` the ``...Dense`` id
+  (reward exp(-distance to the goal) instead of 1 within 0.45 of it). Goal-conditioned dict
+  observations (observation, achieved_goal, desired_goal); reaching the goal does not end
+  the episode (a continuing task: the sparse reward is 1 at every step there) before the
+  layout's limit (PointMaze: UMaze and Open 300 steps, Medium 600, Large 800; AntMaze: 700,
+  Medium and Large 1000). ``info["success"]``: within 0.45 of the goal.
 * **FrankaKitchen**: ``tasks`` is a set of the kitchen's tasks joined by '+'
   (``tasks=kettle+microwave``; light_switch for 'light switch'). Its goals are nested
   dicts, one entry per task, which SB3 cannot take: `FlatGoals` concatenates them (tasks

@@ -637,7 +637,7 @@ def _valid_names(family: Any, parameter: Any) -> str:
     try:
         names = " | ".join(parameter.valid_names())
     except MissingDependencyError:
-        return f"(pip install 'rltransfer[{family.extra}]' to list them)"
+        return rf"(pip install 'rltransfer\[{family.extra}]' to list them)"  # \[: not markup
     return f"{names} (several joined by {parameter.separator!r})" if parameter.separator else names
 
 

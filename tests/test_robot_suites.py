@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -77,6 +78,21 @@ def test_envs_lists_the_suites_and_their_valid_names(capsys):
         detail = capsys.readouterr().out
         for name in names:
             assert name in detail, (family, name)
+
+
+def test_without_the_package_the_suite_is_listed_and_a_run_names_the_extra(
+        monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "metaworld", None)  # `import metaworld` now fails
+    assert cli.main(["envs", "Meta-World"]) == 0
+    listing = capsys.readouterr().out  # the table may wrap the hint
+    assert "rltransfer[metaworld]" in listing and "assembly-v3" not in listing
+    out = tmp_path / "runs"
+    assert cli.main(["run", "Meta-World/MT1:task=reach-v3", "Meta-World/MT1:task=push-v3",
+                     "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "rltransfer: error: Meta-World environments need the metaworld package: "
+        "pip install 'rltransfer[metaworld]'")
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("bare,quoted,stored", [

@@ -62,7 +62,8 @@ def _page(result: StudySummary, study: dict[str, Any]) -> dict[str, Any]:
                      for name, verdict in _verdicts(result)],
         "no_verdicts": _NO_VERDICTS, "seed_note": result.seed_note,
         "looks": _looks(result),
-        "table_note": table_note(result.alpha), "captions": _FIGURE_CAPTIONS,
+        "table_note": table_note(result.alpha, len(headers(result)) > len(headers())),
+        "captions": _FIGURE_CAPTIONS,
         "command": study.get("command"), "tensorboard": _tensorboard_command(result, study),
     }
 
@@ -282,15 +283,7 @@ def _description(result: StudySummary, study: dict[str, Any]) -> list[tuple[str,
         ("algorithm", f"{result.algo}; conditions: {conditions}"),
         ("seeds", _seeds_text(result, spec)),
         ("budgets", budgets_text(result, spec)),
-        # the page's term, kept: "normalization" here is the normalized score's 0 and 1
-        ("normalization", f"threshold {result.threshold:g} ({result.threshold_from}), "
-                          f"random policy's return on the target {result.random_return:.4g}; "
-                          "scores are normalized: 0 = random, 1 = threshold"
-         ) if result.score == "return" else (
-            "score", f"success rate (--score success): the curves, the metrics and the "
-                     f"verdict read the share of evaluation episodes that succeeded; "
-                     f"normalized 0 = the random policy's success rate on the target "
-                     f"{result.random_return:.4g}, 1 = 100% success"),
+        _score_item(result),
         ("hyperparameters (target)", f"`{_hparams_text(study['target_agent']['hparams'])}`"),
     ]
     source_hparams = (study.get("source_agent") or {}).get("hparams")
@@ -303,6 +296,20 @@ def _description(result: StudySummary, study: dict[str, Any]) -> list[tuple[str,
     if study.get("started"):
         items.append(("ran", f"{study['started']} – {study.get('ended') or 'unfinished'}"))
     return items
+
+
+def _score_item(result: StudySummary) -> tuple[str, str]:
+    """What the normalized score is: the return between random and the threshold, or with
+    --score success the success rate between random's and 100%."""
+    if result.score == "success":
+        return ("score", f"success rate (--score success): the curves, the metrics and the "
+                         f"verdict read the share of evaluation episodes that succeeded; "
+                         f"normalized 0 = the random policy's success rate on the target "
+                         f"{result.random_return:.4g}, 1 = 100% success")
+    # the page's term, kept: "normalization" here is the normalized score's 0 and 1
+    return ("normalization", f"threshold {result.threshold:g} ({result.threshold_from}), "
+                             f"random policy's return on the target {result.random_return:.4g}; "
+                             "scores are normalized: 0 = random, 1 = threshold")
 
 
 def similarity_items(result: StudySummary) -> list[tuple[str, str]]:

@@ -223,8 +223,17 @@ def _csv(value: float | None) -> str:
     return "" if value is None else repr(value)
 
 
-def table_note(alpha: float) -> str:
-    """What the table's numbers are, under every table."""
+SUCCESS_NOTE = (
+    " Final success rate: the mean over runs of each run's success rate over its last 3 "
+    "evaluations (not normalized), t interval cut to [0, 1]. Forward transfer (Continual "
+    "World): (AUC − scratch's) / (1 − scratch's), AUC the area under the success-rate curve "
+    "over the budget / the budget; Fieller interval for the ratio of failure areas, "
+    "reported only when scratch's success area is clearly below 1.")
+
+
+def table_note(alpha: float, success: bool = False) -> str:
+    """What the table's numbers are, under every table; `success`: with its success
+    columns (`SUCCESS_NOTE`)."""
     return (
         f"Intervals are {metrics.percent(1 - alpha)} intervals over seeds, on normalized "
         "scores (0 = random, "
@@ -237,4 +246,4 @@ def table_note(alpha: float) -> str:
         "P(improve): P(area > scratch's area), Newcombe interval. Transfer ratio: (area − "
         "scratch's) / scratch's area, Fieller interval, reported only when scratch's area is "
         "clearly above 0; it depends on where 0 (the random policy) lies."
-    )
+    ) + (SUCCESS_NOTE if success else "")

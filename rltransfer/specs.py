@@ -147,8 +147,12 @@ class EnvSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EnvSpec:
+        """Also a config file's table, whose name-valued parameters may be plain TOML
+        strings (``params = {task = "push-v3"}``): they are stored quoted, as parsed."""
         extra = {name: data[name] for name in _OBSERVATION_FIELDS if name in data}
         params = {k: _stored_value(k, v) for k, v in dict(data.get("params", {})).items()}
+        if any(isinstance(v, _Bare) for v in params.values()):  # never in a study.json
+            params = canonical(str(data["id"]), params, f"{data['id']} with params {params}")
         return cls(str(data["id"]), params, **extra)
 
     @property
@@ -273,8 +277,7 @@ def _stored_value(name: str, value: Any) -> Value:
 
         distribution = parse_distribution(value)
         if distribution is None:
-            raise ParameterError(f"parameter {name}={value!r} is neither a number nor a "
-                                 f"distribution")
+            return _Bare(value)  # a name, if the env's family takes one (from_dict)
         return distribution.text
     raise ParameterError(f"parameter {name}={value!r} is neither a number nor a distribution")
 

@@ -112,6 +112,13 @@ def test_a_bare_name_parses_as_its_quoted_form_and_round_trips(bare, quoted, sto
     assert "/" not in spec.slug and '"' not in spec.slug
 
 
+def test_a_config_tables_plain_string_is_a_name():
+    table = {"id": "FrankaKitchen-v1", "params": {"tasks": "kettle+microwave"}}
+    assert EnvSpec.from_dict(table) == EnvSpec.parse("FrankaKitchen-v1:tasks=microwave+kettle")
+    with pytest.raises(ParameterError, match=re.escape("length='long' in")):
+        EnvSpec.from_dict({"id": "CartPole-v1", "params": {"length": "long"}})
+
+
 def test_an_id_without_a_version_works_after_a_module():
     spec = EnvSpec.parse("metaworld:Meta-World/MT1:task=push-v3")
     assert (spec.id, spec.params) == ("metaworld:Meta-World/MT1", {"task": '"push-v3"'})

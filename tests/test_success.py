@@ -232,3 +232,33 @@ def test_a_return_study_on_a_success_env_reports_success_beside_the_return(tmp_p
     events = EventAccumulator(str(tmp_path / "r" / "_aggregate" / "finetune"))
     events.Reload()
     assert "aggregate/success_rate/finetune/mean" in events.Tags()["scalars"]
+
+
+def test_a_cached_scratch_run_without_success_rates_is_trained_again_under_score_success(
+        tmp_path):
+    """A scratch run cached before success rates were recorded has no success_rate column:
+    a --score success study does not reuse it (it trains it again); a --score return study
+    does."""
+    from rltransfer.study.caches import reuse_scratch, scratch_cache
+    from rltransfer.study.plan import plan
+    from rltransfer.study.study_spec import StudySpec
+
+    def scratch(score: str):
+        spec = StudySpec.build(EnvSpec.parse("SuccessAllOnes-v0"),
+                               EnvSpec.parse("SuccessAllOnes-v0"), conditions=["scratch"],
+                               seeds=1, timesteps=64, eval_freq=32, score=score,
+                               out=str(tmp_path), hparams={"n_steps": 32, "batch_size": 32})
+        plan_ = plan(spec)
+        return plan_, plan_.target_runs()[0]
+
+    plan_, run = scratch("success")
+    cache = scratch_cache(plan_, run)
+    cache.mkdir(parents=True)
+    (cache / "status.json").write_text(json.dumps({"state": "done"}))
+    rows = [",".join(EVAL_COLUMNS), "0,1.0,0.0,4,0.1", "64,4.0,0.0,4,0.2"]
+    (cache / "evaluations.csv").write_text("\n".join(rows) + "\n")
+    assert reuse_scratch(plan_, run, tmp_path / "s" / "scratch" / "seed_0") is None
+    assert reuse_scratch(*scratch("return"), tmp_path / "r" / "scratch" / "seed_0") == cache.name
+    (cache / "evaluations.csv").write_text("\n".join(
+        [rows[0] + ",success_rate", rows[1] + ",0.0", rows[2] + ",1.0"]) + "\n")
+    assert reuse_scratch(plan_, run, tmp_path / "s" / "scratch" / "seed_0") == cache.name

@@ -164,6 +164,15 @@ def test_score_success_is_refused_for_a_target_without_success(tmp_path, capsys)
     assert _snapshot(tmp_path) == before
 
 
+def test_a_matrix_refuses_score_success_for_a_target_without_success(tmp_path, capsys):
+    code = main(["matrix", "--sources", "SuccessAllOnes-v0",
+                 "--targets", "SuccessAllOnes-v0;SuccessBySeedNone-v0", "--score", "success",
+                 "--out", str(tmp_path), "--timesteps", "64", "--conditions", "scratch"])
+    assert code == 2
+    assert "--score success: SuccessBySeedNone-v0 reports no success" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
 def test_score_success_refuses_a_threshold(tmp_path, capsys):
     code = main(["run", "SuccessAllOnes-v0", "SuccessAllOnes-v0", "--score", "success",
                  "--threshold", "3", "--out", str(tmp_path)])

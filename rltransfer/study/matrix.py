@@ -154,7 +154,7 @@ def run_matrix(base: StudySpec, sources: list[EnvSpec], targets: list[EnvSpec], 
     With `resume`, an interrupted matrix of the same sources, targets and options is
     finished: its done studies are skipped untouched, the others resumed (`run_study`)."""
     from .plan import plan
-    from .preflight import check_writable
+    from .preflight import check_success_score, check_writable
     from .runner import run_study
     from .study_folder import check_same_study, existing_study
 
@@ -184,6 +184,7 @@ def run_matrix(base: StudySpec, sources: list[EnvSpec], targets: list[EnvSpec], 
             check_same_study(plan_, existing, plan_.study_dir)
         done.append(existing is not None and _finished(plan_, existing))
     check_writable(folder)
+    check_success_score(plans)  # a target without success: refused before the first file
     if not started:
         if resume:
             console.print(f"--resume: {folder} has no matrix yet; starting it", markup=False,

@@ -270,6 +270,22 @@ def score_scale(plan_: Plan, random: RandomScore, source: Source | None,
                   required=required)
 
 
+def check_success_score(plans: list[Plan]) -> None:
+    """``--score success`` for a matrix: each target's random rollout and success scale
+    (`score_scale.success_scale`), checked before the matrix writes anything; each study
+    measures it again, with the same seed, when it starts."""
+    checked: set[str] = set()
+    for plan_ in plans:
+        spec = plan_.spec
+        if spec.protocol.score != "success" or str(spec.env.target) in checked:
+            continue
+        checked.add(str(spec.env.target))
+        random = random_return(spec.env.target, max(spec.protocol.eval_episodes,
+                                                    RANDOM_EPISODES),
+                               spec.protocol.seed + EVAL_SEED_OFFSET)
+        success_scale(spec.env.target, random, spec.protocol.eval_episodes)
+
+
 def check_new_study(plan_: Plan) -> tuple[RandomScore, ScoreScale | None, Source | None,
                                           dict[str, budgets.Fit]]:
     """Check everything a new study needs before its first file. Returns the random policy's

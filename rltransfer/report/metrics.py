@@ -22,7 +22,10 @@ Fieller intervals, with their coverage measured by ``benchmarks/calibration.py``
 `TransferRatio`) reads it back, and its `Metric` entry names its record, its formatter and
 its column. Adding a metric: compute it in `_condition_summary` (per condition) or
 `compare` (against the reference), give it a `Metric` entry, and a column in `COLUMNS` if
-the tables show it.
+the tables show it. The success-rate metrics (final success rate, forward transfer) are
+computed from the success curves, not the score, by `rltransfer.report.success`; their
+entries are here, and the tables add their columns only where runs recorded success
+(`shown_metrics`).
 """
 
 from __future__ import annotations

@@ -71,7 +71,9 @@ Notify = Callable[[str, Any], None]
 class EvaluationCallback(BaseCallback):
     """Evaluates the deterministic policy at step 0 (before any update), then once
     `eval_freq` env steps have passed, and at the end (after the last update); logs
-    `eval/mean_reward` against env steps and writes the CSV.
+    `eval/mean_reward` against env steps and writes the CSV. Where the env reports success
+    (`success.EpisodeSuccess`), each row also holds the evaluation's success rate and
+    `eval/success_rate` is logged beside the return.
 
     Evaluations happen at the start of a rollout, where the policy has just been updated, so
     each row measures the latest policy. The eval env is re-seeded before every evaluation,

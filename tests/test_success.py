@@ -173,6 +173,20 @@ def test_a_matrix_refuses_score_success_for_a_target_without_success(tmp_path, c
     assert not any(tmp_path.iterdir())
 
 
+def test_score_success_is_refused_where_the_random_policy_already_succeeds(tmp_path, capsys):
+    """SuccessBySeedAny: 3 in 4 episodes succeed whatever the policy does; 100% is 0.25
+    above it, less than 3 standard errors of a 10-episode evaluation (3 x 0.137)."""
+    code = main(["run", "SuccessBySeedAny-v0", "SuccessBySeedAny-v0", "--score", "success",
+                 "--out", str(tmp_path), "--conditions", "scratch"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["rltransfer: error: --score success: the random policy already succeeds in "
+                   "75% of 100 episodes on SuccessBySeedAny-v0, so 100% success is less than 3 "
+                   "standard errors of an evaluation above it: success rates cannot tell "
+                   "transfer from chance; use --score return, or a harder target"]
+    assert not any(tmp_path.iterdir())
+
+
 def test_score_success_refuses_a_threshold(tmp_path, capsys):
     code = main(["run", "SuccessAllOnes-v0", "SuccessAllOnes-v0", "--score", "success",
                  "--threshold", "3", "--out", str(tmp_path)])

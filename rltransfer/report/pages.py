@@ -191,7 +191,8 @@ def env_differences(source: Mapping[str, Any], target: Mapping[str, Any]) -> lis
     same_family = src_family is not None and src_family is tgt_family
     parameters = {p.name: p for p in tgt_family.parameters} if same_family else {}
     if same_family:  # fill in defaults so that "unset" reads as its value
-        defaults = {name: p.default for name, p in parameters.items()}
+        defaults = {name: json.dumps(p.default) if p.value_type is str else p.default
+                    for name, p in parameters.items()}  # names are stored quoted
         src_params, tgt_params = {**defaults, **src_params}, {**defaults, **tgt_params}
     for name in sorted(set(src_params) | set(tgt_params)):
         before, after = src_params.get(name), tgt_params.get(name)

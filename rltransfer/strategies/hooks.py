@@ -19,10 +19,11 @@ torch-free). The object is a `Strategy`: each hook gets the run's parsed conditi
   ``transfer.json`` records of it. Training calls it through ``start``, which also applies
   what a run inherits from the source besides tensors: before `initialize`, the source's
   VecNormalize statistics as the ``norm`` option says (conditions that take something from
-  the source, `rltransfer.training.vecnorm`); after it, DQN's and QR-DQN's ε schedule as
-  ``eps`` says (`rltransfer.strategies.exploration`). Both are recorded in transfer.json
-  ("normalization", null for a condition that takes nothing; "exploration"); a strategy that
-  handles them otherwise overrides ``start``;
+  the source, `rltransfer.training.vecnorm`; across observation spaces mapped as the
+  weights are, `rltransfer.training.transfer.normalization_features`); after it, DQN's and
+  QR-DQN's ε schedule as ``eps`` says (`rltransfer.strategies.exploration`). Both are
+  recorded in transfer.json ("normalization", null for a condition that takes nothing;
+  "exploration"); a strategy that handles them otherwise overrides ``start``;
 * ``callbacks(model, choice, context) -> [BaseCallback, ...]``: SB3 callbacks that join the
   run's own during ``learn`` (a curriculum, a loss's weight schedule);
 * ``before_learning(model, choice, context, evaluation) -> dict | None``: work done on the
@@ -107,14 +108,18 @@ class Strategy:
               context: Context) -> tuple[Any, dict[str, Any]]:
         """`initialize`, with the source's normalization statistics applied before it and
         the ε schedule after it (the module's docstring); what training calls."""
-        from ..training import vecnorm
+        from ..training import transfer, vecnorm
         from . import exploration
 
         normalization = None
         if choice.condition.needs_source:  # the source's statistics, after SB3's _build
-            normalization = vecnorm.apply(model.get_env(), context.source_stats,
-                                          choice.get("norm") or vecnorm.RESET,
-                                          context.source_label)
+            mode = choice.get("norm") or vecnorm.RESET
+            # across observation spaces, the statistics follow the weights' map
+            features = (transfer.normalization_features(model, choice, context)
+                        if mode != vecnorm.RESET and vecnorm.find(model.get_env()) is not None
+                        else None)
+            normalization = vecnorm.apply(model.get_env(), context.source_stats, mode,
+                                          context.source_label, features)
         report, record = self.initialize(model, choice, context)
         record["normalization"] = normalization  # None: none of the source's
         schedule = exploration.apply(model, choice)  # DQN's and QR-DQN's; None for others

@@ -14,6 +14,9 @@ New inputs (a key only the target has, target features no pair maps, new action 
 a critic's input) start at ZERO weight, so every first layer's output on a state equals the
 source's on the features the two share, whatever the new features hold: at step 0 the target
 acts as the source does there. Training then moves the new columns like any other weight.
+With normalized observations, the source's statistics follow the same map (`Mapping.features`,
+`rltransfer.training.vecnorm.apply`), so the shared features reach the copied columns
+normalized as the source normalized them.
 
 Grown action spaces keep the leading (shared) actions' rows of each action head. A new Box
 action dimension's rows start at zero (its Gaussian mean, or TD3's tanh output, is 0; PPO's
@@ -109,6 +112,18 @@ class Mapping:
     actions: tuple[str, int, int] | None  # (kind, source count, target count)
     unmapped: str = ""  # why the features cannot be mapped (first layers re-initialized)
     layers: dict[str, dict[str, Any]] = field(default_factory=dict)  # tensor -> provenance
+    # per key both observations have (obs_map.BOX for a Box): its spans, in its own features
+    spans: dict[str, list[maps.Span]] = field(default_factory=dict)
+
+    def features(self) -> dict[str, list[tuple[int, int]]]:
+        """Per key both observations have ("" for a Box): its (source, target) feature
+        pairs, counted within the key, as the first layers' columns map them; empty when
+        the features are not mapped. The normalization statistics follow this map
+        (`rltransfer.training.vecnorm.apply`)."""
+        if self.unmapped:
+            return {}
+        return {key: [(span.source + i, span.target + i) for span in spans
+                      for i in range(span.length)] for key, spans in self.spans.items()}
 
     def record(self) -> dict[str, Any]:
         """transfer.json's "spaces": the map's origin, both layouts, each key's fate."""
@@ -149,19 +164,23 @@ def plan(model: BaseAlgorithm, choice: Choice, source_spaces: tuple[Any, Any] | 
                               f"(a CNN reads them): drop obs_map")
         return None
     parsed = maps.parse(text) if text else None
-    columns, blocks, unmapped = _columns(source, target, parsed, label)
+    spans: dict[str, list[maps.Span]] = {}
+    columns, blocks, unmapped = _columns(source, target, parsed, label, spans)
     if not text and not unmapped and source != target:
         origin = "dict keys"
     acts_s, acts_t = _actions(source_spaces[1]), _actions(model.action_space)
     actions = None
     if acts_s and acts_t and acts_s[0] == acts_t[0] and acts_s[1] != acts_t[1]:
         actions = (acts_t[0], acts_s[1], acts_t[1])
-    return Mapping(source, target, columns, blocks, origin, text, actions, unmapped)
+    return Mapping(source, target, columns, blocks, origin, text, actions, unmapped,
+                   spans=spans)
 
 
 def _columns(source: Layout, target: Layout, parsed: maps.ObsMap | None, label: str,
+             found: dict[str, list[maps.Span]],
              ) -> tuple[list[tuple[int, int]], list[dict[str, Any]], str]:
-    """(shared columns, each key's record, why not mapped or "")."""
+    """(shared columns, each key's record, why not mapped or ""); each shared key's spans
+    go into `found`."""
     if parsed is not None and parsed.mode == maps.NONE:
         return [], [], "obs_map=none: the first layers start fresh"
     if source.box != target.box:
@@ -183,7 +202,9 @@ def _columns(source: Layout, target: Layout, parsed: maps.ObsMap | None, label: 
         s0, s1 = ranges_s[key]
         spans = _spans_of(key, s1 - s0, t1 - t0, explicit, parsed, label)
         if isinstance(spans, str):
+            found.clear()
             return [], [], spans
+        found[key] = spans
         for span in spans:
             columns.extend((s0 + span.source + i, t0 + span.target + i)
                            for i in range(span.length))

@@ -336,6 +336,19 @@ def across_spaces(model: BaseAlgorithm, source_state: dict[str, torch.Tensor],
     return cross_space.plan(model, choice, spaces, family_map(context))
 
 
+def normalization_features(model: BaseAlgorithm, choice: conditions.Choice,
+                           context: Context | None) -> dict[str, list[tuple[int, int]]] | None:
+    """Which source observation features the target's are, per Dict key ("" for a Box), for
+    the source's normalization statistics (`vecnorm.apply`): the map `apply_transfer` gives
+    the first layers (`across_spaces`), so a shared feature is normalized as the source
+    normalized it. None when the condition copies no weights or nothing needs mapping."""
+    weights = choice.weights
+    if weights is None or context is None or context.source_state is None:
+        return None
+    mapping = across_spaces(model, context.source_state, weights, context)
+    return mapping.features() if mapping is not None else None
+
+
 def check_spaces(model: BaseAlgorithm, choice: str | conditions.Choice,
                  context: Context | None) -> None:
     """The pre-flight check of ``obs_map`` against the source's and `model`'s spaces (the

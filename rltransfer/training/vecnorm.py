@@ -14,6 +14,16 @@ A transferred run takes the source's statistics as its condition's ``norm`` opti
 updating) or ``reset`` (fresh). The source's statistics are found beside its checkpoint:
 rltransfer's ``vecnormalize.npz``, RL-Zoo's ``<env>/vecnormalize.pkl`` for ``<env>.zip``, or
 Hugging Face's ``vec_normalize.pkl``; the pickles are read by `safe_pickle`.
+
+Across observation spaces (`rltransfer.training.cross_space`), a Dict key or Box whose
+features the weights map (``obs_map``, the family's map, ``leading``) has its statistics
+mapped the same way (`apply`'s ``features``): a shared feature takes the source's mean, var
+and count, so its normalized value is the source's and the target acts as the source at step
+0; a new feature starts as fresh statistics do (mean 0, var 1, count ``EPSILON``). Each
+feature then keeps its own count (`FeatureCounts`): under ``update`` a new feature learns the
+data's statistics at its first step while a shared one moves as slowly as the source's count
+says; under ``freeze`` nothing moves, so a new feature stays at mean 0, var 1 (its raw value,
+clipped at ``clip_obs``, reaches the network).
 """
 
 from __future__ import annotations
@@ -41,6 +51,20 @@ Stats = dict[str, np.ndarray]  # "obs_rms.mean", "obs_rms.var", "obs_rms.count",
 
 _KWARGS = [p for p in inspect.signature(VecNormalize.__init__).parameters
            if p not in ("self", "venv", "training")]
+EPSILON = 1e-4  # RunningMeanStd's count of fresh statistics
+
+
+class FeatureCounts(RunningMeanStd):
+    """Running statistics with one count per feature (an array shaped like `mean`): mapped
+    across spaces, shared features carry the source's count and new ones a fresh one.
+    SB3's update arithmetic is elementwise, so only `copy` (which casts the count to a float)
+    needs its own."""
+
+    def copy(self) -> FeatureCounts:
+        new = FeatureCounts(shape=self.mean.shape)
+        new.mean, new.var = self.mean.copy(), self.var.copy()
+        new.count = np.array(self.count, np.float64)
+        return new
 
 
 def config(hparams: dict[str, Any]) -> dict[str, Any] | None:
@@ -148,11 +172,45 @@ def from_nested(data: dict[str, Any]) -> Stats:
 
 
 def _rms(stats: Stats, name: str) -> RunningMeanStd:
-    rms = RunningMeanStd(shape=stats[f"{name}.mean"].shape)
+    count = np.asarray(stats[f"{name}.count"], np.float64)
+    shape = stats[f"{name}.mean"].shape
+    rms = RunningMeanStd(shape=shape) if count.size == 1 else FeatureCounts(shape=shape)
     rms.mean = stats[f"{name}.mean"].copy()
     rms.var = stats[f"{name}.var"].copy()
-    rms.count = float(stats[f"{name}.count"])
+    rms.count = float(count) if count.size == 1 else count.reshape(shape).copy()
     return rms
+
+
+def _mapped(stats: Stats, name: str, shape: tuple[int, ...],
+            pairs: list[tuple[int, int]]) -> Stats:
+    """The statistics `name` for a target of `shape`: flattened target feature t takes the
+    source's feature s for each (s, t) in `pairs`; the others are fresh (mean 0, var 1,
+    count EPSILON). Flattened in C order, as SB3's Flatten reads them."""
+    size = int(np.prod(shape))
+    mean, var, count = np.zeros(size), np.ones(size), np.full(size, EPSILON)
+    src_count = np.broadcast_to(np.asarray(stats[f"{name}.count"], np.float64).reshape(-1)
+                                if np.size(stats[f"{name}.count"]) > 1
+                                else stats[f"{name}.count"], stats[f"{name}.mean"].shape)
+    s = np.array([a for a, _ in pairs], dtype=np.int64)
+    t = np.array([b for _, b in pairs], dtype=np.int64)
+    mean[t] = stats[f"{name}.mean"].reshape(-1)[s]
+    var[t] = stats[f"{name}.var"].reshape(-1)[s]
+    count[t] = src_count.reshape(-1)[s]
+    return {f"{name}.mean": mean.reshape(shape), f"{name}.var": var.reshape(shape),
+            f"{name}.count": count.reshape(shape)}
+
+
+def _describe(pairs: list[tuple[int, int]], size: int) -> str:
+    """'0:2>0:2; 3 new at mean 0, var 1': the pairs as runs of source>target slices."""
+    runs: list[list[int]] = []  # [source start, target start, length]
+    for a, b in sorted(pairs, key=lambda p: p[1]):
+        if runs and runs[-1][0] + runs[-1][2] == a and runs[-1][1] + runs[-1][2] == b:
+            runs[-1][2] += 1
+        else:
+            runs.append([a, b, 1])
+    text = ";".join(f"{a}:{a + n}>{b}:{b + n}" for a, b, n in runs)
+    new = size - len(pairs)
+    return f"{text}; {new} new at mean 0, var 1" if new else text
 
 
 def _fits(venv: VecNormalize, stats: Stats, name: str) -> str | None:
@@ -194,13 +252,18 @@ def load_into(venv: VecNormalize, stats: Stats) -> None:
                 venv.obs_rms = _rms(stats, name)
 
 
-def apply(venv: VecEnv, stats: Stats | None, mode: str, source: str = "") -> dict[str, Any]:
+def apply(venv: VecEnv, stats: Stats | None, mode: str, source: str = "",
+          features: dict[str, list[tuple[int, int]]] | None = None) -> dict[str, Any]:
     """Initialize the target env's statistics from the source's as `mode` says, after the
     model is built; what transfer.json records. A source without statistics transferred into
-    a normalized target (or statistics that do not fit) warns: the target starts fresh."""
+    a normalized target (or statistics that do not fit) warns: the target starts fresh.
+    `features` maps observations across spaces as the weights are (Dict key, or "" for a
+    Box -> its (source feature, target feature) pairs, flattened): the statistics of a key
+    whose shape changed, or whose features moved, are mapped (the module's docstring) and
+    recorded under "mapped"; a key shared whole keeps the source's ("copied")."""
     target = find(venv)
     record: dict[str, Any] = {"mode": mode, "source": source or None, "copied": [],
-                              "fresh": {}, "updated": True}
+                              "mapped": {}, "fresh": {}, "updated": True}
     if target is None:  # nothing to copy, freeze or update: say so, and only that
         record = {"mode": mode, "source": source or None, "target_normalizes": False}
         if stats and mode != RESET:
@@ -213,15 +276,28 @@ def apply(venv: VecEnv, stats: Stats | None, mode: str, source: str = "") -> dic
         record["fresh"] = {name: f"norm={RESET}" for name in wanted}
         return record
     stats = stats or {}
+    mapped: Stats = {}
     for name in wanted:
         why = _fits(target, stats, name)
+        pairs = _pairs(features, name)
+        shape = tuple(np.shape(_current(target, name).mean))  # type: ignore[union-attr]
+        moved = pairs is not None and (why is not None or pairs != _identity(shape))
+        if moved and f"{name}.mean" in stats:
+            assert pairs is not None
+            size_s = int(np.size(stats[f"{name}.mean"]))
+            if all(a < size_s for a, _ in pairs) and all(b < np.prod(shape) for _, b in pairs):
+                mapped.update(_mapped(stats, name, shape, pairs))
+                record["mapped"][name] = _describe(pairs, int(np.prod(shape)))
+                continue
+            why = f"the map's features are outside its {size_s} source features"
         if why is None:
             record["copied"].append(name)
         else:
             record["fresh"][name] = why
     load_into(target, {k: v for k, v in stats.items() if k.rsplit(".", 1)[0]
                        in record["copied"]})
-    if mode == FREEZE and record["copied"]:
+    load_into(target, mapped)
+    if mode == FREEZE and (record["copied"] or record["mapped"]):
         target.training = False  # the statistics stay the source's throughout (fresh ones too)
         record["updated"] = False
     if record["fresh"]:
@@ -230,6 +306,19 @@ def apply(venv: VecEnv, stats: Stats | None, mode: str, source: str = "") -> dic
                           f"cannot give ({missing})")
         warnings.warn(record["note"], stacklevel=2)
     return record
+
+
+def _pairs(features: dict[str, list[tuple[int, int]]] | None,
+           name: str) -> list[tuple[int, int]] | None:
+    """The feature pairs `features` gives the observation statistics `name`, if any."""
+    prefix, _, key = name.partition("/")
+    if features is None or prefix != "obs_rms":
+        return None
+    return features.get(key)
+
+
+def _identity(shape: tuple[int, ...]) -> list[tuple[int, int]]:
+    return [(i, i) for i in range(int(np.prod(shape)))]
 
 
 def _current_names(venv: VecNormalize) -> list[str]:
@@ -246,7 +335,7 @@ def note(record: dict[str, Any] | None) -> str:
         return ""
     if "note" in record:
         return f"warning: {record['note']}"
-    if record.get("copied"):
+    if record.get("copied") or record.get("mapped"):
         return (f"normalization statistics: the source's, "
                 f"{'updated' if record['updated'] else 'frozen'} (norm={record['mode']})")
     return ""

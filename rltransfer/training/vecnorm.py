@@ -188,14 +188,13 @@ def _mapped(stats: Stats, name: str, shape: tuple[int, ...],
     count EPSILON). Flattened in C order, as SB3's Flatten reads them."""
     size = int(np.prod(shape))
     mean, var, count = np.zeros(size), np.ones(size), np.full(size, EPSILON)
-    src_count = np.broadcast_to(np.asarray(stats[f"{name}.count"], np.float64).reshape(-1)
-                                if np.size(stats[f"{name}.count"]) > 1
-                                else stats[f"{name}.count"], stats[f"{name}.mean"].shape)
+    counted = np.asarray(stats[f"{name}.count"], np.float64).reshape(-1)  # one, or per feature
+    src_count = np.broadcast_to(counted, (int(np.size(stats[f"{name}.mean"])),))
     s = np.array([a for a, _ in pairs], dtype=np.int64)
     t = np.array([b for _, b in pairs], dtype=np.int64)
     mean[t] = stats[f"{name}.mean"].reshape(-1)[s]
     var[t] = stats[f"{name}.var"].reshape(-1)[s]
-    count[t] = src_count.reshape(-1)[s]
+    count[t] = src_count[s]
     return {f"{name}.mean": mean.reshape(shape), f"{name}.var": var.reshape(shape),
             f"{name}.count": count.reshape(shape)}
 

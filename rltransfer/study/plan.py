@@ -204,8 +204,6 @@ def _agent(spec: StudySpec, hparams: dict[str, Any], env: EnvSpec, observed: Obs
             f"--hparams replay_buffer_class={algos.HER}: {env} observes a vector, not a goal "
             f"env's Dict: drop replay_buffer_class")
     if observed.image:
-
-
         if hparams.get("policy", "MlpPolicy") == "MlpPolicy":
             hparams["policy"] = "CnnPolicy"
         encoder = EncoderSpec(NATURE_CNN, augment=spec.agent.augment,

@@ -57,6 +57,20 @@ class ObsMap:
                         for key, spans in self.keys.items())
 
 
+def spans(pairs: list[tuple[int, int]]) -> list[Span]:
+    """(source, target) feature pairs, in the order given, as runs of consecutive features:
+    [(0, 0), (1, 1), (3, 9)] -> [0:2>0:2, 3:4>9:10]. transfer.json's mapped columns and the
+    mapped normalization statistics are recorded this way."""
+    runs: list[Span] = []
+    for source, target in pairs:
+        last = runs[-1] if runs else None
+        if (last is not None and last.source + last.length == source
+                and last.target + last.length == target):
+            runs[-1] = Span(last.source, last.target, last.length + 1)
+        else:
+            runs.append(Span(source, target, 1))
+    return runs
+
 def parse(text: str) -> ObsMap:
     """An ``obs_map`` value read (module docstring); ConfigError, one line naming the fix,
     for a syntax error, ranges of unequal length, or ranges that overlap."""

@@ -376,14 +376,8 @@ def _build(tensor: torch.Tensor, source: torch.Tensor, columns: list[tuple[int, 
 
 def _runs(pairs: list[tuple[int, int]]) -> list[dict[str, list[int]]]:
     """Consecutive (source, target) pairs as ranges: [{"source": [a, b], "target": [c, d]}]."""
-    runs: list[dict[str, list[int]]] = []
-    for s, t in pairs:
-        if runs and runs[-1]["source"][1] == s and runs[-1]["target"][1] == t:
-            runs[-1]["source"][1] += 1
-            runs[-1]["target"][1] += 1
-        else:
-            runs.append({"source": [s, s + 1], "target": [t, t + 1]})
-    return runs
+    return [{"source": [r.source, r.source + r.length], "target": [r.target, r.target + r.length]}
+            for r in maps.spans(pairs)]
 
 
 def _ranges(indices: list[int]) -> list[list[int]]:

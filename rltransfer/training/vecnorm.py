@@ -42,6 +42,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize, unwrap_vec_no
 
 from ..errors import HyperparameterError
 from ..io_utils import atomic_write_bytes
+from ..strategies.obs_map import spans
 
 NPZ = "vecnormalize.npz"
 FREEZE, UPDATE, RESET = "freeze", "update", "reset"
@@ -201,13 +202,7 @@ def _mapped(stats: Stats, name: str, shape: tuple[int, ...],
 
 def _describe(pairs: list[tuple[int, int]], size: int) -> str:
     """'0:2>0:2; 3 new at mean 0, var 1': the pairs as runs of source>target slices."""
-    runs: list[list[int]] = []  # [source start, target start, length]
-    for a, b in sorted(pairs, key=lambda p: p[1]):
-        if runs and runs[-1][0] + runs[-1][2] == a and runs[-1][1] + runs[-1][2] == b:
-            runs[-1][2] += 1
-        else:
-            runs.append([a, b, 1])
-    text = ";".join(f"{a}:{a + n}>{b}:{b + n}" for a, b, n in runs)
+    text = ";".join(str(run) for run in spans(sorted(pairs, key=lambda p: p[1])))
     new = size - len(pairs)
     return f"{text}; {new} new at mean 0, var 1" if new else text
 
